@@ -1,0 +1,1 @@
+"""The chain edge: a local Anvil, the registry contract wrapper, deployment files."""

@@ -1,0 +1,257 @@
+"""Run a local Anvil (node_modules/.bin/anvil) on a free loopback port.
+
+    with Anvil(block_time=None) as anvil:       # automine: one block per tx
+        w3 = anvil.w3()
+        ...
+
+Used by tests, the devnet and benchmarks.  Anvil's ten dev accounts come from the
+well-known test mnemonic; their keys are in DEV_KEYS.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import IO
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+ANVIL_BIN = ROOT / "node_modules" / ".bin" / "anvil"
+
+# Anvil's well-known dev accounts (mnemonic "test test ... junk"), public test keys.
+DEV_KEYS: tuple[str, ...] = (
+    "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
+    "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d",
+    "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a",
+    "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6",
+    "0x47e179ec197488593b187f80a00eb0da91f1b9d0b13f8733639f19c30a34926a",
+    "0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba",
+    "0x92db14e403b83dfe3df233f83dfa3a0d7096f21ca9b0d6d6b8d88b2b4ec1564e",
+    "0x4bbbf85ce3377467afe5d46f804f221813b2bb87f24d81f60f1fcdbf7cbf4356",
+    "0xdbda1821b80551c9d65939329250298aa3472ba22feea921c0cf5d620ea67b97",
+    "0x2a871d0798f97d79848a013d4936a73bf4cc922c825d33c1cf7073dff6d409c6",
+)
+DEV_CHAIN_ID = 31337
+
+
+def anvil_binary() -> str:
+    """The native binary of the npm package (not the node launcher, so that stopping
+    the child stops anvil itself), else node_modules/.bin/anvil, else PATH."""
+    for native in sorted((ROOT / "node_modules" / "@foundry-rs").glob("anvil-*/bin/anvil")):
+        if os.access(native, os.X_OK):
+            return str(native)
+    if ANVIL_BIN.exists():
+        return str(ANVIL_BIN)
+    found = shutil.which("anvil")
+    if not found:
+        raise FileNotFoundError("anvil not found: run ./dev setup (node_modules/.bin/anvil)")
+    return found
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class AnvilError(RuntimeError):
+    pass
+
+
+class Anvil:
+    """A child Anvil process.  ``block_time=None`` means automine (a block per tx).
+
+    ``timestamp`` sets the genesis block's time; ``extra_args`` go to anvil as-is;
+    ``log_path`` collects anvil's output (a temp file by default, shown on failure).
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        block_time: float | None = None,
+        timestamp: int | None = None,
+        chain_id: int | None = None,
+        accounts: int | None = None,
+        gas_limit: int | None = None,
+        extra_args: list[str] | tuple[str, ...] = (),
+        log_path: str | os.PathLike[str] | None = None,
+        startup_timeout: float = 30.0,
+    ) -> None:
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError("Anvil is only run on loopback")
+        self.host = "127.0.0.1" if host == "localhost" else host
+        self.port = port
+        self.block_time = block_time
+        self.timestamp = timestamp
+        self.chain_id = chain_id
+        self.accounts = accounts
+        self.gas_limit = gas_limit
+        self.extra_args = list(extra_args)
+        self.log_path = Path(log_path) if log_path else None
+        self.startup_timeout = startup_timeout
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+        self._own_log = False
+
+    # -- urls -------------------------------------------------------------
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.host}:{self.port}"
+
+    @property
+    def chain_id_value(self) -> int:
+        return self.chain_id or DEV_CHAIN_ID
+
+    # -- lifecycle --------------------------------------------------------
+    def args(self) -> list[str]:
+        a = [anvil_binary(), "--host", self.host, "--port", str(self.port)]
+        if self.block_time is not None:
+            a += ["--block-time", str(self.block_time)]
+        if self.timestamp is not None:
+            a += ["--timestamp", str(int(self.timestamp))]
+        if self.chain_id is not None:
+            a += ["--chain-id", str(self.chain_id)]
+        if self.accounts is not None:
+            a += ["--accounts", str(self.accounts)]
+        if self.gas_limit is not None:
+            a += ["--gas-limit", str(self.gas_limit)]
+        return a + self.extra_args
+
+    def start(self) -> "Anvil":
+        if self.proc is not None:
+            return self
+        attempts = 1 if self.port else 5
+        last = ""
+        for _ in range(attempts):
+            if self.port is None or attempts > 1:
+                self.port = free_port(self.host)
+            if self.log_path:
+                self._log = open(self.log_path, "ab")
+            else:
+                self._log = tempfile.NamedTemporaryFile(prefix="anvil-", suffix=".log", delete=False)
+                self._own_log = True
+            self.proc = subprocess.Popen(
+                self.args(),
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # our own process group: Ctrl-C in tests doesn't race us
+            )
+            if self._wait_ready():
+                return self
+            last = self.log_text()
+            self.stop()
+        raise AnvilError(f"anvil did not start on {self.host}:{self.port}:\n{last[-2000:]}")
+
+    def _wait_ready(self) -> bool:
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self.proc is None or self.proc.poll() is not None:
+                return False
+            try:
+                self.rpc("eth_chainId")
+                return True
+            except Exception:
+                time.sleep(0.05)
+        return False
+
+    def log_text(self) -> str:
+        if self._log is None:
+            return ""
+        try:
+            return Path(self._log.name).read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 10.0) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            # The child leads its own process group (start_new_session): signal that
+            # group, which holds only the anvil we started (and a launcher, if any).
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait(timeout)
+        if self._log is not None:
+            self._log.close()
+            if self._own_log:
+                try:
+                    os.unlink(self._log.name)
+                except OSError:
+                    pass
+            self._log = None
+            self._own_log = False
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def __enter__(self) -> "Anvil":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __del__(self) -> None:  # last resort; never leave an orphan anvil behind
+        try:
+            self.stop(timeout=2)
+        except Exception:
+            pass
+
+    # -- helpers ------------------------------------------------------------
+    def rpc(self, method: str, params: list | None = None, timeout: float = 10.0):
+        """A raw JSON-RPC call (no web3 needed): returns ``result`` or raises."""
+        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []})
+        req = urllib.request.Request(
+            self.http_url, data=body.encode(), headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            out = json.loads(resp.read())
+        if "error" in out:
+            raise AnvilError(f"{method}: {out['error']}")
+        return out.get("result")
+
+    def w3(self, timeout: float = 30.0):
+        from web3 import Web3
+
+        return Web3(Web3.HTTPProvider(self.http_url, request_kwargs={"timeout": timeout}))
+
+    def mine(self, blocks: int = 1) -> None:
+        self.rpc("anvil_mine", [hex(blocks)])
+
+    def increase_time(self, seconds: int) -> None:
+        """Move chain time forward; the next block carries it (call mine() to seal one)."""
+        self.rpc("evm_increaseTime", [int(seconds)])
+
+    def set_next_timestamp(self, ts: int) -> None:
+        self.rpc("evm_setNextBlockTimestamp", [int(ts)])
+
+    def snapshot(self) -> str:
+        return self.rpc("evm_snapshot")
+
+    def revert(self, snap: str) -> bool:
+        return bool(self.rpc("evm_revert", [snap]))
+
+    def set_automine(self, on: bool) -> None:
+        self.rpc("evm_setAutomine", [on])

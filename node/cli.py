@@ -1,0 +1,30 @@
+"""`python -m node`: the command-line entry point.
+
+Thin on purpose: each subcommand's body lives in its own module (node/commands/,
+or the owning package) and is imported lazily, so `python -m node build` does not
+pay for web3 and a teammate's new subcommand is one `add` line here.
+"""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Mini-block node tools.")
+
+
+@app.callback()
+def _root() -> None:
+    """Mini-block node tools."""
+
+
+def _register() -> None:
+    from node.commands import build as build_cmd
+
+    app.command("build", help="Compile contracts/src into build/contracts (cached).")(build_cmd.main)
+
+
+_register()
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,1 @@
+"""Bodies of the `python -m node` subcommands, one module each."""
