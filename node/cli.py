@@ -22,6 +22,12 @@ def _register() -> None:
 
     app.command("build", help="Compile contracts/src into build/contracts (cached).")(build_cmd.main)
 
+    from node.commands import explorer as explorer_cmd
+    from node.commands import headers as headers_cmd
+
+    app.command("headers", help="The committed headers of a registry, verified from the chain alone.")(headers_cmd.main)
+    app.command("explorer", help="Serve the header explorer web page for a registry.")(explorer_cmd.main)
+
 
 _register()
 

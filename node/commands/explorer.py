@@ -1,0 +1,25 @@
+"""`python -m node explorer`: serve the header explorer web page for one registry."""
+
+from __future__ import annotations
+
+import typer
+
+
+def main(
+    rpc_url: str = typer.Option(..., "--rpc-url", help="JSON-RPC endpoint of the chain."),
+    registry: str = typer.Option(..., "--registry", help="Address of the MiniblockRegistry."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8600, "--port", min=0, max=65535, help="Port to listen on."),
+) -> None:
+    from node.chain.history import HistoryError, RegistryHistory
+    from node.explorer.app import create_app
+
+    try:
+        hist = RegistryHistory.connect(rpc_url, registry)
+    except HistoryError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    import uvicorn
+
+    typer.echo(f"explorer for {hist.address} (chain {hist.chain_id}) on http://{host}:{port}/", err=True)
+    uvicorn.run(create_app(hist), host=host, port=port, log_level="warning")

@@ -1,0 +1,1 @@
+"""The on-chain header explorer web page (`python -m node explorer`)."""
