@@ -1,0 +1,213 @@
+"""Deploy the registry, allow-list operators, register nodes, create streams.
+
+Nodes registered in epoch e are active from e + 1 and streams pick their replicas
+among active nodes, so when both nodes and streams are asked for, deploy waits for
+the next epoch before creating the streams: on a dev chain it can move time
+(``warp=True``: evm_increaseTime, Anvil only), elsewhere it waits for chain time.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from eth_account.signers.local import LocalAccount
+from eth_utils import keccak, to_checksum_address
+from web3 import Web3
+
+from .deployment import DeployedNode, Deployment
+from .registry import Registry, RegistryError, TxSender
+
+
+@dataclass
+class NodeSpec:
+    address: str
+    url: str
+    randao_commit: bytes
+    # The operator that registers it (must be allow-listed); None: the deployer.
+    operator: LocalAccount | None = None
+
+
+def parse_stream_id(s: str | bytes) -> bytes:
+    """0x + 64 hex digits is taken as is; any other text is hashed (keccak256 of UTF-8)."""
+    if isinstance(s, bytes):
+        if len(s) != 32:
+            raise ValueError("stream id must be 32 bytes")
+        return s
+    if s.startswith("0x") and len(s) == 66:
+        return bytes.fromhex(s[2:])
+    return keccak(text=s)
+
+
+def parse_node_spec(s: str) -> NodeSpec:
+    """ADDR=URL=COMMIT (COMMIT: 0x + 32-byte hex randao commitment)."""
+    try:
+        addr, rest = s.split("=", 1)
+        url, commit = rest.rsplit("=", 1)
+    except ValueError:
+        raise ValueError(f"--node wants ADDR=URL=COMMIT, got {s!r}") from None
+    c = bytes.fromhex(commit[2:] if commit.startswith("0x") else commit)
+    if len(c) != 32:
+        raise ValueError(f"randao commit must be 32 bytes: {commit!r}")
+    return NodeSpec(to_checksum_address(addr), url, c)
+
+
+def load_artifact(artifact: dict[str, Any] | str | Path | None = None) -> dict[str, Any]:
+    import json
+
+    if artifact is None:
+        from node.build import load_artifact as build_artifact
+
+        return build_artifact("MiniblockRegistry")
+    if isinstance(artifact, (str, Path)):
+        return json.loads(Path(artifact).read_text())
+    return artifact
+
+
+def deploy_registry(
+    w3: Web3,
+    sender: TxSender,
+    *,
+    epoch_length: int,
+    leader_timeout: int,
+    replication_factor: int,
+    artifact: dict[str, Any],
+) -> tuple[str, dict]:
+    """Deploy the contract; returns (address, receipt)."""
+    factory = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
+    receipt = sender.send(factory.constructor(epoch_length, leader_timeout, replication_factor))
+    if receipt["status"] != 1 or not receipt.get("contractAddress"):
+        raise RegistryError(f"deployment failed: {receipt['transactionHash'].hex()}")
+    return receipt["contractAddress"], receipt
+
+
+def wait_for_epoch(
+    registry: Registry, target: int, *, warp: bool = False, timeout: float = 3600.0,
+    log: Callable[[str], None] = lambda s: None,
+) -> int:
+    """Block until the registry's current epoch (as views see it) is >= target."""
+    genesis = registry.genesis_time()
+    length = registry.epoch_length()
+    boundary = genesis + target * length
+    if warp:
+        now = registry.chain_time()
+        if now < boundary:
+            registry.w3.provider.make_request("evm_increaseTime", [boundary - now])
+            registry.w3.provider.make_request("evm_mine", [])
+    deadline = time.monotonic() + timeout
+    announced = False
+    while registry.current_epoch() < target:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"epoch {target} did not start within {timeout}s")
+        if not announced:
+            log(f"waiting for epoch {target} (chain time {boundary}) so that new nodes are active")
+            announced = True
+        if time.time() >= boundary + 1 and registry.sender is not None:
+            # Chain time only moves with blocks: on an automining chain make one.
+            try:
+                registry.advance_epoch()
+            except RegistryError:
+                pass
+        time.sleep(0.5)
+    return registry.current_epoch()
+
+
+def deploy(
+    w3: Web3,
+    account: LocalAccount | TxSender,
+    *,
+    epoch_length: int,
+    leader_timeout: int,
+    replication_factor: int,
+    operators: Sequence[str] = (),
+    nodes: Sequence[NodeSpec] = (),
+    streams: Sequence[bytes] = (),
+    artifact: dict[str, Any] | str | Path | None = None,
+    rpc_url: str | None = None,
+    ws_url: str | None = None,
+    out: str | Path | None = None,
+    warp: bool = False,
+    epoch_timeout: float = 3600.0,
+    log: Callable[[str], None] = lambda s: None,
+) -> Deployment:
+    """Deploy and set up a registry; returns (and with ``out`` writes) its Deployment.
+
+    With ``out``, the ABI is written beside it as <out stem>.abi.json and the
+    deployment's abi_path points there; without, abi_path is the build artifact.
+    """
+    art = load_artifact(artifact)
+    sender = account if isinstance(account, TxSender) else TxSender(w3, account)
+    address, receipt = deploy_registry(
+        w3, sender, epoch_length=epoch_length, leader_timeout=leader_timeout,
+        replication_factor=replication_factor, artifact=art,
+    )
+    log(f"registry deployed at {address} (block {receipt['blockNumber']})")
+    reg = Registry(w3, address, art["abi"], sender)
+
+    ops = [to_checksum_address(o) for o in operators]
+    needs_self = any(n.operator is None for n in nodes)
+    for n in nodes:
+        if n.operator is not None and n.operator.address not in ops:
+            ops.append(n.operator.address)
+    if needs_self and sender.address not in ops:
+        ops.append(sender.address)
+    for op in dict.fromkeys(ops):
+        reg.allow_operator(op)
+        log(f"operator allowed: {op}")
+
+    deployed_nodes: list[DeployedNode] = []
+    op_senders: dict[str, TxSender] = {}
+    for n in nodes:
+        if n.operator is None:
+            r = reg
+        else:
+            s = op_senders.setdefault(n.operator.address, TxSender(w3, n.operator))
+            r = reg.with_account(s)
+        r.register_node(n.address, n.url, n.randao_commit)
+        op = r.sender.address  # type: ignore[union-attr]
+        deployed_nodes.append(
+            DeployedNode(address=n.address, operator=op, url=n.url, randao_commit="0x" + n.randao_commit.hex())
+        )
+        log(f"node registered: {n.address} {n.url}")
+
+    if streams:
+        if nodes:
+            wait_for_epoch(reg, reg.current_epoch() + 1, warp=warp, timeout=epoch_timeout, log=log)
+        for sid in streams:
+            reg.create_stream(sid)
+            log(f"stream created: 0x{sid.hex()} replicas {reg.replicas_of(sid)}")
+
+    dep = Deployment(
+        chain_id=w3.eth.chain_id,
+        rpc_url=rpc_url or getattr(w3.provider, "endpoint_uri", "") or "",
+        ws_url=ws_url,
+        registry=address,
+        deploy_block=receipt["blockNumber"],
+        deploy_tx="0x" + bytes(receipt["transactionHash"]).hex(),
+        abi_path="",
+        epoch_length=epoch_length,
+        leader_timeout=leader_timeout,
+        replication_factor=replication_factor,
+        genesis_time=reg.genesis_time(),
+        owner=sender.address,
+        operators=list(dict.fromkeys(ops)),
+        nodes=deployed_nodes,
+        streams=["0x" + s.hex() for s in streams],
+    )
+    if out is not None:
+        out = Path(out)
+        abi_file = out.with_name(out.stem + ".abi.json")
+        abi_file.parent.mkdir(parents=True, exist_ok=True)
+        import json
+
+        abi_file.write_text(json.dumps(art["abi"], indent=1))
+        dep.abi_path = abi_file.name
+        dep.save(out)
+        log(f"deployment written to {out}")
+    else:
+        from node.build import OUT_DIR
+
+        dep.abi_path = str(OUT_DIR / "MiniblockRegistry.json")
+    return dep
