@@ -19,8 +19,12 @@ def _root() -> None:
 
 def _register() -> None:
     from node.commands import build as build_cmd
+    from node.commands import deploy as deploy_cmd
 
     app.command("build", help="Compile contracts/src into build/contracts (cached).")(build_cmd.main)
+    app.command("deploy", help="Deploy the registry, allow operators, register nodes, create streams.")(
+        deploy_cmd.main
+    )
 
     from node.commands import explorer as explorer_cmd
     from node.commands import headers as headers_cmd

@@ -1,0 +1,1 @@
+"""Deployment scripts (thin front-ends over node.chain.deploy)."""

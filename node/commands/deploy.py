@@ -1,0 +1,114 @@
+"""`python -m node deploy`: deploy the registry and set it up; writes a deployment file.
+
+Keys: ``--keystore FILE`` (an eth-account encrypted JSON keystore; password from
+the environment variable named by ``--password-env``), or, for local dev chains
+only, ``--dev`` with ``--private-key`` being one of Anvil's well-known dev keys
+(default: its account 0).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from node.chain.anvil import DEV_KEYS
+
+DEFAULT_PASSWORD_ENV = "MINIBLOCK_KEYSTORE_PASSWORD"
+
+
+def load_account(
+    *, private_key: str | None, keystore: Path | None, password_env: str, dev: bool
+):
+    from eth_account import Account
+
+    if keystore and private_key:
+        raise typer.BadParameter("give either --keystore or --private-key, not both")
+    if keystore:
+        password = os.environ.get(password_env)
+        if password is None:
+            raise typer.BadParameter(f"keystore password: set the environment variable {password_env}")
+        try:
+            key = Account.decrypt(keystore.read_text(), password)
+        except (ValueError, OSError) as e:
+            raise typer.BadParameter(f"cannot decrypt {keystore}: {e}") from None
+        return Account.from_key(key)
+    if not dev:
+        raise typer.BadParameter(
+            "a raw private key is only accepted with --dev (Anvil's dev keys); use --keystore"
+        )
+    key = (private_key or DEV_KEYS[0]).lower()
+    if not key.startswith("0x"):
+        key = "0x" + key
+    if key not in DEV_KEYS:
+        raise typer.BadParameter("--dev takes only Anvil's well-known dev keys; use --keystore")
+    return Account.from_key(key)
+
+
+def main(
+    rpc_url: str = typer.Option("http://127.0.0.1:8545", "--rpc-url", help="JSON-RPC endpoint."),
+    private_key: Optional[str] = typer.Option(
+        None, "--private-key", "--key", help="Raw key (only with --dev: Anvil dev keys)."
+    ),
+    keystore: Optional[Path] = typer.Option(None, "--keystore", help="Encrypted JSON keystore."),
+    password_env: str = typer.Option(
+        DEFAULT_PASSWORD_ENV, "--password-env", help="Env var holding the keystore password."
+    ),
+    dev: bool = typer.Option(False, "--dev", help="Local dev chain: allow Anvil's dev keys."),
+    warp: bool = typer.Option(
+        False, "--warp", help="With --dev: move Anvil's time to the next epoch instead of waiting."
+    ),
+    epoch_length: int = typer.Option(60, "--epoch-length", help="Seconds of chain time per epoch."),
+    leader_timeout: int = typer.Option(10, "--leader-timeout", help="Seconds before attempt+1 opens."),
+    replication: int = typer.Option(3, "--replication", help="Replicas per stream."),
+    operator: list[str] = typer.Option([], "--operator", help="Operator address to allow-list (repeat)."),
+    node: list[str] = typer.Option(
+        [], "--node", help="ADDR=URL=COMMIT: a node to register (repeat); the deployer is its operator."
+    ),
+    stream: list[str] = typer.Option(
+        [], "--stream", help="Stream to create (repeat): 0x + 64 hex, or a name (keccak256 of it)."
+    ),
+    artifact: Optional[Path] = typer.Option(
+        None, "--artifact", help="Contract artifact JSON (default: build it from contracts/src)."
+    ),
+    ws_url: Optional[str] = typer.Option(None, "--ws-url", help="Recorded in the deployment file."),
+    out: Path = typer.Option(Path("deployment.json"), "--out", help="Deployment file to write."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    from eth_utils import is_address
+    from web3 import Web3
+
+    from node.chain.deploy import deploy, parse_node_spec, parse_stream_id
+    from node.chain.registry import RegistryError
+
+    if warp and not dev:
+        raise typer.BadParameter("--warp moves Anvil's clock: only with --dev")
+    account = load_account(private_key=private_key, keystore=keystore, password_env=password_env, dev=dev)
+    for op in operator:
+        if not is_address(op):
+            raise typer.BadParameter(f"--operator {op!r} is not an address")
+    try:
+        nodes = [parse_node_spec(n) for n in node]
+        streams = [parse_stream_id(s) for s in stream]
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    if not 1 <= replication <= 16:
+        raise typer.BadParameter("--replication must be 1..16")
+
+    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 60}))
+    if not w3.is_connected():
+        typer.echo(f"cannot reach {rpc_url}", err=True)
+        raise typer.Exit(2)
+    log = (lambda s: None) if quiet else (lambda s: typer.echo(s, err=True))
+    try:
+        dep = deploy(
+            w3, account, epoch_length=epoch_length, leader_timeout=leader_timeout,
+            replication_factor=replication, operators=operator, nodes=nodes, streams=streams,
+            artifact=artifact, rpc_url=rpc_url, ws_url=ws_url, out=out, warp=warp, log=log,
+        )
+    except RegistryError as e:
+        typer.echo(f"deploy failed: {e}", err=True)
+        raise typer.Exit(1)
+    typer.echo(dep.registry)
