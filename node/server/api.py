@@ -1,0 +1,253 @@
+"""The HTTP API (FastAPI): client, peer and operator endpoints. OpenAPI at /openapi.json."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+
+from node.protocol.merkle import merkle_proof
+
+from .attest import AttestRefused, attest
+from .core import Node
+from .intake import Rejected, accept, decode, parse_batch, to_wire
+from .models import (
+    Accepted, AttestIn, AttestOut, BatchItemResult, BatchResult, BlockList, BlockOut, ErrorOut, EventBatch, EventIn,
+    EventStatus, FetchIn, FetchOut, GossipOut, HeaderOut, Health, SignedEvent, StreamList, StreamOut, VotesIn,
+    VotesOut, hx, unhex,
+)
+
+log = logging.getLogger("node.api")
+
+ERR = {400: {"model": ErrorOut}, 404: {"model": ErrorOut}, 409: {"model": ErrorOut}, 413: {"model": ErrorOut},
+       422: {"model": ErrorOut}}
+
+
+def err(status: int, error: str, detail: str) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": error, "detail": detail})
+
+
+def _hash_param(s: str, what: str = "hash") -> bytes:
+    try:
+        b = unhex(s)
+    except ValueError:
+        raise Rejected(400, f"bad_{what}", f"{what} must be 0x-hex") from None
+    if len(b) != 32:
+        raise Rejected(400, f"bad_{what}", f"{what} must be 32 bytes")
+    return b
+
+
+class BodyLimit:
+    """ASGI middleware: refuse request bodies over `limit` bytes (413), by header or while streaming."""
+
+    def __init__(self, app, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        for k, v in scope.get("headers", []):
+            if k == b"content-length" and v.isdigit() and int(v) > self.limit:
+                resp = err(413, "body_too_large", f"request body over {self.limit} bytes")
+                return await resp(scope, receive, send)
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.limit:
+                    raise Rejected(413, "body_too_large", f"request body over {self.limit} bytes")
+            return msg
+
+        try:
+            return await self.app(scope, limited, send)
+        except Rejected as rej:
+            resp = err(rej.status, rej.error, rej.detail)
+            return await resp(scope, receive, send)
+
+
+def build_api(node: Node) -> FastAPI:
+    app = FastAPI(title="Mini-block node", version="1",
+                  description="Client, peer and operator API of a mini-block node (docs/protocol.md).")
+
+    @app.exception_handler(Rejected)
+    async def _rejected(_req: Request, exc: Rejected):
+        return err(exc.status, exc.error, exc.detail)
+
+    @app.exception_handler(AttestRefused)
+    async def _refused(_req: Request, exc: AttestRefused):
+        return err(exc.status, exc.error, exc.detail)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_req: Request, exc: RequestValidationError):
+        errs = exc.errors()
+        parts = []
+        for e in errs[:5]:
+            loc = ".".join(str(x) for x in e.get("loc", ()) if x != "body")
+            parts.append(f"{loc or 'body'}: {e.get('msg')}")
+        error = "malformed_json" if any(e.get("type") == "json_invalid" for e in errs) else "invalid_request"
+        return err(400 if error == "malformed_json" else 422, error, "; ".join(parts))
+
+    # ---- client ---------------------------------------------------------------------------------
+    @app.post("/v1/events", response_model=Accepted, status_code=202, responses=ERR, tags=["client"])
+    async def post_event(body: SignedEvent):
+        """Post one signed event. It is stored durably before the answer and forwarded to the replicas."""
+        item = decode(body, node.cfg.max_payload)
+        [(st, rej)] = await accept(node, [item], "client", client=True)
+        if rej is not None:
+            raise rej
+        se = node.storage.get_event(item[0])
+        return Accepted(hash=hx(item[0]), status="committed" if se and se.block is not None else "pending",
+                        known=(st == "known"))
+
+    @app.post("/v1/events/batch", response_model=BatchResult, responses=ERR, tags=["client"])
+    async def post_batch(body: EventBatch):
+        """Post many signed events; each gets its own result (invalid ones change nothing)."""
+        if len(body.events) > node.cfg.max_batch_events:
+            raise Rejected(413, "batch_too_large", f"at most {node.cfg.max_batch_events} events per batch")
+        items, errs = parse_batch(node, body.events)
+        good = [it for it, e in zip(items, errs) if e is None]
+        res = iter(await accept(node, good, "client", client=True) if good else [])
+        out, n_ok = [], 0
+        for it, e in zip(items, errs):
+            if e is None:
+                _st, e = next(res)
+            if e is None:
+                n_ok += 1
+                out.append(BatchItemResult(hash=hx(it[0]), ok=True, status=202))
+            else:
+                out.append(BatchItemResult(hash=hx(it[0]) if it else None, ok=False, status=e.status,
+                                           error=e.error, detail=e.detail))
+        return BatchResult(accepted=n_ok, rejected=len(out) - n_ok, results=out)
+
+    @app.get("/v1/events/{event_hash}", response_model=EventStatus, responses=ERR, tags=["client"])
+    async def get_event(event_hash: str):
+        """An event's status: pending, or committed with block, index, Merkle proof and header hash."""
+        h = _hash_param(event_hash)
+        se = node.storage.get_event(h)
+        if se is None:
+            raise Rejected(404, "unknown_event", f"event {event_hash} is not known here")
+        out = EventStatus(hash=hx(h), status="pending", event=EventIn.of(se.event), signature=hx(se.signature),
+                          stream_id=hx(se.event.stream_id))
+        if se.block is not None:
+            b = node.storage.get_block(se.event.stream_id, se.block)
+            if b is not None:
+                out.status = "committed"
+                out.block, out.index = se.block, se.idx
+                out.header_hash = hx(b.header_hash)
+                out.header = HeaderOut.of(b.header)
+                out.proof = [hx(p) for p in merkle_proof(b.event_hashes, se.idx)]
+        return out
+
+    def stream_out(sid: bytes) -> StreamOut:
+        row = node.storage.get_stream(sid)
+        if row is None:
+            raise Rejected(404, "unknown_stream", f"stream {hx(sid)} is not known here")
+        ch = node.chain_heads.get(sid)
+        return StreamOut(stream_id=hx(sid), head_number=row.head_number, head_hash=hx(row.head_hash),
+                         chain_head_number=ch.number if ch else None, members=sorted(row.members),
+                         replicas=node.replicas_of(sid), pool_size=node.storage.pool_size(sid),
+                         replicated_here=node.replicates(sid))
+
+    @app.get("/v1/streams", response_model=StreamList, tags=["client"])
+    async def list_streams():
+        return StreamList(streams=[stream_out(r.stream_id) for r in node.storage.all_streams()])
+
+    @app.get("/v1/streams/{stream_id}", response_model=StreamOut, responses=ERR, tags=["client"])
+    async def get_stream(stream_id: str):
+        """A stream's head (here and on-chain), members after the head, replicas and mini-pool size."""
+        return stream_out(_hash_param(stream_id, "stream_id"))
+
+    def block_out(sid: bytes, number: int, with_events: bool) -> BlockOut | None:
+        b = node.storage.get_block(sid, number)
+        if b is None:
+            return None
+        evs = None
+        if with_events:
+            got = node.storage.get_events(b.event_hashes)
+            evs = [SignedEvent.model_validate(to_wire(h, got[h].event, got[h].signature)) for h in b.event_hashes
+                   if h in got]
+        return BlockOut(header=HeaderOut.of(b.header), header_hash=hx(b.header_hash),
+                        event_hashes=[hx(h) for h in b.event_hashes], events=evs,
+                        tx_hash=hx(b.tx_hash) if b.tx_hash else None)
+
+    @app.get("/v1/streams/{stream_id}/blocks/{number}", response_model=BlockOut, responses=ERR, tags=["client"])
+    async def get_block(stream_id: str, number: int, events: bool = True):
+        """A committed block with its events, in block order."""
+        sid = _hash_param(stream_id, "stream_id")
+        b = block_out(sid, number, events)
+        if b is None:
+            raise Rejected(404, "unknown_block", f"block {number} of {stream_id} is not stored here")
+        return b
+
+    # ---- peer -----------------------------------------------------------------------------------
+    @app.post("/peer/gossip", response_model=GossipOut, tags=["peer"])
+    async def gossip(body: EventBatch):
+        items, errs = parse_batch(node, body.events)
+        good = [it for it, e in zip(items, errs) if e is None]
+        res = await accept(node, good, "gossip", client=False) if good else []
+        new = sum(1 for st, r in res if r is None and st == "new")
+        known = sum(1 for st, r in res if r is None and st == "known")
+        return GossipOut(accepted=new, known=known, rejected=len(body.events) - new - known)
+
+    @app.post("/peer/votes", response_model=VotesOut, tags=["peer"])
+    async def votes(body: VotesIn):
+        """This node's mini-pool hashes for a stream (its vote)."""
+        sid = unhex(body.stream_id)
+        row = node.storage.get_stream(sid)
+        return VotesOut(head_number=row.head_number if row else -1, hashes=[hx(h) for h in node.storage.pool_hashes(sid)])
+
+    @app.post("/peer/events", response_model=FetchOut, tags=["peer"])
+    async def fetch(body: FetchIn):
+        """Events by hash (pending or committed) that this node holds."""
+        hashes = []
+        for s in body.hashes:
+            try:
+                hashes.append(_hash_param(s))
+            except Rejected:
+                continue
+        got = node.storage.get_events(hashes)
+        return FetchOut(events=[SignedEvent.model_validate(to_wire(h, se.event, se.signature))
+                                for h, se in got.items()])
+
+    @app.post("/peer/attest", response_model=AttestOut, responses=ERR, tags=["peer"])
+    async def attest_ep(body: AttestIn):
+        """Check a leader's proposal and sign its header (EIP-712)."""
+        sig, hh = await attest(node, body)
+        return AttestOut(signature=hx(sig), header_hash=hx(hh))
+
+    @app.get("/peer/blocks/{stream_id}", response_model=BlockList, tags=["peer"])
+    async def blocks(stream_id: str, first: int = Query(0, alias="from"), last: int = Query(0, alias="to")):
+        """Committed blocks first..last (at most 64) with their events."""
+        sid = _hash_param(stream_id, "stream_id")
+        last = min(last, first + 63)
+        out = []
+        for n in range(first, last + 1):
+            b = block_out(sid, n, True)
+            if b is None:
+                break
+            out.append(b)
+        return BlockList(blocks=out)
+
+    # ---- operator -------------------------------------------------------------------------------
+    @app.get("/healthz", response_model=Health, tags=["operator"])
+    async def healthz():
+        behind = sum(1 for sid in list(node.chain_heads) if node.behind(sid))
+        streams = node.storage.all_streams()
+        e = node.current_epoch() if node.params else None
+        h = Health(ok=node.ready, address=node.me, active=node.is_active(node.me), epoch=e, streams=len(streams),
+                   replicated=sum(1 for s in streams if node.me in s.replicas), behind=behind,
+                   pool=node.storage.pool_total(), chain_block=node.chain_block)
+        return JSONResponse(status_code=200 if node.ready else 503, content=h.model_dump())
+
+    @app.get("/metrics", tags=["operator"])
+    async def metrics():
+        node.metrics.pool_size.set(node.storage.pool_total())
+        node.metrics.peers_reachable.set(node.peers.reachable())
+        return Response(node.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    return app

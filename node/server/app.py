@@ -1,0 +1,128 @@
+"""Wiring: build a Node from its config, serve the API, run the loops (watcher, producer, gossip,
+replica upkeep). `run(cfg)` is what `python -m node run` calls."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from pathlib import Path
+
+import uvicorn
+
+from node.protocol.types import Domain
+
+from .api import BodyLimit, build_api
+from .chainio import Chain
+from .config import NodeConfig
+from .core import Node
+from .intake import gossip_loop
+from .keys import load_onion, load_private_key
+from .peers import Peers
+from .producer import produce_loop
+from .replicas import upkeep_loop
+from .storage import Storage
+from .watcher import init_heads, poll_once, watch_loop, ws_loop
+
+log = logging.getLogger("node")
+
+
+def resolve_chain(cfg: NodeConfig) -> tuple[str, int | None, list, str | None]:
+    """(registry address, chain id, ABI, ws url) from the deployment file and/or the config."""
+    registry, chain_id, ws = cfg.registry, cfg.chain_id, cfg.ws_url
+    abi = None
+    if cfg.deployment is not None:
+        from node.chain.deployment import Deployment
+
+        dep = Deployment.load(cfg.deployment)
+        registry = registry or dep.registry
+        chain_id = chain_id or dep.chain_id
+        cfg.rpc_url = cfg.rpc_url or dep.rpc_url
+        cfg.ws_url = ws = ws or dep.ws_url
+        if cfg.start_block == 0:
+            cfg.start_block = dep.deploy_block
+        try:
+            abi = dep.abi()
+        except (OSError, ValueError, KeyError):
+            abi = None
+    cfg.rpc_url = cfg.rpc_url or "http://127.0.0.1:8545"
+    if registry is None:
+        raise SystemExit("no registry: give --deployment FILE or --registry ADDRESS")
+    if abi is None:
+        from .chainio import load_abi
+
+        abi = load_abi(None)
+    return registry, chain_id, abi, ws
+
+
+async def build_node(cfg: NodeConfig) -> Node:
+    key = load_private_key(cfg)
+    Path(cfg.data_dir).mkdir(parents=True, exist_ok=True)
+    onion = load_onion(cfg)
+    registry, chain_id, abi, _ws = resolve_chain(cfg)
+    chain = Chain(cfg.rpc_url, registry, abi, key)
+    actual = await chain.get_chain_id()
+    if chain_id is not None and chain_id != actual:
+        raise SystemExit(f"chain id mismatch: deployment says {chain_id}, {cfg.rpc_url} is {actual}")
+    params = await chain.params()
+    await chain.latest_block()
+    storage = Storage(Path(cfg.data_dir) / "node.sqlite", cfg.sqlite_sync)
+    node = Node(cfg=cfg, key=key, onion=onion, storage=storage, chain=chain, peers=Peers(cfg.peer_timeout_s),
+                domain=Domain(actual, registry), params=params)
+    await node.refresh_nodes()
+    rec = node.nodes.get(node.me)
+    if rec is None:
+        log.warning("%s is not registered in the registry: it serves and forwards but never leads or attests",
+                    node.me)
+    else:
+        try:
+            onion.position(rec.randao_commit)
+        except ValueError:
+            log.error("the on-chain RANDAO commitment of %s is not a layer of the onion in %s: it cannot lead",
+                      node.me, cfg.data_dir)
+    return node
+
+
+async def serve(cfg: NodeConfig) -> None:
+    node = await build_node(cfg)
+    await init_heads(node)
+    try:
+        await poll_once(node)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("first chain scan failed: %s", exc)
+    api = build_api(node)
+    server = uvicorn.Server(uvicorn.Config(BodyLimit(api, cfg.max_body), host=cfg.host, port=cfg.port,
+                                           log_level="warning", access_log=False, lifespan="off",
+                                           timeout_keep_alive=30))
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    tasks = [asyncio.create_task(c, name=n) for n, c in (
+        ("watch", watch_loop(node)), ("ws", ws_loop(node)), ("produce", produce_loop(node)),
+        ("gossip", gossip_loop(node)), ("upkeep", upkeep_loop(node)))]
+    # Events accepted before a restart and not yet forwarded are forwarded again (gossiped flag).
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    srv = asyncio.create_task(server.serve(), name="http")
+    log.info("node %s serving on http://%s:%d (registry %s)", node.me, cfg.host, cfg.port, node.chain.address)
+    await asyncio.wait([srv, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+    node.stopping = True
+    server.should_exit = True
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(srv, timeout=5)
+    await node.peers.close()
+    node.storage.close()
+    log.info("node %s stopped", node.me)
+
+
+def run(cfg: NodeConfig) -> None:
+    logging.basicConfig(level=getattr(logging, cfg.log_level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
+    asyncio.run(serve(cfg))

@@ -1,0 +1,108 @@
+"""Node settings: a TOML file, overridden by NODE_* environment variables, overridden by flags.
+
+Precedence (lowest first): defaults < config file < environment (NODE_<FIELD>, upper case) < CLI flags.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator
+
+ENV_PREFIX = "NODE_"
+
+
+class NodeConfig(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    # chain
+    rpc_url: str | None = None  # default: the deployment's, else http://127.0.0.1:8545
+    ws_url: str | None = None  # WebSocket endpoint for log subscription (wake-ups); polling is the fallback
+    deployment: Path | None = None  # deployment file (registry address, chain id, start block)
+    registry: str | None = None  # registry address, if no deployment file
+    chain_id: int | None = None
+    start_block: int = 0  # first chain block to scan for registry logs
+
+    # identity
+    keystore: Path | None = None  # eth-account encrypted keystore (JSON)
+    password_env: str = "NODE_KEY_PASSWORD"  # env var holding the keystore password
+    dev: bool = False  # allow a raw key (dev_key) instead of a keystore
+    dev_key: str | None = None
+    onion_secret: str | None = None  # hex secret for the RANDAO hash onion (else data_dir/onion.json)
+    onion_depth: int = 10_000
+
+    # server
+    host: str = "127.0.0.1"
+    port: int = 8600
+    public_url: str | None = None  # as registered on-chain; informational
+    data_dir: Path = Path("node-data")
+
+    # behaviour
+    tick_ms: int = 150
+    poll_ms: int = 250  # chain log poll interval (the WebSocket subscription wakes the loop earlier)
+    gossip_ms: int = 40
+    regossip_s: float = 5.0  # re-forward pending events older than this (anti-entropy)
+    peer_timeout_s: float = 3.0
+    max_payload: int = 64 * 1024
+    max_body: int = 32 * 1024 * 1024
+    max_block_events: int = 5000
+    max_batch_events: int = 5000  # per batch-intake call
+    sqlite_sync: str = "NORMAL"  # NORMAL in WAL mode survives a process crash; FULL also power loss
+    sync_all_streams: bool = True  # store every stream's blocks, not only those replicated here
+    replace_replicas: bool = True
+    log_level: str = "INFO"
+
+    @field_validator("sqlite_sync")
+    @classmethod
+    def _sync(cls, v: str) -> str:
+        v = v.upper()
+        if v not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise ValueError("sqlite_sync must be OFF, NORMAL, FULL or EXTRA")
+        return v
+
+
+def _env_overrides(env: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in NodeConfig.model_fields:
+        key = ENV_PREFIX + name.upper()
+        if key in env and key != "NODE_KEY_PASSWORD":
+            out[name] = env[key]
+    return out
+
+
+def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None,
+                env: dict[str, str] | None = None) -> NodeConfig:
+    data: dict[str, Any] = {}
+    if path is not None:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+        data.update(raw.get("node", raw))
+    data.update(_env_overrides(dict(os.environ if env is None else env)))
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    cfg = NodeConfig.model_validate(data)
+    if path is not None:  # relative paths in a file are relative to the file
+        base = Path(path).resolve().parent
+        for name in ("deployment", "keystore", "data_dir"):
+            p = getattr(cfg, name)
+            if p is not None and not Path(p).is_absolute() and name in data and name not in (overrides or {}):
+                setattr(cfg, name, base / p)
+    return cfg
+
+
+def dump_toml(values: dict[str, Any]) -> str:
+    """A minimal TOML writer for flat node configs (str, int, float, bool, Path)."""
+    lines = ["[node]"]
+    for k, v in values.items():
+        if v is None:
+            continue
+        if isinstance(v, bool):
+            lines.append(f"{k} = {'true' if v else 'false'}")
+        elif isinstance(v, (int, float)):
+            lines.append(f"{k} = {v}")
+        else:
+            s = str(v).replace("\\", "\\\\").replace('"', '\\"')
+            lines.append(f'{k} = "{s}"')
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,179 @@
+"""Event intake: validation, durable insertion into the mini-pool, and batched forwarding to replicas."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+
+from node.protocol.eip712 import SignatureError, hash_event, recover_event_signer
+from node.protocol.state import MembershipError, check_membership
+from node.protocol.types import Event
+
+from .core import Node
+from .models import EventIn, SignedEvent, hx, unhex
+
+log = logging.getLogger("node.intake")
+
+
+class Rejected(Exception):
+    """An event refused with an HTTP status, a short error code and a clear message."""
+
+    def __init__(self, status: int, error: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.error, self.detail = status, error, detail
+
+
+def decode(se: SignedEvent, max_payload: int) -> tuple[bytes, Event, bytes]:
+    payload_hex_len = len(se.event.payload) - 2
+    if payload_hex_len // 2 > max_payload:
+        raise Rejected(413, "payload_too_large", f"payload is {payload_hex_len // 2} bytes, the limit is {max_payload}")
+    try:
+        ev = se.event.to_event()
+    except ValueError as exc:
+        raise Rejected(422, "malformed_event", str(exc)) from exc
+    return hash_event(ev), ev, unhex(se.signature)
+
+
+def check_signature(node: Node, h: bytes, ev: Event, sig: bytes) -> None:
+    try:
+        signer = recover_event_signer(node.domain, ev, sig)
+    except SignatureError as exc:
+        raise Rejected(400, "bad_signature", str(exc)) from exc
+    if signer != ev.author:
+        raise Rejected(400, "bad_signature",
+                       f"signature recovers to {signer}, not the author {ev.author}, under the EIP-712 domain "
+                       f"(chainId {node.domain.chain_id}, registry {node.domain.verifying_contract})")
+
+
+async def check_stream(node: Node, sid: bytes) -> None:
+    if node.storage.get_stream(sid) is not None:
+        return
+    # The watcher may lag the chain by a poll: ask the chain before refusing.
+    try:
+        exists = await node.chain.stream_exists(sid)
+    except Exception as exc:  # noqa: BLE001
+        raise Rejected(503, "chain_unavailable", f"cannot check the stream on-chain: {exc}") from exc
+    if not exists:
+        raise Rejected(404, "unknown_stream", f"stream {hx(sid)} does not exist in the registry")
+    node.wake_sync.set()
+
+
+async def validate(node: Node, items: list[tuple[bytes, Event, bytes]], client: bool) -> list[Rejected | None]:
+    """Per item: None if acceptable, else the rejection. Membership is checked for client intake only
+    (a peer's gossip was checked by that peer; the leader and attesters re-check at block time)."""
+    out: list[Rejected | None] = []
+    seen: dict[tuple, bytes] = {}
+    for h, ev, sig in items:
+        try:
+            check_signature(node, h, ev, sig)
+            await check_stream(node, ev.stream_id)
+            status = node.storage.replay_status(ev, h)
+            key = (ev.stream_id, ev.author, ev.nonce)
+            if status == "replay" or (key in seen and seen[key] != h):
+                raise Rejected(409, "replayed_nonce",
+                               f"nonce {ev.nonce} of {ev.author} is already used in this stream by another event")
+            seen[key] = h
+            if client and status is None:
+                row = node.storage.get_stream(ev.stream_id)
+                members = row.members if row else frozenset()
+                try:
+                    check_membership(members, ev)
+                except MembershipError as exc:
+                    raise Rejected(422, "membership", f"{exc} (as of block {row.head_number if row else 0})") from exc
+            out.append(None)
+        except Rejected as rej:
+            out.append(rej)
+    return out
+
+
+async def accept(node: Node, items: list[tuple[bytes, Event, bytes]], source: str,
+                 client: bool) -> list[tuple[str, Rejected | None]]:
+    """Validate and store; returns per item ('new'|'known'|'', rejection). Stored before returning."""
+    verdicts = await validate(node, items, client)
+    good = [it for it, v in zip(items, verdicts) if v is None]
+    statuses = iter(node.storage.add_events(good, gossiped=not client) if good else [])
+    out: list[tuple[str, Rejected | None]] = []
+    new_hashes = []
+    for it, v in zip(items, verdicts):
+        if v is not None:
+            node.metrics.events_rejected.labels(v.error).inc()
+            out.append(("", v))
+            continue
+        st = next(statuses)
+        if st == "replay":  # raced with another insert
+            rej = Rejected(409, "replayed_nonce", f"nonce {it[1].nonce} of {it[1].author} is already used")
+            node.metrics.events_rejected.labels(rej.error).inc()
+            out.append(("", rej))
+            continue
+        if st == "new":
+            new_hashes.append(it[0])
+        out.append((st, None))
+    if new_hashes:
+        node.metrics.events_accepted.labels(source).inc(len(new_hashes))
+        node.note_accepted(new_hashes)
+        if client:
+            node.wake_gossip.set()
+    return out
+
+
+def to_wire(h: bytes, ev: Event, sig: bytes) -> dict:
+    return {"event": {"stream_id": hx(ev.stream_id), "author": ev.author, "nonce": ev.nonce, "kind": ev.kind,
+                      "payload": hx(ev.payload)}, "signature": hx(sig)}
+
+
+async def gossip_loop(node: Node) -> None:
+    """Forward pending events not yet forwarded (or forwarded long ago and still pending) to the
+    stream's replicas, batched per peer."""
+    interval = node.cfg.gossip_ms / 1000
+    while not node.stopping:
+        try:
+            await asyncio.wait_for(node.wake_gossip.wait(), timeout=max(interval, 0.5))
+        except asyncio.TimeoutError:
+            pass
+        node.wake_gossip.clear()
+        await asyncio.sleep(interval)  # let a burst gather
+        try:
+            await gossip_once(node)
+        except Exception:  # noqa: BLE001
+            log.exception("gossip round failed")
+
+
+async def gossip_once(node: Node) -> int:
+    now = time.time()
+    due = node.storage.due_for_gossip(now - node.cfg.regossip_s)
+    if not due:
+        return 0
+    per_peer: dict[str, list[dict]] = defaultdict(list)
+    for se in due:
+        for _addr, url in node.peer_urls(node.replicas_of(se.event.stream_id)):
+            per_peer[url].append(to_wire(se.hash, se.event, se.signature))
+
+    async def send(url: str, evs: list[dict]) -> None:
+        for i in range(0, len(evs), 2000):
+            try:
+                await node.peers.gossip(url, evs[i:i + 2000])
+            except Exception as exc:  # noqa: BLE001
+                log.debug("gossip to %s failed: %s", url, exc)
+                return
+
+    await asyncio.gather(*(send(u, e) for u, e in per_peer.items()))
+    # Marked forwarded even if a peer was down: re-forwarded after regossip_s while still pending.
+    node.storage.mark_gossiped([se.hash for se in due], now)
+    return len(due)
+
+
+def parse_batch(node: Node, batch: list[SignedEvent]) -> tuple[list[tuple[bytes, Event, bytes]], list[Rejected | None]]:
+    items, errs = [], []
+    for se in batch:
+        try:
+            items.append(decode(se, node.cfg.max_payload))
+            errs.append(None)
+        except Rejected as rej:
+            items.append(None)  # type: ignore[arg-type]
+            errs.append(rej)
+    return items, errs
+
+
+__all__ = ["Rejected", "accept", "decode", "gossip_loop", "gossip_once", "to_wire", "parse_batch", "EventIn"]

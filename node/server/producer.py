@@ -1,0 +1,272 @@
+"""The leader: each tick, for every stream this node replicates with pending events and leads at
+(chain head + 1, open attempt): votes, combination, order, block, attestations, signature; then ONE
+commitMiniblocks transaction for all headers of the tick."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+from node.protocol.eip712 import hash_header, recover_header_signer, sign_header
+from node.protocol.merkle import merkle_root
+from node.protocol.onion import OnionExhausted
+from node.protocol.state import members_root
+from node.protocol.types import MAX_BATCH, MAX_REVEAL_SKIP, Event, Header, RejectReason
+
+from .blocks import filter_valid, order
+from .core import ChainHead, Node
+from .models import HeaderOut, hx, unhex
+from .storage import CommitRow
+from .sync import apply_membership_lenient, fetch_events, on_applied
+
+log = logging.getLogger("node.producer")
+
+
+TRANSIENT = {RejectReason.WRONG_EPOCH, RejectReason.ATTEMPT_NOT_OPEN, RejectReason.BAD_RANDAO_REVEAL,
+             RejectReason.INACTIVE_ATTESTER, RejectReason.NO_QUORUM, RejectReason.NOT_ELECTED_LEADER}
+
+
+@dataclass
+class Draft:
+    sid: bytes
+    number: int
+    attempt: int
+    epoch: int
+    prev_hash: bytes
+    items: list[tuple[bytes, Event, bytes]]
+    members_after: frozenset[str]
+    header: Header | None = None
+    sigs: list[bytes] | None = None
+
+
+def slots_to_lead(node: Node, epoch: int, seed: bytes) -> list[tuple[bytes, int, int]]:
+    """(stream, number, attempt) this node leads now."""
+    out = []
+    for sid in node.storage.streams_with_pending():
+        if not node.replicates(sid):
+            continue
+        ch = node.chain_heads.get(sid)
+        row = node.storage.get_stream(sid)
+        if ch is None or row is None or row.head_number != ch.number or row.head_hash != ch.hash:
+            continue  # behind the chain: sync first (never build on a stale parent)
+        attempt = node.current_attempt(ch.ts)
+        n = ch.number + 1
+        if node.leader_of(seed, sid, n, attempt) != node.me:
+            continue
+        if node.tried.get((sid, n, attempt), 0) > time.time():
+            continue
+        out.append((sid, n, attempt))
+    return out
+
+
+async def gather_votes(node: Node, sid: bytes, replicas: list[str]) -> list[list[bytes]]:
+    async def one(url: str) -> list[bytes]:
+        try:
+            resp = await node.peers.votes(url, hx(sid))
+            return [unhex(h) for h in resp.get("hashes", [])]
+        except Exception as exc:  # noqa: BLE001
+            log.debug("votes from %s: %s", url, exc)
+            return []
+
+    others = await asyncio.gather(*(one(u) for _a, u in node.peer_urls(replicas)))
+    return [node.storage.pool_hashes(sid), *others]
+
+
+async def draft_block(node: Node, sid: bytes, number: int, attempt: int, epoch: int) -> Draft | None:
+    replicas = node.replicas_of(sid)
+    votes = await gather_votes(node, sid, replicas)
+    counts: Counter[bytes] = Counter()
+    for v in votes:
+        counts.update(set(v))
+    q = node.quorum(sid)
+    kept = [h for h, c in counts.items() if c >= q]
+    if not kept:
+        return None
+    local = node.storage.get_events(kept)
+    items = [(h, se.event, se.signature) for h, se in local.items() if se.block is None and se.event.stream_id == sid]
+    missing = [h for h in kept if h not in local]
+    if missing:
+        voters = [(a, u) for a, u in node.peer_urls(replicas)]
+        got = await fetch_events(node, missing, voters)
+        if got:
+            node.storage.add_events([(h, ev, sig) for h, (ev, sig) in got.items()], gossiped=True)
+        items += [(h, ev, sig) for h, (ev, sig) in got.items() if ev.stream_id == sid]
+    row = node.storage.get_stream(sid)
+    if row is None or row.head_number != number - 1:
+        return None
+    ordered = order(items)
+    good, invalid, _deferred = filter_valid(row.members, ordered, min(node.cfg.max_block_events, 15000))
+    if invalid:
+        node.storage.drop_pool_events(invalid)
+    if not good:
+        return None
+    after = apply_membership_lenient(row.members, [e for _, e, _ in good])
+    return Draft(sid, number, attempt, epoch, row.head_hash, good, after)
+
+
+async def collect_attestations(node: Node, d: Draft) -> list[bytes] | None:
+    assert d.header is not None
+    body = {"header": HeaderOut.of(d.header).model_dump(), "event_hashes": [hx(h) for h, _, _ in d.items]}
+    replicas = node.replicas_of(d.sid)
+
+    async def one(addr: str, url: str) -> bytes | None:
+        try:
+            resp = await node.peers.attest(url, body, timeout=max(node.cfg.peer_timeout_s, 5.0))
+            sig = unhex(resp["signature"])
+            if recover_header_signer(node.domain, d.header, sig) == addr:
+                return sig
+            log.warning("attestation from %s does not recover to it", addr)
+        except Exception as exc:  # noqa: BLE001
+            log.info("attest %s #%d by %s refused: %s", hx(d.sid)[:10], d.number, addr, exc)
+        return None
+
+    got = await asyncio.gather(*(one(a, u) for a, u in node.peer_urls(replicas) if node.is_active(a, d.epoch)))
+    sigs = [s for s in got if s is not None]
+    if len(sigs) + 1 < node.quorum(d.sid):
+        return None
+    return sigs
+
+
+async def produce_once(node: Node) -> int:
+    """One tick. Returns the number of headers committed."""
+    if not node.ready or node.near_epoch_end():
+        return 0
+    epoch = node.current_epoch()
+    if not node.is_active(node.me, epoch):
+        return 0
+    seed = await node.seed_for(epoch)
+    if seed is None:
+        return 0
+    slots = slots_to_lead(node, epoch, seed)[:MAX_BATCH]
+    if not slots:
+        return 0
+    now = time.time()
+    if len(node.tried) > 50_000:
+        node.tried = {k: v for k, v in node.tried.items() if v > now}
+
+    drafts = [d for d in await asyncio.gather(*(draft_block(node, sid, n, a, epoch) for sid, n, a in slots))
+              if d is not None]
+    if not drafts:
+        return 0
+    # RANDAO reveals in batch order, from the chain's current commitment of this node.
+    if node.randao_commit is None:
+        node.randao_commit = await node.chain.randao_commit(node.me)
+    try:
+        reveals = node.onion.reveals(node.randao_commit, len(drafts))
+    except (OnionExhausted, ValueError) as exc:
+        log.error("cannot reveal RANDAO layers: %s", exc)
+        node.randao_commit = None
+        return 0
+    for d, rv in zip(drafts, reveals):
+        d.header = Header(d.sid, d.number, d.prev_hash, merkle_root([h for h, _, _ in d.items]), len(d.items),
+                          d.epoch, d.attempt, node.me, rv, members_root(d.members_after))
+    atts = await asyncio.gather(*(collect_attestations(node, d) for d in drafts))
+    ready: list[Draft] = []
+    for d, a in zip(drafts, atts):
+        if a is None:
+            node.tried[(d.sid, d.number, d.attempt)] = time.time() + 0.5  # replicas may be syncing: retry soon
+            continue
+        d.sigs = [sign_header(node.domain, d.header, node.key), *a]
+        node.storage.add_proposal(hash_header(d.header), d.header, [h for h, _, _ in d.items])
+        ready.append(d)
+    # A gap of more than MAX_REVEAL_SKIP layers before a header would make its reveal invalid.
+    batch, last_pos = [], 0
+    for i, d in enumerate(drafts):
+        if d in ready:
+            if i + 1 - last_pos > MAX_REVEAL_SKIP:
+                break
+            batch.append(d)
+            last_pos = i + 1
+    if not batch:
+        return 0
+    return await commit(node, batch)
+
+
+async def commit(node: Node, batch: list[Draft]) -> int:
+    node.metrics.blocks_led.inc(len(batch))
+    for d in batch:  # one submission per slot: a rejected slot is given up, the next attempt takes over
+        node.tried[(d.sid, d.number, d.attempt)] = float("inf")
+    try:
+        receipt = await node.chain.commit_miniblocks([d.header for d in batch], [d.sigs for d in batch])
+    except Exception as exc:  # noqa: BLE001
+        log.warning("commitMiniblocks failed (%d headers): %s", len(batch), exc)
+        node.metrics.commit_txs.labels("error").inc()
+        for d in batch:
+            node.tried[(d.sid, d.number, d.attempt)] = time.time() + 1.0
+        node.randao_commit = None
+        await resync_heads(node, [d.sid for d in batch])
+        return 0
+    node.metrics.gas_spent.inc(int(receipt.get("gasUsed", 0)))
+    ok = int(receipt.get("status", 0)) == 1
+    node.metrics.commit_txs.labels("ok" if ok else "reverted").inc()
+    if not ok:
+        node.randao_commit = None
+        await resync_heads(node, [d.sid for d in batch])
+        return 0
+    logs = node.chain.decode_receipt(receipt)
+    by_hash = {hash_header(d.header): d for d in batch}
+    ts = node.chain._block_time_cache.get(int(receipt["blockNumber"]), int(node.chain_now()))
+    done = 0
+    rows = []
+    for c in logs.committed:
+        d = by_hash.get(c["header_hash"])
+        rows.append(CommitRow(c["stream_id"], c["number"], c["header_hash"], c["prev_hash"], c["events_root"],
+                              c["event_count"], c["leader"], c["tx_hash"], c["block"]))
+        cur = node.chain_heads.get(c["stream_id"])
+        if cur is None or c["number"] > cur.number:
+            node.chain_heads[c["stream_id"]] = ChainHead(c["number"], c["header_hash"], ts)
+        if d is not None:
+            node.randao_commit = d.header.randao_reveal
+            done += 1
+    if rows:
+        node.storage.add_commits(rows)
+    for c in logs.committed:  # apply our own blocks right away (same path as any committed block)
+        d = by_hash.get(c["header_hash"])
+        if d is None:
+            continue
+        row = node.storage.get_stream(d.sid)
+        if row is not None and row.head_number == d.number - 1 and row.head_hash == d.prev_hash:
+            node.storage.apply_block(d.header, c["header_hash"], d.items, d.members_after, c["tx_hash"])
+            on_applied(node, d.header, [h for h, _, _ in d.items])
+    node.metrics.blocks_led_committed.inc(done)
+    if logs.rejected:
+        for r in logs.rejected:
+            name = RejectReason(r["reason"]).name if r["reason"] in tuple(RejectReason) else str(r["reason"])
+            node.metrics.blocks_rejected.labels(name).inc()
+            log.info("header %s #%d rejected: %s", hx(r["stream_id"])[:10], r["number"], name)
+            d = by_hash.get(r["header_hash"])
+            if d is not None and r["reason"] in TRANSIENT:
+                node.tried[(d.sid, d.number, d.attempt)] = time.time() + 0.5
+        node.randao_commit = None
+        await resync_heads(node, [r["stream_id"] for r in logs.rejected])
+    return done
+
+
+async def resync_heads(node: Node, sids: list[bytes]) -> None:
+    for sid in set(sids):
+        try:
+            n, h, ts = await node.chain.stream_head(sid)
+            reps = await node.chain.replicas_of(sid)
+            if reps != node.replicas_of(sid):
+                node.replicas[sid] = reps
+                node.storage.set_replicas(sid, reps)
+            cur = node.chain_heads.get(sid)
+            if cur is None or n >= cur.number:
+                node.chain_heads[sid] = ChainHead(n, h, ts)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("head of %s: %s", hx(sid), exc)
+    node.wake_sync.set()
+
+
+async def produce_loop(node: Node) -> None:
+    interval = node.cfg.tick_ms / 1000
+    while not node.stopping:
+        t0 = time.monotonic()
+        try:
+            await produce_once(node)
+        except Exception:  # noqa: BLE001
+            log.exception("production tick failed")
+        await asyncio.sleep(max(0.0, interval - (time.monotonic() - t0)))

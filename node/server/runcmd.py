@@ -1,0 +1,38 @@
+"""`python -m node run`: start a node. Every setting from --config FILE, NODE_* env, or flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def main(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="node.toml ([node] table)"),
+    deployment: Optional[Path] = typer.Option(None, help="deployment file (registry, chain id, ABI)"),
+    rpc_url: Optional[str] = typer.Option(None, help="JSON-RPC endpoint"),
+    ws_url: Optional[str] = typer.Option(None, help="WebSocket endpoint (log subscription)"),
+    registry: Optional[str] = typer.Option(None, help="registry address (without a deployment file)"),
+    host: Optional[str] = typer.Option(None), port: Optional[int] = typer.Option(None),
+    data_dir: Optional[Path] = typer.Option(None, help="SQLite database and onion secret live here"),
+    keystore: Optional[Path] = typer.Option(None, help="eth-account encrypted keystore; password in $NODE_KEY_PASSWORD"),
+    password_env: Optional[str] = typer.Option(None, help="env var holding the keystore password"),
+    dev: bool = typer.Option(False, "--dev", help="allow a raw private key (--dev-key / NODE_DEV_KEY)"),
+    dev_key: Optional[str] = typer.Option(None, help="raw private key, only with --dev"),
+    onion_secret: Optional[str] = typer.Option(None, help="RANDAO onion secret (stored in the data dir)"),
+    onion_depth: Optional[int] = typer.Option(None),
+    tick_ms: Optional[int] = typer.Option(None), poll_ms: Optional[int] = typer.Option(None),
+    regossip_s: Optional[float] = typer.Option(None),
+    log_level: Optional[str] = typer.Option(None),
+) -> None:
+    """Run a mini-block node."""
+    from node.server.app import run
+    from node.server.config import load_config
+
+    overrides = dict(deployment=deployment, rpc_url=rpc_url, ws_url=ws_url, registry=registry, host=host, port=port,
+                     data_dir=data_dir, keystore=keystore, password_env=password_env, dev=dev or None,
+                     dev_key=dev_key, onion_secret=onion_secret, onion_depth=onion_depth, tick_ms=tick_ms,
+                     poll_ms=poll_ms, regossip_s=regossip_s, log_level=log_level)
+    cfg = load_config(config, overrides)
+    run(cfg)

@@ -1,0 +1,362 @@
+"""SQLite storage of one node (WAL): events (mini-pool = not yet in a block), blocks, stream heads,
+on-chain commits seen, local proposals, and cursors.
+
+Every write that matters is one transaction: an accepted event is committed before the HTTP answer,
+and a block is stored together with the removal of its events from the mini-pool.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from node.protocol.types import Event, Header
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    hash       BLOB PRIMARY KEY,
+    stream_id  BLOB NOT NULL,
+    author     TEXT NOT NULL,
+    nonce      INTEGER NOT NULL,
+    kind       INTEGER NOT NULL,
+    payload    BLOB NOT NULL,
+    signature  BLOB NOT NULL,
+    received   REAL NOT NULL,
+    gossiped   REAL NOT NULL DEFAULT 0,
+    block      INTEGER,
+    idx        INTEGER
+);
+CREATE UNIQUE INDEX IF NOT EXISTS events_replay ON events(stream_id, author, nonce);
+CREATE INDEX IF NOT EXISTS events_pool ON events(stream_id) WHERE block IS NULL;
+CREATE TABLE IF NOT EXISTS blocks (
+    stream_id     BLOB NOT NULL,
+    number        INTEGER NOT NULL,
+    header_hash   BLOB NOT NULL,
+    prev_hash     BLOB NOT NULL,
+    events_root   BLOB NOT NULL,
+    event_count   INTEGER NOT NULL,
+    epoch         INTEGER NOT NULL,
+    attempt       INTEGER NOT NULL,
+    leader        TEXT NOT NULL,
+    randao_reveal BLOB NOT NULL,
+    state_root    BLOB NOT NULL,
+    event_hashes  BLOB NOT NULL,
+    tx_hash       BLOB,
+    applied_at    REAL NOT NULL,
+    PRIMARY KEY (stream_id, number)
+);
+CREATE TABLE IF NOT EXISTS streams (
+    stream_id    BLOB PRIMARY KEY,
+    genesis_hash BLOB NOT NULL,
+    replicas     TEXT NOT NULL,
+    head_number  INTEGER NOT NULL DEFAULT 0,
+    head_hash    BLOB NOT NULL,
+    members      TEXT NOT NULL DEFAULT '[]',
+    created_block INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS commits (
+    stream_id    BLOB NOT NULL,
+    number       INTEGER NOT NULL,
+    header_hash  BLOB NOT NULL,
+    prev_hash    BLOB NOT NULL,
+    events_root  BLOB NOT NULL,
+    event_count  INTEGER NOT NULL,
+    leader       TEXT NOT NULL,
+    tx_hash      BLOB NOT NULL,
+    chain_block  INTEGER NOT NULL,
+    PRIMARY KEY (stream_id, number)
+);
+CREATE TABLE IF NOT EXISTS proposals (
+    header_hash  BLOB PRIMARY KEY,
+    stream_id    BLOB NOT NULL,
+    number       INTEGER NOT NULL,
+    header       TEXT NOT NULL,
+    event_hashes BLOB NOT NULL,
+    created      REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass(slots=True)
+class StoredEvent:
+    hash: bytes
+    event: Event
+    signature: bytes
+    block: int | None
+    idx: int | None
+    received: float
+
+
+@dataclass(slots=True)
+class StreamRow:
+    stream_id: bytes
+    genesis_hash: bytes
+    replicas: list[str]
+    head_number: int
+    head_hash: bytes
+    members: frozenset[str]
+
+
+@dataclass(slots=True)
+class BlockRow:
+    header: Header
+    header_hash: bytes
+    event_hashes: list[bytes]
+    tx_hash: bytes | None
+
+
+@dataclass(slots=True)
+class CommitRow:
+    stream_id: bytes
+    number: int
+    header_hash: bytes
+    prev_hash: bytes
+    events_root: bytes
+    event_count: int
+    leader: str
+    tx_hash: bytes
+    chain_block: int
+
+
+def split_hashes(blob: bytes) -> list[bytes]:
+    return [bytes(blob[i:i + 32]) for i in range(0, len(blob), 32)]
+
+
+def header_to_json(h: Header) -> str:
+    return json.dumps([h.stream_id.hex(), h.number, h.prev_hash.hex(), h.events_root.hex(), h.event_count,
+                       h.epoch, h.attempt, h.leader, h.randao_reveal.hex(), h.state_root.hex()])
+
+
+def header_from_json(s: str) -> Header:
+    a = json.loads(s)
+    return Header(bytes.fromhex(a[0]), a[1], bytes.fromhex(a[2]), bytes.fromhex(a[3]), a[4], a[5], a[6], a[7],
+                  bytes.fromhex(a[8]), bytes.fromhex(a[9]))
+
+
+class ReplayError(ValueError):
+    """Another event of this (stream, author, nonce) is already known."""
+
+
+class Storage:
+    def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute(f"PRAGMA synchronous={synchronous}")
+        self.db.execute("PRAGMA foreign_keys=OFF")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # ---- kv / cursors -------------------------------------------------------------------------
+    def get_kv(self, key: str, default: str | None = None) -> str | None:
+        row = self.db.execute("SELECT value FROM kv WHERE key=?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def set_kv(self, key: str, value: str) -> None:
+        self.db.execute("INSERT INTO kv(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                        (key, value))
+
+    # ---- events / mini-pool -------------------------------------------------------------------
+    def add_events(self, items: Sequence[tuple[bytes, Event, bytes]], now: float | None = None,
+                   gossiped: bool = False) -> list[str]:
+        """Insert pending events in one transaction. Per item: 'new', 'known' (same hash) or 'replay'."""
+        now = time.time() if now is None else now
+        out: list[str] = []
+        cur = self.db.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            for h, ev, sig in items:
+                row = cur.execute("SELECT hash FROM events WHERE stream_id=? AND author=? AND nonce=?",
+                                  (ev.stream_id, ev.author, ev.nonce)).fetchone()
+                if row is not None:
+                    out.append("known" if bytes(row[0]) == h else "replay")
+                    continue
+                cur.execute("INSERT INTO events(hash, stream_id, author, nonce, kind, payload, signature, received,"
+                            " gossiped) VALUES(?,?,?,?,?,?,?,?,?)",
+                            (h, ev.stream_id, ev.author, ev.nonce, ev.kind, ev.payload, sig, now,
+                             now if gossiped else 0))
+                out.append("new")
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        return out
+
+    def replay_status(self, ev: Event, h: bytes) -> str | None:
+        row = self.db.execute("SELECT hash FROM events WHERE stream_id=? AND author=? AND nonce=?",
+                              (ev.stream_id, ev.author, ev.nonce)).fetchone()
+        if row is None:
+            return None
+        return "known" if bytes(row[0]) == h else "replay"
+
+    def _row_event(self, r) -> StoredEvent:
+        h, sid, author, nonce, kind, payload, sig, block, idx, received = r
+        return StoredEvent(bytes(h), Event(bytes(sid), author, nonce, kind, bytes(payload)), bytes(sig), block, idx,
+                           received)
+
+    _EV_COLS = "hash, stream_id, author, nonce, kind, payload, signature, block, idx, received"
+
+    def get_event(self, h: bytes) -> StoredEvent | None:
+        r = self.db.execute(f"SELECT {self._EV_COLS} FROM events WHERE hash=?", (h,)).fetchone()
+        return self._row_event(r) if r else None
+
+    def get_events(self, hashes: Iterable[bytes]) -> dict[bytes, StoredEvent]:
+        out: dict[bytes, StoredEvent] = {}
+        hs = list(hashes)
+        for i in range(0, len(hs), 500):
+            chunk = hs[i:i + 500]
+            q = f"SELECT {self._EV_COLS} FROM events WHERE hash IN ({','.join('?' * len(chunk))})"
+            for r in self.db.execute(q, chunk):
+                se = self._row_event(r)
+                out[se.hash] = se
+        return out
+
+    def pool_hashes(self, stream_id: bytes) -> list[bytes]:
+        return [bytes(r[0]) for r in
+                self.db.execute("SELECT hash FROM events WHERE stream_id=? AND block IS NULL", (stream_id,))]
+
+    def pool_size(self, stream_id: bytes) -> int:
+        return self.db.execute("SELECT count(*) FROM events WHERE stream_id=? AND block IS NULL",
+                               (stream_id,)).fetchone()[0]
+
+    def pool_total(self) -> int:
+        return self.db.execute("SELECT count(*) FROM events WHERE block IS NULL").fetchone()[0]
+
+    def streams_with_pending(self) -> set[bytes]:
+        return {bytes(r[0]) for r in self.db.execute("SELECT DISTINCT stream_id FROM events WHERE block IS NULL")}
+
+    def drop_pool_events(self, hashes: Iterable[bytes]) -> None:
+        hs = list(hashes)
+        if hs:
+            self.db.executemany("DELETE FROM events WHERE hash=? AND block IS NULL", [(h,) for h in hs])
+
+    def due_for_gossip(self, older_than: float, limit: int = 5000) -> list[StoredEvent]:
+        """Pending events never forwarded (gossiped=0) or last forwarded before `older_than`."""
+        rows = self.db.execute(f"SELECT {self._EV_COLS} FROM events WHERE block IS NULL AND gossiped < ? "
+                               "ORDER BY received LIMIT ?", (older_than, limit)).fetchall()
+        return [self._row_event(r) for r in rows]
+
+    def mark_gossiped(self, hashes: Iterable[bytes], when: float) -> None:
+        self.db.execute("BEGIN")
+        self.db.executemany("UPDATE events SET gossiped=? WHERE hash=?", [(when, h) for h in hashes])
+        self.db.execute("COMMIT")
+
+    # ---- streams ------------------------------------------------------------------------------
+    def upsert_stream(self, stream_id: bytes, genesis_hash: bytes, replicas: list[str], created_block: int) -> None:
+        self.db.execute(
+            "INSERT INTO streams(stream_id, genesis_hash, replicas, head_number, head_hash, members, created_block)"
+            " VALUES(?,?,?,0,?, '[]', ?) ON CONFLICT(stream_id) DO NOTHING",
+            (stream_id, genesis_hash, json.dumps(replicas), genesis_hash, created_block))
+
+    def set_replicas(self, stream_id: bytes, replicas: list[str]) -> None:
+        self.db.execute("UPDATE streams SET replicas=? WHERE stream_id=?", (json.dumps(replicas), stream_id))
+
+    def _row_stream(self, r) -> StreamRow:
+        return StreamRow(bytes(r[0]), bytes(r[1]), json.loads(r[2]), r[3], bytes(r[4]), frozenset(json.loads(r[5])))
+
+    def get_stream(self, stream_id: bytes) -> StreamRow | None:
+        r = self.db.execute("SELECT stream_id, genesis_hash, replicas, head_number, head_hash, members FROM streams"
+                            " WHERE stream_id=?", (stream_id,)).fetchone()
+        return self._row_stream(r) if r else None
+
+    def all_streams(self) -> list[StreamRow]:
+        return [self._row_stream(r) for r in self.db.execute(
+            "SELECT stream_id, genesis_hash, replicas, head_number, head_hash, members FROM streams"
+            " ORDER BY created_block, stream_id")]
+
+    # ---- on-chain commits seen ----------------------------------------------------------------
+    def add_commits(self, rows: Sequence[CommitRow]) -> None:
+        self.db.execute("BEGIN")
+        self.db.executemany(
+            "INSERT OR IGNORE INTO commits(stream_id, number, header_hash, prev_hash, events_root, event_count,"
+            " leader, tx_hash, chain_block) VALUES(?,?,?,?,?,?,?,?,?)",
+            [(c.stream_id, c.number, c.header_hash, c.prev_hash, c.events_root, c.event_count, c.leader, c.tx_hash,
+              c.chain_block) for c in rows])
+        self.db.execute("COMMIT")
+
+    def get_commit(self, stream_id: bytes, number: int) -> CommitRow | None:
+        r = self.db.execute("SELECT stream_id, number, header_hash, prev_hash, events_root, event_count, leader,"
+                            " tx_hash, chain_block FROM commits WHERE stream_id=? AND number=?",
+                            (stream_id, number)).fetchone()
+        if r is None:
+            return None
+        return CommitRow(bytes(r[0]), r[1], bytes(r[2]), bytes(r[3]), bytes(r[4]), r[5], r[6], bytes(r[7]), r[8])
+
+    def chain_heads(self) -> dict[bytes, int]:
+        """Highest committed number seen on-chain per stream."""
+        return {bytes(r[0]): r[1] for r in self.db.execute("SELECT stream_id, max(number) FROM commits GROUP BY stream_id")}
+
+    # ---- proposals (headers this node built or attested) -----------------------------------------
+    def add_proposal(self, header_hash: bytes, header: Header, event_hashes: Sequence[bytes]) -> None:
+        self.db.execute("INSERT OR IGNORE INTO proposals(header_hash, stream_id, number, header, event_hashes, created)"
+                        " VALUES(?,?,?,?,?,?)", (header_hash, header.stream_id, header.number, header_to_json(header),
+                                                 b"".join(event_hashes), time.time()))
+
+    def get_proposal(self, header_hash: bytes) -> tuple[Header, list[bytes]] | None:
+        r = self.db.execute("SELECT header, event_hashes FROM proposals WHERE header_hash=?", (header_hash,)).fetchone()
+        return (header_from_json(r[0]), split_hashes(bytes(r[1]))) if r else None
+
+    def prune_proposals(self, stream_id: bytes, up_to: int) -> None:
+        self.db.execute("DELETE FROM proposals WHERE stream_id=? AND number<=?", (stream_id, up_to))
+
+    # ---- blocks -------------------------------------------------------------------------------
+    def apply_block(self, header: Header, header_hash: bytes, events: Sequence[tuple[bytes, Event, bytes]],
+                    members_after: frozenset[str], tx_hash: bytes | None) -> None:
+        """Store a committed block, move its events out of the mini-pool, advance the head: atomically.
+
+        Pending events that conflict (same author and nonce, other hash) with a committed one are dropped.
+        """
+        cur = self.db.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            r = cur.execute("SELECT head_number FROM streams WHERE stream_id=?", (header.stream_id,)).fetchone()
+            if r is None or r[0] != header.number - 1:
+                raise RuntimeError(f"apply out of order: head {r and r[0]}, block {header.number}")
+            now = time.time()
+            for i, (h, ev, sig) in enumerate(events):
+                cur.execute("DELETE FROM events WHERE stream_id=? AND author=? AND nonce=? AND hash<>? AND block IS NULL",
+                            (ev.stream_id, ev.author, ev.nonce, h))
+                cur.execute(
+                    "INSERT INTO events(hash, stream_id, author, nonce, kind, payload, signature, received, gossiped,"
+                    " block, idx) VALUES(?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(hash) DO UPDATE SET block=excluded.block,"
+                    " idx=excluded.idx",
+                    (h, ev.stream_id, ev.author, ev.nonce, ev.kind, ev.payload, sig, now, now, header.number, i))
+            cur.execute(
+                "INSERT INTO blocks(stream_id, number, header_hash, prev_hash, events_root, event_count, epoch, attempt,"
+                " leader, randao_reveal, state_root, event_hashes, tx_hash, applied_at) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (header.stream_id, header.number, header_hash, header.prev_hash, header.events_root,
+                 header.event_count, header.epoch, header.attempt, header.leader, header.randao_reveal,
+                 header.state_root, b"".join(h for h, _, _ in events), tx_hash, now))
+            cur.execute("UPDATE streams SET head_number=?, head_hash=?, members=? WHERE stream_id=?",
+                        (header.number, header_hash, json.dumps(sorted(members_after)), header.stream_id))
+            cur.execute("DELETE FROM proposals WHERE stream_id=? AND number<=?", (header.stream_id, header.number))
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+
+    def _row_block(self, r) -> BlockRow:
+        (sid, number, hh, prev, root, count, epoch, attempt, leader, reveal, state, ehs, tx) = r
+        header = Header(bytes(sid), number, bytes(prev), bytes(root), count, epoch, attempt, leader, bytes(reveal),
+                        bytes(state))
+        return BlockRow(header, bytes(hh), split_hashes(bytes(ehs)), bytes(tx) if tx else None)
+
+    _BL_COLS = ("stream_id, number, header_hash, prev_hash, events_root, event_count, epoch, attempt, leader,"
+                " randao_reveal, state_root, event_hashes, tx_hash")
+
+    def get_block(self, stream_id: bytes, number: int) -> BlockRow | None:
+        r = self.db.execute(f"SELECT {self._BL_COLS} FROM blocks WHERE stream_id=? AND number=?",
+                            (stream_id, number)).fetchone()
+        return self._row_block(r) if r else None
+
+    def get_blocks(self, stream_id: bytes, first: int, last: int) -> list[BlockRow]:
+        return [self._row_block(r) for r in self.db.execute(
+            f"SELECT {self._BL_COLS} FROM blocks WHERE stream_id=? AND number BETWEEN ? AND ? ORDER BY number",
+            (stream_id, first, last))]

@@ -1,0 +1,214 @@
+"""Apply exactly what the chain committed, strictly in order per stream.
+
+The header comes from a local proposal matched by headerHash, or from a peer (checked against the
+on-chain headerHash), or from the commit transaction's calldata. The ordered event list comes from
+the proposal or from peers (the block's leader first), checked against eventsRoot and each event's hash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from node.protocol.eip712 import hash_event, hash_header
+from node.protocol.merkle import merkle_root
+from node.protocol.state import MembershipError, check_membership, members_root
+from node.protocol.types import Event, EventKind, Header
+
+from .core import Node
+from .models import HeaderOut, SignedEvent, hx, unhex
+from .storage import CommitRow
+
+log = logging.getLogger("node.sync")
+
+RANGE = 32  # blocks per peer range request
+
+
+def apply_membership_lenient(before: frozenset[str], events: list[Event]) -> frozenset[str]:
+    """Members after a committed block: like apply_membership, but never refuses (the chain decided)."""
+    after = set(before)
+    changed: set[str] = set()
+    for ev in events:
+        if ev.kind not in (EventKind.JOIN, EventKind.LEAVE):
+            continue
+        try:
+            check_membership(before, ev)
+        except MembershipError:
+            continue
+        if ev.author in changed:
+            continue
+        changed.add(ev.author)
+        if ev.kind == EventKind.JOIN:
+            after.add(ev.author)
+        else:
+            after.discard(ev.author)
+    return frozenset(after)
+
+
+def sources_for(node: Node, sid: bytes, leader: str | None) -> list[tuple[str, str]]:
+    """Peers to ask, the block's leader first, then the stream's replicas, then every other node."""
+    order: list[str] = []
+    if leader:
+        order.append(leader)
+    order += [r for r in node.replicas_of(sid) if r not in order]
+    order += [a for a in node.nodes if a not in order]
+    return node.peer_urls(order)
+
+
+async def fetch_events(node: Node, hashes: list[bytes], sources: list[tuple[str, str]]) -> dict[bytes, tuple[Event, bytes]]:
+    """Events by hash from peers in order; each checked against its hash."""
+    want = set(hashes)
+    got: dict[bytes, tuple[Event, bytes]] = {}
+    for _addr, url in sources:
+        if not want:
+            break
+        lst = [hx(h) for h in want]
+        try:
+            resp = await node.peers.fetch_events(url, lst)
+        except Exception as exc:  # noqa: BLE001
+            log.debug("fetch from %s failed: %s", url, exc)
+            continue
+        for item in resp.get("events", []):
+            try:
+                se = SignedEvent.model_validate(item)
+                ev = se.event.to_event()
+            except Exception:  # noqa: BLE001
+                continue
+            h = hash_event(ev)
+            if h in want:
+                got[h] = (ev, unhex(se.signature))
+                want.discard(h)
+    return got
+
+
+async def _block_from_peers(node: Node, c: CommitRow, last: int) -> dict[int, tuple[Header, list[bytes], dict]]:
+    """Blocks c.number..last of the stream from a peer, each header checked against the chain's hash."""
+    out: dict[int, tuple[Header, list[bytes], dict]] = {}
+    for _addr, url in sources_for(node, c.stream_id, c.leader):
+        try:
+            resp = await node.peers.blocks(url, hx(c.stream_id), c.number, last)
+        except Exception as exc:  # noqa: BLE001
+            log.debug("blocks from %s failed: %s", url, exc)
+            continue
+        for b in resp.get("blocks", []):
+            try:
+                header = HeaderOut.model_validate(b["header"]).to_header()
+                hashes = [unhex(x) for x in b["event_hashes"]]
+                evs = {}
+                for item in b.get("events") or []:
+                    se = SignedEvent.model_validate(item)
+                    ev = se.event.to_event()
+                    evs[hash_event(ev)] = (ev, unhex(se.signature))
+            except Exception:  # noqa: BLE001
+                continue
+            out[header.number] = (header, hashes, evs)
+        if c.number in out:
+            break
+    return out
+
+
+async def sync_stream(node: Node, sid: bytes, max_blocks: int = 512) -> int:
+    """Apply committed blocks after the local head, in order, as far as data allows. Returns blocks applied."""
+    lock = node.sync_locks.setdefault(sid, asyncio.Lock())
+    async with lock:
+        return await _sync_stream(node, sid, max_blocks)
+
+
+async def _sync_stream(node: Node, sid: bytes, max_blocks: int) -> int:
+    applied = 0
+    prefetched: dict[int, tuple[Header, list[bytes], dict]] = {}
+    ch = node.chain_heads.get(sid)
+    while applied < max_blocks:
+        row = node.storage.get_stream(sid)
+        if row is None:
+            return applied
+        n = row.head_number + 1
+        c = node.storage.get_commit(sid, n)
+        if c is None:
+            return applied
+        header: Header | None = None
+        hashes: list[bytes] | None = None
+        extra: dict[bytes, tuple[Event, bytes]] = {}
+        prop = node.storage.get_proposal(c.header_hash)
+        if prop is not None:
+            header, hashes = prop
+        elif n in prefetched:
+            header, hashes, extra = prefetched.pop(n)
+        else:
+            last = min(n + RANGE - 1, ch.number if ch else n)
+            prefetched = await _block_from_peers(node, c, max(last, n))
+            if n in prefetched:
+                header, hashes, extra = prefetched.pop(n)
+        if header is not None and hash_header(header) != c.header_hash:
+            log.warning("header for %s #%d does not match the chain's hash; ignoring it", hx(sid), n)
+            header, hashes = None, None
+        if header is None:
+            try:
+                for h in await node.chain.headers_of_tx(c.tx_hash):
+                    if h.stream_id == sid and h.number == n and hash_header(h) == c.header_hash:
+                        header = h
+                        break
+            except Exception as exc:  # noqa: BLE001
+                log.warning("cannot read commit tx of %s #%d: %s", hx(sid), n, exc)
+            if header is None:
+                return applied
+        if hashes is None:
+            return applied  # no peer could tell the event list yet; retry later
+        if merkle_root(hashes) != header.events_root or len(hashes) != header.event_count:
+            log.warning("event list for %s #%d does not match eventsRoot; refetching later", hx(sid), n)
+            return applied
+        local = node.storage.get_events(hashes)
+        events: dict[bytes, tuple[Event, bytes]] = {h: (se.event, se.signature) for h, se in local.items()}
+        for h, v in extra.items():
+            events.setdefault(h, v)
+        missing = [h for h in hashes if h not in events]
+        if missing:
+            events.update(await fetch_events(node, missing, sources_for(node, sid, header.leader)))
+            missing = [h for h in hashes if h not in events]
+            if missing:
+                log.info("%s #%d: %d events still missing; retry later", hx(sid), n, len(missing))
+                return applied
+        ordered = [(h, events[h][0], events[h][1]) for h in hashes]
+        after = apply_membership_lenient(row.members, [e for _, e, _ in ordered])
+        if members_root(after) != header.state_root:
+            log.error("stateRoot of %s #%d differs from the members computed here; applying the chain's block",
+                      hx(sid), n)
+        node.storage.apply_block(header, c.header_hash, ordered, after, c.tx_hash)
+        applied += 1
+        on_applied(node, header, hashes)
+    return applied
+
+
+def on_applied(node: Node, header: Header, hashes: list[bytes]) -> None:
+    node.metrics.blocks_committed.inc()
+    node.metrics.events_committed.inc(len(hashes))
+    now = time.time()
+    acc = node.accepted_at
+    for h in hashes:
+        t = acc.pop(h, None)
+        if t is not None:
+            node.metrics.commit_latency.observe(now - t)
+
+
+async def sync_all(node: Node) -> None:
+    """One pass over every stream behind the chain."""
+    todo = []
+    for sid, ch in list(node.chain_heads.items()):
+        if not node.cfg.sync_all_streams and not node.replicates(sid):
+            continue
+        row = node.storage.get_stream(sid)
+        if row is not None and row.head_number < ch.number:
+            todo.append(sid)
+    node.metrics.streams_behind.set(len(todo))
+    if todo:
+        sem = asyncio.Semaphore(8)
+
+        async def one(s: bytes) -> None:
+            async with sem:
+                try:
+                    await sync_stream(node, s)
+                except Exception:  # noqa: BLE001
+                    log.exception("sync of %s failed", hx(s))
+
+        await asyncio.gather(*(one(s) for s in todo))

@@ -1,0 +1,122 @@
+"""Chain watcher: registry logs from a cursor (stored), woken early by a WebSocket subscription.
+
+Log polling by block range is the source of truth; the WebSocket subscription (newHeads) only wakes
+the loop, and if it fails the loop still polls every poll_ms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+from .chainio import LogBatch
+from .core import ChainHead, Node
+from .models import hx
+from .storage import CommitRow
+from .sync import sync_all
+
+log = logging.getLogger("node.watcher")
+
+CURSOR = "chain_cursor"
+MAX_RANGE = 2000
+
+
+def apply_log_batch(node: Node, batch: LogBatch) -> None:
+    """Record what the chain says (streams, replica changes, commits); blocks are applied by sync."""
+    st = node.storage
+    for c in batch.created:
+        st.upsert_stream(c["stream_id"], c["genesis_hash"], c["replicas"], c["block"])
+        node.replicas[c["stream_id"]] = c["replicas"]
+        if c["stream_id"] not in node.chain_heads:
+            node.chain_heads[c["stream_id"]] = ChainHead(0, c["genesis_hash"], batch.block_times.get(c["block"], 0))
+    for r in batch.replaced:
+        reps = list(node.replicas_of(r["stream_id"]))
+        if r["index"] < len(reps):
+            reps[r["index"]] = r["new"]
+            st.set_replicas(r["stream_id"], reps)
+            node.replicas[r["stream_id"]] = reps
+            log.info("stream %s: replica %d %s -> %s", hx(r["stream_id"]), r["index"], r["old"], r["new"])
+    if batch.committed:
+        st.add_commits([CommitRow(c["stream_id"], c["number"], c["header_hash"], c["prev_hash"], c["events_root"],
+                                  c["event_count"], c["leader"], c["tx_hash"], c["block"]) for c in batch.committed])
+        for c in batch.committed:
+            cur = node.chain_heads.get(c["stream_id"])
+            if cur is None or c["number"] > cur.number:
+                ts = batch.block_times.get(c["block"]) or node.chain._block_time_cache.get(c["block"], 0)
+                node.chain_heads[c["stream_id"]] = ChainHead(c["number"], c["header_hash"], ts)
+
+
+async def poll_once(node: Node) -> int:
+    latest, _ts = await node.chain.latest_block()
+    cursor = int(node.storage.get_kv(CURSOR, str(node.cfg.start_block - 1)))
+    n = 0
+    while cursor < latest:
+        to = min(latest, cursor + MAX_RANGE)
+        batch = await node.chain.scan(cursor + 1, to)
+        apply_log_batch(node, batch)
+        if batch.nodes_changed:
+            await node.refresh_nodes()
+        cursor = to
+        node.storage.set_kv(CURSOR, str(cursor))
+        n += len(batch.committed)
+    node.chain_block = latest
+    node.metrics.chain_block.set(latest)
+    return n
+
+
+async def init_heads(node: Node) -> None:
+    """On start: the chain's head of every known stream (authoritative, with its timestamp)."""
+    for row in node.storage.all_streams():
+        try:
+            n, h, ts = await node.chain.stream_head(row.stream_id)
+            node.chain_heads[row.stream_id] = ChainHead(n, h, ts)
+            node.replicas[row.stream_id] = await node.chain.replicas_of(row.stream_id)
+            node.storage.set_replicas(row.stream_id, node.replicas[row.stream_id])
+        except Exception as exc:  # noqa: BLE001
+            log.warning("head of %s: %s", hx(row.stream_id), exc)
+
+
+async def watch_loop(node: Node) -> None:
+    interval = node.cfg.poll_ms / 1000
+    last_epoch = None
+    while not node.stopping:
+        try:
+            await poll_once(node)
+            e = node.current_epoch()
+            if e != last_epoch:
+                await node.refresh_nodes()
+                last_epoch = e
+            await sync_all(node)
+            node.ready = True
+        except Exception as exc:  # noqa: BLE001
+            log.warning("watch round failed: %s", exc)
+        try:
+            await asyncio.wait_for(node.wake_sync.wait(), timeout=interval)
+        except asyncio.TimeoutError:
+            pass
+        node.wake_sync.clear()
+
+
+async def ws_loop(node: Node) -> None:
+    """Subscribe to new heads over WebSocket; each notification wakes the watcher. Falls back silently."""
+    url = node.cfg.ws_url
+    if not url:
+        return
+    import websockets
+
+    backoff = 0.5
+    while not node.stopping:
+        try:
+            async with websockets.connect(url, max_size=2**22, open_timeout=5) as ws:
+                await ws.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe",
+                                          "params": ["logs", {"address": node.chain.address}]}))
+                backoff = 0.5
+                async for _msg in ws:
+                    node.wake_sync.set()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            log.debug("websocket subscription failed (%s); polling only", exc)
+        await asyncio.sleep(backoff)
+        backoff = min(backoff * 2, 10)
