@@ -31,6 +31,7 @@ from eth_utils import to_checksum_address
 from hexbytes import HexBytes
 from web3 import Web3
 
+from node.chain.deploy import parse_stream_id  # noqa: F401  (re-exported: one rule for stream ids)
 from node.protocol.eip712 import SignatureError, hash_header, recover_header_signer
 from node.protocol.merkle import verify_proof
 from node.protocol.types import ZERO32, Domain, Header, RejectReason
@@ -62,16 +63,6 @@ def _b32(value: Any) -> bytes:
 
 def hex32(b: bytes) -> str:
     return "0x" + bytes(b).hex()
-
-
-def parse_stream_id(text: str) -> bytes:
-    """A stream id as given by a user: 0x-hex of 32 bytes (shorter hex is left-padded)."""
-    t = text.strip()
-    if t.startswith(("0x", "0X")):
-        t = t[2:]
-    if not t or len(t) > 64:
-        raise ValueError(f"not a stream id (0x + up to 64 hex digits): {text!r}")
-    return bytes.fromhex(t.rjust(64, "0"))
 
 
 def reason_name(code: int) -> str:

@@ -21,7 +21,7 @@ def _mark(v: bool | None) -> str:
 def main(
     rpc_url: str = typer.Option(..., "--rpc-url", help="JSON-RPC endpoint of the chain."),
     registry: str = typer.Option(..., "--registry", help="Address of the MiniblockRegistry."),
-    stream: str | None = typer.Option(None, "--stream", help="Only this stream (0x + 32-byte hex)."),
+    stream: str | None = typer.Option(None, "--stream", help="Only this stream: 0x + 64 hex digits, or a name (keccak256 of it, as deploy does)."),
     from_number: int = typer.Option(0, "--from", min=0, help="Only headers with number >= N."),
     from_block: int | None = typer.Option(None, "--from-block", min=0, help="First chain block to scan."),
     to_block: int | None = typer.Option(None, "--to-block", min=0, help="Last chain block to scan."),

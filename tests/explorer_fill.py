@@ -1,0 +1,165 @@
+"""Fill a fresh chain with real committed headers, for the header explorer's tests.
+
+Deploys a registry (node.chain.deploy) with 4 nodes of Anvil's dev keys, creates two streams,
+then builds and signs real headers with node/protocol (events, Merkle root, member-set root,
+election, RANDAO onion) and commits them with commitMiniblocks: full attestation sets, a
+minimal (exactly quorum) one, a batch of two streams in one tx, and a batch that also carries
+a header the contract rejects. Returns what was sent, so the tests can compare every field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from eth_account import Account
+
+from node.chain.anvil import DEV_KEYS
+from node.chain.deploy import NodeSpec, deploy
+from node.chain.registry import Registry
+from node.protocol.eip712 import address_of, hash_event, hash_header, sign_event, sign_header
+from node.protocol.election import elected_leader
+from node.protocol.merkle import merkle_proof, merkle_root
+from node.protocol.onion import HashOnion
+from node.protocol.state import apply_membership, members_root
+from node.protocol.types import Event, EventKind, Header, RejectReason
+
+NODE_KEYS = [bytes.fromhex(k[2:]) for k in DEV_KEYS[1:5]]
+AUTHOR_KEYS = [bytes.fromhex(k[2:]) for k in DEV_KEYS[6:9]]
+STREAMS = [bytes.fromhex("aa" * 32), bytes.fromhex("bb" * 31 + "01")]
+
+
+@dataclass
+class Sent:
+    """One header as the test sent it, and what the chain should show for it."""
+
+    header: Header
+    signers: list[str]          # in signature order (leader first)
+    status: str                 # committed | rejected
+    tx_hash: bytes = b""
+    block_number: int = 0
+    gas_used: int = 0
+    batch_size: int = 1
+    reason: RejectReason | None = None
+    event_hashes: list[bytes] = field(default_factory=list)
+
+    @property
+    def header_hash(self) -> bytes:
+        return hash_header(self.header)
+
+
+@dataclass
+class Filled:
+    rpc_url: str
+    registry: str
+    chain_id: int
+    replicas: dict[bytes, list[str]]
+    sent: list[Sent]
+    node_addresses: list[str]
+
+
+class _Builder:
+    def __init__(self, reg: Registry, onions: dict[str, HashOnion], keys: dict[str, bytes]) -> None:
+        self.reg = reg
+        self.onions = onions
+        self.keys = keys
+        self.domain = reg.domain()
+        self.members: dict[bytes, frozenset[str]] = {}
+        self.nonce: dict[tuple[bytes, str], int] = {}
+        self.commit: dict[str, bytes] = {}  # leader -> its on-chain commitment as the batch goes
+
+    def events(self, sid: bytes, spec: list[tuple[int, int]]) -> list[Event]:
+        """spec: (author index, kind) pairs."""
+        out = []
+        for ai, kind in spec:
+            author = address_of(AUTHOR_KEYS[ai])
+            n = self.nonce.get((sid, author), 0)
+            self.nonce[(sid, author)] = n + 1
+            ev = Event(sid, author, n, kind, f"payload {ai} {n}".encode())
+            sign_event(self.domain, ev, AUTHOR_KEYS[ai])  # a real author signature (not committed on-chain)
+            out.append(ev)
+        return out
+
+    def header(self, sid: bytes, events: list[Event], *, parent: bytes | None = None, number: int | None = None,
+               apply: bool = True) -> tuple[Header, list[bytes]]:
+        head = self.reg.stream_head(sid)
+        replicas = self.reg.replicas_of(sid)
+        seed = self.reg.current_seed()
+        num = head.number + 1 if number is None else number
+        leader = elected_leader(seed, sid, num, 0, replicas)
+        commit = self.commit.get(leader) or self.reg.randao_commit_of(leader)
+        reveal = self.onions[leader].next_reveal(commit)
+        before = self.members.get(sid, frozenset())
+        after = apply_membership(before, events)
+        hashes = [hash_event(e) for e in events]
+        h = Header(
+            stream_id=sid, number=num, prev_hash=head.header_hash if parent is None else parent,
+            events_root=merkle_root(hashes), event_count=len(hashes), epoch=self.reg.current_epoch(),
+            attempt=0, leader=leader, randao_reveal=reveal, state_root=members_root(after),
+        )
+        if apply:
+            self.members[sid] = after
+            self.commit[leader] = reveal
+        return h, hashes
+
+    def sign(self, h: Header, signers: list[str]) -> list[bytes]:
+        return [sign_header(self.domain, h, self.keys[s]) for s in signers]
+
+
+def fill(rpc_url: str, w3) -> Filled:
+    deployer = Account.from_key(DEV_KEYS[0])
+    onions = {address_of(k): HashOnion(bytes([i + 1]) * 32, 64) for i, k in enumerate(NODE_KEYS)}
+    keys = {address_of(k): k for k in NODE_KEYS}
+    specs = [NodeSpec(addr, f"http://127.0.0.1:{9100 + i}", onions[addr].commitment) for i, addr in enumerate(keys)]
+    dep = deploy(w3, deployer, epoch_length=3600, leader_timeout=60, replication_factor=3,
+                 nodes=specs, streams=STREAMS, warp=True, rpc_url=rpc_url)
+    reg = Registry(w3, dep.registry, dep.abi(), deployer)
+    b = _Builder(reg, onions, keys)
+    replicas = {s: reg.replicas_of(s) for s in STREAMS}
+    sent: list[Sent] = []
+
+    def others(sid: bytes, leader: str) -> list[str]:
+        return [r for r in replicas[sid] if r != leader]
+
+    def commit(batch: list[Sent]) -> None:
+        sigs = [b.sign(s.header, s.signers) for s in batch]
+        res = reg.commit_miniblocks([s.header for s in batch], sigs)
+        assert res.status == 1
+        for s in batch:
+            s.tx_hash, s.block_number, s.gas_used, s.batch_size = (
+                bytes(res.tx_hash), res.block_number, res.gas_used, len(batch))
+        want = [s.header_hash for s in batch if s.status == "committed"]
+        assert [bytes(c.header_hash) for c in res.committed] == want, res
+        assert [(bytes(r.header_hash), r.reason) for r in res.rejected] == [
+            (s.header_hash, int(s.reason)) for s in batch if s.status == "rejected"], res
+        b.commit.clear()
+        sent.extend(batch)
+
+    s0, s1 = STREAMS
+    # stream 0, block 1: two JOINs, every replica attests.
+    h, hs = b.header(s0, b.events(s0, [(0, EventKind.JOIN), (1, EventKind.JOIN)]))
+    commit([Sent(h, [h.leader, *others(s0, h.leader)], "committed", event_hashes=hs)])
+    # stream 0, block 2: messages, a minimal attestation set (leader + one replica = quorum 2 of 3).
+    h, hs = b.header(s0, b.events(s0, [(0, EventKind.MESSAGE), (1, EventKind.MESSAGE), (0, EventKind.MESSAGE)]))
+    commit([Sent(h, [h.leader, others(s0, h.leader)[0]], "committed", event_hashes=hs)])
+    # one tx for two streams: stream 0 block 3 (empty) and stream 1 block 1 (five events).
+    h0, hs0 = b.header(s0, [])
+    h1, hs1 = b.header(s1, b.events(s1, [(2, EventKind.JOIN), (0, EventKind.JOIN), (1, EventKind.JOIN),
+                                         (0, EventKind.MESSAGE), (2, EventKind.MESSAGE)][:3]))
+    commit([Sent(h0, [h0.leader, *others(s0, h0.leader)], "committed", event_hashes=hs0),
+            Sent(h1, [h1.leader, *others(s1, h1.leader)], "committed", event_hashes=hs1)])
+    # a batch with a header the contract rejects (only the leader signed: NoQuorum), then a good one
+    # (the good one's prevHash is the same head: the rejected header changed nothing).
+    bad, bad_hs = b.header(s1, b.events(s1, [(0, EventKind.MESSAGE)]), apply=False)
+    b.commit.clear()
+    good, good_hs = b.header(s1, b.events(s1, [(2, EventKind.MESSAGE), (1, EventKind.MESSAGE)]))
+    commit([Sent(bad, [bad.leader], "rejected", reason=RejectReason.NO_QUORUM, event_hashes=bad_hs),
+            Sent(good, [good.leader, *others(s1, good.leader)[::-1]], "committed", event_hashes=good_hs)])
+    # stream 0 block 4: a bad parent hash (rejected, reason BadParent) alone in its tx.
+    h, hs = b.header(s0, b.events(s0, [(1, EventKind.MESSAGE)]), parent=b"\x11" * 32, apply=False)
+    commit([Sent(h, [h.leader, *others(s0, h.leader)], "rejected", reason=RejectReason.BAD_PARENT, event_hashes=hs)])
+    return Filled(rpc_url=rpc_url, registry=dep.registry, chain_id=w3.eth.chain_id, replicas=replicas,
+                  sent=sent, node_addresses=list(keys))
+
+
+def proof_for(s: Sent, index: int) -> list[bytes]:
+    return merkle_proof(s.event_hashes, index)

@@ -1,0 +1,176 @@
+"""`python -m node headers` against a chain this test fills with real, signed headers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from explorer_fill import STREAMS, Filled, fill
+from node.chain.anvil import Anvil
+from node.protocol.eip712 import address_of
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def filled():
+    with Anvil() as anvil:
+        yield fill(anvil.http_url, anvil.w3())
+
+
+def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "node", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "COLUMNS": "200"})
+
+
+def headers_json(f: Filled, *extra: str) -> tuple[list[dict], list[dict]]:
+    p = run_cli("headers", "--rpc-url", f.rpc_url, "--registry", f.registry, "--json", *extra)
+    assert p.returncode == 0, p.stderr
+    lines = [json.loads(line) for line in p.stdout.splitlines() if line.strip()]
+    return [x for x in lines if x["type"] == "header"], [x for x in lines if x["type"] == "stream"]
+
+
+def h32(b: bytes) -> str:
+    return "0x" + b.hex()
+
+
+def test_every_field_and_the_verification(filled: Filled) -> None:
+    headers, streams = headers_json(filled)
+    assert len(headers) == len(filled.sent)
+    # the chain's order is the send order
+    for got, s in zip(headers, filled.sent):
+        h = s.header
+        reps = filled.replicas[h.stream_id]
+        assert got["status"] == s.status
+        assert got["stream"] == h32(h.stream_id)
+        assert got["number"] == h.number
+        assert got["headerHash"] == h32(s.header_hash)
+        assert got["leader"] == h.leader
+        assert got["prevHash"] == h32(h.prev_hash)
+        assert got["eventsRoot"] == h32(h.events_root)
+        assert got["eventCount"] == h.event_count == len(s.event_hashes)
+        assert (got["epoch"], got["attempt"]) == (h.epoch, h.attempt)
+        assert got["randaoReveal"] == h32(h.randao_reveal)
+        assert got["stateRoot"] == h32(h.state_root)
+        assert got["txHash"] == h32(s.tx_hash)
+        assert got["blockNumber"] == s.block_number
+        assert got["batchSize"] == s.batch_size
+        assert got["txGasUsed"] == s.gas_used
+        assert got["gasShare"] == s.gas_used // s.batch_size
+        assert got["replicas"] == reps
+        assert got["signatures"] == len(s.signers)
+        assert [x["address"] for x in got["signers"]] == s.signers
+        assert got["attestations"] == len(set(s.signers) & set(reps))
+        assert got["quorum"] == len(reps) // 2 + 1
+        v = got["verification"]
+        if s.status == "committed":
+            assert got["reason"] is None
+            assert v == {"ok": True, "hash": True, "parent": True, "leader_signature": True,
+                         "attestations": True, "quorum": True, "problems": []}, got
+        else:
+            assert got["reasonName"] == s.reason.name and got["reason"] == int(s.reason)
+    # the attestation counts that the fill chose: full (3), minimal (2), rejected with only the leader (1)
+    assert [g["attestations"] for g in headers] == [3, 2, 3, 3, 1, 3, 3]
+    nq = next(g for g in headers if g["reasonName"] == "NO_QUORUM")
+    assert nq["verification"]["quorum"] is False and nq["signers"][0]["is_leader"]
+    assert next(g for g in headers if g["reasonName"] == "BAD_PARENT")["verification"]["leader_signature"] is True
+    # a batch of two streams, and a batch of a rejected and a committed header: one tx each
+    by_tx: dict[str, list[dict]] = {}
+    for g in headers:
+        by_tx.setdefault(g["txHash"], []).append(g)
+    assert sorted(len(v) for v in by_tx.values()) == [1, 1, 1, 2, 2]
+    for group in by_tx.values():
+        assert [g["batchIndex"] for g in group] == list(range(len(group)))
+    # per stream: unbroken from genesis to the head
+    assert {s["stream"] for s in streams} == {h32(s) for s in STREAMS}
+    for st in streams:
+        assert st["ok"] and st["chainOk"] and st["genesisOk"], st
+        commits = [g for g in headers if g["stream"] == st["stream"] and g["status"] == "committed"]
+        assert st["headNumber"] == len(commits) == st["commits"]
+        assert st["headHash"] == commits[-1]["headerHash"]
+        assert commits[0]["prevHash"] == st["genesisHash"]
+
+
+def test_stream_and_from_filters(filled: Filled) -> None:
+    s0 = STREAMS[0]
+    headers, streams = headers_json(filled, "--stream", h32(s0))
+    assert {g["stream"] for g in headers} == {h32(s0)}
+    assert [(g["number"], g["status"]) for g in headers] == [(1, "committed"), (2, "committed"), (3, "committed"),
+                                                           (4, "rejected")]
+    assert len(streams) == 1 and streams[0]["ok"]
+    # --from: the parent of the first header shown is checked against the chain's stored hash
+    headers, _ = headers_json(filled, "--stream", h32(s0), "--from", "2", "--no-rejected")
+    assert [g["number"] for g in headers] == [2, 3]
+    assert all(g["verification"]["ok"] for g in headers)
+
+
+def test_table_output(filled: Filled) -> None:
+    p = run_cli("headers", "--rpc-url", filled.rpc_url, "--registry", filled.registry)
+    assert p.returncode == 0, p.stderr
+    assert "rejected NO_QUORUM" in p.stdout and "rejected BAD_PARENT" in p.stdout
+    assert p.stdout.count("unbroken from genesis") == 2
+    assert "2/3" in p.stdout and "3/3" in p.stdout
+
+
+def test_unreachable_rpc_and_not_a_registry(filled: Filled) -> None:
+    from node.chain.anvil import free_port
+
+    p = run_cli("headers", "--rpc-url", f"http://127.0.0.1:{free_port()}", "--registry", filled.registry, timeout=60)
+    assert p.returncode != 0 and "cannot reach the JSON-RPC endpoint" in p.stderr
+    eoa = address_of(bytes.fromhex("01" * 32))
+    p = run_cli("headers", "--rpc-url", filled.rpc_url, "--registry", eoa)
+    assert p.returncode != 0 and "no contract at" in p.stderr
+    p = run_cli("headers", "--rpc-url", filled.rpc_url, "--registry", "0x1234")
+    assert p.returncode != 0 and "not an address" in p.stderr
+
+
+def test_library_lookup_for_the_daemon(filled: Filled) -> None:
+    """RegistryHistory.committed_header: the full Header and signatures of a committed hash."""
+    from node.chain.history import RegistryHistory
+
+    hist = RegistryHistory.connect(filled.rpc_url, filled.registry)
+    for s in filled.sent:
+        rec = hist.committed_header(s.header_hash, s.header.stream_id, s.header.number)
+        if s.status == "rejected":
+            assert rec is None
+            continue
+        assert rec is not None and rec.header == s.header and rec.verification.ok
+        assert [x.address for x in rec.signers] == s.signers
+        # also without the hints (a scan of all commits)
+        assert hist.committed_header(s.header_hash).header == s.header
+    rej = [s for s in filled.sent if s.status == "rejected"][0]
+    rec = hist.find_header(rej.header_hash)
+    assert rec is not None and rec.status == "rejected" and rec.header == rej.header
+
+
+def test_tampered_signature_sets_are_counted_right(filled: Filled) -> None:
+    """The verifier itself, fed signature sets the contract would never accept: counts stay right."""
+    import dataclasses
+
+    from node.chain.history import RegistryHistory, Verification
+
+    hist = RegistryHistory.connect(filled.rpc_url, filled.registry)
+    rec = [r for r in hist.headers(STREAMS[0]) if r.status == "committed"][0]
+    assert rec.attestations == 3 and rec.verification.ok
+
+    def recheck(sigs):
+        r = dataclasses.replace(rec, signatures=sigs, verification=Verification())
+        hist._check_signatures(r)
+        return r
+
+    lead, a1, a2 = rec.signatures
+    r = recheck([lead, a1, a1])          # a duplicate attestation
+    assert r.attestations == 2 and r.verification.attestations is False and r.verification.quorum is True
+    assert [s.duplicate for s in r.signers] == [False, False, True]
+    r = recheck([a1, lead])              # the leader's signature not first
+    assert r.attestations == 2 and r.verification.leader_signature is False
+    r = recheck([lead, b"\x00" * 65])    # a malformed attestation
+    assert r.attestations == 1 and r.signers[1].error and r.verification.quorum is False
+    r = recheck([lead, a1[:32] + (int.from_bytes(a1[32:64], "big") ^ 1).to_bytes(32, "big") + a1[64:]])
+    assert r.signers[1].address != rec.signers[1].address and r.attestations == 1  # recovers to a stranger
+    assert r.verification.attestations is False and "not a replica" in " ".join(r.verification.problems)
