@@ -255,13 +255,23 @@ class TxSender:
                 gas = min(gas, block_limit)
             tx["gas"] = gas
             tx = fn.build_transaction(tx)
-            signed = self.account.sign_transaction(tx)
-            try:
-                tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
-            except Exception:
-                self._nonce = None  # resync from the chain next time
-                raise
-            self._nonce += 1
+            for retry in (True, False):
+                signed = self.account.sign_transaction(tx)
+                try:
+                    tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
+                    break
+                except Web3RPCError as e:
+                    self._nonce = None  # resync from the chain next time
+                    if retry and "nonce" in str(e).lower():
+                        # Someone else used this account: take the chain's count, once.
+                        self._nonce = self.w3.eth.get_transaction_count(self.address, "pending")
+                        tx["nonce"] = self._nonce
+                        continue
+                    raise
+                except Exception:
+                    self._nonce = None
+                    raise
+            self._nonce = tx["nonce"] + 1
         if not wait:
             return tx_hash
         return self.w3.eth.wait_for_transaction_receipt(
