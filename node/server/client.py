@@ -1,0 +1,90 @@
+"""A small HTTP client of the node API (tests, load generator, examples): sign, post, read, wait."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+
+from node.protocol.eip712 import hash_event, sign_event
+from node.protocol.types import Domain, Event
+
+from .models import hx
+
+
+def signed_event_json(domain: Domain, ev: Event, key: bytes) -> dict[str, Any]:
+    sig = sign_event(domain, ev, key)
+    return {"event": {"stream_id": hx(ev.stream_id), "author": ev.author, "nonce": ev.nonce, "kind": ev.kind,
+                      "payload": hx(ev.payload)}, "signature": hx(sig)}
+
+
+class NodeClient:
+    def __init__(self, url: str, timeout: float = 10.0) -> None:
+        self.url = url.rstrip("/")
+        self.http = httpx.Client(base_url=self.url, timeout=timeout, trust_env=False)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def post_event(self, body: dict[str, Any]) -> httpx.Response:
+        return self.http.post("/v1/events", json=body)
+
+    def post_batch(self, bodies: list[dict[str, Any]]) -> httpx.Response:
+        return self.http.post("/v1/events/batch", json={"events": bodies})
+
+    def gossip(self, bodies: list[dict[str, Any]]) -> httpx.Response:
+        return self.http.post("/peer/gossip", json={"events": bodies})
+
+    def event(self, h: bytes | str) -> dict | None:
+        r = self.http.get(f"/v1/events/{h if isinstance(h, str) else hx(h)}")
+        return r.json() if r.status_code == 200 else None
+
+    def stream(self, sid: bytes) -> dict:
+        return self.http.get(f"/v1/streams/{hx(sid)}").raise_for_status().json()
+
+    def block(self, sid: bytes, number: int) -> dict | None:
+        r = self.http.get(f"/v1/streams/{hx(sid)}/blocks/{number}")
+        return r.json() if r.status_code == 200 else None
+
+    def health(self) -> dict:
+        return self.http.get("/healthz").json()
+
+    def metrics(self) -> str:
+        return self.http.get("/metrics").text
+
+    def wait_committed(self, hashes: list[bytes], timeout: float = 30.0, interval: float = 0.2) -> dict[bytes, dict]:
+        """Poll until every event is committed here; returns their statuses. Raises TimeoutError."""
+        deadline = time.monotonic() + timeout
+        done: dict[bytes, dict] = {}
+        while time.monotonic() < deadline:
+            for h in hashes:
+                if h in done:
+                    continue
+                st = self.event(h)
+                if st and st["status"] == "committed":
+                    done[h] = st
+            if len(done) == len(hashes):
+                return done
+            time.sleep(interval)
+        raise TimeoutError(f"{len(hashes) - len(done)} of {len(hashes)} events not committed at {self.url}")
+
+
+class Author:
+    """A client key that signs events for one domain, with its own nonce counter per stream."""
+
+    def __init__(self, domain: Domain, key: bytes | None = None) -> None:
+        from eth_account import Account
+
+        acct = Account.from_key(key) if key else Account.create()
+        self.key = bytes(acct.key)
+        self.address = acct.address
+        self.domain = domain
+        self.nonces: dict[bytes, int] = {}
+
+    def event(self, sid: bytes, kind: int = 0, payload: bytes = b"", nonce: int | None = None) -> tuple[bytes, dict]:
+        if nonce is None:
+            nonce = self.nonces.get(sid, 0)
+            self.nonces[sid] = nonce + 1
+        ev = Event(sid, self.address, nonce, kind, payload)
+        return hash_event(ev), signed_event_json(self.domain, ev, self.key)
