@@ -270,7 +270,7 @@ def create_app(hist: RegistryHistory) -> FastAPI:
                 res_html = f"""<div class="result" id="result">
 <div>on-chain <code>verifyInclusion</code> (eth_call): <span id="onchain">{mark(on, 'onchain')} {'included' if on else 'not proven' if on is False else 'call failed: ' + esc(result.get('error'))}</span></div>
 <div>off-chain <code>merkle.verify_proof</code> against eventsRoot: <span id="offchain">{mark(result['offchain'], 'offchain')} {'proof holds' if result['offchain'] else 'proof fails'}</span>
- · header hash stored on-chain at #{rec.number}: {mark(result['offchainCommitted'], 'committed')}</span></div>
+ · header hash stored on-chain at #{rec.number}: {mark(result['offchainCommitted'], 'committed')}</div>
 <div class="note">verdict: <b id="verdict">{'included' if on and off else 'NOT included'}</b></div></div>"""
         return f"""<h1>Header #{rec.number} of stream <code>{esc(short(j['stream'], 14))}</code></h1>
 <dl class="kv" id="header">{kv}</dl>
