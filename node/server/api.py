@@ -15,8 +15,8 @@ from .core import Node
 from .intake import Rejected, accept, decode, parse_batch, to_wire
 from .models import (
     Accepted, AttestIn, AttestOut, BatchItemResult, BatchResult, BlockList, BlockOut, ErrorOut, EventBatch, EventIn,
-    EventStatus, FetchIn, FetchOut, GossipOut, HeaderOut, Health, SignedEvent, StreamList, StreamOut, VotesIn,
-    VotesOut, hx, unhex,
+    EventStatus, FetchIn, FetchOut, GossipOut, HeaderOut, Health, NodeInfoOut, SignedEvent, StreamList, StreamOut,
+    VotesIn, VotesOut, hx, unhex,
 )
 
 log = logging.getLogger("node.api")
@@ -93,6 +93,14 @@ def build_api(node: Node) -> FastAPI:
         return err(400 if error == "malformed_json" else 422, error, "; ".join(parts))
 
     # ---- client ---------------------------------------------------------------------------------
+    @app.get("/v1/info", response_model=NodeInfoOut, tags=["client"])
+    async def info():
+        """This node's address and the EIP-712 domain (chain id, registry) events must be signed for."""
+        d = node.domain
+        return NodeInfoOut(address=node.me, chain_id=d.chain_id, registry=d.verifying_contract, domain_name=d.name,
+                           domain_version=d.version, epoch=node.current_epoch() if node.params else None,
+                           public_url=node.cfg.public_url)
+
     @app.post("/v1/events", response_model=Accepted, status_code=202, responses=ERR, tags=["client"])
     async def post_event(body: SignedEvent):
         """Post one signed event. It is stored durably before the answer and forwarded to the replicas."""

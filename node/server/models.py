@@ -178,3 +178,15 @@ class Health(BaseModel):
     behind: int
     pool: int
     chain_block: int
+
+
+class NodeInfoOut(BaseModel):
+    """What a client needs to sign events for this node's registry (the EIP-712 domain) and who the node is."""
+
+    address: str
+    chain_id: int
+    registry: str
+    domain_name: str
+    domain_version: str
+    epoch: int | None
+    public_url: str | None = None
