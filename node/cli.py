@@ -32,6 +32,12 @@ def _register() -> None:
     app.command("headers", help="The committed headers of a registry, verified from the chain alone.")(headers_cmd.main)
     app.command("explorer", help="Serve the header explorer web page for a registry.")(explorer_cmd.main)
 
+    from node.commands import devnet as devnet_cmd
+
+    app.command("devnet", help="A local devnet: Anvil, registry, N node processes, a load generator, live figures.")(
+        devnet_cmd.main
+    )
+
     from node.server import runcmd as run_cmd
 
     app.command("run", help="Run a mini-block node (--config node.toml; flags; NODE_* env).")(run_cmd.main)
