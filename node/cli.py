@@ -37,6 +37,13 @@ def _register() -> None:
     app.command("devnet", help="A local devnet: Anvil, registry, N node processes, a load generator, live figures.")(
         devnet_cmd.main
     )
+    from node.commands import status as status_cmd
+    from node.commands import submit as submit_cmd
+
+    app.command("submit", help="Sign an event (keystore, or a raw key with --dev) and post it to a node.")(
+        submit_cmd.main
+    )
+    app.command("status", help="A node's streams: heads, members, mini-pool sizes (--json).")(status_cmd.main)
 
     from node.server import runcmd as run_cmd
 

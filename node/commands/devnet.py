@@ -312,17 +312,20 @@ def render(stats: Stats, info: dict[str, Any], done_note: str = ""):
         gph = stats.gas_per_header()
         rej = sum(stats.rejected.values())
         rejh = sum(stats.rejected_headers.values())
+        txs = stats.commit_txs
     rate = com / el if el > 0 and com else 0.0
     fmt = (lambda v: "-" if v is None else f"{v:,.0f} ms")
-    line = Text.assemble(
-        ("events ", "bold"), (f"{com}", "bold green"), f" committed / {sub} submitted",
-        f"  ({sub - com} pending" + (f", {rej} refused" if rej else "") + ")   ",
-        ("blocks ", "bold"), f"{sum(stats.blocks.values())}" + (f" (+{rejh} rejected)" if rejh else ""), "   ",
-        ("rate ", "bold"), f"{rate:,.1f} ev/s   ",
-        ("latency ", "bold"), f"p50 {fmt(lat['p50'])}  p99 {fmt(lat['p99'])}   ",
-        ("gas/header ", "bold"), "-" if gph is None else f"{gph:,}",
-    )
-    parts = [t, line]
+    lines = [
+        Text.assemble(("events   ", "bold"), (f"{com:,}", "bold green"), f" committed / {sub:,} submitted",
+                      f"  ({sub - com:,} pending" + (f", {rej} refused" if rej else "") + ")",
+                      f"   {rate:,.1f} ev/s over {el:,.1f}s"),
+        Text.assemble(("blocks   ", "bold"), f"{sum(stats.blocks.values()):,} committed",
+                      f" (+{rejh} rejected)" if rejh else "",
+                      f"   {txs:,} commit txs   gas/header " + ("-" if gph is None else f"{gph:,}")),
+        Text.assemble(("latency  ", "bold"), f"p50 {fmt(lat['p50'])}   p99 {fmt(lat['p99'])}",
+                      ("   (client post -> header on chain)", "dim")),
+    ]
+    parts = [t, *lines]
     if done_note:
         parts.append(Text(done_note, style="bold"))
     return Group(*parts)
@@ -491,6 +494,7 @@ def main(
 
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _term)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored (`cmd &`)
 
     stop = threading.Event()
     loadgen: LoadGen | None = None
@@ -597,7 +601,8 @@ def _drive(stats: Stats, net: Net, loadgen: LoadGen, watcher: Watcher, events: i
                 live.update(render(stats, {"replicas": net.replicas}))
             elif not json_out and now - last_line > 5:
                 last_line = now
-                out.print(render(stats, {"replicas": net.replicas}).renderables[-1])
+                for r in render(stats, {"replicas": net.replicas}).renderables[1:]:
+                    out.print(r, soft_wrap=True)
             if events is not None:
                 with stats.lock:
                     refused = sum(stats.rejected.values())
