@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from eth_utils import to_checksum_address
+from eth_abi import decode as abi_decode
+from eth_abi import encode as abi_encode
+from eth_utils import keccak, to_checksum_address
 from hexbytes import HexBytes
 from web3 import Web3
 
@@ -249,7 +251,8 @@ class RegistryHistory:
         self.topic_rejected = HexBytes(ev.MiniblockRejected().topic)
         self.topic_stream_created = HexBytes(ev.StreamCreated().topic)
         self._tx_cache: dict[bytes, tuple[list[tuple[Header, list[bytes]]] | None, dict, str | None]] = {}
-        self._replicas_cache: dict[tuple[bytes, int], list[str]] = {}
+        self._replicas_cache: dict[tuple[bytes, int | str], list[str]] = {}
+        self._replaced: dict[bytes, bool] = {}
         self._ts_cache: dict[int, int] = {}
 
     # ---- connecting -------------------------------------------------------------------------
@@ -259,7 +262,9 @@ class RegistryHistory:
         cls, rpc_url: str, address: str, abi: list[dict[str, Any]] | None = None, *, timeout: float = 10.0, **kw: Any
     ) -> "RegistryHistory":
         """Open an RPC URL and check that `address` is a registry; raises RpcUnreachable / NotARegistry."""
-        w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
+        # eth_chainId cached: web3's validation asks it before every eth_call otherwise.
+        w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}, cache_allowed_requests=True,
+                                    cacheable_requests={"eth_chainId"}))
         try:
             w3.eth.chain_id  # noqa: B018 -- a real request, unlike is_connected's swallowed errors
         except Exception as exc:
@@ -284,6 +289,34 @@ class RegistryHistory:
         if dom.name != "MiniblockRegistry":
             raise NotARegistry(f"{self.address} is not a MiniblockRegistry (EIP-712 name {dom.name!r})")
 
+    # ---- raw JSON-RPC (the hot paths: web3's contract-call machinery costs ~10x the request) ----
+
+    def _rpc(self, method: str, params: list[Any]) -> Any:
+        resp = self.w3.provider.make_request(method, params)  # type: ignore[arg-type]
+        if resp.get("error"):
+            raise HistoryError(f"{method} failed: {resp['error']}")
+        return resp.get("result")
+
+    def _block_param(self, block: int | str) -> str:
+        return hex(block) if isinstance(block, int) else block
+
+    @cached_property
+    def _abi_fns(self) -> dict[str, tuple[bytes, list[str], list[str]]]:
+        """name -> (selector, input types, output types) from the ABI (for the raw views and calldata)."""
+        out = {}
+        for item in self.abi:
+            if item.get("type") == "function":
+                ins = [_abi_type(i) for i in item.get("inputs", [])]
+                sel = keccak(text=f"{item['name']}({','.join(ins)})")[:4]
+                out[item["name"]] = (sel, ins, [_abi_type(o) for o in item.get("outputs", [])])
+        return out
+
+    def _view(self, name: str, args: list[Any], block: int | str = "latest") -> tuple:
+        sel, ins, outs = self._abi_fns[name]
+        data = "0x" + (sel + abi_encode(ins, args)).hex()
+        raw = self._rpc("eth_call", [{"to": self.address, "data": data}, self._block_param(block)])
+        return abi_decode(outs, bytes(HexBytes(raw)))
+
     # ---- views ------------------------------------------------------------------------------
 
     @cached_property
@@ -301,11 +334,21 @@ class RegistryHistory:
         return int(number), bytes(h), int(ts)
 
     def header_hash_at(self, stream_id: bytes, number: int, block: int | str = "latest") -> bytes:
-        return bytes(self.contract.functions.headerHashAt(stream_id, number).call(block_identifier=block))
+        return bytes(self._view("headerHashAt", [stream_id, number], block)[0])
+
+    def _never_replaced(self, stream_id: bytes) -> bool:
+        """No ReplicaReplaced log for the stream (so far): its replica list is the one it was created with."""
+        if stream_id not in self._replaced:
+            topics = [HexBytes(self.contract.events.ReplicaReplaced().topic), HexBytes(stream_id)]
+            self._replaced[stream_id] = next(iter(self.iter_logs(topics)), None) is not None
+        return not self._replaced[stream_id]
 
     def replicas_of(self, stream_id: bytes, block: int | str = "latest") -> list[str]:
-        key = (stream_id, block) if isinstance(block, int) else None
-        if key and key in self._replicas_cache:
+        """The stream's replica list as of `block` (the end of it); one view call per stream when it never changed."""
+        if isinstance(block, int) and self._never_replaced(stream_id):
+            block = "latest"
+        key = (stream_id, block)
+        if key in self._replicas_cache:
             return self._replicas_cache[key]
         try:
             reps = self.contract.functions.replicasOf(stream_id).call(block_identifier=block)
@@ -315,8 +358,7 @@ class RegistryHistory:
             # A node that keeps no history: the replica set as of now is the best answer.
             reps = self.contract.functions.replicasOf(stream_id).call()
         out = [to_checksum_address(r) for r in reps]
-        if key:
-            self._replicas_cache[key] = out
+        self._replicas_cache[key] = out
         return out
 
     def stream_ids(self) -> list[bytes]:
@@ -453,20 +495,22 @@ class RegistryHistory:
         """The (header, signatures) pairs of a commit transaction, its receipt, and why decoding failed."""
         if tx_hash in self._tx_cache:
             return self._tx_cache[tx_hash]
-        tx = self.w3.eth.get_transaction(tx_hash)
-        receipt = self.w3.eth.get_transaction_receipt(tx_hash)
+        tx = self._rpc("eth_getTransactionByHash", ["0x" + tx_hash.hex()])
+        receipt = self._rpc("eth_getTransactionReceipt", ["0x" + tx_hash.hex()])
+        receipt = {"gasUsed": int(receipt["gasUsed"], 16), "status": int(receipt.get("status") or "0x1", 16)}
         pairs: list[tuple[Header, list[bytes]]] | None = None
         err: str | None = None
-        if tx.get("to") is None or to_checksum_address(tx["to"]) != self.address:
+        sel, ins, _ = self._abi_fns["commitMiniblocks"]
+        data = bytes(HexBytes(tx.get("input") or tx.get("data") or "0x"))
+        if not tx.get("to") or to_checksum_address(tx["to"]) != self.address:
             err = "the commit was not a direct call to the registry: calldata not decoded"
+        elif data[:4] != sel:
+            err = "the commit transaction is not a commitMiniblocks call: calldata not decoded"
         else:
             try:
-                fn, args = self.contract.decode_function_input(tx["input"])
-                if fn.fn_name != "commitMiniblocks":
-                    raise ValueError(f"call to {fn.fn_name}")
-                headers, sigs = args["headers"], args["signatures"]
+                headers, sigs = abi_decode(ins, data[4:])
                 pairs = [
-                    (Header.from_abi(_header_tuple(h)), [bytes(s) for s in sig_list])
+                    (Header.from_abi(tuple(h)), [bytes(x) for x in sig_list])
                     for h, sig_list in zip(headers, sigs)
                 ]
             except Exception as exc:
@@ -476,7 +520,8 @@ class RegistryHistory:
 
     def _timestamp(self, block_number: int) -> int:
         if block_number not in self._ts_cache:
-            self._ts_cache[block_number] = int(self.w3.eth.get_block(block_number)["timestamp"])
+            blk = self._rpc("eth_getBlockByNumber", [hex(block_number), False])
+            self._ts_cache[block_number] = int(blk["timestamp"], 16)
         return self._ts_cache[block_number]
 
     def _records_from_logs(self, logs: list[dict[str, Any]]) -> list[HeaderRecord]:
@@ -709,12 +754,12 @@ def _log_header_hash(log: dict[str, Any]) -> bytes:
     return bytes(HexBytes(log["data"]))[:32]
 
 
-def _header_tuple(h: Any) -> tuple:
-    if isinstance(h, dict):
-        keys = ("streamId", "number", "prevHash", "eventsRoot", "eventCount", "epoch", "attempt",
-                "leader", "randaoReveal", "stateRoot")
-        return tuple(h[k] for k in keys)
-    return tuple(h)
+def _abi_type(param: dict[str, Any]) -> str:
+    """The canonical type string of an ABI parameter (tuples spelled out)."""
+    t = param["type"]
+    if t.startswith("tuple"):
+        return "(" + ",".join(_abi_type(c) for c in param["components"]) + ")" + t[len("tuple"):]
+    return t
 
 
 def wait_for_rpc(rpc_url: str, timeout: float = 10.0) -> Web3:
