@@ -336,6 +336,11 @@ class RegistryHistory:
     def header_hash_at(self, stream_id: bytes, number: int, block: int | str = "latest") -> bytes:
         return bytes(self._view("headerHashAt", [stream_id, number], block)[0])
 
+    def _forget_latest(self) -> None:
+        """Drop what may have changed since the last query (a long-lived explorer sees new replacements)."""
+        self._replaced.clear()
+        self._replicas_cache = {k: v for k, v in self._replicas_cache.items() if isinstance(k[1], int)}
+
     def _never_replaced(self, stream_id: bytes) -> bool:
         """No ReplicaReplaced log for the stream (so far): its replica list is the one it was created with."""
         if stream_id not in self._replaced:
@@ -400,6 +405,7 @@ class RegistryHistory:
         }
 
     def streams(self) -> list[StreamInfo]:
+        self._forget_latest()
         created = {c["stream_id"]: c for c in self.stream_created()}
         out = []
         for sid in self.stream_ids():
@@ -624,6 +630,7 @@ class RegistryHistory:
         verify: bool = True,
     ) -> list[HeaderRecord]:
         """Every committed (and rejected) header in the block range, oldest first, verified."""
+        self._forget_latest()
         topic0 = [self.topic_committed, self.topic_rejected] if include_rejected else self.topic_committed
         topics: list[Any] = [topic0]
         if stream_id is not None:
@@ -724,6 +731,7 @@ class RegistryHistory:
         *, from_block: int | None = None, verify: bool = True, include_rejected: bool = True,
     ) -> HeaderRecord | None:
         """The first MiniblockCommitted (or, if none, MiniblockRejected) log of `header_hash`, decoded."""
+        self._forget_latest()
         header_hash = _b32(header_hash)
         topic0 = [self.topic_committed, self.topic_rejected] if include_rejected else self.topic_committed
         topics: list[Any] = [topic0, HexBytes(stream_id) if stream_id is not None else None]
