@@ -11,6 +11,7 @@ from node.protocol.state import members_root
 from .blocks import check_block
 from .core import Node
 from .models import AttestIn, hx, unhex
+from .watcher import poll_once
 from .sync import apply_membership_lenient, fetch_events, sources_for, sync_stream
 
 log = logging.getLogger("node.attest")
@@ -51,6 +52,11 @@ async def attest(node: Node, req: AttestIn) -> tuple[bytes, bytes]:
     # Parent: this node must have applied the chain's head first (sync if behind).
     row = node.storage.get_stream(sid)
     if row.head_number < header.number - 1 or node.behind(sid):
+        if row.head_number < header.number - 1:
+            try:  # the leader saw a commit this node's watcher has not polled yet
+                await poll_once(node)
+            except Exception as exc:  # noqa: BLE001
+                log.debug("poll before attest failed: %s", exc)
         await node_sync(node, sid)
         row = node.storage.get_stream(sid)
     if header.number != row.head_number + 1 or header.prev_hash != row.head_hash:

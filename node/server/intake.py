@@ -7,11 +7,12 @@ import logging
 import time
 from collections import defaultdict
 
-from node.protocol.eip712 import SignatureError, hash_event, recover_event_signer
+from node.protocol.eip712 import SignatureError, hash_event
 from node.protocol.state import MembershipError, check_membership
 from node.protocol.types import Event
 
 from .core import Node
+from .fastpath import check_event_signature, make_event
 from .models import EventIn, SignedEvent, hx, unhex
 
 log = logging.getLogger("node.intake")
@@ -30,7 +31,8 @@ def decode(se: SignedEvent, max_payload: int) -> tuple[bytes, Event, bytes]:
     if payload_hex_len // 2 > max_payload:
         raise Rejected(413, "payload_too_large", f"payload is {payload_hex_len // 2} bytes, the limit is {max_payload}")
     try:
-        ev = se.event.to_event()
+        e = se.event
+        ev = make_event(unhex(e.stream_id), e.author, e.nonce, e.kind, unhex(e.payload))
     except ValueError as exc:
         raise Rejected(422, "malformed_event", str(exc)) from exc
     return hash_event(ev), ev, unhex(se.signature)
@@ -38,10 +40,10 @@ def decode(se: SignedEvent, max_payload: int) -> tuple[bytes, Event, bytes]:
 
 def check_signature(node: Node, h: bytes, ev: Event, sig: bytes) -> None:
     try:
-        signer = recover_event_signer(node.domain, ev, sig)
+        signer = check_event_signature(node.domain, h, ev.author, sig)
     except SignatureError as exc:
         raise Rejected(400, "bad_signature", str(exc)) from exc
-    if signer != ev.author:
+    if signer is not None:
         raise Rejected(400, "bad_signature",
                        f"signature recovers to {signer}, not the author {ev.author}, under the EIP-712 domain "
                        f"(chainId {node.domain.chain_id}, registry {node.domain.verifying_contract})")

@@ -147,6 +147,7 @@ async def produce_once(node: Node) -> int:
     if len(node.tried) > 50_000:
         node.tried = {k: v for k, v in node.tried.items() if v > now}
 
+    t0 = time.monotonic()
     drafts = [d for d in await asyncio.gather(*(draft_block(node, sid, n, a, epoch) for sid, n, a in slots))
               if d is not None]
     if not drafts:
@@ -163,7 +164,9 @@ async def produce_once(node: Node) -> int:
     for d, rv in zip(drafts, reveals):
         d.header = Header(d.sid, d.number, d.prev_hash, merkle_root([h for h, _, _ in d.items]), len(d.items),
                           d.epoch, d.attempt, node.me, rv, members_root(d.members_after))
+    t1 = time.monotonic()
     atts = await asyncio.gather(*(collect_attestations(node, d) for d in drafts))
+    t2 = time.monotonic()
     ready: list[Draft] = []
     for d, a in zip(drafts, atts):
         if a is None:
@@ -182,7 +185,10 @@ async def produce_once(node: Node) -> int:
             last_pos = i + 1
     if not batch:
         return 0
-    return await commit(node, batch)
+    done = await commit(node, batch)
+    log.info("tick: %d headers (%d events) committed %d; draft %.3fs attest %.3fs commit+apply %.3fs", len(batch),
+             sum(len(d.items) for d in batch), done, t1 - t0, t2 - t1, time.monotonic() - t2)
+    return done
 
 
 async def commit(node: Node, batch: list[Draft]) -> int:

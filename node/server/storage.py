@@ -16,6 +16,8 @@ from typing import Iterable, Sequence
 
 from node.protocol.types import Event, Header
 
+from .fastpath import trusted_event
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     hash       BLOB PRIMARY KEY,
@@ -198,8 +200,8 @@ class Storage:
 
     def _row_event(self, r) -> StoredEvent:
         h, sid, author, nonce, kind, payload, sig, block, idx, received = r
-        return StoredEvent(bytes(h), Event(bytes(sid), author, nonce, kind, bytes(payload)), bytes(sig), block, idx,
-                           received)
+        return StoredEvent(bytes(h), trusted_event(bytes(sid), author, nonce, kind, bytes(payload)), bytes(sig), block,
+                           idx, received)
 
     _EV_COLS = "hash, stream_id, author, nonce, kind, payload, signature, block, idx, received"
 

@@ -170,6 +170,9 @@ async def _sync_stream(node: Node, sid: bytes, max_blocks: int) -> int:
                 log.info("%s #%d: %d events still missing; retry later", hx(sid), n, len(missing))
                 return applied
         ordered = [(h, events[h][0], events[h][1]) for h in hashes]
+        row = node.storage.get_stream(sid)  # re-read: the producer may have applied it meanwhile
+        if row is None or row.head_number != n - 1:
+            continue
         after = apply_membership_lenient(row.members, [e for _, e, _ in ordered])
         if members_root(after) != header.state_root:
             log.error("stateRoot of %s #%d differs from the members computed here; applying the chain's block",

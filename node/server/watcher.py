@@ -47,7 +47,18 @@ def apply_log_batch(node: Node, batch: LogBatch) -> None:
                 node.chain_heads[c["stream_id"]] = ChainHead(c["number"], c["header_hash"], ts)
 
 
+_poll_lock: asyncio.Lock | None = None
+
+
 async def poll_once(node: Node) -> int:
+    global _poll_lock
+    if _poll_lock is None:
+        _poll_lock = asyncio.Lock()
+    async with _poll_lock:
+        return await _poll_once(node)
+
+
+async def _poll_once(node: Node) -> int:
     latest, _ts = await node.chain.latest_block()
     cursor = int(node.storage.get_kv(CURSOR, str(node.cfg.start_block - 1)))
     n = 0
