@@ -127,6 +127,25 @@ def test_unreachable_rpc_and_not_a_registry(filled: Filled) -> None:
     assert p.returncode != 0 and "no contract at" in p.stderr
     p = run_cli("headers", "--rpc-url", filled.rpc_url, "--registry", "0x1234")
     assert p.returncode != 0 and "not an address" in p.stderr
+    # a contract, but not a registry: the Merkle library's bytecode deployed on its own
+    from eth_account import Account
+    from web3 import Web3
+
+    from node.build import load_artifact
+    from node.chain.anvil import DEV_KEYS
+    from node.chain.registry import TxSender
+
+    w3 = Web3(Web3.HTTPProvider(filled.rpc_url))
+    art = load_artifact("Merkle")
+    receipt = TxSender(w3, Account.from_key(DEV_KEYS[9])).send(
+        w3.eth.contract(abi=art["abi"], bytecode=art["bytecode"]).constructor())
+    other = receipt["contractAddress"]
+    assert w3.eth.get_code(other)
+    p = run_cli("headers", "--rpc-url", filled.rpc_url, "--registry", other)
+    assert p.returncode != 0 and "is not a MiniblockRegistry" in p.stderr, p.stderr
+    p = run_cli("headers", "--rpc-url", filled.rpc_url, "--registry", filled.registry, "--stream", "0x" + "cd" * 32)
+    assert p.returncode != 0 and "no stream 0x" + "cd" * 32 in p.stderr
+    assert "Traceback" not in p.stderr
 
 
 def test_library_lookup_for_the_daemon(filled: Filled) -> None:

@@ -329,6 +329,9 @@ class RegistryHistory:
         _fields, name, version, chain_id, verifying, _salt, _ext = self.contract.functions.eip712Domain().call()
         return Domain(chain_id=int(chain_id), verifying_contract=verifying, name=name, version=version)
 
+    def stream_exists(self, stream_id: bytes) -> bool:
+        return bool(self._view("streamExists", [stream_id])[0])
+
     def head_of(self, stream_id: bytes, block: int | str = "latest") -> tuple[int, bytes, int]:
         number, h, ts = self.contract.functions.streamHead(stream_id).call(block_identifier=block)
         return int(number), bytes(h), int(ts)

@@ -37,6 +37,9 @@ def main(
         raise typer.Exit(2)
     try:
         hist = RegistryHistory.connect(rpc_url, registry)
+        if stream_id is not None and not hist.stream_exists(stream_id):
+            typer.echo(f"error: no stream 0x{stream_id.hex()} in the registry {hist.address}", err=True)
+            raise typer.Exit(2)
         records = hist.headers(stream_id, from_number, from_block=from_block, to_block=to_block,
                                include_rejected=not no_rejected)
         streams = [stream_id] if stream_id is not None else hist.stream_ids()

@@ -204,7 +204,7 @@ def create_app(hist: RegistryHistory) -> FastAPI:
     @app.get("/stream/{sid}", response_class=HTMLResponse)
     def stream_page(sid: str) -> HTMLResponse:
         s = stream_arg(sid)
-        if not hist.contract.functions.streamExists(s).call():
+        if not hist.stream_exists(s):
             raise HTTPException(404, f"no stream {sid}")
         recs = hist.headers(s)
         summ = hist.chain_summary(s, recs)
