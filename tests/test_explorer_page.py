@@ -166,4 +166,7 @@ def test_rejected_header_page_and_json_api(filled: Filled, explorer: str, browse
     r = httpx.get(f"{explorer}/api/headers/0x{rej.header_hash.hex()}", timeout=30)
     assert r.status_code == 200 and r.json()["reasonName"] == "NO_QUORUM"
     assert httpx.get(f"{explorer}/api/headers/0x{'00' * 32}", timeout=30).status_code == 404
-    assert httpx.get(f"{explorer}/stream/0x{'cd' * 32}", timeout=30).status_code == 404
+    r = httpx.get(f"{explorer}/stream/0x{'cd' * 32}", timeout=30)
+    assert r.status_code == 404 and "text/html" in r.headers["content-type"] and "no stream" in r.text
+    page.goto(f"{explorer}/header/0x{'00' * 32}")
+    assert "was not committed" in page.locator("#error").inner_text()

@@ -14,8 +14,9 @@ import json
 import re
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from node.chain.history import HeaderRecord, RegistryHistory, hex32, parse_stream_id
 
@@ -112,6 +113,24 @@ def _verif_cell(r: HeaderRecord) -> str:
 
 def create_app(hist: RegistryHistory) -> FastAPI:
     app = FastAPI(title="mini-block header explorer", docs_url=None, redoc_url=None)
+
+    @app.exception_handler(StarletteHTTPException)
+    def http_error(request: Request, exc: StarletteHTTPException):  # noqa: ANN202
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+        body = f'<h1>{exc.status_code}</h1><p class="bad" id="error">{esc(exc.detail)}</p><p><a href="/">← overview</a></p>'
+        resp = page(f"error {exc.status_code}", body, hist)
+        resp.status_code = exc.status_code
+        return resp
+
+    @app.exception_handler(Exception)
+    def chain_error(request: Request, exc: Exception):  # noqa: ANN202
+        msg = f"reading the chain failed: {type(exc).__name__}: {exc}"
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"detail": msg}, status_code=502)
+        resp = page("chain error", f'<h1>502</h1><p class="bad" id="error">{esc(msg)}</p>', hist)
+        resp.status_code = 502
+        return resp
 
     def stream_arg(sid: str) -> bytes:
         try:
