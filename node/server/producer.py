@@ -82,7 +82,8 @@ async def draft_block(node: Node, sid: bytes, number: int, attempt: int, epoch: 
     for v in votes:
         counts.update(set(v))
     q = node.quorum(sid)
-    kept = [h for h, c in counts.items() if c >= q]
+    now = time.time()
+    kept = [h for h, c in counts.items() if c >= q and node.invalid_events.get(h, 0) < now]
     if not kept:
         return None
     local = node.storage.get_events(kept)
@@ -101,6 +102,10 @@ async def draft_block(node: Node, sid: bytes, number: int, attempt: int, epoch: 
     good, invalid, _deferred = filter_valid(row.members, ordered, min(node.cfg.max_block_events, 15000))
     if invalid:
         node.storage.drop_pool_events(invalid)
+        if len(node.invalid_events) > 100_000:
+            node.invalid_events.clear()
+        for h in invalid:  # not fetched back while invalid (may turn valid after a later block: expires)
+            node.invalid_events[h] = time.time() + 5.0
     if not good:
         return None
     after = apply_membership_lenient(row.members, [e for _, e, _ in good])
@@ -236,7 +241,7 @@ async def commit(node: Node, batch: list[Draft]) -> int:
         row = node.storage.get_stream(d.sid)
         if row is not None and row.head_number == d.number - 1 and row.head_hash == d.prev_hash:
             node.storage.apply_block(d.header, c["header_hash"], d.items, d.members_after, c["tx_hash"])
-            on_applied(node, d.header, [h for h, _, _ in d.items])
+            on_applied(node, d.header, [h for h, _, _ in d.items], d.members_after)
     node.metrics.blocks_led_committed.inc(done)
     if logs.rejected:
         for r in logs.rejected:

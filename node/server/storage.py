@@ -152,6 +152,7 @@ class Storage:
         self.db.execute(f"PRAGMA synchronous={synchronous}")
         self.db.execute("PRAGMA foreign_keys=OFF")
         self.db.executescript(SCHEMA)
+        self._streams: dict[bytes, StreamRow | None] = {}  # cache of stream rows (this class is the only writer)
 
     def close(self) -> None:
         self.db.close()
@@ -239,6 +240,24 @@ class Storage:
         if hs:
             self.db.executemany("DELETE FROM events WHERE hash=? AND block IS NULL", [(h,) for h in hs])
 
+    def prune_pool(self, stream_id: bytes, members: frozenset[str]) -> int:
+        """Drop pending events that the members after the last block make invalid for good: a MESSAGE or
+        LEAVE by a non-member, a JOIN by a member (unless the author has a pending event that could
+        change that: a pending JOIN, resp. LEAVE)."""
+        rows = self.db.execute("SELECT hash, author, kind FROM events WHERE stream_id=? AND block IS NULL",
+                               (stream_id,)).fetchall()
+        kinds: dict[str, set[int]] = {}
+        for _h, a, k in rows:
+            kinds.setdefault(a, set()).add(k)
+        drop = []
+        for h, a, k in rows:
+            if k in (0, 2) and a not in members and 1 not in kinds[a]:
+                drop.append(bytes(h))
+            elif k == 1 and a in members and 2 not in kinds[a]:
+                drop.append(bytes(h))
+        self.drop_pool_events(drop)
+        return len(drop)
+
     def due_for_gossip(self, older_than: float, limit: int = 5000) -> list[StoredEvent]:
         """Pending events never forwarded (gossiped=0) or last forwarded before `older_than`."""
         rows = self.db.execute(f"SELECT {self._EV_COLS} FROM events WHERE block IS NULL AND gossiped < ? "
@@ -252,18 +271,28 @@ class Storage:
 
     # ---- streams ------------------------------------------------------------------------------
     def upsert_stream(self, stream_id: bytes, genesis_hash: bytes, replicas: list[str], created_block: int) -> None:
+        self._streams.pop(stream_id, None)
         self.db.execute(
             "INSERT INTO streams(stream_id, genesis_hash, replicas, head_number, head_hash, members, created_block)"
             " VALUES(?,?,?,0,?, '[]', ?) ON CONFLICT(stream_id) DO NOTHING",
             (stream_id, genesis_hash, json.dumps(replicas), genesis_hash, created_block))
 
     def set_replicas(self, stream_id: bytes, replicas: list[str]) -> None:
+        self._streams.pop(stream_id, None)
         self.db.execute("UPDATE streams SET replicas=? WHERE stream_id=?", (json.dumps(replicas), stream_id))
 
     def _row_stream(self, r) -> StreamRow:
         return StreamRow(bytes(r[0]), bytes(r[1]), json.loads(r[2]), r[3], bytes(r[4]), frozenset(json.loads(r[5])))
 
     def get_stream(self, stream_id: bytes) -> StreamRow | None:
+        if stream_id in self._streams:
+            return self._streams[stream_id]
+        row = self._load_stream(stream_id)
+        if row is not None:
+            self._streams[stream_id] = row
+        return row
+
+    def _load_stream(self, stream_id: bytes) -> StreamRow | None:
         r = self.db.execute("SELECT stream_id, genesis_hash, replicas, head_number, head_hash, members FROM streams"
                             " WHERE stream_id=?", (stream_id,)).fetchone()
         return self._row_stream(r) if r else None
@@ -315,6 +344,7 @@ class Storage:
 
         Pending events that conflict (same author and nonce, other hash) with a committed one are dropped.
         """
+        self._streams.pop(header.stream_id, None)
         cur = self.db.cursor()
         cur.execute("BEGIN IMMEDIATE")
         try:

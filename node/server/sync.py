@@ -179,11 +179,12 @@ async def _sync_stream(node: Node, sid: bytes, max_blocks: int) -> int:
                       hx(sid), n)
         node.storage.apply_block(header, c.header_hash, ordered, after, c.tx_hash)
         applied += 1
-        on_applied(node, header, hashes)
+        on_applied(node, header, hashes, after)
     return applied
 
 
-def on_applied(node: Node, header: Header, hashes: list[bytes]) -> None:
+def on_applied(node: Node, header: Header, hashes: list[bytes], members: frozenset[str]) -> None:
+    node.storage.prune_pool(header.stream_id, members)
     node.metrics.blocks_committed.inc()
     node.metrics.events_committed.inc(len(hashes))
     now = time.time()
