@@ -98,19 +98,30 @@ def wait_for_epoch(
             registry.w3.provider.make_request("evm_mine", [])
     deadline = time.monotonic() + timeout
     announced = False
+    # Chain time need not be wall time (a dev chain may run ahead) and, on an
+    # automining chain, the latest block is stale: estimate it once from the pending
+    # block (fallback: latest), then let it run with the wall clock.
+    try:
+        chain_now0 = registry.w3.eth.get_block("pending")["timestamp"]
+    except Exception:
+        chain_now0 = registry.chain_time()
+    t0 = time.monotonic()
     while registry.current_epoch() < target:
         if time.monotonic() > deadline:
             raise TimeoutError(f"epoch {target} did not start within {timeout}s")
+        left = boundary - (chain_now0 + time.monotonic() - t0)
         if not announced:
-            log(f"waiting for epoch {target} (chain time {boundary}) so that new nodes are active")
+            log(f"waiting ~{max(left, 0):.0f}s for epoch {target} so that new nodes are active")
             announced = True
-        if time.time() >= boundary + 1 and registry.sender is not None:
-            # Chain time only moves with blocks: on an automining chain make one.
+        if left <= 0 and registry.sender is not None:
+            # Chain time moves only with blocks: on an automining chain make one that
+            # also materialises the epoch (reverts EpochNotOver if still too early).
             try:
                 registry.advance_epoch()
+                continue
             except RegistryError:
                 pass
-        time.sleep(0.5)
+        time.sleep(min(max(left, 0.2), 1.0))
     return registry.current_epoch()
 
 
