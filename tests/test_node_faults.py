@@ -29,7 +29,7 @@ EPOCH = 3600
 @pytest.fixture(scope="module")
 def net(tmp_path_factory):
     d = Devnet(tmp_path_factory.mktemp("faults"), n_nodes=4, streams=[S1, S2], leader_timeout=3, epoch_length=EPOCH,
-               settings=SETTINGS)
+               settings=SETTINGS, extra_nodes=1)
     d.start()
     try:
         yield d
@@ -142,7 +142,14 @@ def test_replica_that_left_is_replaced_and_stream_keeps_going(net, clients, doma
     a = Author(domain)
     join(a, S2, clients[(li + 1) % 4])
     reg.request_leave(leaver)  # the deployer registered the nodes: it is their operator
-    # Move chain time to the next epoch: the leave takes effect there.
+    # A fifth node joins the registry in the same epoch: active from the next one.
+    newbie = net.setups[4]
+    reg.register_node(newbie.address, newbie.url, newbie.commitment)
+    net.cluster.start(4)
+    net.cluster.wait_healthy([4], timeout=60)
+    nc = NodeClient(newbie.url)
+    assert nc.health()["active"] is False
+    # Move chain time to the next epoch: the leave and the join take effect there.
     net.anvil.increase_time(EPOCH)
     net.anvil.mine()
     deadline = time.monotonic() + 40
@@ -162,6 +169,14 @@ def test_replica_that_left_is_replaced_and_stream_keeps_going(net, clients, doma
     assert all(st["header"]["leader"] != leaver for st in sts.values())
     assert clients[li].health()["active"] is False
     # The newcomer holds the stream's whole history.
-    head = wait_synced(clients, reg, S2, [ni])
+    all_clients = clients + [nc]
+    head = wait_synced(all_clients, reg, S2, [ni])
     for n in range(1, head + 1):
-        assert clients[ni].block(S2, n) is not None
+        assert all_clients[ni].block(S2, n) is not None
+    # The node that joined is active and has synced every stream from its peers.
+    assert nc.health()["active"] is True
+    for sid in (S1, S2):
+        head = wait_synced(all_clients, reg, sid, [4])
+        for n in range(1, head + 1):
+            assert nc.block(sid, n) == clients[(li + 1) % 4].block(sid, n)
+    nc.close()
