@@ -142,18 +142,24 @@ class Cluster:
             p.wait(10)
 
     def stop(self, i: int | None = None, timeout: float = 10.0) -> None:
-        for j in ([i] if i is not None else list(self.procs)):
-            p = self.procs.get(j)
-            if p is None or p.poll() is not None:
-                continue
+        """SIGTERM (all at once), wait, then SIGKILL what is left."""
+        live = [self.procs[j] for j in ([i] if i is not None else list(self.procs))
+                if j in self.procs and self.procs[j].poll() is None]
+        for p in live:
             try:
                 os.killpg(p.pid, signal.SIGTERM)
-                p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait(5)
             except ProcessLookupError:
                 pass
+        deadline = time.monotonic() + timeout
+        for p in live:
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                p.wait(5)
 
     def health(self, i: int, timeout: float = 1.0) -> dict | None:
         try:

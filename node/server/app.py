@@ -94,7 +94,7 @@ async def serve(cfg: NodeConfig) -> None:
     api = build_api(node)
     server = uvicorn.Server(uvicorn.Config(BodyLimit(api, cfg.max_body), host=cfg.host, port=cfg.port,
                                            log_level="warning", access_log=False, lifespan="off",
-                                           timeout_keep_alive=30))
+                                           timeout_keep_alive=30, timeout_graceful_shutdown=2))
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     tasks = [asyncio.create_task(c, name=n) for n, c in (
         ("watch", watch_loop(node)), ("ws", ws_loop(node)), ("produce", produce_loop(node)),
