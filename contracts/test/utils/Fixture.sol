@@ -29,7 +29,12 @@ abstract contract RegistryFixture is TestBase {
 
     function _layer(address n, uint256 j) internal pure returns (bytes32 x) {
         x = _secret(n);
-        for (uint256 i; i < j; ++i) x = keccak256(abi.encode(x));
+        assembly {
+            for { let i := 0 } lt(i, j) { i := add(i, 1) } {
+                mstore(0x00, x)
+                x := keccak256(0x00, 0x20)
+            }
+        }
     }
 
     function _addNode() internal returns (address n) {
