@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import queue
 import random
 import secrets
 import shutil
@@ -110,19 +111,22 @@ class LoadGen(threading.Thread):
 
     `total` events (None: unbounded, until stopped), at most `rate` per second (0: as fast as the bound on
     uncommitted events allows) and never more than `max_inflight` posted but not yet seen committed.
+    This thread signs; `posters` threads post concurrently (each with its own HTTP connections).
     """
 
     def __init__(self, stats: Stats, domain, node_urls: list[str], streams: list[bytes], n_clients: int,
-                 total: int | None, rate: float, max_inflight: int, stop: threading.Event) -> None:
+                 total: int | None, rate: float, max_inflight: int, stop: threading.Event, posters: int = 4) -> None:
         super().__init__(name="loadgen", daemon=True)
-        from node.server.client import Author, NodeClient
+        from node.server.client import Author
 
         self.stats, self.streams, self.total, self.rate = stats, streams, total, rate
         self.max_inflight, self.stop_ev = max_inflight, stop
-        self.clients = [NodeClient(u, timeout=10.0) for u in node_urls]
+        self.urls = node_urls
         self.authors = [Author(domain) for _ in range(max(1, n_clients))]
         self.error: BaseException | None = None
-        self._rr = 0
+        self.q: queue.Queue = queue.Queue(maxsize=2 * posters)
+        self.posters = [threading.Thread(target=self._poster, args=(k,), name=f"poster{k}", daemon=True)
+                        for k in range(posters)]
         # JOINs first: (author, stream) pairs, capped by `total`
         pairs = [(a, s) for a in range(len(self.authors)) for s in range(len(streams))]
         if total is not None:
@@ -130,14 +134,13 @@ class LoadGen(threading.Thread):
         self.joins = pairs
         self.join_hash: dict[tuple[int, int], bytes] = {}
 
-    def _post(self, body: dict[str, Any]) -> tuple[bool, str]:
+    def _post(self, clients, k: int, body: dict[str, Any]) -> tuple[bool, str]:
         """POST, retrying transport errors and 5xx on the next nodes; (accepted, reason)."""
         import httpx
 
         last = ""
-        for attempt in range(2 * len(self.clients) + 2):
-            c = self.clients[self._rr % len(self.clients)]
-            self._rr += 1
+        for attempt in range(2 * len(clients) + 2):
+            c = clients[(k + attempt) % len(clients)]
             try:
                 r = c.post_event(body)
             except httpx.HTTPError as e:
@@ -158,6 +161,28 @@ class LoadGen(threading.Thread):
                 break
         return False, f"unreachable ({last})"
 
+    def _poster(self, k: int) -> None:
+        from node.server.client import NodeClient
+
+        clients = [NodeClient(u, timeout=10.0) for u in self.urls]
+        n = k
+        try:
+            while True:
+                item = self.q.get()
+                if item is None:
+                    return
+                h, body = item
+                n += 1
+                ok, reason = (False, "") if self.stop_ev.is_set() else self._post(clients, n, body)
+                if not ok:
+                    with self.stats.lock:
+                        self.stats.posted.pop(h, None)
+                        if reason:
+                            self.stats.rejected[reason] += 1
+        finally:
+            for c in clients:
+                c.close()
+
     def _send(self, h: bytes, body: dict[str, Any], kind: int) -> None:
         now = time.monotonic()
         with self.stats.lock:
@@ -165,11 +190,20 @@ class LoadGen(threading.Thread):
             self.stats.kinds[h] = kind
             if self.stats.first_post is None:
                 self.stats.first_post = now
-        ok, reason = self._post(body)
-        if not ok:
-            with self.stats.lock:
-                self.stats.posted.pop(h, None)
-                self.stats.rejected[reason] += 1
+        self.q.put((h, body))
+
+    def run(self) -> None:
+        for t in self.posters:
+            t.start()
+        try:
+            self._run()
+        except BaseException as e:  # noqa: BLE001 - reported by the main thread
+            self.error = e
+        finally:
+            for _ in self.posters:
+                self.q.put(None)
+            for t in self.posters:
+                t.join(15)
 
     def _pace(self, sent: int, t0: float) -> bool:
         """Wait for the rate and the in-flight bound; False once stopped."""
@@ -183,15 +217,6 @@ class LoadGen(threading.Thread):
                 return True
             self.stop_ev.wait(0.02)
         return False
-
-    def run(self) -> None:
-        try:
-            self._run()
-        except BaseException as e:  # noqa: BLE001 - reported by the main thread
-            self.error = e
-        finally:
-            for c in self.clients:
-                c.close()
 
     def _run(self) -> None:
         t0, sent = time.monotonic(), 0
