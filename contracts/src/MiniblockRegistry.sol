@@ -451,14 +451,14 @@ contract MiniblockRegistry is Ownable2Step, EIP712 {
         uint256 pos = Election.leaderPosition(seed, h.streamId, h.number, h.attempt, r);
         {
             address leader = h.leader;
-            NodeRec memory rec = _nodes[leader];
-            if (rec.joinEpoch == 0 || rec.index != _replicaAt(head, hi, pos)) return R_NOT_ELECTED_LEADER;
+            uint256 rec = _nodeWord(leader);
+            if (uint64(rec >> 16) == 0 || uint16(rec) != _replicaAt(head, hi, pos)) return R_NOT_ELECTED_LEADER;
             if (sigs.length == 0) return R_BAD_LEADER_SIGNATURE;
             hh = _hashTypedDataV4(hh); // the digest from here on
             (address signer, ECDSA.RecoverError err,) = ECDSA.tryRecoverCalldata(hh, sigs[0]);
             if (err != ECDSA.RecoverError.NoError || signer != leader) return R_BAD_LEADER_SIGNATURE;
             // The leader's signature is its attestation, counted first.
-            if (!_isActive(rec, e)) return R_INACTIVE_ATTESTER;
+            if (!_wordActive(rec, e)) return R_INACTIVE_ATTESTER;
         }
         (uint8 reason, uint256 count) = _countAttesters(hh, sigs, head, hi, e, 1 << pos);
         if (reason != 0) return reason;
@@ -478,13 +478,13 @@ contract MiniblockRegistry is Ownable2Step, EIP712 {
         for (uint256 j = 1; j < ns;) {
             (address signer, ECDSA.RecoverError err,) = ECDSA.tryRecoverCalldata(digest, sigs[j]);
             if (err != ECDSA.RecoverError.NoError) return (R_BAD_ATTESTATION, count);
-            NodeRec memory rec = _nodes[signer];
-            if (rec.joinEpoch == 0) return (R_NOT_REPLICA, count);
-            uint256 bit = _positionOf(head, hi, r, rec.index);
+            uint256 rec = _nodeWord(signer);
+            if (uint64(rec >> 16) == 0) return (R_NOT_REPLICA, count);
+            uint256 bit = _positionOf(head, hi, r, uint16(rec));
             if (bit == NOT_FOUND) return (R_NOT_REPLICA, count);
             bit = 1 << bit;
             if (seen & bit != 0) return (R_DUPLICATE_ATTESTER, count);
-            if (!_isActive(rec, e)) return (R_INACTIVE_ATTESTER, count);
+            if (!_wordActive(rec, e)) return (R_INACTIVE_ATTESTER, count);
             seen |= bit;
             unchecked {
                 ++count;
@@ -510,6 +510,20 @@ contract MiniblockRegistry is Ownable2Step, EIP712 {
     }
 
     // ---------------------------------------------------------------- helpers
+
+    /// @dev The raw NodeRec slot of `node` (one SLOAD): index [0,16), joinEpoch [16,80), leaveEpoch [80,144).
+    function _nodeWord(address node) internal view returns (uint256 w) {
+        assembly ("memory-safe") {
+            mstore(0x00, node)
+            mstore(0x20, _nodes.slot)
+            w := sload(keccak256(0x00, 0x40))
+        }
+    }
+
+    function _wordActive(uint256 w, uint64 e) internal pure returns (bool) {
+        uint64 joinEpoch = uint64(w >> 16);
+        return joinEpoch != 0 && joinEpoch <= e && e < uint64(w >> 80);
+    }
 
     function _isActive(NodeRec memory rec, uint64 e) internal pure returns (bool) {
         return rec.joinEpoch != 0 && rec.joinEpoch <= e && e < rec.leaveEpoch;
@@ -569,7 +583,8 @@ contract MiniblockRegistry is Ownable2Step, EIP712 {
         return _mix;
     }
 
-    /// @notice The replica elected to lead block `number` of a stream at `attempt` in the current epoch.
+    /// @notice The replica elected to lead block `number` of a stream at `attempt` in the current epoch
+    ///         (reverts `UnknownStream` for an unknown stream).
     /// @param streamId The stream.
     /// @param number The block number.
     /// @param attempt The attempt.
@@ -581,7 +596,8 @@ contract MiniblockRegistry is Ownable2Step, EIP712 {
         return _nodeList[_replicaAt(head, hi, Election.leaderPosition(seed, streamId, number, attempt, r))];
     }
 
-    /// @notice Chain time from which `attempt` may be committed for the stream's next block.
+    /// @notice Chain time from which `attempt` may be committed for the stream's next block
+    ///         (reverts `UnknownStream` for an unknown stream).
     /// @param streamId The stream.
     /// @param attempt The attempt.
     function attemptOpensAt(bytes32 streamId, uint32 attempt) external view returns (uint64) {
@@ -596,10 +612,12 @@ contract MiniblockRegistry is Ownable2Step, EIP712 {
         return _head[streamId] != 0;
     }
 
-    /// @notice A stream's head: number, header hash, and the chain time it was committed.
+    /// @notice A stream's head: number, header hash, and the chain time it was committed (or the
+    ///         stream created). All zero for an unknown stream.
     /// @param streamId The stream.
     function streamHead(bytes32 streamId) external view returns (uint64 number, bytes32 headerHash, uint64 timestamp) {
-        uint256 head = _streamHeadOrRevert(streamId);
+        uint256 head = _head[streamId];
+        if (head == 0) return (0, bytes32(0), 0);
         number = uint64(head);
         timestamp = uint64(head >> 64);
         headerHash = _headerHash[streamId][number];
@@ -612,10 +630,10 @@ contract MiniblockRegistry is Ownable2Step, EIP712 {
         return _headerHash[streamId][number];
     }
 
-    /// @notice A stream's replicas, in stored order.
+    /// @notice A stream's replicas, in stored order (empty for an unknown stream).
     /// @param streamId The stream.
     function replicasOf(bytes32 streamId) external view returns (address[] memory reps) {
-        uint256 head = _streamHeadOrRevert(streamId);
+        uint256 head = _head[streamId];
         uint256 r = uint8(head >> 128);
         uint256 hi = r > LOW_REPLICAS ? _replicasHi[streamId] : 0;
         reps = new address[](r);

@@ -7,7 +7,10 @@ import {Header} from "../src/lib/MiniblockTypes.sol";
 
 /// @dev Gas of commitMiniblocks: batches of 64 headers, 3 replicas, all three signatures per header.
 ///      Logs execution gas, calldata gas (4/16 per zero/non-zero byte) and the per-header total
-///      including the 21,000 base (run with -vv to see them).
+///      including the 21,000 base (run with -vv to see them). Plain `forge test` keeps setUp's storage
+///      warm, so run `forge test --match-path contracts/test/Gas.t.sol -vv --isolate` for real
+///      transaction accounting: there the "execution" figure is the whole transaction's gas (calldata
+///      and base included) per header.
 contract CommitGasTest is RegistryFixture {
     uint256 internal constant BATCH = 64;
 
