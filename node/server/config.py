@@ -87,7 +87,7 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
         base = Path(path).resolve().parent
         for name in ("deployment", "keystore", "data_dir"):
             p = getattr(cfg, name)
-            if p is not None and not Path(p).is_absolute() and name in data and name not in (overrides or {}):
+            if p is not None and not Path(p).is_absolute() and name in data and (overrides or {}).get(name) is None:
                 setattr(cfg, name, base / p)
     return cfg
 
