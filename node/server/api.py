@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
-from node.protocol.merkle import merkle_proof
+from node.protocol.merkle import _levels  # the tree's levels, to serve many proofs of one block cheaply
 
 from .attest import AttestRefused, attest
 from .core import Node
@@ -68,6 +69,29 @@ class BodyLimit:
         except Rejected as rej:
             resp = err(rej.status, rej.error, rej.detail)
             return await resp(scope, receive, send)
+
+
+_LEVELS: "OrderedDict[tuple[bytes, int], list[list[bytes]]]" = OrderedDict()
+
+
+def proof_of(sid: bytes, number: int, hashes: list[bytes], index: int) -> list[bytes]:
+    """merkle_proof(hashes, index), from the block's tree levels cached across requests (LRU)."""
+    key = (sid, number)
+    levels = _LEVELS.get(key)
+    if levels is None:
+        levels = _levels(hashes)
+        _LEVELS[key] = levels
+        if len(_LEVELS) > 64:
+            _LEVELS.popitem(last=False)
+    else:
+        _LEVELS.move_to_end(key)
+    proof = []
+    for level in levels[:-1]:
+        sib = index ^ 1
+        if sib < len(level):
+            proof.append(level[sib])
+        index //= 2
+    return proof
 
 
 def build_api(node: Node) -> FastAPI:
@@ -148,7 +172,7 @@ def build_api(node: Node) -> FastAPI:
                 out.block, out.index = se.block, se.idx
                 out.header_hash = hx(b.header_hash)
                 out.header = HeaderOut.of(b.header)
-                out.proof = [hx(p) for p in merkle_proof(b.event_hashes, se.idx)]
+                out.proof = [hx(p) for p in proof_of(se.event.stream_id, se.block, b.event_hashes, se.idx)]
         return out
 
     def stream_out(sid: bytes) -> StreamOut:
@@ -170,18 +194,18 @@ def build_api(node: Node) -> FastAPI:
         """A stream's head (here and on-chain), members after the head, replicas and mini-pool size."""
         return stream_out(_hash_param(stream_id, "stream_id"))
 
-    def block_out(sid: bytes, number: int, with_events: bool) -> BlockOut | None:
+    def block_out(sid: bytes, number: int, with_events: bool) -> dict | None:
+        """A BlockOut as plain JSON data (built directly: blocks can hold thousands of events)."""
         b = node.storage.get_block(sid, number)
         if b is None:
             return None
         evs = None
         if with_events:
             got = node.storage.get_events(b.event_hashes)
-            evs = [SignedEvent.model_validate(to_wire(h, got[h].event, got[h].signature)) for h in b.event_hashes
-                   if h in got]
-        return BlockOut(header=HeaderOut.of(b.header), header_hash=hx(b.header_hash),
-                        event_hashes=[hx(h) for h in b.event_hashes], events=evs,
-                        tx_hash=hx(b.tx_hash) if b.tx_hash else None)
+            evs = [to_wire(h, got[h].event, got[h].signature) for h in b.event_hashes if h in got]
+        return {"header": HeaderOut.of(b.header).model_dump(), "header_hash": hx(b.header_hash),
+                "event_hashes": [hx(h) for h in b.event_hashes], "events": evs,
+                "tx_hash": hx(b.tx_hash) if b.tx_hash else None}
 
     @app.get("/v1/streams/{stream_id}/blocks/{number}", response_model=BlockOut, responses=ERR, tags=["client"])
     async def get_block(stream_id: str, number: int, events: bool = True):
@@ -190,7 +214,7 @@ def build_api(node: Node) -> FastAPI:
         b = block_out(sid, number, events)
         if b is None:
             raise Rejected(404, "unknown_block", f"block {number} of {stream_id} is not stored here")
-        return b
+        return JSONResponse(b)
 
     # ---- peer -----------------------------------------------------------------------------------
     @app.post("/peer/gossip", response_model=GossipOut, tags=["peer"])
@@ -207,7 +231,8 @@ def build_api(node: Node) -> FastAPI:
         """This node's mini-pool hashes for a stream (its vote)."""
         sid = unhex(body.stream_id)
         row = node.storage.get_stream(sid)
-        return VotesOut(head_number=row.head_number if row else -1, hashes=[hx(h) for h in node.storage.pool_hashes(sid)])
+        return JSONResponse({"head_number": row.head_number if row else -1,
+                             "hashes": [hx(h) for h in node.storage.pool_hashes(sid)]})
 
     @app.post("/peer/events", response_model=FetchOut, tags=["peer"])
     async def fetch(body: FetchIn):
@@ -219,8 +244,7 @@ def build_api(node: Node) -> FastAPI:
             except Rejected:
                 continue
         got = node.storage.get_events(hashes)
-        return FetchOut(events=[SignedEvent.model_validate(to_wire(h, se.event, se.signature))
-                                for h, se in got.items()])
+        return JSONResponse({"events": [to_wire(h, se.event, se.signature) for h, se in got.items()]})
 
     @app.post("/peer/attest", response_model=AttestOut, responses=ERR, tags=["peer"])
     async def attest_ep(body: AttestIn):
@@ -239,7 +263,7 @@ def build_api(node: Node) -> FastAPI:
             if b is None:
                 break
             out.append(b)
-        return BlockList(blocks=out)
+        return JSONResponse({"blocks": out})
 
     # ---- operator -------------------------------------------------------------------------------
     @app.get("/healthz", response_model=Health, tags=["operator"])

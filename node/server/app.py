@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from pathlib import Path
 
@@ -125,4 +126,16 @@ def run(cfg: NodeConfig) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
-    asyncio.run(serve(cfg))
+    prof_path = os.environ.get("NODE_PROFILE")  # operator aid: write cProfile stats here on exit
+    if not prof_path:
+        asyncio.run(serve(cfg))
+        return
+    import cProfile
+
+    prof = cProfile.Profile()
+    prof.enable()
+    try:
+        asyncio.run(serve(cfg))
+    finally:
+        prof.disable()
+        prof.dump_stats(prof_path)

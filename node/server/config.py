@@ -53,6 +53,7 @@ class NodeConfig(BaseModel):
     sqlite_sync: str = "NORMAL"  # NORMAL in WAL mode survives a process crash; FULL also power loss
     sync_all_streams: bool = True  # store every stream's blocks, not only those replicated here
     replace_replicas: bool = True
+    produce: bool = True  # lead and commit blocks; False: intake, gossip, votes, attest and sync only (benchmarks)
     log_level: str = "INFO"
 
     @field_validator("sqlite_sync")

@@ -67,11 +67,16 @@ async def validate(node: Node, items: list[tuple[bytes, Event, bytes]], client: 
     (a peer's gossip was checked by that peer; the leader and attesters re-check at block time)."""
     out: list[Rejected | None] = []
     seen: dict[tuple, bytes] = {}
-    for h, ev, sig in items:
+    for i, (h, ev, sig) in enumerate(items):
+        if i % 256 == 255:
+            await asyncio.sleep(0)  # let peer requests in during a big batch
         try:
+            status = node.storage.replay_status(ev, h)
+            if status == "known":  # this exact event is stored: it was checked when it came in
+                out.append(None)
+                continue
             check_signature(node, h, ev, sig)
             await check_stream(node, ev.stream_id)
-            status = node.storage.replay_status(ev, h)
             key = (ev.stream_id, ev.author, ev.nonce)
             if status == "replay" or (key in seen and seen[key] != h):
                 raise Rejected(409, "replayed_nonce",
@@ -148,9 +153,16 @@ async def gossip_once(node: Node) -> int:
     if not due:
         return 0
     per_peer: dict[str, list[dict]] = defaultdict(list)
+    targets: dict[bytes, list[str]] = {}
     for se in due:
-        for _addr, url in node.peer_urls(node.replicas_of(se.event.stream_id)):
-            per_peer[url].append(to_wire(se.hash, se.event, se.signature))
+        sid = se.event.stream_id
+        urls = targets.get(sid)
+        if urls is None:
+            urls = targets[sid] = [u for _a, u in node.peer_urls(node.replicas_of(sid))]
+        if urls:
+            w = to_wire(se.hash, se.event, se.signature)
+            for url in urls:
+                per_peer[url].append(w)
 
     async def send(url: str, evs: list[dict]) -> None:
         for i in range(0, len(evs), 2000):

@@ -273,6 +273,9 @@ async def resync_heads(node: Node, sids: list[bytes]) -> None:
 
 
 async def produce_loop(node: Node) -> None:
+    if not node.cfg.produce:  # --no-produce: never lead (the mini-pool only grows; benchmarks, stalled leaders)
+        log.warning("production disabled (produce = false): this node never leads or commits")
+        return
     interval = node.cfg.tick_ms / 1000
     while not node.stopping:
         t0 = time.monotonic()

@@ -25,6 +25,8 @@ def main(
     tick_ms: Optional[int] = typer.Option(None), poll_ms: Optional[int] = typer.Option(None),
     regossip_s: Optional[float] = typer.Option(None),
     log_level: Optional[str] = typer.Option(None),
+    produce: Optional[bool] = typer.Option(None, "--produce/--no-produce",
+                                           help="lead and commit blocks (--no-produce: intake, gossip, attest only)"),
 ) -> None:
     """Run a mini-block node."""
     from node.server.app import run
@@ -33,6 +35,6 @@ def main(
     overrides = dict(deployment=deployment, rpc_url=rpc_url, ws_url=ws_url, registry=registry, host=host, port=port,
                      data_dir=data_dir, keystore=keystore, password_env=password_env, dev=dev or None,
                      dev_key=dev_key, onion_secret=onion_secret, onion_depth=onion_depth, tick_ms=tick_ms,
-                     poll_ms=poll_ms, regossip_s=regossip_s, log_level=log_level)
+                     poll_ms=poll_ms, regossip_s=regossip_s, log_level=log_level, produce=produce)
     cfg = load_config(config, overrides)
     run(cfg)
