@@ -44,6 +44,20 @@ def _register() -> None:
         submit_cmd.main
     )
     app.command("status", help="A node's streams: heads, members, mini-pool sizes (--json).")(status_cmd.main)
+    from node.commands import register as register_cmd
+
+    app.command("register", help="Register a node (its RANDAO onion made in its data dir) as its operator.")(
+        register_cmd.register
+    )
+    app.command("create-stream", help="Create streams; the registry picks their replicas.")(
+        register_cmd.create_stream
+    )
+
+    from node.commands import bench as bench_cmd
+
+    app.command("bench", help="Benchmarks: throughput, latency, gas, node cost, scale, ceilings (JSON lines + PNG).")(
+        bench_cmd.main
+    )
 
     from node.server import runcmd as run_cmd
 

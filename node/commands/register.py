@@ -1,0 +1,135 @@
+"""Operator commands for a shared chain: `python -m node register` and `python -m node create-stream`.
+
+    # on the node's machine, once: the node's RANDAO hash onion is created in its data dir,
+    # and the operator (allow-listed by the registry owner) registers the node with the onion's commitment
+    python -m node register --rpc-url URL --registry ADDR --node-keystore node-key.json \\
+        --url https://node1.example.org --data-dir node-data --keystore operator.json
+
+    python -m node create-stream --rpc-url URL --registry ADDR --stream general --keystore me.json
+
+Keys as for `deploy`: an encrypted keystore (password in $MINIBLOCK_KEYSTORE_PASSWORD or --password-env),
+or --dev with an Anvil dev key. A node registered in epoch e becomes active at the start of e + 1.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from node.commands.deploy import DEFAULT_PASSWORD_ENV, load_account
+
+
+def _registry(rpc_url: str, registry: str, account):
+    from web3 import Web3
+
+    from node.chain.history import load_registry_abi
+    from node.chain.registry import Registry
+
+    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 60}))
+    if not w3.is_connected():
+        typer.echo(f"cannot reach {rpc_url}", err=True)
+        raise typer.Exit(2)
+    return Registry(w3, registry, load_registry_abi(), account)
+
+
+def node_address(node: str | None, node_keystore: Path | None, password_env: str = "NODE_KEY_PASSWORD") -> str:
+    """From --node, or the keystore's `address` field, else by decrypting it (password in $password_env)."""
+    import os
+
+    from eth_account import Account
+    from eth_utils import is_address, to_checksum_address
+
+    if node:
+        if not is_address(node):
+            raise typer.BadParameter(f"--node {node!r} is not an address")
+        return to_checksum_address(node)
+    if node_keystore is None:
+        raise typer.BadParameter("give --node-keystore FILE (its address is read, not its key) or --node ADDRESS")
+    try:
+        blob = json.loads(node_keystore.read_text())
+    except (OSError, ValueError) as e:
+        raise typer.BadParameter(f"cannot read {node_keystore}: {e}") from None
+    addr = blob.get("address")
+    if addr:
+        return to_checksum_address(addr if addr.startswith("0x") else "0x" + addr)
+    password = os.environ.get(password_env)
+    if password is None:
+        raise typer.BadParameter(f"{node_keystore} has no 'address' field: set ${password_env} (its password) "
+                                 "or give --node ADDRESS")
+    try:
+        return Account.from_key(Account.decrypt(blob, password)).address
+    except ValueError as e:
+        raise typer.BadParameter(f"cannot decrypt {node_keystore}: {e}") from None
+
+
+def register(
+    rpc_url: str = typer.Option(..., "--rpc-url", help="JSON-RPC endpoint."),
+    registry: str = typer.Option(..., "--registry", help="Registry address."),
+    url: str = typer.Option(..., "--url", help="The node's public URL (what peers and clients use)."),
+    data_dir: Path = typer.Option(Path("node-data"), "--data-dir",
+                                  help="The node's data dir: its RANDAO onion is created (or read) here."),
+    node_keystore: Optional[Path] = typer.Option(None, "--node-keystore", help="The node's keystore (address)."),
+    node: Optional[str] = typer.Option(None, "--node", help="The node's address (instead of --node-keystore)."),
+    node_password_env: str = typer.Option("NODE_KEY_PASSWORD", "--node-password-env",
+                                          help="Env var with the node keystore's password (if it has no address)."),
+    onion_depth: int = typer.Option(10_000, "--onion-depth", help="Layers of a new onion (one per led block)."),
+    keystore: Optional[Path] = typer.Option(None, "--keystore", help="The operator's encrypted keystore."),
+    private_key: Optional[str] = typer.Option(None, "--private-key", help="With --dev: an Anvil dev key."),
+    password_env: str = typer.Option(DEFAULT_PASSWORD_ENV, "--password-env"),
+    dev: bool = typer.Option(False, "--dev", help="Local dev chain: allow Anvil's dev keys."),
+) -> None:
+    """Register a node (address, URL, RANDAO commitment) from its operator's account."""
+    from node.chain.registry import RegistryError
+    from node.protocol.onion import HashOnion
+    from node.server.keys import new_onion, onion_path
+
+    addr = node_address(node, node_keystore, node_password_env)
+    account = load_account(private_key=private_key, keystore=keystore, password_env=password_env, dev=dev)
+    p = onion_path(data_dir)
+    if p.exists():
+        blob = json.loads(p.read_text())
+        onion = HashOnion(bytes.fromhex(blob["secret"].removeprefix("0x")), int(blob["depth"]))
+    else:
+        onion = new_onion(data_dir, onion_depth)
+        typer.echo(f"new RANDAO onion in {p} (keep it with the node's data)", err=True)
+    reg = _registry(rpc_url, registry, account)
+    try:
+        res = reg.register_node(addr, url, onion.commitment)
+    except RegistryError as e:
+        typer.echo(f"register failed: {e}", err=True)
+        raise typer.Exit(1)
+    info = reg.get_node(addr)
+    starts = reg.genesis_time() + info.join_epoch * reg.epoch_length()
+    typer.echo(f"node {addr} registered by {account.address} (tx 0x{bytes(res.tx_hash).hex()}); "
+               f"active from epoch {info.join_epoch} (chain time {starts})")
+
+
+def create_stream(
+    rpc_url: str = typer.Option(..., "--rpc-url", help="JSON-RPC endpoint."),
+    registry: str = typer.Option(..., "--registry", help="Registry address."),
+    stream: list[str] = typer.Option(..., "--stream", help="0x + 64 hex, or a name (keccak256 of it); repeat."),
+    keystore: Optional[Path] = typer.Option(None, "--keystore", help="Sender's encrypted keystore."),
+    private_key: Optional[str] = typer.Option(None, "--private-key", help="With --dev: an Anvil dev key."),
+    password_env: str = typer.Option(DEFAULT_PASSWORD_ENV, "--password-env"),
+    dev: bool = typer.Option(False, "--dev", help="Local dev chain: allow Anvil's dev keys."),
+) -> None:
+    """Create streams (anyone may); the registry picks each stream's replicas among the active nodes."""
+    from node.chain.deploy import parse_stream_id
+    from node.chain.registry import RegistryError
+
+    account = load_account(private_key=private_key, keystore=keystore, password_env=password_env, dev=dev)
+    try:
+        sids = [parse_stream_id(s) for s in stream]
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    reg = _registry(rpc_url, registry, account)
+    for name, sid in zip(stream, sids):
+        try:
+            reg.create_stream(sid)
+        except RegistryError as e:
+            typer.echo(f"createStream({name}) failed: {e}", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"stream 0x{sid.hex()} ({name}) replicas {', '.join(reg.replicas_of(sid))}")
