@@ -157,13 +157,13 @@ contract MiniblockRegistry is Ownable2Step, EIP712 {
     // ------------------------------------------------------------ constructor
 
     /// @param epochLength_ Epoch length in seconds (> 0).
-    /// @param leaderTimeout_ Seconds between consecutive election attempts.
+    /// @param leaderTimeout_ Seconds between consecutive election attempts (> 0).
     /// @param replicationFactor_ Replicas per new stream, 1..MAX_REPLICATION.
     constructor(uint64 epochLength_, uint64 leaderTimeout_, uint8 replicationFactor_)
         Ownable(msg.sender)
         EIP712("MiniblockRegistry", "1")
     {
-        if (epochLength_ == 0) revert InvalidConfig();
+        if (epochLength_ == 0 || leaderTimeout_ == 0) revert InvalidConfig();
         if (replicationFactor_ == 0 || replicationFactor_ > MAX_REPLICATION) {
             revert InvalidReplicationFactor(replicationFactor_);
         }

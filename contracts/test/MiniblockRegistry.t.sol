@@ -39,6 +39,8 @@ contract MiniblockRegistryTest is RegistryFixture {
     function test_constructor_rejectsBadConfig() public {
         vm.expectRevert(MiniblockRegistry.InvalidConfig.selector);
         new MiniblockRegistry(0, 10, 3);
+        vm.expectRevert(MiniblockRegistry.InvalidConfig.selector);
+        new MiniblockRegistry(100, 0, 3);
         vm.expectRevert(abi.encodeWithSelector(MiniblockRegistry.InvalidReplicationFactor.selector, uint8(0)));
         new MiniblockRegistry(100, 10, 0);
         vm.expectRevert(abi.encodeWithSelector(MiniblockRegistry.InvalidReplicationFactor.selector, uint8(17)));
@@ -601,6 +603,24 @@ contract MiniblockRegistryTest is RegistryFixture {
         ss = new bytes[][](1);
         vm.expectRevert(abi.encodeWithSelector(MiniblockRegistry.LengthMismatch.selector, uint256(2), uint256(1)));
         reg.commitMiniblocks(hs, ss);
+    }
+
+    function test_commit_revertsOnDirtyEncoding() public {
+        Header memory h = _header(S);
+        bytes[] memory sigs = _quorumSigs(h);
+        Header[] memory hs = new Header[](1);
+        hs[0] = h;
+        bytes[][] memory ss = new bytes[][](1);
+        ss[0] = sigs;
+        bytes memory cd = abi.encodeCall(MiniblockRegistry.commitMiniblocks, (hs, ss));
+        // layout: selector, two offsets, headers length, then the first header's words; number is word 1
+        uint256 numberAt = 4 + 32 * 3 + 32;
+        cd[numberAt] = 0x01; // a high bit in a uint64 field
+        (bool ok,) = address(reg).call(cd);
+        assertFalse(ok, "dirty uint64 accepted");
+        (uint64 num,,) = reg.streamHead(S);
+        assertEq(num, 0, "nothing committed");
+        _commitOk(h, sigs); // the canonical encoding goes through
     }
 
     // --------------------------------------------------- commit: rejections
