@@ -337,6 +337,7 @@ def render(stats: Stats, info: dict[str, Any], done_note: str = ""):
         gph = stats.gas_per_header()
         rej = sum(stats.rejected.values())
         rejh = sum(stats.rejected_headers.values())
+        rejwhy = ", ".join(f"{n} {r}" for r, n in sorted(stats.rejected_headers.items()))
         txs = stats.commit_txs
     rate = com / el if el > 0 and com else 0.0
     fmt = (lambda v: "-" if v is None else f"{v:,.0f} ms")
@@ -345,7 +346,7 @@ def render(stats: Stats, info: dict[str, Any], done_note: str = ""):
                       f"  ({sub - com:,} pending" + (f", {rej} refused" if rej else "") + ")",
                       f"   {rate:,.1f} ev/s over {el:,.1f}s"),
         Text.assemble(("blocks   ", "bold"), f"{sum(stats.blocks.values()):,} committed",
-                      f" (+{rejh} rejected)" if rejh else "",
+                      f" (+{rejh} rejected: {rejwhy})" if rejh else "",
                       f"   {txs:,} commit txs   gas/header " + ("-" if gph is None else f"{gph:,}")),
         Text.assemble(("latency  ", "bold"), f"p50 {fmt(lat['p50'])}   p99 {fmt(lat['p99'])}",
                       ("   (client post -> header on chain)", "dim")),
