@@ -27,7 +27,7 @@ SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 EXAMPLES = settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
-FEW = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+COMMITS = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 b32 = st.binary(min_size=32, max_size=32)
 u64 = st.integers(0, 2**64 - 1)
@@ -168,7 +168,7 @@ def _commit_one(d, header, sigs):
     return res
 
 
-@FEW
+@COMMITS
 @given(k=st.integers(0, 3), skip=st.integers(1, 10))
 def test_onion_reveal_accepted_by_commit(d, k, skip):
     reg = d.registry
@@ -201,7 +201,7 @@ def _fields(h: Header) -> dict:
     return {f: getattr(h, f) for f in Header.__dataclass_fields__}
 
 
-@FEW
+@COMMITS
 @given(k=st.integers(0, 3), hs=st.lists(b32, min_size=0, max_size=40), attesters=st.integers(0, 2), data=st.data())
 def test_python_signatures_accepted_by_commit(d, domain, k, hs, attesters, data):
     reg = d.registry
