@@ -51,10 +51,15 @@ contract MiniblockRegistry is Ownable2Step, EIP712 {
 
     // -------------------------------------------------------------- constants
 
+    /// @notice Most nodes ever registered.
     uint256 public constant MAX_NODES = 256;
+    /// @notice Most replicas of a stream.
     uint256 public constant MAX_REPLICATION = 16;
+    /// @notice Most headers in one commitMiniblocks call.
     uint256 public constant MAX_BATCH = 256;
+    /// @notice Most events in one mini-block.
     uint256 public constant MAX_EVENTS_PER_BLOCK = 15000;
+    /// @notice Most onion layers one reveal may skip down (keccak256^d(reveal) == commit, 1 <= d <= 8).
     uint256 public constant MAX_REVEAL_SKIP = 8;
 
     // Rejection reasons (MiniblockRejected.reason).

@@ -303,6 +303,19 @@ contract MiniblockRegistryTest is RegistryFixture {
         assertEq(reg.currentSeed(), mix, "seed");
     }
 
+    function test_epoch_lazyAdvanceOnMembershipCalls() public {
+        vm.warp(block.timestamp + 3 * EPOCH); // nothing ran for three epochs
+        address n = address(0x7777);
+        vm.expectEmit(true, true, true, true, address(reg));
+        emit MiniblockRegistry.EpochAdvanced(4, reg.randaoMix());
+        vm.prank(operator);
+        reg.registerNode(n, "", 0);
+        assertEq(reg.getNode(n).joinEpoch, 5, "joins after the real current epoch");
+        vm.prank(nodes[0]);
+        reg.requestLeave(nodes[0]);
+        assertEq(reg.getNode(nodes[0]).leaveEpoch, 5, "leaves after the real current epoch");
+    }
+
     function test_epoch_advanceEpochNotOver() public {
         // setUp's createStream advanced to epoch 1 already
         vm.expectRevert(abi.encodeWithSelector(MiniblockRegistry.EpochNotOver.selector, uint64(1)));
