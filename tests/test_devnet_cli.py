@@ -125,6 +125,17 @@ def test_devnet_rpc_url_leaves_the_chain_running(tmp_path):
         w3 = anvil.w3()
         assert len(w3.eth.get_code(res["registry"])) > 0
         assert w3.eth.block_number > 0
+        # events that cannot all be committed in time: non-zero exit and the reason, still in JSON
+        data2 = tmp_path / "dn2"
+        p = subprocess.run(node_cmd("devnet", "--rpc-url", anvil.http_url, "--dev", "--nodes", "2", "--streams",
+                                    "1", "--events", "400", "--timeout", "0.5", "--json", "--data-dir", str(data2)),
+                           cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=150)
+        assert p.returncode == 1, p.stdout + p.stderr[-3000:]
+        res = json.loads(p.stdout.strip().splitlines()[-1])
+        assert res["ok"] is False and res["error"].startswith("timeout: ") and "of 400 events committed" in res["error"]
+        assert res["events_committed"] < 400
+        assert_no_children(str(data2))
+        assert anvil.running
 
 
 def _wait(pred, timeout: float, what: str, proc: subprocess.Popen | None = None, log: Path | None = None):
@@ -219,3 +230,44 @@ def test_submit_and_status_against_a_running_devnet(tmp_path):
             os.killpg(dn.pid, signal.SIGKILL)
             dn.wait(10)
     assert_no_children(str(data), *([anvil_needle(rpc)] if rpc else []))
+
+
+def test_register_and_create_stream_commands(tmp_path):
+    from eth_account import Account
+
+    from node.chain.anvil import DEV_KEYS
+    from node.chain.history import load_registry_abi
+    from node.chain.registry import Registry
+    from node.protocol.onion import HashOnion
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(node_cmd(*args), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=60)
+
+    with Anvil(log_path=tmp_path / "anvil.log") as anvil:
+        rpc = anvil.http_url
+        operator = Account.from_key(DEV_KEYS[1])
+        p = run("deploy", "--rpc-url", rpc, "--dev", "--epoch-length", "20", "--operator", operator.address,
+                "--out", str(tmp_path / "deployment.json"), "--quiet")
+        assert p.returncode == 0, p.stderr
+        reg_addr = p.stdout.strip().splitlines()[-1]
+        node_addr = Account.create().address
+        # the operator registers the node; its onion is made in the node's data dir
+        args = ("register", "--rpc-url", rpc, "--registry", reg_addr, "--node", node_addr, "--url",
+                "http://127.0.0.1:19999", "--data-dir", str(tmp_path / "n1"), "--dev", "--private-key", DEV_KEYS[1])
+        p = run(*args)
+        assert p.returncode == 0, p.stderr
+        assert f"node {node_addr} registered by {operator.address}" in p.stdout and "active from epoch 1" in p.stdout
+        blob = json.loads((tmp_path / "n1" / "onion.json").read_text())
+        onion = HashOnion(bytes.fromhex(blob["secret"][2:]), blob["depth"])
+        reg = Registry(anvil.w3(), reg_addr, load_registry_abi())
+        info = reg.get_node(node_addr)
+        assert info.url == "http://127.0.0.1:19999" and bytes(info.randao_commit) == onion.commitment
+        assert run(*args).returncode == 1  # already registered: refused, with the reason
+        # streams take replicas among active nodes: none before the boundary, ours after it
+        p = run("create-stream", "--rpc-url", rpc, "--registry", reg_addr, "--stream", "general", "--dev")
+        assert p.returncode == 1 and "failed" in p.stderr
+        anvil.increase_time(21)
+        anvil.mine()
+        p = run("create-stream", "--rpc-url", rpc, "--registry", reg_addr, "--stream", "general", "--dev")
+        assert p.returncode == 0, p.stderr
+        assert "(general) replicas " + node_addr in p.stdout
