@@ -81,6 +81,7 @@ def main(
     from web3 import Web3
 
     from node.chain.deploy import deploy, parse_node_spec, parse_stream_id
+    from node.build import BuildError
     from node.chain.registry import RegistryError
 
     if warp and not dev:
@@ -108,7 +109,7 @@ def main(
             replication_factor=replication, operators=operator, nodes=nodes, streams=streams,
             artifact=artifact, rpc_url=rpc_url, ws_url=ws_url, out=out, warp=warp, log=log,
         )
-    except RegistryError as e:
+    except (RegistryError, BuildError) as e:
         typer.echo(f"deploy failed: {e}", err=True)
         raise typer.Exit(1)
     typer.echo(dep.registry)
