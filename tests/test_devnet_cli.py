@@ -127,7 +127,7 @@ def test_devnet_rpc_url_leaves_the_chain_running(tmp_path):
         assert w3.eth.block_number > 0
         # events that cannot all be committed in time: non-zero exit and the reason, still in JSON
         data2 = tmp_path / "dn2"
-        p = subprocess.run(node_cmd("devnet", "--rpc-url", anvil.http_url, "--dev", "--nodes", "2", "--streams",
+        p = subprocess.run(node_cmd("devnet", "--rpc-url", anvil.http_url, "--dev", "--nodes", "1", "--streams",
                                     "1", "--events", "400", "--timeout", "0.5", "--json", "--data-dir", str(data2)),
                            cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=150)
         assert p.returncode == 1, p.stdout + p.stderr[-3000:]
@@ -246,7 +246,7 @@ def test_register_and_create_stream_commands(tmp_path):
     with Anvil(log_path=tmp_path / "anvil.log") as anvil:
         rpc = anvil.http_url
         operator = Account.from_key(DEV_KEYS[1])
-        p = run("deploy", "--rpc-url", rpc, "--dev", "--epoch-length", "20", "--operator", operator.address,
+        p = run("deploy", "--rpc-url", rpc, "--dev", "--epoch-length", "3600", "--operator", operator.address,
                 "--out", str(tmp_path / "deployment.json"), "--quiet")
         assert p.returncode == 0, p.stderr
         reg_addr = p.stdout.strip().splitlines()[-1]
@@ -266,7 +266,7 @@ def test_register_and_create_stream_commands(tmp_path):
         # streams take replicas among active nodes: none before the boundary, ours after it
         p = run("create-stream", "--rpc-url", rpc, "--registry", reg_addr, "--stream", "general", "--dev")
         assert p.returncode == 1 and "failed" in p.stderr
-        anvil.increase_time(21)
+        anvil.increase_time(3600)
         anvil.mine()
         p = run("create-stream", "--rpc-url", rpc, "--registry", reg_addr, "--stream", "general", "--dev")
         assert p.returncode == 0, p.stderr
