@@ -543,10 +543,11 @@ def main(
         domain = Domain(dep.chain_id, dep.registry)
         loadgen = LoadGen(stats, domain, net.cluster.urls, net.streams, clients, events, rate, max_inflight, stop)
         if not json_out:
-            say(f"registry {dep.registry}; try, while it runs:\n"
-                f"    python -m node headers --rpc-url {net.rpc_url} --registry {dep.registry}\n"
-                f"    python -m node status --node {net.cluster.urls[0]}\n"
-                f"    python -m node explorer --rpc-url {net.rpc_url} --registry {dep.registry}")
+            say(f"registry {dep.registry}; try, while it runs (./dev X = python -m node X in the venv):\n"
+                f"    ./dev headers --rpc-url {net.rpc_url} --registry {dep.registry}\n"
+                f"    ./dev status --node {net.cluster.urls[0]}\n"
+                f"    ./dev submit --node {net.cluster.urls[0]} --stream devnet/stream-0 --key 0x… --dev --kind join\n"
+                f"    ./dev explorer --rpc-url {net.rpc_url} --registry {dep.registry}")
             say(f"posting events from {clients} client keys "
                 + (f"({events} events)" if events else f"at {rate:g}/s until Ctrl-C") + " ...")
         loadgen.start()
@@ -570,7 +571,7 @@ def main(
         checked = _spot_check(stats, net) if (net.cluster is not None and stats.latency) else 0
         if failure and net.cluster is not None:
             tails = "\n".join(net.cluster.log_tail(i, 15) for i in range(len(net.setups)))
-            out.print(f"[red]devnet: {failure}[/red]\n{tails}" if not json_out else f"devnet: {failure}")
+            out.print(f"devnet: {failure}\n{tails}", markup=False, style="red" if not json_out else None)
         if net.deployment is not None:
             result = _result(stats, net, checked, failure, interrupted, keep or not own_dir)
         if not json_out and stats.first_post is not None:
@@ -588,7 +589,7 @@ def main(
         sys.stdout.write(json.dumps(result) + "\n")
         sys.stdout.flush()
     elif failure:
-        out.print(f"[red]devnet failed: {failure}[/red]")
+        out.print(f"devnet failed: {failure}", markup=False, style="red")
     else:
         say("stopped cleanly")
     if failure:
