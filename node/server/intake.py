@@ -173,8 +173,12 @@ async def gossip_once(node: Node) -> int:
                 return
 
     await asyncio.gather(*(send(u, e) for u, e in per_peer.items()))
-    # Marked forwarded even if a peer was down: re-forwarded after regossip_s while still pending.
-    node.storage.mark_gossiped([se.hash for se in due], now)
+    # Marked forwarded even if a peer was down: re-forwarded after regossip_s while still pending, then
+    # with back-off: next after as long again as the event has been pending (regossip_s, ~2x, ~4x ...).
+    # Without it, under load (commit latency of many regossip_s) every replica re-sent its whole pool
+    # every regossip_s and the peers spent their CPU on re-parsing events they already held.
+    rs = node.cfg.regossip_s
+    node.storage.mark_gossiped([se.hash for se in due], [now + max(0.0, now - se.received - rs) for se in due])
     return len(due)
 
 

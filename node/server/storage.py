@@ -264,9 +264,12 @@ class Storage:
                                "ORDER BY received LIMIT ?", (older_than, limit)).fetchall()
         return [self._row_event(r) for r in rows]
 
-    def mark_gossiped(self, hashes: Iterable[bytes], when: float) -> None:
+    def mark_gossiped(self, hashes: Iterable[bytes], when: float | Sequence[float]) -> None:
+        """Set the forwarded time: one for all, or one per hash (a time in the future delays the next forward)."""
+        hs = list(hashes)
+        whens = list(when) if isinstance(when, (list, tuple)) else [when] * len(hs)
         self.db.execute("BEGIN")
-        self.db.executemany("UPDATE events SET gossiped=? WHERE hash=?", [(when, h) for h in hashes])
+        self.db.executemany("UPDATE events SET gossiped=? WHERE hash=?", list(zip(whens, hs)))
         self.db.execute("COMMIT")
 
     # ---- streams ------------------------------------------------------------------------------
