@@ -37,6 +37,16 @@ def net(tmp_path_factory):
         d.stop()
 
 
+@pytest.fixture(autouse=True)
+def _node_logs_on_failure(request, net):
+    """On a failure, show the tail of every node's log (and Anvil's) with the test report."""
+    failed = request.session.testsfailed
+    yield
+    if request.session.testsfailed > failed:
+        for i in range(len(net.cluster.setups)):
+            print(net.cluster.log_tail(i, 60))
+
+
 @pytest.fixture(scope="module")
 def domain(net) -> Domain:
     dep = json.loads(Path(net.deployment_path).read_text())
@@ -90,7 +100,7 @@ def test_events_posted_to_different_nodes_are_all_committed_identically(net, cli
 
     for sid in (S1, S2):
         chain_head = reg.stream_head(sid).number
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 40
         while any(c.stream(sid)["head_number"] < chain_head for c in clients) and time.monotonic() < deadline:
             time.sleep(0.2)
         replicas = reg.replicas_of(sid)

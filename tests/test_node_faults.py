@@ -37,6 +37,16 @@ def net(tmp_path_factory):
         d.stop()
 
 
+@pytest.fixture(autouse=True)
+def _node_logs_on_failure(request, net):
+    """On a failure, show the tail of every node's log (and Anvil's) with the test report."""
+    failed = request.session.testsfailed
+    yield
+    if request.session.testsfailed > failed:
+        for i in range(len(net.cluster.setups)):
+            print(net.cluster.log_tail(i, 60))
+
+
 @pytest.fixture(scope="module")
 def domain(net) -> Domain:
     dep = json.loads(Path(net.deployment_path).read_text())
