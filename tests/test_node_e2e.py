@@ -227,6 +227,22 @@ def test_join_then_message_follows_the_block_boundary(net, clients, domain):
     blk = clients[1].block(S2, j2["block"])
     assert hx(hm2) not in blk["event_hashes"]
 
+    # LEAVE: committed, then the author's MESSAGEs are refused again.
+    hl, leave = a.event(S2, EventKind.LEAVE)
+    assert clients[2].post_event(leave).status_code == 202
+    clients[2].wait_committed([hl], timeout=30)
+    _, late = a.event(S2, EventKind.MESSAGE, b"after leave")
+    r = clients[2].post_event(late)
+    assert r.status_code == 422 and r.json()["error"] == "membership"
+    assert a.address not in clients[2].stream(S2)["members"]
+    # Big payloads travel too (64 KiB each, gossip chunks stay under the body limit).
+    c = Author(domain)
+    joined(c, S2, clients, via=3)
+    big = [c.event(S2, EventKind.MESSAGE, bytes([k]) * (64 * 1024)) for k in range(6)]
+    r = clients[3].post_batch([b for _, b in big])
+    assert r.status_code == 200 and r.json()["accepted"] == 6, r.text[:300]
+    clients[0].wait_committed([h for h, _ in big], timeout=40)
+
 
 def test_event_held_by_a_minority_waits_until_it_spreads(net, clients, domain, reg):
     sid = S1

@@ -165,12 +165,20 @@ async def gossip_once(node: Node) -> int:
                 per_peer[url].append(w)
 
     async def send(url: str, evs: list[dict]) -> None:
-        for i in range(0, len(evs), 2000):
-            try:
-                await node.peers.gossip(url, evs[i:i + 2000])
-            except Exception as exc:  # noqa: BLE001
-                log.debug("gossip to %s failed: %s", url, exc)
-                return
+        # Chunks of at most 2000 events and about 4 MiB of JSON (payloads go hex: up to 128 KiB each).
+        chunk: list[dict] = []
+        size = 0
+        for w in evs + [None]:  # type: ignore[list-item]
+            if w is not None:
+                chunk.append(w)
+                size += len(w["event"]["payload"]) + 400
+            if chunk and (w is None or len(chunk) >= 2000 or size >= 4 * 1024 * 1024):
+                try:
+                    await node.peers.gossip(url, chunk)
+                except Exception as exc:  # noqa: BLE001
+                    log.debug("gossip to %s failed: %s", url, exc)
+                    return
+                chunk, size = [], 0
 
     await asyncio.gather(*(send(u, e) for u, e in per_peer.items()))
     # Marked forwarded even if a peer was down: re-forwarded after regossip_s while still pending, then
