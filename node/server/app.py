@@ -138,4 +138,4 @@ def run(cfg: NodeConfig) -> None:
         asyncio.run(serve(cfg))
     finally:
         prof.disable()
-        prof.dump_stats(prof_path)
+        prof.dump_stats(f"{prof_path}.{cfg.port}")

@@ -69,3 +69,25 @@ def check_event_signature(domain: Domain, event_hash: bytes, author: str, signat
     if addr == bytes.fromhex(author[2:]):
         return None
     return to_checksum_address(addr)
+
+
+def _hexbytes(s: str, n: int | None = None) -> bytes:
+    if not isinstance(s, str) or not s.startswith("0x"):
+        raise ValueError("expected 0x-hex")
+    b = bytes.fromhex(s[2:])
+    if n is not None and len(b) != n:
+        raise ValueError(f"expected {n} bytes")
+    return b
+
+
+def parse_wire(item: dict) -> tuple[Event, bytes]:
+    """A peer's signed event ({"event": {...}, "signature": ...}) -> (Event, signature). Raises ValueError."""
+    e = item["event"]
+    nonce, kind = e["nonce"], e["kind"]
+    if not isinstance(nonce, int) or not isinstance(kind, int):
+        raise ValueError("nonce and kind must be integers")
+    author = e["author"]
+    if not isinstance(author, str) or len(author) != 42:
+        raise ValueError("bad author")
+    ev = make_event(_hexbytes(e["stream_id"], 32), author, nonce, kind, _hexbytes(e["payload"]))
+    return ev, _hexbytes(item["signature"], 65)

@@ -17,6 +17,7 @@ from node.protocol.state import MembershipError, check_membership, members_root
 from node.protocol.types import Event, EventKind, Header
 
 from .core import Node
+from .fastpath import parse_wire
 from .models import HeaderOut, SignedEvent, hx, unhex
 from .storage import CommitRow
 
@@ -71,13 +72,12 @@ async def fetch_events(node: Node, hashes: list[bytes], sources: list[tuple[str,
             continue
         for item in resp.get("events", []):
             try:
-                se = SignedEvent.model_validate(item)
-                ev = se.event.to_event()
+                ev, sig = parse_wire(item)
             except Exception:  # noqa: BLE001
                 continue
             h = hash_event(ev)
             if h in want:
-                got[h] = (ev, unhex(se.signature))
+                got[h] = (ev, sig)
                 want.discard(h)
     return got
 
@@ -97,9 +97,8 @@ async def _block_from_peers(node: Node, c: CommitRow, last: int) -> dict[int, tu
                 hashes = [unhex(x) for x in b["event_hashes"]]
                 evs = {}
                 for item in b.get("events") or []:
-                    se = SignedEvent.model_validate(item)
-                    ev = se.event.to_event()
-                    evs[hash_event(ev)] = (ev, unhex(se.signature))
+                    ev, sig = parse_wire(item)
+                    evs[hash_event(ev)] = (ev, sig)
             except Exception:  # noqa: BLE001
                 continue
             out[header.number] = (header, hashes, evs)
