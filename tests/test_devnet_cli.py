@@ -271,3 +271,21 @@ def test_register_and_create_stream_commands(tmp_path):
         p = run("create-stream", "--rpc-url", rpc, "--registry", reg_addr, "--stream", "general", "--dev")
         assert p.returncode == 0, p.stderr
         assert "(general) replicas " + node_addr in p.stdout
+
+
+def test_devnet_killed_outright_leaves_no_children(tmp_path):
+    """SIGKILL gives the devnet no chance to clean up: its watchdog stops Anvil and the nodes."""
+    data = tmp_path / "dn"
+    log = tmp_path / "devnet.out"
+    with open(log, "wb") as fh:
+        dn = subprocess.Popen(node_cmd("devnet", "--nodes", "2", "--streams", "1", "--rate", "5",
+                                       "--data-dir", str(data)),
+                              cwd=ROOT, env=ENV, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        dep = _wait(lambda: json.loads((data / "deployment.json").read_text()), 90, "the deployment", dn, log)
+        _wait(lambda: "posting events" in log.read_text(), 90, "the load", dn, log)
+        assert processes_mentioning(str(data))  # the nodes run
+    finally:
+        os.killpg(dn.pid, signal.SIGKILL)
+        dn.wait(10)
+    assert_no_children(str(data), anvil_needle(dep["rpc_url"]), within=20)

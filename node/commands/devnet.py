@@ -379,6 +379,27 @@ def _fund(w3, account, addresses: list[str], wei: int) -> None:
             raise DevnetError(f"funding transfer {h.hex()} failed")
 
 
+# A tiny process that outlives the devnet only if the devnet is killed without its clean-up (SIGKILL, OOM):
+# it then stops the process groups listed in the file (Anvil, the nodes: each leads its own group).
+WATCHDOG = r"""
+import os, signal, sys, time
+parent, listing = os.getppid(), sys.argv[1]
+while os.getppid() == parent:
+    time.sleep(0.5)
+try:
+    groups = [int(x) for x in open(listing).read().split()]
+except (OSError, ValueError):
+    groups = []
+for sig, pause in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 0.0)):
+    for g in groups:
+        try:
+            os.killpg(g, sig)
+        except OSError:
+            pass
+    time.sleep(pause)
+"""
+
+
 @dataclass
 class Net:
     """What the devnet started (and must stop)."""
@@ -396,6 +417,25 @@ class Net:
     replicas: dict[bytes, list[str]] = field(default_factory=dict)
     setup_s: float = 0.0
 
+    watchdog: Any = None
+
+    def start_watchdog(self) -> None:
+        import subprocess
+
+        self.watchdog = subprocess.Popen([sys.executable, "-c", WATCHDOG, str(self.base / "children.pids")],
+                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def record_children(self) -> None:
+        pids = []
+        if self.anvil is not None and self.anvil.proc is not None:
+            pids.append(self.anvil.proc.pid)
+        if self.cluster is not None:
+            pids += [p.pid for p in self.cluster.procs.values()]
+        tmp = self.base / "children.pids.tmp"
+        tmp.write_text(" ".join(map(str, pids)))
+        os.replace(tmp, self.base / "children.pids")
+
     def stop(self, keep: bool) -> None:
         try:
             if self.cluster is not None:
@@ -403,6 +443,9 @@ class Net:
         finally:
             if self.anvil is not None:
                 self.anvil.stop()
+            if self.watchdog is not None:
+                self.watchdog.kill()
+                self.watchdog.wait(5)
             if self.own_dir and not keep:
                 shutil.rmtree(self.base, ignore_errors=True)
 
@@ -422,6 +465,7 @@ def start_net(net: Net, *, rpc_url: str | None, account, dev: bool, n_nodes: int
     art = load_artifact("MiniblockRegistry")
     if rpc_url is None:
         net.anvil = Anvil(log_path=net.base / "anvil.log").start()
+        net.record_children()
         net.rpc_url, net.ws_url = net.anvil.http_url, net.anvil.ws_url
         say(f"anvil started: {net.rpc_url} (chain id {net.anvil.chain_id_value})")
         w3 = net.anvil.w3()
@@ -450,6 +494,7 @@ def start_net(net: Net, *, rpc_url: str | None, account, dev: bool, n_nodes: int
     net.replicas = {s: reg.replicas_of(s) for s in net.streams}
     net.cluster = Cluster(net.deployment_path, net.setups)
     net.cluster.start()
+    net.record_children()
     say(f"starting {n_nodes} node processes (python -m node run) ...")
     net.cluster.wait_healthy(timeout=90)
     net.setup_s = time.monotonic() - t0
@@ -530,6 +575,7 @@ def main(
     failure: str | None = None
     result: dict[str, Any] = {}
     try:
+        net.start_watchdog()
         say(f"data dir {base}")
         start_net(net, rpc_url=rpc_url, account=account, dev=dev, n_nodes=nodes, n_streams=streams,
                   epoch_length=epoch_length, leader_timeout=leader_timeout, fund_wei=fund_wei, say=say)
