@@ -115,15 +115,9 @@ async def attest(node: Node, req: AttestIn) -> tuple[bytes, bytes]:
     if members_root(after) != header.state_root:
         raise AttestRefused(409, "bad_state_root", "stateRoot does not match the members after the block")
 
-    # One signature per (stream, number, attempt): never two different headers for one slot.
+    # No one-header-per-slot rule: a leader rebuilds its header for the same slot after a transient
+    # rejection (new RANDAO reveal), and the contract takes at most one header per number anyway.
     hh = hash_header(header)
-    slot = (sid, header.number, header.attempt)
-    prev = node.attested.get(slot)
-    if prev is not None and prev != hh:
-        raise AttestRefused(409, "equivocation", "already attested another header for this slot")
-    node.attested[slot] = hh
-    if len(node.attested) > 100_000:
-        node.attested.clear()
     if fetched:
         node.storage.add_events([(h, ev, sig) for h, (ev, sig) in fetched.items()], gossiped=True)
     node.storage.add_proposal(hh, header, hashes)
