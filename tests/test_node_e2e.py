@@ -268,3 +268,54 @@ def test_event_held_by_a_minority_waits_until_it_spreads(net, clients, domain, r
     # After the re-gossip it reaches a majority and commits.
     done = clients[holder].wait_committed([hmin], timeout=30)
     assert done[hmin]["status"] == "committed"
+
+
+def test_under_concurrent_load_no_parent_mismatch_and_every_node_applies_every_block(net, clients, domain, reg):
+    """Concurrent batches to every node for both streams: every event commits, no header is ever rejected
+    for a wrong parent (a leader only builds on the chain's head), and every node ends on the chain's
+    head with the chain's hash chain (no registered block left unapplied)."""
+    import threading
+
+    authors = [Author(domain) for _ in range(4)]
+    for i, a in enumerate(authors):
+        r = clients[i].post_batch([a.event(s, EventKind.JOIN)[1] for s in (S1, S2)])
+        assert r.json()["accepted"] == 2
+    time.sleep(0.5)
+    joins_done = time.monotonic() + 30
+    while time.monotonic() < joins_done and any(
+            a.address not in clients[0].stream(s)["members"] for a in authors for s in (S1, S2)):
+        time.sleep(0.2)
+    all_hashes: list[bytes] = []
+    errors: list[str] = []
+
+    def poster(i: int) -> None:
+        a = authors[i]
+        for k in range(6):
+            batch = [a.event((S1, S2)[j % 2], EventKind.MESSAGE, f"load {i} {k} {j}".encode()) for j in range(100)]
+            r = clients[i].post_batch([b for _, b in batch])
+            if r.status_code != 200 or r.json()["accepted"] != 100:
+                errors.append(r.text[:200])
+            all_hashes.extend(h for h, _ in batch)
+
+    threads = [threading.Thread(target=poster, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    clients[2].wait_committed(all_hashes[::25] + all_hashes[-4:], timeout=60)
+    dep = json.loads(Path(net.deployment_path).read_text())
+    rejected = reg.rejected_logs(dep["deploy_block"])
+    assert not [r for r in rejected if r.reason_name == "BAD_PARENT"], rejected
+    for sid in (S1, S2):
+        head = reg.stream_head(sid)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(c.stream(sid)["head_hash"] != hx(head.header_hash) for c in clients):
+            time.sleep(0.2)
+        for c in clients:
+            st = c.stream(sid)
+            assert st["head_number"] == head.number and st["head_hash"] == hx(head.header_hash), (c.url, st)
+        commits = {c.number: c for c in reg.committed_logs(dep["deploy_block"], stream_id=sid)}
+        for n in range(1, head.number + 1):
+            assert commits[n].prev_hash == (commits[n - 1].header_hash if n > 1 else reg.header_hash_at(sid, 0))
+    assert all(c.event(h)["status"] == "committed" for c in clients[:1] for h in all_hashes[::10])
