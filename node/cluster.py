@@ -87,6 +87,7 @@ class Cluster:
     deployment: Path
     setups: list[NodeSetup]
     settings: dict[str, Any] = field(default_factory=dict)  # extra [node] settings for every node
+    settings_for: dict[int, dict[str, Any]] = field(default_factory=dict)  # per node index, over `settings`
     dev_keys: bool = False
     python: str = sys.executable
     procs: dict[int, subprocess.Popen] = field(default_factory=dict)
@@ -107,6 +108,7 @@ class Cluster:
                 write_keystore(s.key, ks, CLUSTER_PASSWORD)
             values["keystore"] = str(ks.resolve())
         values.update(self.settings)
+        values.update(self.settings_for.get(i, {}))
         p = self.config_path(i)
         p.write_text(dump_toml(values))
         return p

@@ -153,11 +153,14 @@ def test_replica_that_left_is_replaced_and_stream_keeps_going(net, clients, doma
     join(a, S2, clients[(li + 1) % 4])
     reg.request_leave(leaver)  # the deployer registered the nodes: it is their operator
     # A fifth node joins the registry in the same epoch: active from the next one.
+    # It registers itself (self_register): the owner allows its address as an operator first.
     newbie = net.setups[4]
-    reg.register_node(newbie.address, newbie.url, newbie.commitment)
+    reg.allow_operator(newbie.address)
+    net.cluster.settings_for[4] = {"self_register": True}
     net.cluster.start(4)
     net.cluster.wait_healthy([4], timeout=60)
     nc = NodeClient(newbie.url)
+    assert reg.get_node(newbie.address).url == newbie.url
     assert nc.health()["active"] is False
     # Move chain time to the next epoch: the leave and the join take effect there.
     net.anvil.increase_time(EPOCH)

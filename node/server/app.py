@@ -73,6 +73,9 @@ async def build_node(cfg: NodeConfig) -> Node:
                 domain=Domain(actual, registry), params=params)
     await node.refresh_nodes()
     rec = node.nodes.get(node.me)
+    if rec is None and cfg.self_register:
+        await self_register(node)
+        rec = node.nodes.get(node.me)
     if rec is None:
         log.warning("%s is not registered in the registry: it serves and forwards but never leads or attests",
                     node.me)
@@ -83,6 +86,20 @@ async def build_node(cfg: NodeConfig) -> Node:
             log.error("the on-chain RANDAO commitment of %s is not a layer of the onion in %s: it cannot lead",
                       node.me, cfg.data_dir)
     return node
+
+
+async def self_register(node: Node) -> None:
+    """registerNode(me, public_url, onion commitment), sent by the node itself as its own operator."""
+    cfg = node.cfg
+    url = cfg.public_url or f"http://{cfg.host}:{cfg.port}"
+    f = node.chain.contract.functions
+    if not await f.isOperator(node.me).call():
+        log.error("self_register: %s is not an allowed operator; ask the registry owner (allowOperator)", node.me)
+        return
+    rc = await node.chain._send(f.registerNode(node.me, url, node.onion.commitment))
+    log.info("self_register: registered %s at %s (tx status %s); active from the next epoch", node.me, url,
+             rc.get("status"))
+    await node.refresh_nodes()
 
 
 async def serve(cfg: NodeConfig) -> None:

@@ -37,7 +37,8 @@ class NodeConfig(BaseModel):
     # server
     host: str = "127.0.0.1"
     port: int = 8600
-    public_url: str | None = None  # as registered on-chain; informational
+    public_url: str | None = None  # the URL peers use (registered on-chain by self_register)
+    self_register: bool = False  # on start, register this node (needs its address allowed as operator)
     data_dir: Path = Path("node-data")
 
     # behaviour
