@@ -111,3 +111,14 @@ def test_fast_paths_agree_with_protocol():
     assert make_event(SID, a.address.lower(), 3, 0, b"p") == e
     with pytest.raises(ValueError):
         make_event(SID, a.address, 3, 7, b"p")
+
+
+def test_every_setting_has_a_flag():
+    """`python -m node run` takes every NodeConfig field as a flag (and NODE_<FIELD> from the env)."""
+    import inspect
+
+    from node.server import runcmd
+    from node.server.config import NodeConfig
+
+    params = set(inspect.signature(runcmd.main).parameters)
+    assert set(NodeConfig.model_fields) <= params, set(NodeConfig.model_fields) - params

@@ -27,6 +27,18 @@ def main(
     log_level: Optional[str] = typer.Option(None),
     produce: Optional[bool] = typer.Option(None, "--produce/--no-produce",
                                            help="lead and commit blocks (--no-produce: intake, gossip, attest only)"),
+    chain_id: Optional[int] = typer.Option(None, help="expected chain id (checked against the RPC)"),
+    start_block: Optional[int] = typer.Option(None, help="first chain block to scan (default: the deploy block)"),
+    public_url: Optional[str] = typer.Option(None, help="the URL peers use (registered by --self-register)"),
+    self_register: Optional[bool] = typer.Option(None, "--self-register/--no-self-register",
+                                                 help="register this node on first start (it must be an operator)"),
+    gossip_ms: Optional[int] = typer.Option(None), peer_timeout_s: Optional[float] = typer.Option(None),
+    max_payload: Optional[int] = typer.Option(None, help="event payload limit, bytes"),
+    max_body: Optional[int] = typer.Option(None, help="HTTP request body limit, bytes"),
+    max_block_events: Optional[int] = typer.Option(None), max_batch_events: Optional[int] = typer.Option(None),
+    sqlite_sync: Optional[str] = typer.Option(None, help="OFF | NORMAL | FULL | EXTRA"),
+    sync_all_streams: Optional[bool] = typer.Option(None, "--sync-all-streams/--sync-own-streams"),
+    replace_replicas: Optional[bool] = typer.Option(None, "--replace-replicas/--no-replace-replicas"),
 ) -> None:
     """Run a mini-block node."""
     from node.server.app import run
@@ -35,6 +47,10 @@ def main(
     overrides = dict(deployment=deployment, rpc_url=rpc_url, ws_url=ws_url, registry=registry, host=host, port=port,
                      data_dir=data_dir, keystore=keystore, password_env=password_env, dev=dev or None,
                      dev_key=dev_key, onion_secret=onion_secret, onion_depth=onion_depth, tick_ms=tick_ms,
-                     poll_ms=poll_ms, regossip_s=regossip_s, log_level=log_level, produce=produce)
+                     poll_ms=poll_ms, regossip_s=regossip_s, log_level=log_level, produce=produce,
+                     chain_id=chain_id, start_block=start_block, public_url=public_url, self_register=self_register,
+                     gossip_ms=gossip_ms, peer_timeout_s=peer_timeout_s, max_payload=max_payload, max_body=max_body,
+                     max_block_events=max_block_events, max_batch_events=max_batch_events, sqlite_sync=sqlite_sync,
+                     sync_all_streams=sync_all_streams, replace_replicas=replace_replicas)
     cfg = load_config(config, overrides)
     run(cfg)
