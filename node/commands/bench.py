@@ -8,6 +8,7 @@ The scenarios live in the repository's bench/ package.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -69,7 +70,8 @@ def main(
     def emit(new: list[dict]) -> None:
         with results.open("a") as fh:
             for r in new:
-                r = {**r, "mode": mode}
+                la = os.getloadavg()  # the box is shared: its load when the figures were taken
+                r = {**r, "mode": mode, "loadavg_1m": round(la[0], 2), "loadavg_5m": round(la[1], 2)}
                 rows.append(r)
                 line = json.dumps(r)
                 print(line, flush=True)
