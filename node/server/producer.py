@@ -18,6 +18,7 @@ from node.protocol.types import MAX_BATCH, MAX_REVEAL_SKIP, Event, Header, Rejec
 
 from .blocks import filter_valid, order
 from .core import ChainHead, Node
+from .fastpath import check_event_signature
 from .models import HeaderOut, hx, unhex
 from .storage import CommitRow
 from .sync import apply_membership_lenient, fetch_events, on_applied
@@ -92,6 +93,14 @@ async def draft_block(node: Node, sid: bytes, number: int, attempt: int, epoch: 
     if missing:
         voters = [(a, u) for a, u in node.peer_urls(replicas)]
         got = await fetch_events(node, missing, voters)
+        for h in list(got):  # the hash binds the content, not the signature: check it
+            ev, sig = got[h]
+            try:
+                bad = ev.stream_id != sid or check_event_signature(node.domain, h, ev.author, sig) is not None
+            except ValueError:
+                bad = True
+            if bad:
+                del got[h]
         if got:
             node.storage.add_events([(h, ev, sig) for h, (ev, sig) in got.items()], gossiped=True)
         items += [(h, ev, sig) for h, (ev, sig) in got.items() if ev.stream_id == sid]
