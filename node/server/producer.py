@@ -172,9 +172,15 @@ async def produce_once(node: Node) -> int:
     try:
         reveals = node.onion.reveals(node.randao_commit, len(drafts))
     except (OnionExhausted, ValueError) as exc:
-        log.error("cannot reveal RANDAO layers: %s", exc)
+        if time.time() - node.onion_alarm > 60:  # once a minute, not every tick
+            log.error("cannot reveal RANDAO layers (this node cannot lead): %s", exc)
+            node.onion_alarm = time.time()
         node.randao_commit = None
         return 0
+    left = node.onion.position(node.randao_commit) - len(drafts)
+    if left < 1000 and time.time() - node.onion_alarm > 60:
+        log.warning("RANDAO onion: %d layers left; register a fresh commitment before it runs out", left)
+        node.onion_alarm = time.time()
     for d, rv in zip(drafts, reveals):
         d.header = Header(d.sid, d.number, d.prev_hash, merkle_root([h for h, _, _ in d.items]), len(d.items),
                           d.epoch, d.attempt, node.me, rv, members_root(d.members_after))
