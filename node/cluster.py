@@ -143,6 +143,13 @@ class Cluster:
             os.killpg(p.pid, signal.SIGKILL)
             p.wait(10)
 
+    def pause(self, i: int) -> None:
+        """SIGSTOP: the node hangs (its sockets accept, nothing answers)."""
+        os.killpg(self.procs[i].pid, signal.SIGSTOP)
+
+    def resume(self, i: int) -> None:
+        os.killpg(self.procs[i].pid, signal.SIGCONT)
+
     def stop(self, i: int | None = None, timeout: float = 10.0) -> None:
         """SIGTERM (all at once), wait, then SIGKILL what is left."""
         live = [self.procs[j] for j in ([i] if i is not None else list(self.procs))

@@ -145,6 +145,31 @@ def test_dead_leader_is_replaced_by_a_later_attempt(net, clients, domain, reg):
     wait_synced(clients, reg, S2, range(4))
 
 
+def test_hung_replica_does_not_stall_the_stream(net, clients, domain, reg):
+    """A replica that hangs (SIGSTOP: connections open, no answers) costs the leader a short grace, not a
+    peer timeout per block; blocks it would lead are taken over by the next attempt."""
+    reps = reg.replicas_of(S1)
+    hung = index_of(net, reps[2])
+    poster = next(i for i in range(4) if i != hung)
+    a = Author(domain)
+    join(a, S1, clients[poster])
+    net.cluster.pause(hung)
+    try:
+        t0 = time.monotonic()
+        hs = []
+        for k in range(8):
+            h, b = a.event(S1, EventKind.MESSAGE, f"hung {k}".encode())
+            assert clients[poster].post_event(b).status_code == 202
+            hs.append(h)
+            st = clients[poster].wait_committed([h], timeout=30)[h]
+            assert st["header"]["leader"] != reps[2]
+        # 8 blocks in a row; each at most one leader timeout (3 s) late when the hung node was elected.
+        assert time.monotonic() - t0 < 8 * 3 + 10
+    finally:
+        net.cluster.resume(hung)
+    wait_synced(clients, reg, S1, range(4))
+
+
 def test_replica_that_left_is_replaced_and_stream_keeps_going(net, clients, domain, reg):
     reps = reg.replicas_of(S2)
     leaver = reps[0]

@@ -64,6 +64,8 @@ class Node:
         self.sync_locks: dict[bytes, asyncio.Lock] = {}
         self.attested: dict[tuple, bytes] = {}
         self.tried: dict[tuple, float] = {}
+        self.gossip_queues: dict[str, list[dict]] = {}
+        self.gossip_senders: dict[str, asyncio.Task] = {}
         self.onion_alarm = 0.0  # last time an onion problem was logged
         self.invalid_events: dict[bytes, float] = {}  # dropped by this leader's validity filter, until
 

@@ -164,23 +164,16 @@ async def gossip_once(node: Node) -> int:
             for url in urls:
                 per_peer[url].append(w)
 
-    async def send(url: str, evs: list[dict]) -> None:
-        # Chunks of at most 2000 events and about 4 MiB of JSON (payloads go hex: up to 128 KiB each).
-        chunk: list[dict] = []
-        size = 0
-        for w in evs + [None]:  # type: ignore[list-item]
-            if w is not None:
-                chunk.append(w)
-                size += len(w["event"]["payload"]) + 400
-            if chunk and (w is None or len(chunk) >= 2000 or size >= 4 * 1024 * 1024):
-                try:
-                    await node.peers.gossip(url, chunk)
-                except Exception as exc:  # noqa: BLE001
-                    log.debug("gossip to %s failed: %s", url, exc)
-                    return
-                chunk, size = [], 0
-
-    await asyncio.gather(*(send(u, e) for u, e in per_peer.items()))
+    # One queue and one sender task per peer: a slow or hung peer delays only its own queue, never the
+    # forwarding to the others nor the next round.
+    for url, evs in per_peer.items():
+        q = node.gossip_queues.setdefault(url, [])
+        q.extend(evs)
+        if len(q) > GOSSIP_QUEUE_MAX:  # a peer that long unreachable gets the rest by re-forwarding or sync
+            del q[:len(q) - GOSSIP_QUEUE_MAX]
+        t = node.gossip_senders.get(url)
+        if t is None or t.done():
+            node.gossip_senders[url] = asyncio.create_task(_sender(node, url, q), name=f"gossip->{url}")
     # Marked forwarded even if a peer was down: re-forwarded after regossip_s while still pending, then
     # with back-off: next after as long again as the event has been pending (regossip_s, ~2x, ~4x ...).
     # Without it, under load (commit latency of many regossip_s) every replica re-sent its whole pool
@@ -188,6 +181,26 @@ async def gossip_once(node: Node) -> int:
     rs = node.cfg.regossip_s
     node.storage.mark_gossiped([se.hash for se in due], [now + max(0.0, now - se.received - rs) for se in due])
     return len(due)
+
+
+GOSSIP_QUEUE_MAX = 50_000
+
+
+async def _sender(node: Node, url: str, q: list[dict]) -> None:
+    """Drain one peer's gossip queue in chunks of at most 2000 events and about 4 MiB of JSON."""
+    while q:
+        n, size = 0, 0
+        while n < len(q) and n < 2000 and size < 4 * 1024 * 1024:
+            size += len(q[n]["event"]["payload"]) + 400
+            n += 1
+        chunk = q[:n]
+        del q[:n]
+        try:
+            await node.peers.gossip(url, chunk)
+        except Exception as exc:  # noqa: BLE001
+            log.debug("gossip to %s failed: %s; dropping its queue (re-forwarded later)", url, exc)
+            q.clear()
+            return
 
 
 def parse_batch(node: Node, batch: list[SignedEvent]) -> tuple[list[tuple[bytes, Event, bytes]], list[Rejected | None]]:

@@ -63,17 +63,45 @@ def slots_to_lead(node: Node, epoch: int, seed: bytes) -> list[tuple[bytes, int,
     return out
 
 
+GRACE_S = 0.15  # once a quorum answered, how long to wait for the other replicas
+
+
+async def quorum_gather(coros: list, need: int, timeout: float, grace: float = GRACE_S) -> list:
+    """Run `coros`; return their results (None for failed or unfinished ones) as soon as `need` of them
+    returned something not None and `grace` more seconds passed, or all finished, or `timeout` passed.
+    A slow or hung replica then costs the leader `grace`, not a full peer timeout."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    pending = set(tasks)
+    ok = 0
+    try:
+        while pending:
+            left = end - loop.time()
+            if left <= 0:
+                break
+            done, pending = await asyncio.wait(pending, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            ok += sum(1 for t in done if not t.cancelled() and t.exception() is None and t.result() is not None)
+            if ok >= need and pending:
+                end = min(end, loop.time() + grace)
+    finally:
+        for t in pending:
+            t.cancel()
+    return [t.result() if t.done() and not t.cancelled() and t.exception() is None else None for t in tasks]
+
+
 async def gather_votes(node: Node, sid: bytes, replicas: list[str]) -> list[list[bytes]]:
-    async def one(url: str) -> list[bytes]:
+    async def one(url: str) -> list[bytes] | None:
         try:
             resp = await node.peers.votes(url, hx(sid))
             return [unhex(h) for h in resp.get("hashes", [])]
         except Exception as exc:  # noqa: BLE001
             log.debug("votes from %s: %s", url, exc)
-            return []
+            return None
 
-    others = await asyncio.gather(*(one(u) for _a, u in node.peer_urls(replicas)))
-    return [node.storage.pool_hashes(sid), *others]
+    peers = node.peer_urls(replicas)
+    others = await quorum_gather([one(u) for _a, u in peers], node.quorum(sid) - 1, node.cfg.peer_timeout_s)
+    return [node.storage.pool_hashes(sid), *(o for o in others if o)]
 
 
 async def draft_block(node: Node, sid: bytes, number: int, attempt: int, epoch: int) -> Draft | None:
@@ -137,7 +165,9 @@ async def collect_attestations(node: Node, d: Draft) -> list[bytes] | None:
             log.info("attest %s #%d by %s refused: %s", hx(d.sid)[:10], d.number, addr, exc)
         return None
 
-    got = await asyncio.gather(*(one(a, u) for a, u in node.peer_urls(replicas) if node.is_active(a, d.epoch)))
+    peers = [(a, u) for a, u in node.peer_urls(replicas) if node.is_active(a, d.epoch)]
+    got = await quorum_gather([one(a, u) for a, u in peers], node.quorum(d.sid) - 1,
+                              max(node.cfg.peer_timeout_s, 5.0))
     sigs = [s for s in got if s is not None]
     if len(sigs) + 1 < node.quorum(d.sid):
         return None
