@@ -103,7 +103,9 @@ async def attest(node: Node, req: AttestIn) -> tuple[bytes, bytes]:
         else:
             ev, sig = fetched[h]
             items.append((h, ev, sig))
-    for h, ev, _ in items:
+    # Replays: an event held here cannot share (stream, author, nonce) with another stored one (unique
+    # index), so only the fetched ones need the look-up.
+    for h, (ev, _sig) in fetched.items():
         r = node.storage.db.execute("SELECT hash FROM events WHERE stream_id=? AND author=? AND nonce=? AND hash<>?"
                                     " AND block IS NOT NULL", (sid, ev.author, ev.nonce, h)).fetchone()
         if r is not None:

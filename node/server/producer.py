@@ -286,7 +286,7 @@ async def commit(node: Node, batch: list[Draft]) -> int:
         row = node.storage.get_stream(d.sid)
         if row is not None and row.head_number == d.number - 1 and row.head_hash == d.prev_hash:
             node.storage.apply_block(d.header, c["header_hash"], d.items, d.members_after, c["tx_hash"])
-            on_applied(node, d.header, [h for h, _, _ in d.items], d.members_after)
+            on_applied(node, d.header, [h for h, _, _ in d.items], d.members_after, d.members_after != row.members)
     node.metrics.blocks_led_committed.inc(done)
     if logs.rejected:
         for r in logs.rejected:

@@ -355,13 +355,24 @@ class Storage:
             if r is None or r[0] != header.number - 1:
                 raise RuntimeError(f"apply out of order: head {r and r[0]}, block {header.number}")
             now = time.time()
+            # Events held here: just mark them (the unique (stream, author, nonce) index guarantees no other
+            # event of theirs exists). Others: drop a conflicting pending event, then insert.
+            present: set[bytes] = set()
+            hs = [h for h, _, _ in events]
+            for k in range(0, len(hs), 500):
+                chunk = hs[k:k + 500]
+                present.update(bytes(r[0]) for r in cur.execute(
+                    f"SELECT hash FROM events WHERE hash IN ({','.join('?' * len(chunk))})", chunk))
+            cur.executemany("UPDATE events SET block=?, idx=? WHERE hash=?",
+                            [(header.number, i, h) for i, h in enumerate(hs) if h in present])
             for i, (h, ev, sig) in enumerate(events):
-                cur.execute("DELETE FROM events WHERE stream_id=? AND author=? AND nonce=? AND hash<>? AND block IS NULL",
-                            (ev.stream_id, ev.author, ev.nonce, h))
+                if h in present:
+                    continue
+                cur.execute("DELETE FROM events WHERE stream_id=? AND author=? AND nonce=? AND block IS NULL",
+                            (ev.stream_id, ev.author, ev.nonce))
                 cur.execute(
                     "INSERT INTO events(hash, stream_id, author, nonce, kind, payload, signature, received, gossiped,"
-                    " block, idx) VALUES(?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(hash) DO UPDATE SET block=excluded.block,"
-                    " idx=excluded.idx",
+                    " block, idx) VALUES(?,?,?,?,?,?,?,?,?,?,?)",
                     (h, ev.stream_id, ev.author, ev.nonce, ev.kind, ev.payload, sig, now, now, header.number, i))
             cur.execute(
                 "INSERT INTO blocks(stream_id, number, header_hash, prev_hash, events_root, event_count, epoch, attempt,"

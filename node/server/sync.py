@@ -178,12 +178,20 @@ async def _sync_stream(node: Node, sid: bytes, max_blocks: int) -> int:
                       hx(sid), n)
         node.storage.apply_block(header, c.header_hash, ordered, after, c.tx_hash)
         applied += 1
-        on_applied(node, header, hashes, after)
+        on_applied(node, header, hashes, after, after != row.members)
     return applied
 
 
-def on_applied(node: Node, header: Header, hashes: list[bytes], members: frozenset[str]) -> None:
-    node.storage.prune_pool(header.stream_id, members)
+PRUNE_EVERY_S = 10.0
+
+
+def on_applied(node: Node, header: Header, hashes: list[bytes], members: frozenset[str],
+               members_changed: bool = True) -> None:
+    # Pool pruning reads the stream's whole pool: after a membership change, else at most every 10 s.
+    last = node.pruned_at.get(header.stream_id, 0.0)
+    if members_changed or time.time() - last > PRUNE_EVERY_S:
+        node.storage.prune_pool(header.stream_id, members)
+        node.pruned_at[header.stream_id] = time.time()
     node.metrics.blocks_committed.inc()
     node.metrics.events_committed.inc(len(hashes))
     now = time.time()
