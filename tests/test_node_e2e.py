@@ -124,6 +124,16 @@ def test_events_posted_to_different_nodes_are_all_committed_identically(net, cli
     assert ok
     m = clients[0].metrics()
     assert "node_events_accepted_total" in m and "node_commit_latency_seconds_bucket" in m
+    # The fallback a syncing node uses when no proposal or peer has a header: the commit tx's calldata.
+    import asyncio
+
+    from node.server.chainio import Chain
+
+    dep = json.loads(Path(net.deployment_path).read_text())
+    chain = Chain(net.anvil.http_url, dep["registry"], reg.abi, b"\x01" * 32)
+    logs = reg.committed_logs(dep["deploy_block"], stream_id=S1)
+    headers = asyncio.run(chain.headers_of_tx(logs[-1].tx_hash))
+    assert logs[-1].header_hash in {hash_header(h) for h in headers}
 
 
 def test_bad_events_get_4xx_and_change_nothing(net, clients, domain):
