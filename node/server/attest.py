@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from node.protocol.eip712 import hash_header, recover_event_signer, sign_header
 from node.protocol.merkle import merkle_root
@@ -123,6 +124,9 @@ async def attest(node: Node, req: AttestIn) -> tuple[bytes, bytes]:
     if fetched:
         node.storage.add_events([(h, ev, sig) for h, (ev, sig) in fetched.items()], gossiped=True)
     node.storage.add_proposal(hh, header, hashes)
+    if len(node.attested_at) > 100_000:
+        node.attested_at.clear()
+    node.attested_at[(sid, header.number)] = (header.attempt, time.time())
     return sign_header(node.domain, header, node.key), hh
 
 

@@ -67,6 +67,7 @@ class Node:
         self.gossip_queues: dict[str, list[dict]] = {}
         self.gossip_senders: dict[str, asyncio.Task] = {}
         self.pruned_at: dict[bytes, float] = {}
+        self.attested_at: dict[tuple[bytes, int], tuple[int, float]] = {}  # (stream, number) -> (attempt, when)
         self.onion_alarm = 0.0  # last time an onion problem was logged
         self.invalid_events: dict[bytes, float] = {}  # dropped by this leader's validity filter, until
 

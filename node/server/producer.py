@@ -59,6 +59,9 @@ def slots_to_lead(node: Node, epoch: int, seed: bytes) -> list[tuple[bytes, int,
             continue
         if node.tried.get((sid, n, attempt), 0) > time.time():
             continue
+        seen = node.attested_at.get((sid, n))
+        if seen is not None and seen[0] < attempt and time.time() - seen[1] < node.params["leader_timeout"]:
+            continue  # this node just attested an earlier attempt's header: let that leader finish first
         out.append((sid, n, attempt))
     return out
 
