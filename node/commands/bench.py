@@ -26,7 +26,7 @@ SCENARIOS = ("ceiling_anvil", "throughput", "pool", "scale_nodes", "scale_stream
 SIZES = {
     "full": dict(gas_batches=[1, 8, 64], anvil_txs=30, anvil_streams=64, stream_counts=[1, 16, 256],
                  events={1: 4000, 16: 20000, 256: 20000}, timeout=60.0, half_load=True, node_counts=[3, 5, 7],
-                 scale_events=10000, many_streams=1000, many_events=10000, pool_events=100_000, pool_streams=16,
+                 scale_events=20000, many_streams=1000, many_events=10000, pool_events=100_000, pool_streams=16,
                  drain_timeout=240.0),
     "quick": dict(gas_batches=[1, 8, 64], anvil_txs=10, anvil_streams=64, stream_counts=[1, 16],
                   events={1: 1000, 16: 4000}, timeout=25.0, half_load=True, node_counts=[], scale_events=0,
