@@ -9,17 +9,16 @@ commit), and signatures made in Python accepted (or rejected) by commitMiniblock
 
 from __future__ import annotations
 
-from eth_abi import encode
+import pytest
 from eth_utils import keccak, to_checksum_address
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-import pytest
 
 from node.chain.devtools import next_header, sign_header
 from node.protocol import eip712
 from node.protocol.election import elected_leader
 from node.protocol.merkle import merkle_proof, merkle_root, verify_proof
-from node.protocol.onion import reveal_matches
+from node.protocol.onion import mix_reveal, reveal_matches
 from node.protocol.types import Domain, Event, Header, RejectReason
 
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
@@ -189,7 +188,7 @@ def test_onion_reveal_accepted_by_commit(d, k, skip):
     if ok:
         assert res.committed and res.committed[0].header_hash == eip712.hash_header(h)
         assert reg.randao_commit_of(leader) == reveal
-        assert reg.randao_mix() == keccak(encode(["bytes32", "bytes32"], [mix_before, reveal]))
+        assert reg.randao_mix() == mix_reveal(mix_before, reveal)
         assert onion.position(reg.randao_commit_of(leader)) == pos - skip
     else:
         assert res.rejected[0].reason == RejectReason.BAD_RANDAO_REVEAL

@@ -15,7 +15,6 @@ from eth_account.messages import encode_typed_data
 from eth_utils import to_checksum_address
 
 from .hashing import keccak
-
 from .types import Domain, Event, Header
 
 EVENT_TYPE = [

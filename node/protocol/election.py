@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from eth_abi import encode
+
 from .hashing import keccak
 
 

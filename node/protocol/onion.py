@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from .hashing import keccak
-
 from .types import MAX_REVEAL_SKIP
 
 
@@ -62,3 +61,8 @@ def reveal_matches(reveal: bytes, commit: bytes, max_skip: int = MAX_REVEAL_SKIP
         if h == commit:
             return True
     return False
+
+
+def mix_reveal(mix: bytes, reveal: bytes) -> bytes:
+    """The contract's RANDAO mixing: mix' = keccak256(abi.encode(mix, reveal))."""
+    return keccak(mix + reveal)

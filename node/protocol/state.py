@@ -7,7 +7,6 @@ from collections.abc import Iterable
 from eth_utils import to_checksum_address
 
 from .hashing import keccak
-
 from .merkle import merkle_root
 from .types import Event, EventKind
 

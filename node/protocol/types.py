@@ -103,11 +103,11 @@ class Header:
         )
 
     @classmethod
-    def from_abi(cls, t: tuple | list) -> "Header":
+    def from_abi(cls, t: tuple | list) -> Header:
         return cls(*(bytes(x) if isinstance(x, (bytes, bytearray)) else x for x in t))
 
     @classmethod
-    def genesis(cls, stream_id: bytes, epoch: int) -> "Header":
+    def genesis(cls, stream_id: bytes, epoch: int) -> Header:
         """Block 0 of a stream, as the contract stores it at createStream."""
         return cls(stream_id, 0, ZERO32, ZERO32, 0, epoch, 0, ZERO_ADDRESS, ZERO32, ZERO32)
 
