@@ -143,8 +143,8 @@ def sign_digest(digest32: bytes, private_key: bytes) -> bytes:
     return sig[:64] + bytes([sig[64] + 27])
 
 
-def recover_digest(digest32: bytes, signature: bytes) -> str:
-    """The signer's checksummed address; rejects what the contract's ECDSA.tryRecover rejects."""
+def recover_digest_raw(digest32: bytes, signature: bytes) -> bytes:
+    """The signer's 20-byte address; rejects what the contract's ECDSA.tryRecover rejects."""
     if len(signature) != 65:
         raise SignatureError("signature must be 65 bytes")
     v = signature[64]
@@ -157,7 +157,12 @@ def recover_digest(digest32: bytes, signature: bytes) -> str:
         pub = coincurve.PublicKey.from_signature_and_message(signature[:64] + bytes([v - 27]), digest32, hasher=None)
     except Exception as exc:  # coincurve raises bare Exception for unrecoverable signatures
         raise SignatureError(f"signature does not recover: {exc}") from exc
-    return to_checksum_address(keccak(pub.format(compressed=False)[1:])[-20:])
+    return keccak(pub.format(compressed=False)[1:])[-20:]
+
+
+def recover_digest(digest32: bytes, signature: bytes) -> str:
+    """The signer's checksummed address (see recover_digest_raw)."""
+    return to_checksum_address(recover_digest_raw(digest32, signature))
 
 
 def sign_event(domain: Domain, event: Event, private_key: bytes) -> bytes:

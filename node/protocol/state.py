@@ -32,20 +32,26 @@ def check_membership(members: frozenset[str] | set[str], event: Event) -> None:
         raise MembershipError(f"{event.author} is not a member of the stream")
 
 
-def apply_membership(members: Iterable[str], events: Iterable[Event]) -> frozenset[str]:
+def apply_membership(members: Iterable[str], events: Iterable[Event], *, strict: bool = True) -> frozenset[str]:
     """The member set after a block: every event checked against the set *before* the block.
 
-    Raises MembershipError if any event of the block is invalid against the previous set, or if two
-    membership events of one author conflict within the block.
+    strict (a block being built or attested): raise MembershipError if any event of the block is
+    invalid against the previous set, or if one author has two membership events in the block.
+    Not strict (a block the chain already committed): such events change nothing and are skipped.
     """
     before = frozenset(members)
     after = set(before)
     changed: set[str] = set()
     for event in events:
-        check_membership(before, event)
-        if event.kind in (EventKind.JOIN, EventKind.LEAVE):
-            if event.author in changed:
+        try:
+            check_membership(before, event)
+            if event.kind in (EventKind.JOIN, EventKind.LEAVE) and event.author in changed:
                 raise MembershipError(f"{event.author} has two membership events in one block")
+        except MembershipError:
+            if strict:
+                raise
+            continue
+        if event.kind in (EventKind.JOIN, EventKind.LEAVE):
             changed.add(event.author)
             if event.kind == EventKind.JOIN:
                 after.add(event.author)

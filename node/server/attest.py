@@ -7,13 +7,13 @@ import time
 
 from node.protocol.eip712 import hash_header, recover_event_signer, sign_header
 from node.protocol.merkle import merkle_root
-from node.protocol.state import members_root
+from node.protocol.state import apply_membership, members_root
 
 from .blocks import check_block
 from .core import Node
 from .models import AttestIn, hx, unhex
+from .sync import fetch_events, sources_for, sync_stream
 from .watcher import poll_once
-from .sync import apply_membership_lenient, fetch_events, sources_for, sync_stream
 
 log = logging.getLogger("node.attest")
 
@@ -114,7 +114,7 @@ async def attest(node: Node, req: AttestIn) -> tuple[bytes, bytes]:
     why = check_block(row.members, items)
     if why:
         raise AttestRefused(409, "invalid_event", why)
-    after = apply_membership_lenient(row.members, [ev for _, ev, _ in items])
+    after = apply_membership(row.members, [ev for _, ev, _ in items], strict=False)
     if members_root(after) != header.state_root:
         raise AttestRefused(409, "bad_state_root", "stateRoot does not match the members after the block")
 

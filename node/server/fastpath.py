@@ -5,14 +5,11 @@ for the thousands of events a node handles each second.
 
 from __future__ import annotations
 
-import coincurve
 from eth_utils import to_checksum_address
 
-from node.protocol.eip712 import SECP256K1_N, SignatureError, digest
-from node.protocol.hashing import keccak
+from node.protocol.eip712 import digest, recover_digest_raw
 from node.protocol.types import Domain, Event, EventKind
 
-_HALF_N = SECP256K1_N // 2
 _KINDS = frozenset(int(k) for k in EventKind)
 _checksums: dict[str, str] = {}
 
@@ -51,21 +48,8 @@ def make_event(stream_id: bytes, author: str, nonce: int, kind: int, payload: by
 
 def check_event_signature(domain: Domain, event_hash: bytes, author: str, signature: bytes) -> str | None:
     """None if `signature` is the author's over the event's EIP-712 digest, else the recovered signer
-    (or raises SignatureError if malformed / high-s / unrecoverable)."""
-    if len(signature) != 65:
-        raise SignatureError("signature must be 65 bytes")
-    v = signature[64]
-    if v not in (27, 28):
-        raise SignatureError("signature v must be 27 or 28")
-    s = int.from_bytes(signature[32:64], "big")
-    if s > _HALF_N or s == 0:
-        raise SignatureError("signature s is out of range (high-s signatures are malleable)")
-    try:
-        pub = coincurve.PublicKey.from_signature_and_message(signature[:64] + bytes([v - 27]),
-                                                             digest(domain, event_hash), hasher=None)
-    except Exception as exc:  # noqa: BLE001
-        raise SignatureError(f"signature does not recover: {exc}") from exc
-    addr = keccak(pub.format(compressed=False)[1:])[-20:]
+    (or raises SignatureError if malformed / high-s / unrecoverable): no checksum on the good path."""
+    addr = recover_digest_raw(digest(domain, event_hash), signature)
     if addr == bytes.fromhex(author[2:]):
         return None
     return to_checksum_address(addr)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from node.protocol.eip712 import hash_header, recover_header_signer, sign_header
 from node.protocol.merkle import merkle_root
 from node.protocol.onion import OnionExhausted
-from node.protocol.state import members_root
+from node.protocol.state import apply_membership, members_root
 from node.protocol.types import MAX_BATCH, MAX_REVEAL_SKIP, Event, Header, RejectReason
 
 from .blocks import filter_valid, order
@@ -21,7 +21,7 @@ from .core import ChainHead, Node
 from .fastpath import check_event_signature
 from .models import HeaderOut, hx, unhex
 from .storage import CommitRow
-from .sync import apply_membership_lenient, fetch_events, on_applied
+from .sync import fetch_events, on_applied
 
 log = logging.getLogger("node.producer")
 
@@ -148,7 +148,7 @@ async def draft_block(node: Node, sid: bytes, number: int, attempt: int, epoch: 
             node.invalid_events[h] = time.time() + 5.0
     if not good:
         return None
-    after = apply_membership_lenient(row.members, [e for _, e, _ in good])
+    after = apply_membership(row.members, [e for _, e, _ in good], strict=False)
     return Draft(sid, number, attempt, epoch, row.head_hash, good, after)
 
 

@@ -13,38 +13,17 @@ import time
 
 from node.protocol.eip712 import hash_event, hash_header
 from node.protocol.merkle import merkle_root
-from node.protocol.state import MembershipError, check_membership, members_root
-from node.protocol.types import Event, EventKind, Header
+from node.protocol.state import apply_membership, members_root
+from node.protocol.types import Event, Header
 
 from .core import Node
 from .fastpath import parse_wire
-from .models import HeaderOut, SignedEvent, hx, unhex
+from .models import HeaderOut, hx, unhex
 from .storage import CommitRow
 
 log = logging.getLogger("node.sync")
 
 RANGE = 32  # blocks per peer range request
-
-
-def apply_membership_lenient(before: frozenset[str], events: list[Event]) -> frozenset[str]:
-    """Members after a committed block: like apply_membership, but never refuses (the chain decided)."""
-    after = set(before)
-    changed: set[str] = set()
-    for ev in events:
-        if ev.kind not in (EventKind.JOIN, EventKind.LEAVE):
-            continue
-        try:
-            check_membership(before, ev)
-        except MembershipError:
-            continue
-        if ev.author in changed:
-            continue
-        changed.add(ev.author)
-        if ev.kind == EventKind.JOIN:
-            after.add(ev.author)
-        else:
-            after.discard(ev.author)
-    return frozenset(after)
 
 
 def sources_for(node: Node, sid: bytes, leader: str | None) -> list[tuple[str, str]]:
@@ -172,7 +151,7 @@ async def _sync_stream(node: Node, sid: bytes, max_blocks: int) -> int:
         row = node.storage.get_stream(sid)  # re-read: the producer may have applied it meanwhile
         if row is None or row.head_number != n - 1:
             continue
-        after = apply_membership_lenient(row.members, [e for _, e, _ in ordered])
+        after = apply_membership(row.members, [e for _, e, _ in ordered], strict=False)
         if members_root(after) != header.state_root:
             log.error("stateRoot of %s #%d differs from the members computed here; applying the chain's block",
                       hx(sid), n)
