@@ -11,6 +11,7 @@ keys): nodes never send transactions, only sign; the deployer is dev account 0.
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from node.chain.deployment import Deployment  # noqa: E402
 from node.chain.devtools import NodeKeys  # noqa: E402
 from node.chain.registry import Registry, TxSender  # noqa: E402
 from node.protocol.onion import HashOnion  # noqa: E402
+from node.protocol.types import Domain  # noqa: E402
 
 ONION_DEPTH = 512
 
@@ -115,3 +117,37 @@ def deployment_factory(w3, anvil, artifact, deployer_sender) -> Callable[..., De
 
     return make
 
+
+
+# --- a module's devnet: modules that define a `net` fixture (a node.cluster.Devnet) get these ---
+
+
+@pytest.fixture
+def node_logs_on_failure(request, net):
+    """On a failure, show the tail of every node's log with the test report."""
+    failed = request.session.testsfailed
+    yield
+    if request.session.testsfailed > failed:
+        for i in range(len(net.cluster.setups)):
+            print(net.cluster.log_tail(i, 60))
+
+
+@pytest.fixture(scope="module")
+def domain(net) -> Domain:
+    dep = json.loads(Path(net.deployment_path).read_text())
+    return Domain(dep["chain_id"], dep["registry"])
+
+
+@pytest.fixture(scope="module")
+def clients(net):
+    from node.server.client import NodeClient
+
+    cs = [NodeClient(u) for u in net.cluster.urls]
+    yield cs
+    for c in cs:
+        c.close()
+
+
+@pytest.fixture(scope="module")
+def reg(net):
+    return net.registry()

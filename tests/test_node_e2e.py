@@ -10,7 +10,6 @@ import json
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from node.chain.deploy import parse_stream_id
@@ -18,10 +17,10 @@ from node.cluster import Devnet
 from node.protocol.eip712 import hash_header
 from node.protocol.merkle import merkle_root
 from node.protocol.types import Domain, EventKind, Header
-from node.server.client import Author, NodeClient, signed_event_json
+from node.server.client import Author, signed_event_json
 from node.server.models import hx, unhex
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.usefixtures("node_logs_on_failure")]
 
 S1, S2 = parse_stream_id("e2e-general"), parse_stream_id("e2e-random")
 SETTINGS = {"tick_ms": 100, "poll_ms": 150, "regossip_s": 6.0, "log_level": "INFO"}
@@ -35,35 +34,6 @@ def net(tmp_path_factory):
         yield d
     finally:
         d.stop()
-
-
-@pytest.fixture(autouse=True)
-def _node_logs_on_failure(request, net):
-    """On a failure, show the tail of every node's log (and Anvil's) with the test report."""
-    failed = request.session.testsfailed
-    yield
-    if request.session.testsfailed > failed:
-        for i in range(len(net.cluster.setups)):
-            print(net.cluster.log_tail(i, 60))
-
-
-@pytest.fixture(scope="module")
-def domain(net) -> Domain:
-    dep = json.loads(Path(net.deployment_path).read_text())
-    return Domain(dep["chain_id"], dep["registry"])
-
-
-@pytest.fixture(scope="module")
-def clients(net):
-    cs = [NodeClient(u) for u in net.cluster.urls]
-    yield cs
-    for c in cs:
-        c.close()
-
-
-@pytest.fixture(scope="module")
-def reg(net):
-    return net.registry()
 
 
 def joined(author: Author, sid: bytes, clients, via: int = 0) -> None:

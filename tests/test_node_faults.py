@@ -7,19 +7,17 @@ Tests run in file order on one devnet (each leaves every node running).
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
 import pytest
 
 from node.chain.deploy import parse_stream_id
 from node.cluster import Devnet
-from node.protocol.types import Domain, EventKind
+from node.protocol.types import EventKind
 from node.server.client import Author, NodeClient
 from node.server.models import hx
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.usefixtures("node_logs_on_failure")]
 
 S1, S2 = parse_stream_id("faults-a"), parse_stream_id("faults-b")
 SETTINGS = {"tick_ms": 100, "poll_ms": 150, "regossip_s": 3.0, "log_level": "INFO"}
@@ -35,35 +33,6 @@ def net(tmp_path_factory):
         yield d
     finally:
         d.stop()
-
-
-@pytest.fixture(autouse=True)
-def _node_logs_on_failure(request, net):
-    """On a failure, show the tail of every node's log (and Anvil's) with the test report."""
-    failed = request.session.testsfailed
-    yield
-    if request.session.testsfailed > failed:
-        for i in range(len(net.cluster.setups)):
-            print(net.cluster.log_tail(i, 60))
-
-
-@pytest.fixture(scope="module")
-def domain(net) -> Domain:
-    dep = json.loads(Path(net.deployment_path).read_text())
-    return Domain(dep["chain_id"], dep["registry"])
-
-
-@pytest.fixture(scope="module")
-def clients(net):
-    cs = [NodeClient(u) for u in net.cluster.urls]
-    yield cs
-    for c in cs:
-        c.close()
-
-
-@pytest.fixture(scope="module")
-def reg(net):
-    return net.registry()
 
 
 def index_of(net, addr: str) -> int:
