@@ -8,7 +8,6 @@ only, ``--dev`` with ``--private-key`` being one of Anvil's well-known dev keys
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -24,17 +23,15 @@ def load_account(
 ):
     from eth_account import Account
 
+    from node.keystore import KeystoreError, decrypt_keystore
+
     if keystore and private_key:
         raise typer.BadParameter("give either --keystore or --private-key, not both")
     if keystore:
-        password = os.environ.get(password_env)
-        if password is None:
-            raise typer.BadParameter(f"keystore password: set the environment variable {password_env}")
         try:
-            key = Account.decrypt(keystore.read_text(), password)
-        except (ValueError, OSError) as e:
-            raise typer.BadParameter(f"cannot decrypt {keystore}: {e}") from None
-        return Account.from_key(key)
+            return Account.from_key(decrypt_keystore(keystore, password_env))
+        except KeystoreError as e:
+            raise typer.BadParameter(str(e)) from None
     if not dev:
         raise typer.BadParameter(
             "a raw private key is only accepted with --dev (Anvil's dev keys); use --keystore"

@@ -12,7 +12,6 @@ The nonce defaults to the current time in microseconds (unique per author and st
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Optional
@@ -25,20 +24,18 @@ KINDS = {"message": 0, "join": 1, "leave": 2}
 
 
 def load_client_key(key: str | None, keystore: Path | None, password_env: str, dev: bool) -> bytes:
-    from eth_account import Account
+
+    from node.keystore import KeystoreError, decrypt_keystore
 
     if key and not keystore and Path(key).is_file():
         key, keystore = None, Path(key)  # --key FILE: a keystore
     if keystore and key:
         raise typer.BadParameter("give either --keystore or --key, not both")
     if keystore:
-        password = os.environ.get(password_env)
-        if password is None:
-            raise typer.BadParameter(f"keystore password: set the environment variable {password_env}")
         try:
-            return bytes(Account.decrypt(keystore.read_text(), password))
-        except (ValueError, OSError) as e:
-            raise typer.BadParameter(f"cannot decrypt {keystore}: {e}") from None
+            return decrypt_keystore(keystore, password_env)
+        except KeystoreError as e:
+            raise typer.BadParameter(str(e)) from None
     if not key:
         raise typer.BadParameter("no key: give --keystore FILE (password in $%s), or --key HEX with --dev"
                                  % password_env)

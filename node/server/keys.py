@@ -9,6 +9,7 @@ from pathlib import Path
 
 from eth_account import Account
 
+from node.keystore import KeystoreError, decrypt_keystore
 from node.protocol.eip712 import address_of
 from node.protocol.onion import HashOnion
 
@@ -21,15 +22,10 @@ class KeyError_(RuntimeError):
 
 def load_private_key(cfg: NodeConfig) -> bytes:
     if cfg.keystore is not None:
-        password = os.environ.get(cfg.password_env)
-        if password is None:
-            raise KeyError_(f"keystore {cfg.keystore} given but ${cfg.password_env} (its password) is not set")
-        with open(cfg.keystore) as fh:
-            blob = json.load(fh)
         try:
-            return bytes(Account.decrypt(blob, password))
-        except ValueError as exc:
-            raise KeyError_(f"cannot decrypt keystore {cfg.keystore}: {exc}") from exc
+            return decrypt_keystore(cfg.keystore, cfg.password_env)
+        except KeystoreError as exc:
+            raise KeyError_(str(exc)) from None
     if cfg.dev_key:
         if not cfg.dev:
             raise KeyError_("a raw key (dev_key) is only accepted with --dev; use an encrypted keystore")
