@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -24,6 +25,10 @@ class Peers:
                                         trust_env=False)
         self.last_ok: dict[str, float] = {}
         self.last_fail: dict[str, float] = {}
+        # At most as many requests in flight as the pool has connections: httpcore assigns queued requests
+        # to connections in a loop over the whole queue on every change (quadratic), so a leader of hundreds
+        # of streams (2 votes + 2 attestations per stream per tick) spent its CPU there (py-spy, 1,000 streams).
+        self.inflight = asyncio.Semaphore(64)
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -35,6 +40,10 @@ class Peers:
     async def _req(self, method: str, url: str, path: str, json: Any = None, params: Any = None,
                    timeout: float | None = None) -> Any:
         full = url.rstrip("/") + path
+        async with self.inflight:
+            return await self._req1(method, url, full, json, params, timeout)
+
+    async def _req1(self, method: str, url: str, full: str, json: Any, params: Any, timeout: float | None) -> Any:
         try:
             kw: dict[str, Any] = {}
             if timeout is not None:
