@@ -19,7 +19,30 @@ from typing import Any
 
 from node.commands.devnet import KIND_JOIN, KIND_MESSAGE, LoadGen, Stats, Watcher
 
-__all__ = ["BatchLoad", "Stats", "Watcher", "KIND_JOIN", "KIND_MESSAGE", "quantiles_ms"]
+__all__ = ["BatchLoad", "BoundedWatcher", "Stats", "Watcher", "KIND_JOIN", "KIND_MESSAGE", "quantiles_ms"]
+
+
+class BoundedWatcher(Watcher):
+    """The devnet's Watcher with a time budget per poll for reading committed blocks back from the nodes
+    (2 s timeout per request, at most `budget` s per poll; the rest waits for the next poll), so that busy
+    nodes cannot hold the bench's loop past its deadline."""
+
+    def __init__(self, *a, budget: float = 1.0, **kw) -> None:
+        import httpx
+
+        super().__init__(*a, **kw)
+        self.http.close()
+        self.http = httpx.Client(timeout=2.0, trust_env=False)
+        self.budget = budget
+
+    def _fetch(self) -> None:
+        t0 = time.monotonic()
+        todo, left = self.todo, []
+        while todo and time.monotonic() - t0 < self.budget:
+            self.todo = [todo.pop(0)]
+            super()._fetch()  # one block; left in self.todo if that node could not answer yet
+            left += self.todo
+        self.todo = left + todo
 
 
 class BatchLoad(LoadGen):

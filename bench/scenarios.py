@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .load import BatchLoad, Stats, Watcher, quantiles_ms
+from .load import BatchLoad, BoundedWatcher, Stats, quantiles_ms
 
 Log = Callable[[str], None]
 
@@ -183,7 +183,7 @@ def run_load(net: Net, streams: list[bytes], *, clients: int, total: int, rate: 
     stats = Stats(list(streams))
     w3 = net.reg.w3
     first_block = w3.eth.block_number + 1
-    watcher = Watcher(stats, net.reg, net.urls, first_block)
+    watcher = BoundedWatcher(stats, net.reg, net.urls, first_block)
     stop = threading.Event()
     load = BatchLoad(stats, net.domain, net.urls, streams, clients, total, rate, max_inflight, stop, batch=batch,
                      posters=posters)
