@@ -153,24 +153,11 @@ class BatchLoad(LoadGen):
         self.msg_hashes = {h for h, _b, _k in msgs}
         self.msg_first_post = t0
         for i in range(0, len(msgs), self.batch):
-            if not self._pace(self.sent, t0):
+            if not self._pace(self.sent, t0, self.batch):
                 return
             chunk = msgs[i:i + self.batch]
             self._send_batch(chunk)
             self.sent += len(chunk)
-
-    def _pace(self, sent: int, t0: float) -> bool:
-        """Wait for the rate and the in-flight bound (counting one whole batch); False once stopped."""
-        while not self.stop_ev.is_set():
-            if self.rate > 0 and sent > 0:
-                due = t0 + sent / self.rate
-                if time.monotonic() < due:
-                    self.stop_ev.wait(min(due - time.monotonic(), 0.2))
-                    continue
-            if self.stats.pending() + self.batch <= max(self.max_inflight, self.batch):
-                return True
-            self.stop_ev.wait(0.01)
-        return False
 
     def message_figures(self) -> dict[str, Any]:
         """Committed MESSAGEs per second (first MESSAGE post -> last MESSAGE seen committed) and latency."""

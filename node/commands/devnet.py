@@ -205,17 +205,18 @@ class LoadGen(threading.Thread):
             for t in self.posters:
                 t.join(15)
 
-    def _pace(self, sent: int, t0: float) -> bool:
-        """Wait for the rate and the in-flight bound; False once stopped."""
+    def _pace(self, sent: int, t0: float, batch: int = 1) -> bool:
+        """Wait for the rate and the in-flight bound (counting the `batch` about to be posted, which
+        may alone exceed the bound); False once stopped."""
         while not self.stop_ev.is_set():
             if self.rate > 0 and sent > 0:
                 due = t0 + sent / self.rate
                 if time.monotonic() < due:
                     self.stop_ev.wait(min(due - time.monotonic(), 0.2))
                     continue
-            if self.stats.pending() < self.max_inflight:
+            if self.stats.pending() + batch <= max(self.max_inflight, batch):
                 return True
-            self.stop_ev.wait(0.02)
+            self.stop_ev.wait(0.01 if batch > 1 else 0.02)
         return False
 
     def _run(self) -> None:
