@@ -96,3 +96,13 @@ def test_nonce_resync_when_the_account_is_used_elsewhere(d, w3, deployer_sender)
     # The session sender's counter is now stale: it must resync and go on.
     reg.allow_operator(Account.from_key(DEV_KEYS[6]).address)
     assert all(reg.is_operator(Account.from_key(DEV_KEYS[i]).address) for i in (4, 5, 6))
+
+
+def test_commit_calldata_decoder_matches_the_compiled_abi(artifact) -> None:
+    """node.chain.calldata states the commit signature once by hand; the compiled ABI must agree."""
+    from eth_utils import function_abi_to_4byte_selector
+
+    from node.chain.calldata import COMMIT_SELECTOR
+
+    fn = next(i for i in artifact["abi"] if i.get("type") == "function" and i["name"] == "commitMiniblocks")
+    assert function_abi_to_4byte_selector(fn) == COMMIT_SELECTOR

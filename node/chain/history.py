@@ -33,6 +33,7 @@ from eth_utils import keccak, to_checksum_address
 from hexbytes import HexBytes
 from web3 import Web3
 
+from node.chain.calldata import NotACommitCall, decode_commit_call
 from node.chain.deploy import parse_stream_id  # noqa: F401  (re-exported: one rule for stream ids)
 from node.protocol.eip712 import SignatureError, hash_header, recover_header_signer
 from node.protocol.merkle import verify_proof
@@ -509,21 +510,14 @@ class RegistryHistory:
         receipt = {"gasUsed": int(receipt["gasUsed"], 16), "status": int(receipt.get("status") or "0x1", 16)}
         pairs: list[tuple[Header, list[bytes]]] | None = None
         err: str | None = None
-        sel, ins, _ = self._abi_fns["commitMiniblocks"]
         data = bytes(HexBytes(tx.get("input") or tx.get("data") or "0x"))
         if not tx.get("to") or to_checksum_address(tx["to"]) != self.address:
             err = "the commit was not a direct call to the registry: calldata not decoded"
-        elif data[:4] != sel:
-            err = "the commit transaction is not a commitMiniblocks call: calldata not decoded"
         else:
             try:
-                headers, sigs = abi_decode(ins, data[4:])
-                pairs = [
-                    (Header.from_abi(tuple(h)), [bytes(x) for x in sig_list])
-                    for h, sig_list in zip(headers, sigs)
-                ]
-            except Exception as exc:
-                err = f"calldata not decodable as commitMiniblocks: {exc}"
+                pairs = decode_commit_call(data)
+            except NotACommitCall as exc:
+                err = f"{exc}: calldata not decoded"
         self._tx_cache[tx_hash] = (pairs, receipt, err)
         return pairs, receipt, err
 

@@ -16,16 +16,16 @@ from typing import Any
 
 from eth_abi import decode as abi_decode
 from eth_account import Account
-from eth_utils import event_abi_to_log_topic, function_abi_to_4byte_selector, to_checksum_address
+from eth_utils import event_abi_to_log_topic, to_checksum_address
 from web3 import AsyncHTTPProvider, AsyncWeb3
 
+from node.chain.calldata import NotACommitCall, decode_commit_call
 from node.protocol.types import Header
 
 log = logging.getLogger("node.chain")
 
 COMMIT_GAS_BASE = 150_000
 COMMIT_GAS_PER_HEADER = 160_000
-HEADER_TUPLE = "(bytes32,uint64,bytes32,bytes32,uint32,uint64,uint32,address,bytes32,bytes32)"
 
 
 def load_abi(deployment: Path | None) -> list[dict[str, Any]]:
@@ -80,8 +80,6 @@ class Chain:
         for item in abi:
             if item.get("type") == "event":
                 self._topics[event_abi_to_log_topic(item)] = item["name"]
-        self._commit_selector = next(function_abi_to_4byte_selector(i) for i in abi
-                                     if i.get("type") == "function" and i["name"] == "commitMiniblocks")
         self._nonce: int | None = None
         self._tx_lock = asyncio.Lock()
         self.clock_offset: float | None = None  # chain time - local time, from the freshest block seen
@@ -194,11 +192,10 @@ class Chain:
     async def headers_of_tx(self, tx_hash: bytes) -> list[Header]:
         """The full headers a commitMiniblocks transaction carried (from its calldata)."""
         tx = await self.w3.eth.get_transaction(tx_hash)
-        data = bytes(tx["input"])
-        if data[:4] != self._commit_selector:
+        try:
+            return [h for h, _sigs in decode_commit_call(bytes(tx["input"]))]
+        except NotACommitCall:
             return []
-        headers, _sigs = abi_decode([HEADER_TUPLE + "[]", "bytes[][]"], data[4:])
-        return [Header.from_abi(h) for h in headers]
 
     # ---- transactions ---------------------------------------------------------------------
     async def _send(self, fn, gas: int | None = None) -> dict:
