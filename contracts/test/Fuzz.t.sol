@@ -117,10 +117,7 @@ contract RegistryFuzzTest is RegistryFixture {
     bytes32 internal S;
 
     function setUp() public {
-        vm.warp(1_000_000);
-        _deploy(3);
-        _addNodes(5);
-        _nextEpoch();
+        _activeRegistry(5);
         S = _sid(1);
         reg.createStream(S);
     }

@@ -17,10 +17,7 @@ contract CommitGasTest is RegistryFixture {
     bytes32[] internal ids; // streams whose block 1 nodes[0] leads
 
     function setUp() public {
-        vm.warp(1_000_000);
-        _deploy(3);
-        _addNodes(4);
-        _nextEpoch();
+        _activeRegistry(4);
         // created in setUp so that the measured transaction sees their storage cold
         for (uint256 k; ids.length < BATCH; ++k) {
             bytes32 sid = _sid(k);

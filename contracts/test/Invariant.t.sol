@@ -24,10 +24,7 @@ contract RegistryHandler is RegistryFixture {
     uint256 public overwrites; // a commit at a (stream, number) the ghost had already seen
 
     constructor() {
-        vm.warp(1_000_000);
-        _deploy(3);
-        _addNodes(5);
-        _nextEpoch();
+        _activeRegistry(5);
         for (uint256 i; i < STREAMS; ++i) {
             bytes32 sid = _sid(i);
             reg.createStream(sid);

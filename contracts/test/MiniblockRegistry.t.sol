@@ -13,10 +13,7 @@ contract MiniblockRegistryTest is RegistryFixture {
     uint256 internal constant SECP_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141;
 
     function setUp() public {
-        vm.warp(1_000_000);
-        _deploy(3);
-        _addNodes(5);
-        _nextEpoch();
+        _activeRegistry(5);
         S = _sid(1);
         reg.createStream(S);
     }

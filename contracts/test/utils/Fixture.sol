@@ -51,6 +51,14 @@ abstract contract RegistryFixture is TestBase {
         for (uint256 i; i < k; ++i) _addNode();
     }
 
+    /// @dev A registry (replication 3) with `nodes` nodes registered and active (next epoch reached).
+    function _activeRegistry(uint256 nodes) internal {
+        vm.warp(1_000_000);
+        _deploy(3);
+        _addNodes(nodes);
+        _nextEpoch();
+    }
+
     function _nextEpoch() internal {
         uint256 e = reg.currentEpoch();
         vm.warp(uint256(reg.genesisTime()) + (e + 1) * EPOCH);
