@@ -99,7 +99,7 @@ class BatchLoad(LoadGen):
                         if last:
                             self.stats.rejected[f"batch refused: {last}"] += len(item)
                         continue
-                    for (h, _b), res in zip(item, results):
+                    for (h, _b), res in zip(item, results, strict=False):
                         if not res["ok"]:
                             self.stats.posted.pop(h, None)
                             self.stats.rejected[f"{res.get('error')}: {res.get('detail')}"] += 1

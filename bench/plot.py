@@ -21,7 +21,7 @@ def plot(rows: list[dict], out: Path) -> Path:
     xs = [str(r["streams"]) for r in tp]
     ys = [r.get("events_per_s") or 0 for r in tp]
     a.bar(xs, ys, color="tab:blue", label="committed (4 nodes, r=3)")
-    for x, y in zip(xs, ys):
+    for x, y in zip(xs, ys, strict=False):
         a.annotate(f"{y:,.0f}", (x, y), ha="center", va="bottom", fontsize=8)
     intake = next(iter(by("ceiling_intake")), None)
     if intake:
@@ -112,7 +112,7 @@ def plot(rows: list[dict], out: Path) -> Path:
         names = ["intake\n(commits off)", "drain\n(commits on)"]
         vals = [intake.get("events_per_s") or 0, pool.get("drain_events_per_s") or 0]
         a.bar(names, vals, color=["tab:orange", "tab:purple"])
-        for n, v in zip(names, vals):
+        for n, v in zip(names, vals, strict=False):
             a.annotate(f"{v:,.0f}/s", (n, v), ha="center", va="bottom", fontsize=8)
         a.set_title(f"mini-pool of {pool.get('pool_events', 0):,}: healthz {pool.get('healthz_ms')} ms while full, "
                     f"drained={pool.get('drained')} in {pool.get('drain_s')} s", fontsize=8)

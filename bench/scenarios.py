@@ -10,11 +10,12 @@ import statistics
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from .load import BatchLoad, BoundedWatcher, Stats, quantiles_ms
+from .load import BatchLoad, BoundedWatcher, Stats
 
 Log = Callable[[str], None]
 
@@ -61,7 +62,7 @@ class NodeCost:
                 except Exception:  # noqa: BLE001
                     pass
 
-    def start(self) -> "NodeCost":
+    def start(self) -> NodeCost:
         self.cpu0 = self._cpu()
         self._t = threading.Thread(target=self._sample, daemon=True, name="nodecost")
         self._t.start()
@@ -88,8 +89,9 @@ class NodeCost:
         return out
 
     def figures(self, events: int) -> dict[str, Any]:
-        cpu = [b - a for a, b in zip(self.cpu0, self.cpu1)]
-        per_k = (lambda x: round(1000 * x / events, 3) if events else None)
+        cpu = [b - a for a, b in zip(self.cpu0, self.cpu1, strict=False)]
+        def per_k(x):
+            return (round(1000 * x / events, 3) if events else None)
         return {"cpu_s_per_node": [round(c, 2) for c in cpu],
                 "cpu_s_per_1k_events_per_node": [per_k(c) for c in cpu],
                 "cpu_s_per_1k_events_mean": per_k(statistics.mean(cpu)) if cpu else None,

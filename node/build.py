@@ -190,7 +190,7 @@ def build(
         output = solcx.compile_standard(std_input, solc_binary=str(compiler.path))
     except solcx.exceptions.SolcError as e:
         errs = [x.get("formattedMessage", x.get("message", "")) for x in (e.error_dict or [])]
-        msg = "\n".join(x for x, d in zip(errs, e.error_dict or []) if d.get("severity") == "error")
+        msg = "\n".join(x for x, d in zip(errs, e.error_dict or [], strict=False) if d.get("severity") == "error")
         raise BuildError(msg or f"{e.message} (return code {e.return_code}): {e.stderr_data}") from e
     out_dir.mkdir(parents=True, exist_ok=True)
     artifacts: dict[str, Path] = {}

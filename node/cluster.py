@@ -19,9 +19,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import httpx
 
@@ -197,7 +198,7 @@ class Cluster:
             return ""
         return f"--- node{i} log ---\n" + "\n".join(p.read_text(errors="replace").splitlines()[-lines:])
 
-    def __enter__(self) -> "Cluster":
+    def __enter__(self) -> Cluster:
         self.start()
         return self
 
@@ -226,7 +227,7 @@ class Devnet:
     deployment_path: Path | None = None
     setups: list[NodeSetup] = field(default_factory=list)
 
-    def start(self, log=lambda s: None, wait: bool = True) -> "Devnet":
+    def start(self, log=lambda s: None, wait: bool = True) -> Devnet:
         from eth_account import Account
 
         from node.chain.anvil import DEV_KEYS, Anvil
@@ -266,7 +267,7 @@ class Devnet:
         if self.anvil is not None:
             self.anvil.stop()
 
-    def __enter__(self) -> "Devnet":
+    def __enter__(self) -> Devnet:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

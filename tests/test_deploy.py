@@ -43,7 +43,7 @@ def chain():
 def nodes():
     accts = [Account.from_key(k) for k in DEV_KEYS[1:6]]
     onions = [HashOnion(keccak(b"deploy test %d" % i), 64) for i in range(5)]
-    return [(a.address, f"http://127.0.0.1:{31000 + i}", o.commitment) for i, (a, o) in enumerate(zip(accts, onions))]
+    return [(a.address, f"http://127.0.0.1:{31000 + i}", o.commitment) for i, (a, o) in enumerate(zip(accts, onions, strict=False))]
 
 
 def test_deploy_cli_register_and_create_streams(chain, nodes, artifact, tmp_path):
@@ -95,7 +95,7 @@ def test_deploy_cli_register_and_create_streams(chain, nodes, artifact, tmp_path
     assert epoch == 1
     infos = reg.get_nodes(0, 100)
     assert [i.node for i in infos] == [a for a, _, _ in nodes]
-    for (addr, url, commit), info in zip(nodes, infos):
+    for (addr, url, commit), info in zip(nodes, infos, strict=False):
         assert info == reg.get_node(addr)
         assert (info.url, info.randao_commit, info.operator) == (url, commit, deployer)
         assert info.status == NodeStatus.ACTIVE and info.join_epoch == 1

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from explorer_fill import STREAMS, Filled, fill, proof_for
+
 from node.chain.anvil import Anvil, free_port
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from explorer_fill import STREAMS, Filled, fill
+
 from node.chain.anvil import Anvil
 from node.protocol.eip712 import address_of
 
@@ -43,7 +43,7 @@ def test_every_field_and_the_verification(filled: Filled) -> None:
     headers, streams = headers_json(filled)
     assert len(headers) == len(filled.sent)
     # the chain's order is the send order
-    for got, s in zip(headers, filled.sent):
+    for got, s in zip(headers, filled.sent, strict=False):
         h = s.header
         reps = filled.replicas[h.stream_id]
         assert got["status"] == s.status
@@ -198,8 +198,8 @@ def test_tampered_signature_sets_are_counted_right(filled: Filled) -> None:
 def test_replica_replaced_old_headers_still_verify() -> None:
     """A replica leaves and is replaced: headers it attested before still verify (replicas as of their block)."""
     from eth_account import Account
-
     from explorer_fill import NODE_KEYS
+
     from node.chain.anvil import DEV_KEYS
     from node.chain.deploy import wait_for_epoch
     from node.chain.devtools import NodeKeys, next_header, sign_header

@@ -130,7 +130,7 @@ class Anvil:
             a += ["--gas-limit", str(self.gas_limit)]
         return a + self.extra_args
 
-    def start(self) -> "Anvil":
+    def start(self) -> Anvil:
         if self.proc is not None:
             return self
         attempts = 1 if self.port else 5
@@ -207,7 +207,7 @@ class Anvil:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def __enter__(self) -> "Anvil":
+    def __enter__(self) -> Anvil:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -26,6 +26,6 @@ def decode_commit_call(data: bytes) -> list[tuple[Header, list[bytes]]]:
         raise NotACommitCall("the transaction is not a commitMiniblocks call")
     try:
         headers, signatures = abi_decode(COMMIT_INPUT_TYPES, data[4:])
-        return [(Header.from_abi(tuple(h)), [bytes(s) for s in sigs]) for h, sigs in zip(headers, signatures)]
+        return [(Header.from_abi(tuple(h)), [bytes(s) for s in sigs]) for h, sigs in zip(headers, signatures, strict=False)]
     except Exception as exc:  # eth-abi raises several decoding errors; Header raises ValueError
         raise NotACommitCall(f"calldata not decodable as commitMiniblocks: {exc}") from exc

@@ -9,9 +9,10 @@ the next epoch before creating the streams: on a dev chain it can move time
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak, to_checksum_address

@@ -69,7 +69,7 @@ class Deployment(BaseModel):
 
     # -- files --------------------------------------------------------------
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> "Deployment":
+    def load(cls, path: str | os.PathLike[str]) -> Deployment:
         p = Path(path)
         dep = cls.model_validate_json(p.read_text())
         dep._file = p.resolve()

@@ -7,8 +7,8 @@ views and the protocol's Python, so it doubles as an end-to-end check of both.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 from node.protocol import eip712
 from node.protocol.merkle import merkle_root

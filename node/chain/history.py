@@ -261,7 +261,7 @@ class RegistryHistory:
     @classmethod
     def connect(
         cls, rpc_url: str, address: str, abi: list[dict[str, Any]] | None = None, *, timeout: float = 10.0, **kw: Any
-    ) -> "RegistryHistory":
+    ) -> RegistryHistory:
         """Open an RPC URL and check that `address` is a registry; raises RpcUnreachable / NotARegistry."""
         # eth_chainId cached: web3's validation asks it before every eth_call otherwise.
         w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}, cache_allowed_requests=True,

@@ -13,8 +13,9 @@ serialised per sender.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable, Sequence
 from enum import IntEnum
-from typing import Annotated, Any, Iterable, Sequence
+from typing import Annotated, Any
 
 from eth_account.signers.local import LocalAccount
 from eth_utils import function_abi_to_4byte_selector, keccak, to_checksum_address
@@ -321,12 +322,12 @@ class Registry:
         w3: Web3 | None = None,
         account: LocalAccount | TxSender | None = None,
         rpc_url: str | None = None,
-    ) -> "Registry":
+    ) -> Registry:
         if w3 is None:
             w3 = Web3(Web3.HTTPProvider(rpc_url or dep.rpc_url, request_kwargs={"timeout": 60}))
         return cls(w3, dep.registry, dep.abi(), account)
 
-    def with_account(self, account: LocalAccount | TxSender) -> "Registry":
+    def with_account(self, account: LocalAccount | TxSender) -> Registry:
         """The same registry, sending from another account."""
         r = Registry(self.w3, self.address, self.abi, account)
         r._domain = self._domain

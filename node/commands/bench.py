@@ -14,7 +14,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -38,11 +37,11 @@ SIZES = {
 
 
 def main(
-    out: Optional[Path] = typer.Option(None, "--out", help="Folder for results.jsonl and bench.png "
+    out: Path | None = typer.Option(None, "--out", help="Folder for results.jsonl and bench.png "
                                        "(default: bench-results/<timestamp>)."),
     quick: bool = typer.Option(False, "--quick", help="Smaller loads, no node/stream scaling (~2 min)."),
     tiny: bool = typer.Option(False, "--tiny", hidden=True, help="Smallest loads (the smoke test)."),
-    only: Optional[str] = typer.Option(None, "--only", help=f"Comma-separated subset of {','.join(SCENARIOS)}."),
+    only: str | None = typer.Option(None, "--only", help=f"Comma-separated subset of {','.join(SCENARIOS)}."),
     keep: bool = typer.Option(False, "--keep", help="Keep the node data dirs and logs (in DIR/work)."),
 ) -> None:
     """Benchmarks: throughput, latency, gas, node cost, scale, mini-pool, ceilings. JSON lines + PNG."""

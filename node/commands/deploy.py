@@ -9,7 +9,6 @@ only, ``--dev`` with ``--private-key`` being one of Anvil's well-known dev keys
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -46,10 +45,10 @@ def load_account(
 
 def main(
     rpc_url: str = typer.Option("http://127.0.0.1:8545", "--rpc-url", help="JSON-RPC endpoint."),
-    private_key: Optional[str] = typer.Option(
+    private_key: str | None = typer.Option(
         None, "--private-key", "--key", help="Raw key (only with --dev: Anvil dev keys)."
     ),
-    keystore: Optional[Path] = typer.Option(None, "--keystore", help="Encrypted JSON keystore."),
+    keystore: Path | None = typer.Option(None, "--keystore", help="Encrypted JSON keystore."),
     password_env: str = typer.Option(
         DEFAULT_PASSWORD_ENV, "--password-env", help="Env var holding the keystore password."
     ),
@@ -67,18 +66,18 @@ def main(
     stream: list[str] = typer.Option(
         [], "--stream", help="Stream to create (repeat): 0x + 64 hex, or a name (keccak256 of it)."
     ),
-    artifact: Optional[Path] = typer.Option(
+    artifact: Path | None = typer.Option(
         None, "--artifact", help="Contract artifact JSON (default: build it from contracts/src)."
     ),
-    ws_url: Optional[str] = typer.Option(None, "--ws-url", help="Recorded in the deployment file."),
+    ws_url: str | None = typer.Option(None, "--ws-url", help="Recorded in the deployment file."),
     out: Path = typer.Option(Path("deployment.json"), "--out", help="Deployment file to write."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     from eth_utils import is_address
     from web3 import Web3
 
-    from node.chain.deploy import deploy, parse_node_spec, parse_stream_id
     from node.build import BuildError
+    from node.chain.deploy import deploy, parse_node_spec, parse_stream_id
     from node.chain.registry import RegistryError
 
     if warp and not dev:

@@ -31,7 +31,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -341,7 +341,8 @@ def render(stats: Stats, info: dict[str, Any], done_note: str = ""):
         rejwhy = ", ".join(f"{n} {r}" for r, n in sorted(stats.rejected_headers.items()))
         txs = stats.commit_txs
     rate = com / el if el > 0 and com else 0.0
-    fmt = (lambda v: "-" if v is None else f"{v:,.0f} ms")
+    def fmt(v):
+        return ("-" if v is None else f"{v:,.0f} ms")
     lines = [
         Text.assemble(("events   ", "bold"), (f"{com:,}", "bold green"), f" committed / {sub:,} submitted",
                       f"  ({sub - com:,} pending" + (f", {rej} refused" if rej else "") + ")",
@@ -507,18 +508,18 @@ def start_net(net: Net, *, rpc_url: str | None, account, dev: bool, n_nodes: int
 
 
 def main(
-    rpc_url: Optional[str] = typer.Option(
+    rpc_url: str | None = typer.Option(
         None, "--rpc-url", help="Use this chain instead of starting Anvil (it is left running). "
         "Needs --dev (Anvil dev keys, time warped) or --keystore."),
     dev: bool = typer.Option(False, "--dev", help="With --rpc-url: it is an Anvil dev chain; deploy with its "
                              "dev account 0 (or --private-key) and warp time to the next epoch."),
-    private_key: Optional[str] = typer.Option(None, "--private-key", help="With --dev: an Anvil dev key."),
-    keystore: Optional[Path] = typer.Option(None, "--keystore", help="Deployer's encrypted JSON keystore."),
+    private_key: str | None = typer.Option(None, "--private-key", help="With --dev: an Anvil dev key."),
+    keystore: Path | None = typer.Option(None, "--keystore", help="Deployer's encrypted JSON keystore."),
     password_env: str = typer.Option(DEFAULT_PASSWORD_ENV, "--password-env",
                                      help="Env var holding the keystore password."),
     nodes: int = typer.Option(4, "--nodes", min=1, max=64, help="Node processes to register and start."),
     streams: int = typer.Option(3, "--streams", min=1, max=256, help="Streams to create."),
-    events: Optional[int] = typer.Option(
+    events: int | None = typer.Option(
         None, "--events", min=1, help="Post exactly E events (JOINs included), exit 0 once all are committed "
         "(non-zero with a reason if not within --timeout). Default: run until Ctrl-C."),
     clients: int = typer.Option(4, "--clients", min=1, max=1000, help="Client keys posting events."),
@@ -527,7 +528,7 @@ def main(
     max_inflight: int = typer.Option(500, "--max-inflight", min=1, help="Bound on posted, uncommitted events."),
     timeout: float = typer.Option(180.0, "--timeout", help="With --events: seconds allowed for the load."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object with the figures at the end."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Keep deployment, node data and logs "
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="Keep deployment, node data and logs "
                                             "here (default: a temporary directory, removed at exit)."),
     keep: bool = typer.Option(False, "--keep", help="Keep the temporary directory."),
     epoch_length: int = typer.Option(0, "--epoch-length", help="Seconds per epoch (default: 3600 when time can "
@@ -554,7 +555,8 @@ def main(
         rate = 0.0 if events is not None else 50.0
 
     out = Console(stderr=json_out, highlight=False)
-    say = (lambda s: out.print(f"[dim]devnet:[/dim] {s}", soft_wrap=True))
+    def say(s):
+        return (out.print(f"[dim]devnet:[/dim] {s}", soft_wrap=True))
     own_dir = data_dir is None
     base = Path(tempfile.mkdtemp(prefix="devnet-")) if own_dir else data_dir.resolve()
     base.mkdir(parents=True, exist_ok=True)

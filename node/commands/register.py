@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -71,13 +70,13 @@ def register(
     url: str = typer.Option(..., "--url", help="The node's public URL (what peers and clients use)."),
     data_dir: Path = typer.Option(Path("node-data"), "--data-dir",
                                   help="The node's data dir: its RANDAO onion is created (or read) here."),
-    node_keystore: Optional[Path] = typer.Option(None, "--node-keystore", help="The node's keystore (address)."),
-    node: Optional[str] = typer.Option(None, "--node", help="The node's address (instead of --node-keystore)."),
+    node_keystore: Path | None = typer.Option(None, "--node-keystore", help="The node's keystore (address)."),
+    node: str | None = typer.Option(None, "--node", help="The node's address (instead of --node-keystore)."),
     node_password_env: str = typer.Option("NODE_KEY_PASSWORD", "--node-password-env",
                                           help="Env var with the node keystore's password (if it has no address)."),
     onion_depth: int = typer.Option(10_000, "--onion-depth", help="Layers of a new onion (one per led block)."),
-    keystore: Optional[Path] = typer.Option(None, "--keystore", help="The operator's encrypted keystore."),
-    private_key: Optional[str] = typer.Option(None, "--private-key", help="With --dev: an Anvil dev key."),
+    keystore: Path | None = typer.Option(None, "--keystore", help="The operator's encrypted keystore."),
+    private_key: str | None = typer.Option(None, "--private-key", help="With --dev: an Anvil dev key."),
     password_env: str = typer.Option(DEFAULT_PASSWORD_ENV, "--password-env"),
     dev: bool = typer.Option(False, "--dev", help="Local dev chain: allow Anvil's dev keys."),
 ) -> None:
@@ -111,8 +110,8 @@ def create_stream(
     rpc_url: str = typer.Option(..., "--rpc-url", help="JSON-RPC endpoint."),
     registry: str = typer.Option(..., "--registry", help="Registry address."),
     stream: list[str] = typer.Option(..., "--stream", help="0x + 64 hex, or a name (keccak256 of it); repeat."),
-    keystore: Optional[Path] = typer.Option(None, "--keystore", help="Sender's encrypted keystore."),
-    private_key: Optional[str] = typer.Option(None, "--private-key", help="With --dev: an Anvil dev key."),
+    keystore: Path | None = typer.Option(None, "--keystore", help="Sender's encrypted keystore."),
+    private_key: str | None = typer.Option(None, "--private-key", help="With --dev: an Anvil dev key."),
     password_env: str = typer.Option(DEFAULT_PASSWORD_ENV, "--password-env"),
     dev: bool = typer.Option(False, "--dev", help="Local dev chain: allow Anvil's dev keys."),
 ) -> None:
@@ -126,7 +125,7 @@ def create_stream(
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
     reg = _registry(rpc_url, registry, account)
-    for name, sid in zip(stream, sids):
+    for name, sid in zip(stream, sids, strict=False):
         try:
             reg.create_stream(sid)
         except RegistryError as e:

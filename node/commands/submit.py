@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -53,27 +52,26 @@ def load_client_key(key: str | None, keystore: Path | None, password_env: str, d
 def main(
     node: str = typer.Option(..., "--node", help="Node URL, e.g. http://127.0.0.1:8600"),
     stream: str = typer.Option(..., "--stream", help="Stream id: 0x + 64 hex, or a name (keccak256 of it)."),
-    key: Optional[str] = typer.Option(None, "--key", help="Raw hex key (only with --dev), or a keystore file."),
-    keystore: Optional[Path] = typer.Option(None, "--keystore", help="eth-account encrypted JSON keystore."),
+    key: str | None = typer.Option(None, "--key", help="Raw hex key (only with --dev), or a keystore file."),
+    keystore: Path | None = typer.Option(None, "--keystore", help="eth-account encrypted JSON keystore."),
     password_env: str = typer.Option(DEFAULT_PASSWORD_ENV, "--password-env",
                                      help="Env var holding the keystore password."),
     dev: bool = typer.Option(False, "--dev", help="Allow a raw private key on the command line."),
     kind: str = typer.Option("message", "--kind", help="message | join | leave"),
     payload: str = typer.Option("", "--payload", help="Text payload (UTF-8); 0x… is taken as hex bytes."),
-    nonce: Optional[int] = typer.Option(None, "--nonce", min=0, help="Default: time in microseconds."),
+    nonce: int | None = typer.Option(None, "--nonce", min=0, help="Default: time in microseconds."),
     wait: float = typer.Option(30.0, "--wait", help="Seconds to wait for the commit (0: do not wait)."),
-    chain_id: Optional[int] = typer.Option(None, "--chain-id", help="EIP-712 domain (default: from the node)."),
-    registry: Optional[str] = typer.Option(None, "--registry", help="EIP-712 domain (default: from the node)."),
+    chain_id: int | None = typer.Option(None, "--chain-id", help="EIP-712 domain (default: from the node)."),
+    registry: str | None = typer.Option(None, "--registry", help="EIP-712 domain (default: from the node)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Sign one event and post it to a node; print its hash and status."""
     import httpx
 
     from node.chain.deploy import parse_stream_id
-    from node.protocol.eip712 import address_of
+    from node.protocol.eip712 import address_of, hash_event
     from node.protocol.types import Domain, Event
     from node.server.client import NodeClient, signed_event_json
-    from node.protocol.eip712 import hash_event
 
     if kind.lower() not in KINDS:
         raise typer.BadParameter(f"--kind must be one of {', '.join(KINDS)}")

@@ -16,9 +16,30 @@ from .attest import AttestRefused, attest
 from .core import Node
 from .intake import Rejected, accept, decode, parse_batch, to_wire
 from .models import (
-    Accepted, AttestIn, AttestOut, BatchItemResult, BatchResult, BlockList, BlockOut, ErrorOut, EventBatch, EventIn,
-    EventStatus, FetchIn, FetchOut, GossipOut, HeaderOut, Health, NodeInfoOut, SignedEvent, StreamList, StreamOut,
-    VotesIn, VotesOut, hx, unhex,
+    Accepted,
+    AttestIn,
+    AttestOut,
+    BatchItemResult,
+    BatchResult,
+    BlockList,
+    BlockOut,
+    ErrorOut,
+    EventBatch,
+    EventIn,
+    EventStatus,
+    FetchIn,
+    FetchOut,
+    GossipOut,
+    HeaderOut,
+    Health,
+    NodeInfoOut,
+    SignedEvent,
+    StreamList,
+    StreamOut,
+    VotesIn,
+    VotesOut,
+    hx,
+    unhex,
 )
 
 log = logging.getLogger("node.api")
@@ -72,7 +93,7 @@ class BodyLimit:
             return await resp(scope, receive, send)
 
 
-_LEVELS: "OrderedDict[tuple[bytes, int], list[list[bytes]]]" = OrderedDict()
+_LEVELS: OrderedDict[tuple[bytes, int], list[list[bytes]]] = OrderedDict()
 
 
 def proof_of(sid: bytes, number: int, hashes: list[bytes], index: int) -> list[bytes]:
@@ -143,10 +164,10 @@ def build_api(node: Node) -> FastAPI:
         if len(body.events) > node.cfg.max_batch_events:
             raise Rejected(413, "batch_too_large", f"at most {node.cfg.max_batch_events} events per batch")
         items, errs = parse_batch(node, body.events)
-        good = [it for it, e in zip(items, errs) if e is None]
+        good = [it for it, e in zip(items, errs, strict=False) if e is None]
         res = iter(await accept(node, good, "client", client=True) if good else [])
         out, n_ok = [], 0
-        for it, e in zip(items, errs):
+        for it, e in zip(items, errs, strict=False):
             if e is None:
                 _st, e = next(res)
             if e is None:
@@ -228,7 +249,7 @@ def build_api(node: Node) -> FastAPI:
         except ValidationError as exc:
             raise RequestValidationError(exc.errors(include_url=False)) from None
         items, errs = parse_batch(node, body.events)
-        good = [it for it, e in zip(items, errs) if e is None]
+        good = [it for it, e in zip(items, errs, strict=False) if e is None]
         res = await accept(node, good, "gossip", client=False) if good else []
         new = sum(1 for st, r in res if r is None and st == "new")
         known = sum(1 for st, r in res if r is None and st == "known")

@@ -99,11 +99,11 @@ async def accept(node: Node, items: list[tuple[bytes, Event, bytes]], source: st
                  client: bool) -> list[tuple[str, Rejected | None]]:
     """Validate and store; returns per item ('new'|'known'|'', rejection). Stored before returning."""
     verdicts = await validate(node, items, client)
-    good = [it for it, v in zip(items, verdicts) if v is None]
+    good = [it for it, v in zip(items, verdicts, strict=False) if v is None]
     statuses = iter(node.storage.add_events(good, gossiped=not client) if good else [])
     out: list[tuple[str, Rejected | None]] = []
     new_hashes = []
-    for it, v in zip(items, verdicts):
+    for it, v in zip(items, verdicts, strict=False):
         if v is not None:
             node.metrics.events_rejected.labels(v.error).inc()
             out.append(("", v))
@@ -137,7 +137,7 @@ async def gossip_loop(node: Node) -> None:
     while not node.stopping:
         try:
             await asyncio.wait_for(node.wake_gossip.wait(), timeout=max(interval, 0.5))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         node.wake_gossip.clear()
         await asyncio.sleep(interval)  # let a burst gather

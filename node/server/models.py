@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 
 from node.protocol.types import Event, Header
 
@@ -33,7 +33,7 @@ class EventIn(BaseModel):
         return Event(unhex(self.stream_id), self.author, self.nonce, self.kind, unhex(self.payload))
 
     @classmethod
-    def of(cls, ev: Event) -> "EventIn":
+    def of(cls, ev: Event) -> EventIn:
         return cls(stream_id=hx(ev.stream_id), author=ev.author, nonce=ev.nonce, kind=ev.kind, payload=hx(ev.payload))
 
 
@@ -84,7 +84,7 @@ class HeaderOut(BaseModel):
     state_root: str
 
     @classmethod
-    def of(cls, h: Header) -> "HeaderOut":
+    def of(cls, h: Header) -> HeaderOut:
         return cls(stream_id=hx(h.stream_id), number=h.number, prev_hash=hx(h.prev_hash),
                    events_root=hx(h.events_root), event_count=h.event_count, epoch=h.epoch, attempt=h.attempt,
                    leader=h.leader, randao_reveal=hx(h.randao_reveal), state_root=hx(h.state_root))

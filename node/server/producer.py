@@ -214,14 +214,14 @@ async def produce_once(node: Node) -> int:
     if left < 1000 and time.time() - node.onion_alarm > 60:
         log.warning("RANDAO onion: %d layers left; register a fresh commitment before it runs out", left)
         node.onion_alarm = time.time()
-    for d, rv in zip(drafts, reveals):
+    for d, rv in zip(drafts, reveals, strict=False):
         d.header = Header(d.sid, d.number, d.prev_hash, merkle_root([h for h, _, _ in d.items]), len(d.items),
                           d.epoch, d.attempt, node.me, rv, members_root(d.members_after))
     t1 = time.monotonic()
     atts = await asyncio.gather(*(collect_attestations(node, d) for d in drafts))
     t2 = time.monotonic()
     ready: list[Draft] = []
-    for d, a in zip(drafts, atts):
+    for d, a in zip(drafts, atts, strict=False):
         if a is None:
             node.tried[(d.sid, d.number, d.attempt)] = time.time() + 0.5  # replicas may be syncing: retry soon
             continue

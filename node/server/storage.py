@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from node.protocol.types import Event, Header
 
@@ -269,7 +269,7 @@ class Storage:
         hs = list(hashes)
         whens = list(when) if isinstance(when, (list, tuple)) else [when] * len(hs)
         self.db.execute("BEGIN")
-        self.db.executemany("UPDATE events SET gossiped=? WHERE hash=?", list(zip(whens, hs)))
+        self.db.executemany("UPDATE events SET gossiped=? WHERE hash=?", list(zip(whens, hs, strict=False)))
         self.db.execute("COMMIT")
 
     # ---- streams ------------------------------------------------------------------------------

@@ -104,7 +104,7 @@ async def watch_loop(node: Node) -> None:
             log.warning("watch round failed: %s", exc)
         try:
             await asyncio.wait_for(node.wake_sync.wait(), timeout=interval)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         node.wake_sync.clear()
 
