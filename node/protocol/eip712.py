@@ -12,7 +12,7 @@ from typing import Any
 
 import coincurve
 from eth_account.messages import encode_typed_data
-from eth_utils import to_checksum_address
+from eth_utils.address import to_checksum_address
 
 from .hashing import keccak
 from .types import Domain, Event, Header

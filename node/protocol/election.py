@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from eth_abi import encode
+from eth_abi.abi import encode
 
 from .hashing import keccak
 

@@ -10,10 +10,11 @@ try:
     from sha3 import keccak_256 as _keccak_256
 
     def keccak(data: bytes) -> bytes:
-        return _keccak_256(data).digest()
+        digest: bytes = _keccak_256(data).digest()
+        return digest
 
 except ImportError:  # pragma: no cover - safe-pysha3 is a declared dependency
-    from eth_utils import keccak as _eth_keccak
+    from eth_utils.crypto import keccak as _eth_keccak
 
     def keccak(data: bytes) -> bytes:
         return _eth_keccak(data)

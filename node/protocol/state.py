@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from eth_utils import to_checksum_address
+from eth_utils.address import to_checksum_address
 
 from .hashing import keccak
 from .merkle import merkle_root

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Any, NamedTuple
 
-from eth_utils import to_checksum_address
+from eth_utils.address import to_checksum_address
 
 ZERO32 = b"\x00" * 32
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
@@ -73,6 +75,17 @@ class Event:
         return (self.stream_id, self.author, self.nonce, self.kind, self.payload)
 
 
+class EventEntry(NamedTuple):
+    """An event with its identity and its author's signature: (hash_event(event), event, signature).
+
+    The unit a node stores, votes on, fetches and puts in a block (a tuple, so `h, ev, sig = entry` works).
+    """
+
+    hash: bytes
+    event: Event
+    signature: bytes
+
+
 @dataclass(frozen=True, slots=True)
 class Header:
     """A mini-block header; its identity is hash_header(header), the EIP-712 struct hash."""
@@ -96,15 +109,16 @@ class Header:
             if not 0 <= getattr(self, name) < 2**bits:
                 raise ValueError(f"{name} must fit uint{bits}")
 
-    def as_abi(self) -> tuple:
+    def as_abi(self) -> tuple[bytes, int, bytes, bytes, int, int, int, str, bytes, bytes]:
         return (
             self.stream_id, self.number, self.prev_hash, self.events_root, self.event_count,
             self.epoch, self.attempt, self.leader, self.randao_reveal, self.state_root,
         )
 
     @classmethod
-    def from_abi(cls, t: tuple | list) -> Header:
-        return cls(*(bytes(x) if isinstance(x, (bytes, bytearray)) else x for x in t))
+    def from_abi(cls, t: Sequence[Any]) -> Header:
+        fields: list[Any] = [bytes(x) if isinstance(x, (bytes, bytearray)) else x for x in t]
+        return cls(*fields)
 
     @classmethod
     def genesis(cls, stream_id: bytes, epoch: int) -> Header:

@@ -1,73 +1,19 @@
-"""The leader's ordering rule and the validity filter (docs/protocol.md, "Ordering rule")."""
+"""The block rules under their former names; they live in node.protocol.block_rules."""
 
 from __future__ import annotations
 
-from node.protocol.state import MembershipError, check_membership
-from node.protocol.types import Event, EventKind
+from node.protocol.block_rules import check_block_events as check_block
+from node.protocol.block_rules import event_order_key as order_key
+from node.protocol.block_rules import order_events as order
+from node.protocol.block_rules import select_events
+from node.protocol.types import EventEntry
 
 
-def order_key(h: bytes, ev: Event) -> tuple[bytes, int, bytes]:
-    return (bytes.fromhex(ev.author[2:]), ev.nonce, h)
+def filter_valid(members: frozenset[str], items: list[EventEntry], cap: int,
+                 committed_nonces: object = None) -> tuple[list[EventEntry], list[bytes], list[bytes]]:
+    """select_events as a (kept, invalid, deferred) tuple."""
+    sel = select_events(members, items, cap)
+    return sel.kept, sel.invalid, sel.deferred
 
 
-def order(items: list[tuple[bytes, Event, bytes]]) -> list[tuple[bytes, Event, bytes]]:
-    """Ascending by (author as 20-byte value, nonce, eventHash)."""
-    return sorted(items, key=lambda it: order_key(it[0], it[1]))
-
-
-def filter_valid(members: frozenset[str], items: list[tuple[bytes, Event, bytes]], cap: int,
-                 committed_nonces=None) -> tuple[list[tuple[bytes, Event, bytes]], list[bytes], list[bytes]]:
-    """Walk the ordered events; keep those valid against the members after the previous block.
-
-    Returns (kept, invalid hashes to drop from the pool, deferred hashes that stay pending: a second
-    membership event of an author in one block, a second event of one (author, nonce), or over the cap).
-    """
-    kept: list[tuple[bytes, Event, bytes]] = []
-    invalid: list[bytes] = []
-    deferred: list[bytes] = []
-    changed: set[str] = set()
-    nonces: set[tuple[str, int]] = set()
-    for h, ev, sig in items:
-        if len(kept) >= cap:
-            deferred.append(h)
-            continue
-        try:
-            check_membership(members, ev)
-        except MembershipError:
-            invalid.append(h)
-            continue
-        if (ev.author, ev.nonce) in nonces:
-            deferred.append(h)
-            continue
-        if ev.kind in (EventKind.JOIN, EventKind.LEAVE):
-            if ev.author in changed:
-                deferred.append(h)
-                continue
-            changed.add(ev.author)
-        nonces.add((ev.author, ev.nonce))
-        kept.append((h, ev, sig))
-    return kept, invalid, deferred
-
-
-def check_block(members: frozenset[str], items: list[tuple[bytes, Event, bytes]]) -> str | None:
-    """An attester's check of a proposed event list: None if every event is valid, in order, else why not."""
-    prev = None
-    changed: set[str] = set()
-    nonces: set[tuple[str, int]] = set()
-    for h, ev, _sig in items:
-        k = order_key(h, ev)
-        if prev is not None and k <= prev:
-            return "events are not in (author, nonce, hash) order"
-        prev = k
-        try:
-            check_membership(members, ev)
-        except MembershipError as exc:
-            return f"event {h.hex()}: {exc}"
-        if (ev.author, ev.nonce) in nonces:
-            return f"event {h.hex()}: nonce used twice in the block"
-        nonces.add((ev.author, ev.nonce))
-        if ev.kind in (EventKind.JOIN, EventKind.LEAVE):
-            if ev.author in changed:
-                return f"event {h.hex()}: two membership events of one author"
-            changed.add(ev.author)
-    return None
+__all__ = ["check_block", "filter_valid", "order", "order_key"]
