@@ -37,6 +37,7 @@ from node.chain.calldata import NotACommitCall, decode_commit_call
 from node.chain.deploy import parse_stream_id  # noqa: F401  (re-exported: one rule for stream ids)
 from node.protocol.eip712 import SignatureError, hash_header, recover_header_signer
 from node.protocol.merkle import verify_proof
+from node.protocol.registry import quorum
 from node.protocol.types import ZERO32, Domain, Header, RejectReason
 
 NODE_STATUS = ("None", "Pending", "Active", "Leaving", "Left")
@@ -154,7 +155,7 @@ class HeaderRecord:
 
     @property
     def quorum(self) -> int:
-        return len(self.replicas) // 2 + 1 if self.replicas else 0
+        return quorum(len(self.replicas)) if self.replicas else 0
 
     @property
     def gas_share(self) -> int:

@@ -17,7 +17,8 @@ def node_hash(left: bytes, right: bytes) -> bytes:
     return keccak(b"\x01" + left + right)
 
 
-def _levels(event_hashes: Sequence[bytes]) -> list[list[bytes]]:
+def merkle_levels(event_hashes: Sequence[bytes]) -> list[list[bytes]]:
+    """The tree bottom-up: the leaves, then each level up to the root (one node); none for no events."""
     level = [leaf_hash(h) for h in event_hashes]
     levels = [level]
     while len(level) > 1:
@@ -33,15 +34,20 @@ def merkle_root(event_hashes: Sequence[bytes]) -> bytes:
     """Root over the ordered event hashes; bytes32(0) for none."""
     if not event_hashes:
         return ZERO_ROOT
-    return _levels(event_hashes)[-1][0]
+    return merkle_levels(event_hashes)[-1][0]
 
 
 def merkle_proof(event_hashes: Sequence[bytes], index: int) -> list[bytes]:
     """Siblings bottom-up for the event at `index`, skipping levels where it was promoted."""
     if not 0 <= index < len(event_hashes):
         raise IndexError(f"index {index} out of range for {len(event_hashes)} events")
+    return proof_from_levels(merkle_levels(event_hashes), index)
+
+
+def proof_from_levels(levels: Sequence[Sequence[bytes]], index: int) -> list[bytes]:
+    """merkle_proof from the tree's levels (merkle_levels), to serve many proofs of one tree cheaply."""
     proof: list[bytes] = []
-    for level in _levels(event_hashes)[:-1]:
+    for level in levels[:-1]:
         sibling = index ^ 1
         if sibling < len(level):
             proof.append(level[sibling])

@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
-from node.protocol.merkle import _levels  # the tree's levels, to serve many proofs of one block cheaply
+from node.protocol.merkle import merkle_levels, proof_from_levels
 
 from .attest import AttestRefused, attest
 from .core import Node
@@ -101,19 +101,13 @@ def proof_of(sid: bytes, number: int, hashes: list[bytes], index: int) -> list[b
     key = (sid, number)
     levels = _LEVELS.get(key)
     if levels is None:
-        levels = _levels(hashes)
+        levels = merkle_levels(hashes)
         _LEVELS[key] = levels
         if len(_LEVELS) > 64:
             _LEVELS.popitem(last=False)
     else:
         _LEVELS.move_to_end(key)
-    proof = []
-    for level in levels[:-1]:
-        sib = index ^ 1
-        if sib < len(level):
-            proof.append(level[sib])
-        index //= 2
-    return proof
+    return proof_from_levels(levels, index)
 
 
 def build_api(node: Node) -> FastAPI:
@@ -201,7 +195,7 @@ def build_api(node: Node) -> FastAPI:
         row = node.storage.get_stream(sid)
         if row is None:
             raise Rejected(404, "unknown_stream", f"stream {hx(sid)} is not known here")
-        ch = node.chain_heads.get(sid)
+        ch = node.view.head(sid)
         return StreamOut(stream_id=hx(sid), head_number=row.head_number, head_hash=hx(row.head_hash),
                          chain_head_number=ch.number if ch else None, members=sorted(row.members),
                          replicas=node.replicas_of(sid), pool_size=node.storage.pool_size(sid),
@@ -297,7 +291,7 @@ def build_api(node: Node) -> FastAPI:
     # ---- operator -------------------------------------------------------------------------------
     @app.get("/healthz", response_model=Health, tags=["operator"])
     async def healthz():
-        behind = sum(1 for sid in list(node.chain_heads) if node.behind(sid))
+        behind = sum(1 for sid in list(node.view.heads) if node.behind(sid))
         streams = node.storage.all_streams()
         e = node.current_epoch() if node.params else None
         h = Health(ok=node.ready, address=node.me, active=node.is_active(node.me), epoch=e, streams=len(streams),

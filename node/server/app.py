@@ -12,6 +12,7 @@ from pathlib import Path
 
 import uvicorn
 
+from node.protocol.registry import RegistryParams
 from node.protocol.types import Domain
 
 from .api import BodyLimit, build_api
@@ -66,16 +67,16 @@ async def build_node(cfg: NodeConfig) -> Node:
     actual = await chain.get_chain_id()
     if chain_id is not None and chain_id != actual:
         raise SystemExit(f"chain id mismatch: deployment says {chain_id}, {cfg.rpc_url} is {actual}")
-    params = await chain.params()
+    params = RegistryParams.from_mapping(await chain.params())
     await chain.latest_block()
     storage = Storage(Path(cfg.data_dir) / "node.sqlite", cfg.sqlite_sync)
     node = Node(cfg=cfg, key=key, onion=onion, storage=storage, chain=chain, peers=Peers(cfg.peer_timeout_s),
                 domain=Domain(actual, registry), params=params)
     await node.refresh_nodes()
-    rec = node.nodes.get(node.me)
+    rec = node.view.nodes.get(node.me)
     if rec is None and cfg.self_register:
         await self_register(node)
-        rec = node.nodes.get(node.me)
+        rec = node.view.nodes.get(node.me)
     if rec is None:
         log.warning("%s is not registered in the registry: it serves and forwards but never leads or attests",
                     node.me)
@@ -96,7 +97,7 @@ async def self_register(node: Node) -> None:
     if not await f.isOperator(node.me).call():
         log.error("self_register: %s is not an allowed operator; ask the registry owner (allowOperator)", node.me)
         return
-    rc = await node.chain._send(f.registerNode(node.me, url, node.onion.commitment))
+    rc = await node.chain.register_node(node.me, url, node.onion.commitment)
     log.info("self_register: registered %s at %s (tx status %s); active from the next epoch", node.me, url,
              rc.get("status"))
     await node.refresh_nodes()
@@ -107,7 +108,7 @@ async def serve(cfg: NodeConfig) -> None:
     await init_heads(node)
     try:
         await poll_once(node)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - any failure: the watch loop scans again
         log.warning("first chain scan failed: %s", exc)
     api = build_api(node)
     server = uvicorn.Server(uvicorn.Config(BodyLimit(api, cfg.max_body), host=cfg.host, port=cfg.port,

@@ -1,17 +1,48 @@
-"""A replica's checks before it signs (attests) a header proposed by a leader."""
+"""A replica's checks before it signs (attests) a header proposed by a leader.
+
+`attest` runs the named checks below in this order; each refuses with its own `Refusal` (an HTTP
+status and an error code, answered as {"error", "detail"}), and signs only if none does:
+
+    parse_proposal            422 malformed          the header and event hashes parse
+    check_stream_known        404 unknown_stream     the stream is known here
+    check_replica_here        409 not_replica        this node is one of its replicas
+    check_current_epoch       409 wrong_epoch        the header names the current epoch
+    check_active_here         409 inactive           this node is active in it
+    check_seed_known          503 no_seed            the epoch's seed is known here
+    check_elected_leader      409 not_elected        the header's leader is the elected one
+      (sync first if this node is behind the chain)
+    check_parent              409 bad_parent         it builds on this node's head
+    check_attempt_open        409 attempt_not_open   its attempt's window is open (with tolerance)
+    check_events_root         409 bad_events_root    eventsRoot/eventCount match the event list
+    check_distinct_events     409 duplicate_event    no event twice
+    check_all_fetched         409 missing_events     events not held here were fetched from peers
+    check_event_stream        409 wrong_stream       every event belongs to the stream
+    check_author_signature    409 bad_signature      a fetched event is signed by its author
+    check_not_committed       409 already_committed  no event held here is in a block already
+    check_nonce_unused        409 replayed_nonce     no fetched event replays a committed nonce
+    check_events_valid        409 invalid_event      the block rules hold (order, membership, nonces)
+    check_state_root          409 bad_state_root     stateRoot is the members after the block
+"""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
+from enum import Enum
 
+from node.protocol.block_rules import check_block_events
+from node.protocol.commit import NodeTerms, StreamHead
 from node.protocol.eip712 import hash_header, recover_event_signer, sign_header
+from node.protocol.election import attempt_opens_at, elected_leader
 from node.protocol.merkle import merkle_root
+from node.protocol.registry import RegistryParams, is_active
 from node.protocol.state import apply_membership, members_root
+from node.protocol.types import Domain, Event, EventEntry, Header
 
-from .blocks import check_block
 from .core import Node
 from .models import AttestIn, hx, unhex
+from .storage import StoredEvent, StreamRow
 from .sync import fetch_events, sources_for, sync_stream
 from .watcher import poll_once
 
@@ -20,109 +51,233 @@ log = logging.getLogger("node.attest")
 ATTEMPT_TOLERANCE_S = 2
 
 
-class AttestRefused(Exception):
-    def __init__(self, status: int, error: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status, self.error, self.detail = status, error, detail
+class Refusal(Enum):
+    """Why an attester refuses: (HTTP status, error code), one per check."""
 
+    MALFORMED = (422, "malformed")
+    UNKNOWN_STREAM = (404, "unknown_stream")
+    NOT_REPLICA = (409, "not_replica")
+    WRONG_EPOCH = (409, "wrong_epoch")
+    INACTIVE = (409, "inactive")
+    NO_SEED = (503, "no_seed")
+    NOT_ELECTED = (409, "not_elected")
+    BAD_PARENT = (409, "bad_parent")
+    ATTEMPT_NOT_OPEN = (409, "attempt_not_open")
+    BAD_EVENTS_ROOT = (409, "bad_events_root")
+    DUPLICATE_EVENT = (409, "duplicate_event")
+    MISSING_EVENTS = (409, "missing_events")
+    WRONG_STREAM = (409, "wrong_stream")
+    BAD_SIGNATURE = (409, "bad_signature")
+    ALREADY_COMMITTED = (409, "already_committed")
+    REPLAYED_NONCE = (409, "replayed_nonce")
+    INVALID_EVENT = (409, "invalid_event")
+    BAD_STATE_ROOT = (409, "bad_state_root")
+
+    @property
+    def status(self) -> int:
+        return int(self.value[0])
+
+    @property
+    def error(self) -> str:
+        return str(self.value[1])
+
+
+class AttestRefused(Exception):
+    """A refusal: `refusal` names the check; `status`, `error`, `detail` are the HTTP answer."""
+
+    def __init__(self, refusal: Refusal, detail: str) -> None:
+        super().__init__(detail)
+        self.refusal = refusal
+        self.status, self.error, self.detail = refusal.status, refusal.error, detail
+
+
+# ---- the checks, in attest's order ------------------------------------------------------------------
+
+def parse_proposal(req: AttestIn) -> tuple[Header, list[bytes]]:
+    try:
+        return req.header.to_header(), [unhex(h) for h in req.event_hashes]
+    except ValueError as exc:
+        raise AttestRefused(Refusal.MALFORMED, str(exc)) from exc
+
+
+def check_stream_known(row: StreamRow | None) -> StreamRow:
+    if row is None:
+        raise AttestRefused(Refusal.UNKNOWN_STREAM, "stream unknown here")
+    return row
+
+
+def check_replica_here(me: str, sid: bytes, replicas: Sequence[str]) -> None:
+    if me not in replicas:
+        raise AttestRefused(Refusal.NOT_REPLICA, f"{me} is not a replica of {hx(sid)}")
+
+
+def check_current_epoch(header: Header, epoch: int) -> None:
+    if header.epoch != epoch:
+        raise AttestRefused(Refusal.WRONG_EPOCH, f"header epoch {header.epoch}, current epoch here {epoch}")
+
+
+def check_active_here(terms: NodeTerms | None, epoch: int) -> None:
+    if terms is None or not is_active(terms.join_epoch, terms.leave_epoch, epoch):
+        raise AttestRefused(Refusal.INACTIVE, "this node is not active in the current epoch")
+
+
+def check_seed_known(seed: bytes | None) -> bytes:
+    if seed is None:
+        raise AttestRefused(Refusal.NO_SEED, "epoch seed unknown here yet")
+    return seed
+
+
+def check_elected_leader(header: Header, seed: bytes, replicas: Sequence[str]) -> None:
+    elected = elected_leader(seed, header.stream_id, header.number, header.attempt, replicas)
+    if header.leader != elected:
+        raise AttestRefused(Refusal.NOT_ELECTED,
+                            f"leader of #{header.number} attempt {header.attempt} is {elected}")
+
+
+def check_parent(header: Header, row: StreamRow) -> None:
+    if header.number != row.head_number + 1 or header.prev_hash != row.head_hash:
+        raise AttestRefused(Refusal.BAD_PARENT,
+                            f"proposal #{header.number} on {hx(header.prev_hash)}, head here #{row.head_number} "
+                            f"{hx(row.head_hash)}")
+
+
+def check_attempt_open(header: Header, head: StreamHead | None, now: float, params: RegistryParams) -> None:
+    """Attempt 0 is always open; a later one once the chain time here is within the tolerance of its window."""
+    if head is None or header.attempt == 0:
+        return
+    opens = attempt_opens_at(head.timestamp, header.attempt, params.leader_timeout)
+    if now + ATTEMPT_TOLERANCE_S < opens:
+        raise AttestRefused(Refusal.ATTEMPT_NOT_OPEN, f"attempt {header.attempt} opens at {opens}")
+
+
+def check_events_root(header: Header, hashes: Sequence[bytes]) -> None:
+    if header.event_count != len(hashes) or merkle_root(hashes) != header.events_root:
+        raise AttestRefused(Refusal.BAD_EVENTS_ROOT, "eventsRoot/eventCount do not match the event list")
+
+
+def check_distinct_events(hashes: Sequence[bytes]) -> None:
+    if len(set(hashes)) != len(hashes):
+        raise AttestRefused(Refusal.DUPLICATE_EVENT, "an event appears twice")
+
+
+def check_all_fetched(missing: Sequence[bytes], fetched: dict[bytes, tuple[Event, bytes]]) -> None:
+    still = [h for h in missing if h not in fetched]
+    if still:
+        raise AttestRefused(Refusal.MISSING_EVENTS,
+                            f"{len(still)} events could not be fetched, e.g. {hx(still[0])}")
+
+
+def check_event_stream(sid: bytes, h: bytes, event: Event) -> None:
+    if event.stream_id != sid:
+        raise AttestRefused(Refusal.WRONG_STREAM, f"event {hx(h)} belongs to another stream")
+
+
+def check_author_signature(domain: Domain, h: bytes, event: Event, signature: bytes) -> None:
+    try:
+        ok = recover_event_signer(domain, event, signature) == event.author
+    except ValueError:
+        ok = False
+    if not ok:
+        raise AttestRefused(Refusal.BAD_SIGNATURE, f"event {hx(h)} has a bad signature")
+
+
+def check_not_committed(h: bytes, stored: StoredEvent) -> None:
+    if stored.block is not None:
+        raise AttestRefused(Refusal.ALREADY_COMMITTED, f"event {hx(h)} is in block {stored.block}")
+
+
+def check_nonce_unused(h: bytes, committed_with_nonce: bytes | None) -> None:
+    """`committed_with_nonce`: another event of the same (stream, author, nonce) in a block (storage)."""
+    if committed_with_nonce is not None:
+        raise AttestRefused(Refusal.REPLAYED_NONCE, f"event {hx(h)} replays a committed nonce")
+
+
+def check_events_valid(members: frozenset[str], entries: Sequence[EventEntry]) -> None:
+    why = check_block_events(members, entries)
+    if why:
+        raise AttestRefused(Refusal.INVALID_EVENT, why)
+
+
+def check_state_root(header: Header, members: frozenset[str], entries: Sequence[EventEntry]) -> None:
+    after = apply_membership(members, [e[1] for e in entries], strict=False)
+    if members_root(after) != header.state_root:
+        raise AttestRefused(Refusal.BAD_STATE_ROOT, "stateRoot does not match the members after the block")
+
+
+CHECKS = (
+    (parse_proposal, Refusal.MALFORMED), (check_stream_known, Refusal.UNKNOWN_STREAM),
+    (check_replica_here, Refusal.NOT_REPLICA), (check_current_epoch, Refusal.WRONG_EPOCH),
+    (check_active_here, Refusal.INACTIVE), (check_seed_known, Refusal.NO_SEED),
+    (check_elected_leader, Refusal.NOT_ELECTED), (check_parent, Refusal.BAD_PARENT),
+    (check_attempt_open, Refusal.ATTEMPT_NOT_OPEN), (check_events_root, Refusal.BAD_EVENTS_ROOT),
+    (check_distinct_events, Refusal.DUPLICATE_EVENT), (check_all_fetched, Refusal.MISSING_EVENTS),
+    (check_event_stream, Refusal.WRONG_STREAM), (check_author_signature, Refusal.BAD_SIGNATURE),
+    (check_not_committed, Refusal.ALREADY_COMMITTED), (check_nonce_unused, Refusal.REPLAYED_NONCE),
+    (check_events_valid, Refusal.INVALID_EVENT), (check_state_root, Refusal.BAD_STATE_ROOT),
+)
+"""Every check with the one refusal it answers, in the order `attest` runs them."""
+
+
+# ---- the attester -----------------------------------------------------------------------------------
 
 async def attest(node: Node, req: AttestIn) -> tuple[bytes, bytes]:
     """Check the proposal; return (signature, headerHash). Raises AttestRefused."""
-    try:
-        header = req.header.to_header()
-        hashes = [unhex(h) for h in req.event_hashes]
-    except ValueError as exc:
-        raise AttestRefused(422, "malformed", str(exc)) from exc
+    header, hashes = parse_proposal(req)
     sid = header.stream_id
-    if node.storage.get_stream(sid) is None:
-        raise AttestRefused(404, "unknown_stream", "stream unknown here")
-    if not node.replicates(sid):
-        raise AttestRefused(409, "not_replica", f"{node.me} is not a replica of {hx(sid)}")
+    row = check_stream_known(node.storage.get_stream(sid))
+    check_replica_here(node.me, sid, node.replicas_of(sid))
     epoch = node.current_epoch()
-    if header.epoch != epoch:
-        raise AttestRefused(409, "wrong_epoch", f"header epoch {header.epoch}, current epoch here {epoch}")
-    if not node.is_active(node.me, epoch):
-        raise AttestRefused(409, "inactive", "this node is not active in the current epoch")
-    seed = await node.seed_for(epoch)
-    if seed is None:
-        raise AttestRefused(503, "no_seed", "epoch seed unknown here yet")
-    elected = node.leader_of(seed, sid, header.number, header.attempt)
-    if header.leader != elected:
-        raise AttestRefused(409, "not_elected", f"leader of #{header.number} attempt {header.attempt} is {elected}")
+    check_current_epoch(header, epoch)
+    check_active_here(node.view.nodes.get(node.me), epoch)
+    seed = check_seed_known(await node.seed_for(epoch))
+    check_elected_leader(header, seed, node.replicas_of(sid))
 
     # Parent: this node must have applied the chain's head first (sync if behind).
-    row = node.storage.get_stream(sid)
     if row.head_number < header.number - 1 or node.behind(sid):
         if row.head_number < header.number - 1:
             try:  # the leader saw a commit this node's watcher has not polled yet
                 await poll_once(node)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001 - best effort: the sync below works from what is known
                 log.debug("poll before attest failed: %s", exc)
         await node_sync(node, sid)
-        row = node.storage.get_stream(sid)
-    if header.number != row.head_number + 1 or header.prev_hash != row.head_hash:
-        raise AttestRefused(409, "bad_parent",
-                            f"proposal #{header.number} on {hx(header.prev_hash)}, head here #{row.head_number} "
-                            f"{hx(row.head_hash)}")
-    ch = node.chain_heads.get(sid)
-    if ch is not None and header.attempt > 0:
-        opens = ch.ts + header.attempt * node.params["leader_timeout"]
-        if node.chain_now() + ATTEMPT_TOLERANCE_S < opens:
-            raise AttestRefused(409, "attempt_not_open", f"attempt {header.attempt} opens at {opens}")
+        row = check_stream_known(node.storage.get_stream(sid))
+    check_parent(header, row)
+    check_attempt_open(header, node.view.head(sid), node.chain_now(), node.params)
 
     # Events: present (or fetched from the leader), correct, valid, ordered.
-    if header.event_count != len(hashes) or merkle_root(hashes) != header.events_root:
-        raise AttestRefused(409, "bad_events_root", "eventsRoot/eventCount do not match the event list")
-    if len(set(hashes)) != len(hashes):
-        raise AttestRefused(409, "duplicate_event", "an event appears twice")
+    check_events_root(header, hashes)
+    check_distinct_events(hashes)
     local = node.storage.get_events(hashes)
     missing = [h for h in hashes if h not in local]
-    fetched = {}
+    fetched: dict[bytes, tuple[Event, bytes]] = {}
     if missing:
         fetched = await fetch_events(node, missing, sources_for(node, sid, header.leader))
-        still = [h for h in missing if h not in fetched]
-        if still:
-            raise AttestRefused(409, "missing_events", f"{len(still)} events could not be fetched, e.g. {hx(still[0])}")
+        check_all_fetched(missing, fetched)
         for h, (ev, sig) in fetched.items():
-            if ev.stream_id != sid:
-                raise AttestRefused(409, "wrong_stream", f"event {hx(h)} belongs to another stream")
-            try:
-                ok = recover_event_signer(node.domain, ev, sig) == ev.author
-            except ValueError:
-                ok = False
-            if not ok:
-                raise AttestRefused(409, "bad_signature", f"event {hx(h)} has a bad signature")
-    items = []
+            check_event_stream(sid, h, ev)
+            check_author_signature(node.domain, h, ev, sig)
+    entries: list[EventEntry] = []
     for h in hashes:
         if h in local:
             se = local[h]
-            if se.block is not None:
-                raise AttestRefused(409, "already_committed", f"event {hx(h)} is in block {se.block}")
-            if se.event.stream_id != sid:
-                raise AttestRefused(409, "wrong_stream", f"event {hx(h)} belongs to another stream")
-            items.append((h, se.event, se.signature))
+            check_not_committed(h, se)
+            check_event_stream(sid, h, se.event)
+            entries.append(EventEntry(h, se.event, se.signature))
         else:
             ev, sig = fetched[h]
-            items.append((h, ev, sig))
+            entries.append(EventEntry(h, ev, sig))
     # Replays: an event held here cannot share (stream, author, nonce) with another stored one (unique
     # index), so only the fetched ones need the look-up.
     for h, (ev, _sig) in fetched.items():
-        r = node.storage.db.execute("SELECT hash FROM events WHERE stream_id=? AND author=? AND nonce=? AND hash<>?"
-                                    " AND block IS NOT NULL", (sid, ev.author, ev.nonce, h)).fetchone()
-        if r is not None:
-            raise AttestRefused(409, "replayed_nonce", f"event {hx(h)} replays a committed nonce")
-    why = check_block(row.members, items)
-    if why:
-        raise AttestRefused(409, "invalid_event", why)
-    after = apply_membership(row.members, [ev for _, ev, _ in items], strict=False)
-    if members_root(after) != header.state_root:
-        raise AttestRefused(409, "bad_state_root", "stateRoot does not match the members after the block")
+        check_nonce_unused(h, node.storage.committed_with_nonce(ev, h))
+    check_events_valid(row.members, entries)
+    check_state_root(header, row.members, entries)
 
     # No one-header-per-slot rule: a leader rebuilds its header for the same slot after a transient
     # rejection (new RANDAO reveal), and the contract takes at most one header per number anyway.
     hh = hash_header(header)
     if fetched:
-        node.storage.add_events([(h, ev, sig) for h, (ev, sig) in fetched.items()], gossiped=True)
+        node.storage.add_events([EventEntry(h, ev, sig) for h, (ev, sig) in fetched.items()], gossiped=True)
     node.storage.add_proposal(hh, header, hashes)
     if len(node.attested_at) > 100_000:
         node.attested_at.clear()
@@ -133,5 +288,5 @@ async def attest(node: Node, req: AttestIn) -> tuple[bytes, bytes]:
 async def node_sync(node: Node, sid: bytes) -> None:
     try:
         await sync_stream(node, sid)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - best effort: the parent check below refuses if still behind
         log.warning("sync before attest failed: %s", exc)

@@ -235,6 +235,9 @@ class Chain:
         self._estimate_next = int(receipt.get("status", 0)) != 1 and int(receipt.get("gasUsed", 0)) >= (gas or 0) > 0
         return receipt
 
+    async def register_node(self, node: str, url: str, randao_commit: bytes) -> dict:
+        return await self._send(self.contract.functions.registerNode(node, url, randao_commit))
+
     async def replace_replica(self, sid: bytes, index: int) -> dict:
         return await self._send(self.contract.functions.replaceReplica(sid, index))
 

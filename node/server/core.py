@@ -1,20 +1,25 @@
-"""Shared state of a running node: storage, chain view, peers, caches of election inputs."""
+"""Shared state of a running node: its identity, storage, chain client, chain view and the small
+bookkeeping of its loops. Every field has one owner (the module that writes it); see `Node`."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from eth_utils import to_checksum_address
 
+from node.protocol.commit import StreamHead
 from node.protocol.eip712 import address_of
 from node.protocol.election import elected_leader, open_attempt
 from node.protocol.onion import HashOnion
+from node.protocol.registry import RegistryParams, epoch_at, epoch_time_left, is_active, quorum
 from node.protocol.types import Domain
 
 from .chainio import Chain, NodeRecord
+from .chainview import ChainView
 from .config import NodeConfig
 from .metrics import Metrics
 from .models import hx
@@ -27,15 +32,25 @@ BOUNDARY_GUARD_S = 1.0  # do not lead in the last second of an epoch (WrongEpoch
 ATTEMPT_MARGIN_S = 1.0  # lead an attempt only once its window has been open this long (clock skew)
 
 
-@dataclass(slots=True)
-class ChainHead:
-    number: int
-    hash: bytes
-    ts: int
-
-
 @dataclass
 class Node:
+    """A running node. Who writes what:
+
+    - set once by `app.build_node` (read by all): cfg, key, onion, storage, chain, peers, domain, params,
+      metrics; `me` and `view` are derived from them here.
+    - `view` (chain heads, replicas, node records, seeds): written only by its own methods, fed by
+      `watcher` (log batches, start-up heads, node records), `producer` (its commit receipt's logs,
+      heads after a rejection) and `seed_for` below (seeds); see node/server/chainview.py.
+    - `watcher`: chain_block, ready.  `app`: stopping.  `wake_sync`/`wake_gossip`: set by anyone, waited
+      on by the watcher / the gossip loop.
+    - `producer`: randao_commit (the chain's commitment of this node, None = re-read), onion_alarm,
+      invalid_events; `tried` (producer's slots and `replicas` upkeep's replaceReplica keys).
+    - `attest`: attested_at (read by the producer: let an earlier attempt's leader finish).
+    - `intake`: accepted_at (note_accepted; `sync.on_applied` pops it for the latency histogram),
+      gossip_queues, gossip_senders.
+    - `sync`: sync_locks, pruned_at.
+    """
+
     cfg: NodeConfig
     key: bytes
     onion: HashOnion
@@ -43,13 +58,9 @@ class Node:
     chain: Chain
     peers: Peers
     domain: Domain
-    params: dict[str, int]
+    params: RegistryParams
     metrics: Metrics = field(default_factory=Metrics)
     me: str = ""
-    nodes: dict[str, NodeRecord] = field(default_factory=dict)
-    seeds: dict[int, bytes] = field(default_factory=dict)
-    chain_heads: dict[bytes, ChainHead] = field(default_factory=dict)
-    replicas: dict[bytes, list[str]] = field(default_factory=dict)
     chain_block: int = 0
     wake_sync: asyncio.Event = field(default_factory=asyncio.Event)
     wake_gossip: asyncio.Event = field(default_factory=asyncio.Event)
@@ -58,87 +69,90 @@ class Node:
     stopping: bool = False
     # when an event was accepted here (for the commit latency histogram); bounded
     accepted_at: dict[bytes, float] = field(default_factory=dict)
+    sync_locks: dict[bytes, asyncio.Lock] = field(default_factory=dict)
+    tried: dict[tuple, float] = field(default_factory=dict)
+    gossip_queues: dict[str, list[dict]] = field(default_factory=dict)
+    gossip_senders: dict[str, asyncio.Task] = field(default_factory=dict)
+    pruned_at: dict[bytes, float] = field(default_factory=dict)
+    attested_at: dict[tuple[bytes, int], tuple[int, float]] = field(default_factory=dict)  # -> (attempt, when)
+    onion_alarm: float = 0.0  # last time an onion problem was logged
+    invalid_events: dict[bytes, float] = field(default_factory=dict)  # dropped by the validity filter, until
+    view: ChainView = field(init=False)
 
     def __post_init__(self) -> None:
         self.me = address_of(self.key)
-        self.sync_locks: dict[bytes, asyncio.Lock] = {}
-        self.attested: dict[tuple, bytes] = {}
-        self.tried: dict[tuple, float] = {}
-        self.gossip_queues: dict[str, list[dict]] = {}
-        self.gossip_senders: dict[str, asyncio.Task] = {}
-        self.pruned_at: dict[bytes, float] = {}
-        self.attested_at: dict[tuple[bytes, int], tuple[int, float]] = {}  # (stream, number) -> (attempt, when)
-        self.onion_alarm = 0.0  # last time an onion problem was logged
-        self.invalid_events: dict[bytes, float] = {}  # dropped by this leader's validity filter, until
+        self.view = ChainView(self.storage)
+
+    # ---- the chain view, read-only ----------------------------------------------------------
+    @property
+    def chain_heads(self) -> Mapping[bytes, StreamHead]:
+        return self.view.heads
+
+    @property
+    def nodes(self) -> Mapping[str, NodeRecord]:
+        return self.view.nodes
 
     # ---- time and epochs ------------------------------------------------------------------
     def chain_now(self) -> float:
         return self.chain.now()
 
     def epoch_at(self, t: float) -> int:
-        return int((t - self.params["genesis_time"]) // self.params["epoch_length"])
+        return epoch_at(self.params, t)
 
     def current_epoch(self) -> int:
         return self.epoch_at(self.chain_now())
 
     def near_epoch_end(self) -> bool:
-        t = self.chain_now() - self.params["genesis_time"]
-        length = self.params["epoch_length"]
-        return (t % length) > length - BOUNDARY_GUARD_S
+        return epoch_time_left(self.params, self.chain_now()) < BOUNDARY_GUARD_S
 
     async def seed_for(self, epoch: int) -> bytes | None:
         """The seed of `epoch`, if it is the chain's current epoch (cached once confirmed)."""
-        s = self.seeds.get(epoch)
+        s = self.view.seed(epoch)
         if s is not None:
             return s
         try:
             e_view, seed_view = await self.chain.epoch_and_seed()
             if e_view == epoch:
-                self.seeds[epoch] = seed_view
+                self.view.load_seed(epoch, seed_view)
                 return seed_view
             if e_view < epoch:
                 # No block of `epoch` yet: the first call that advances will take the current mix as seed.
                 return bytes(await self.chain.contract.functions.randaoMix().call())
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - any RPC failure: no seed this time, the caller retries
             log.warning("seed lookup failed: %s", exc)
         return None
 
     # ---- membership of the registry --------------------------------------------------------
     async def refresh_nodes(self) -> None:
-        recs = await self.chain.nodes()
-        self.nodes = {r.address: r for r in recs}
+        self.view.load_nodes(await self.chain.nodes())
 
     def is_active(self, addr: str, epoch: int | None = None) -> bool:
-        rec = self.nodes.get(addr)
-        return rec is not None and rec.active(self.current_epoch() if epoch is None else epoch)
+        rec = self.view.nodes.get(addr)
+        return rec is not None and is_active(rec.join_epoch, rec.leave_epoch,
+                                             self.current_epoch() if epoch is None else epoch)
 
     def url_of(self, addr: str) -> str | None:
-        rec = self.nodes.get(addr)
+        rec = self.view.nodes.get(addr)
         return rec.url if rec and rec.url else None
 
     # ---- streams ----------------------------------------------------------------------------
     def replicas_of(self, sid: bytes) -> list[str]:
-        r = self.replicas.get(sid)
-        if r is None:
-            row = self.storage.get_stream(sid)
-            r = row.replicas if row else []
-            self.replicas[sid] = r
-        return r
+        return self.view.replicas_of(sid)
 
     def replicates(self, sid: bytes) -> bool:
         return self.me in self.replicas_of(sid)
 
     def quorum(self, sid: bytes) -> int:
-        return len(self.replicas_of(sid)) // 2 + 1
+        return quorum(len(self.replicas_of(sid)))
 
     def leader_of(self, seed: bytes, sid: bytes, number: int, attempt: int) -> str:
         return elected_leader(seed, sid, number, attempt, self.replicas_of(sid))
 
     def current_attempt(self, head_ts: int, margin: float = ATTEMPT_MARGIN_S) -> int:
-        return open_attempt(int(self.chain_now() - margin), head_ts, self.params["leader_timeout"])
+        return open_attempt(int(self.chain_now() - margin), head_ts, self.params.leader_timeout)
 
     def behind(self, sid: bytes) -> bool:
-        ch = self.chain_heads.get(sid)
+        ch = self.view.head(sid)
         row = self.storage.get_stream(sid)
         return ch is not None and (row is None or row.head_number < ch.number)
 

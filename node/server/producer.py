@@ -7,21 +7,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
 from dataclasses import dataclass
 
+from node.protocol.block_rules import block_event_cap, events_with_quorum, order_events, select_events
+from node.protocol.commit import StreamHead
 from node.protocol.eip712 import hash_header, recover_header_signer, sign_header
 from node.protocol.merkle import merkle_root
 from node.protocol.onion import OnionExhausted
 from node.protocol.state import apply_membership, members_root
-from node.protocol.types import MAX_BATCH, MAX_REVEAL_SKIP, Event, Header, RejectReason
+from node.protocol.types import MAX_BATCH, MAX_REVEAL_SKIP, EventEntry, Header, RejectReason
 
-from .blocks import filter_valid, order
-from .core import ChainHead, Node
+from .core import Node
 from .fastpath import check_event_signature
 from .models import HeaderOut, hx, unhex
-from .storage import CommitRow
-from .sync import fetch_events, on_applied
+from .sync import apply_committed, fetch_events
+from .watcher import apply_log_batch
 
 log = logging.getLogger("node.producer")
 
@@ -37,7 +37,7 @@ class Draft:
     attempt: int
     epoch: int
     prev_hash: bytes
-    items: list[tuple[bytes, Event, bytes]]
+    items: list[EventEntry]
     members_after: frozenset[str]
     header: Header | None = None
     sigs: list[bytes] | None = None
@@ -49,18 +49,18 @@ def slots_to_lead(node: Node, epoch: int, seed: bytes) -> list[tuple[bytes, int,
     for sid in node.storage.streams_with_pending():
         if not node.replicates(sid):
             continue
-        ch = node.chain_heads.get(sid)
+        ch = node.view.head(sid)
         row = node.storage.get_stream(sid)
         if ch is None or row is None or row.head_number != ch.number or row.head_hash != ch.hash:
             continue  # behind the chain: sync first (never build on a stale parent)
-        attempt = node.current_attempt(ch.ts)
+        attempt = node.current_attempt(ch.timestamp)
         n = ch.number + 1
         if node.leader_of(seed, sid, n, attempt) != node.me:
             continue
         if node.tried.get((sid, n, attempt), 0) > time.time():
             continue
         seen = node.attested_at.get((sid, n))
-        if seen is not None and seen[0] < attempt and time.time() - seen[1] < node.params["leader_timeout"]:
+        if seen is not None and seen[0] < attempt and time.time() - seen[1] < node.params.leader_timeout:
             continue  # this node just attested an earlier attempt's header: let that leader finish first
         out.append((sid, n, attempt))
     return out
@@ -98,7 +98,7 @@ async def gather_votes(node: Node, sid: bytes, replicas: list[str]) -> list[list
         try:
             resp = await node.peers.votes(url, hx(sid))
             return [unhex(h) for h in resp.get("hashes", [])]
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - any peer failure is a missing vote
             log.debug("votes from %s: %s", url, exc)
             return None
 
@@ -110,16 +110,13 @@ async def gather_votes(node: Node, sid: bytes, replicas: list[str]) -> list[list
 async def draft_block(node: Node, sid: bytes, number: int, attempt: int, epoch: int) -> Draft | None:
     replicas = node.replicas_of(sid)
     votes = await gather_votes(node, sid, replicas)
-    counts: Counter[bytes] = Counter()
-    for v in votes:
-        counts.update(set(v))
-    q = node.quorum(sid)
     now = time.time()
-    kept = [h for h, c in counts.items() if c >= q and node.invalid_events.get(h, 0) < now]
+    kept = [h for h in events_with_quorum(votes, node.quorum(sid)) if node.invalid_events.get(h, 0) < now]
     if not kept:
         return None
     local = node.storage.get_events(kept)
-    items = [(h, se.event, se.signature) for h, se in local.items() if se.block is None and se.event.stream_id == sid]
+    items = [EventEntry(h, se.event, se.signature) for h, se in local.items()
+             if se.block is None and se.event.stream_id == sid]
     missing = [h for h in kept if h not in local]
     if missing:
         voters = [(a, u) for a, u in node.peer_urls(replicas)]
@@ -133,13 +130,13 @@ async def draft_block(node: Node, sid: bytes, number: int, attempt: int, epoch: 
             if bad:
                 del got[h]
         if got:
-            node.storage.add_events([(h, ev, sig) for h, (ev, sig) in got.items()], gossiped=True)
-        items += [(h, ev, sig) for h, (ev, sig) in got.items() if ev.stream_id == sid]
+            node.storage.add_events([EventEntry(h, ev, sig) for h, (ev, sig) in got.items()], gossiped=True)
+        items += [EventEntry(h, ev, sig) for h, (ev, sig) in got.items() if ev.stream_id == sid]
     row = node.storage.get_stream(sid)
     if row is None or row.head_number != number - 1:
         return None
-    ordered = order(items)
-    good, invalid, _deferred = filter_valid(row.members, ordered, min(node.cfg.max_block_events, 15000))
+    selection = select_events(row.members, order_events(items), block_event_cap(node.cfg.max_block_events))
+    good, invalid = selection.kept, selection.invalid
     if invalid:
         node.storage.drop_pool_events(invalid)
         if len(node.invalid_events) > 100_000:
@@ -164,7 +161,7 @@ async def collect_attestations(node: Node, d: Draft) -> list[bytes] | None:
             if recover_header_signer(node.domain, d.header, sig) == addr:
                 return sig
             log.warning("attestation from %s does not recover to it", addr)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - any peer failure or refusal is a missing attestation
             log.info("attest %s #%d by %s refused: %s", hx(d.sid)[:10], d.number, addr, exc)
         return None
 
@@ -250,7 +247,7 @@ async def commit(node: Node, batch: list[Draft]) -> int:
         node.tried[(d.sid, d.number, d.attempt)] = float("inf")
     try:
         receipt = await node.chain.commit_miniblocks([d.header for d in batch], [d.sigs for d in batch])
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - any send failure (RPC, nonce, timeout): retry the slots soon
         log.warning("commitMiniblocks failed (%d headers): %s", len(batch), exc)
         node.metrics.commit_txs.labels("error").inc()
         for d in batch:
@@ -267,29 +264,25 @@ async def commit(node: Node, batch: list[Draft]) -> int:
         return 0
     logs = node.chain.decode_receipt(receipt)
     by_hash = {hash_header(d.header): d for d in batch}
-    ts = node.chain._block_time_cache.get(int(receipt["blockNumber"]), int(node.chain_now()))
+    block = int(receipt["blockNumber"])
+    try:
+        logs.block_times[block] = await node.chain.block_time(block)  # cached by the send
+    except Exception:  # noqa: BLE001 - timing only: any RPC failure falls back to the local chain clock
+        logs.block_times[block] = int(node.chain_now())
     done = 0
-    rows = []
     for c in logs.committed:
         d = by_hash.get(c["header_hash"])
-        rows.append(CommitRow(c["stream_id"], c["number"], c["header_hash"], c["prev_hash"], c["events_root"],
-                              c["event_count"], c["leader"], c["tx_hash"], c["block"]))
-        cur = node.chain_heads.get(c["stream_id"])
-        if cur is None or c["number"] > cur.number:
-            node.chain_heads[c["stream_id"]] = ChainHead(c["number"], c["header_hash"], ts)
         if d is not None:
             node.randao_commit = d.header.randao_reveal
             done += 1
-    if rows:
-        node.storage.add_commits(rows)
+    apply_log_batch(node, logs)  # the same apply as the watcher's (commits, chain heads)
     for c in logs.committed:  # apply our own blocks right away (same path as any committed block)
         d = by_hash.get(c["header_hash"])
         if d is None:
             continue
         row = node.storage.get_stream(d.sid)
         if row is not None and row.head_number == d.number - 1 and row.head_hash == d.prev_hash:
-            node.storage.apply_block(d.header, c["header_hash"], d.items, d.members_after, c["tx_hash"])
-            on_applied(node, d.header, [h for h, _, _ in d.items], d.members_after, d.members_after != row.members)
+            apply_committed(node, row, d.header, c["header_hash"], d.items, c["tx_hash"], d.members_after)
     node.metrics.blocks_led_committed.inc(done)
     if logs.rejected:
         for r in logs.rejected:
@@ -308,14 +301,8 @@ async def resync_heads(node: Node, sids: list[bytes]) -> None:
     for sid in set(sids):
         try:
             n, h, ts = await node.chain.stream_head(sid)
-            reps = await node.chain.replicas_of(sid)
-            if reps != node.replicas_of(sid):
-                node.replicas[sid] = reps
-                node.storage.set_replicas(sid, reps)
-            cur = node.chain_heads.get(sid)
-            if cur is None or n >= cur.number:
-                node.chain_heads[sid] = ChainHead(n, h, ts)
-        except Exception as exc:  # noqa: BLE001
+            node.view.load_head(sid, StreamHead(n, h, ts), await node.chain.replicas_of(sid))
+        except Exception as exc:  # noqa: BLE001 - any RPC failure: the watcher's logs bring the head later
             log.warning("head of %s: %s", hx(sid), exc)
     node.wake_sync.set()
 
@@ -329,6 +316,6 @@ async def produce_loop(node: Node) -> None:
         t0 = time.monotonic()
         try:
             await produce_once(node)
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - the loop must outlive any failure of one tick; the next retries
             log.exception("production tick failed")
         await asyncio.sleep(max(0.0, interval - (time.monotonic() - t0)))

@@ -17,12 +17,12 @@ log = logging.getLogger("node.replicas")
 
 
 async def upkeep_once(node: Node) -> int:
-    if not node.cfg.replace_replicas or not node.nodes:
+    if not node.cfg.replace_replicas or not node.view.nodes:
         return 0
     epoch = node.current_epoch()
     if not node.is_active(node.me, epoch):
         return 0
-    active_nodes = [a for a, r in node.nodes.items() if r.active(epoch)]
+    active_nodes = [a for a in node.view.nodes if node.is_active(a, epoch)]
     sent = 0
     for row in node.storage.all_streams():
         reps = node.replicas_of(row.stream_id)
@@ -42,7 +42,7 @@ async def upkeep_once(node: Node) -> int:
                 node.metrics.gas_spent.inc(int(rc.get("gasUsed", 0)))
                 log.info("replaced replica %d of %s (tx status %s)", i, hx(row.stream_id), rc.get("status"))
                 sent += 1
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001 - a revert (already replaced) or RPC failure: retried
                 log.info("replaceReplica(%s, %d) failed: %s", hx(row.stream_id), i, exc)
         node.wake_sync.set()
     return sent
@@ -52,6 +52,6 @@ async def upkeep_loop(node: Node, interval: float = 1.0) -> None:
     while not node.stopping:
         try:
             await upkeep_once(node)
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - the loop must outlive any failure of one round
             log.exception("replica upkeep failed")
         await asyncio.sleep(interval)

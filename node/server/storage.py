@@ -199,6 +199,12 @@ class Storage:
             return None
         return "known" if bytes(row[0]) == h else "replay"
 
+    def committed_with_nonce(self, ev: Event, h: bytes) -> bytes | None:
+        """The hash of another event of the same (stream, author, nonce) already in a block, if any."""
+        row = self.db.execute("SELECT hash FROM events WHERE stream_id=? AND author=? AND nonce=? AND hash<>?"
+                              " AND block IS NOT NULL", (ev.stream_id, ev.author, ev.nonce, h)).fetchone()
+        return None if row is None else bytes(row[0])
+
     def _row_event(self, r) -> StoredEvent:
         h, sid, author, nonce, kind, payload, sig, block, idx, received = r
         return StoredEvent(bytes(h), trusted_event(bytes(sid), author, nonce, kind, bytes(payload)), bytes(sig), block,
@@ -325,7 +331,8 @@ class Storage:
 
     def chain_heads(self) -> dict[bytes, int]:
         """Highest committed number seen on-chain per stream."""
-        return {bytes(r[0]): r[1] for r in self.db.execute("SELECT stream_id, max(number) FROM commits GROUP BY stream_id")}
+        rows = self.db.execute("SELECT stream_id, max(number) FROM commits GROUP BY stream_id")
+        return {bytes(r[0]): r[1] for r in rows}
 
     # ---- proposals (headers this node built or attested) -----------------------------------------
     def add_proposal(self, header_hash: bytes, header: Header, event_hashes: Sequence[bytes]) -> None:
@@ -375,8 +382,9 @@ class Storage:
                     " block, idx) VALUES(?,?,?,?,?,?,?,?,?,?,?)",
                     (h, ev.stream_id, ev.author, ev.nonce, ev.kind, ev.payload, sig, now, now, header.number, i))
             cur.execute(
-                "INSERT INTO blocks(stream_id, number, header_hash, prev_hash, events_root, event_count, epoch, attempt,"
-                " leader, randao_reveal, state_root, event_hashes, tx_hash, applied_at) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO blocks(stream_id, number, header_hash, prev_hash, events_root, event_count, epoch,"
+                " attempt, leader, randao_reveal, state_root, event_hashes, tx_hash, applied_at)"
+                " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (header.stream_id, header.number, header_hash, header.prev_hash, header.events_root,
                  header.event_count, header.epoch, header.attempt, header.leader, header.randao_reveal,
                  header.state_root, b"".join(h for h, _, _ in events), tx_hash, now))

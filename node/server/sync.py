@@ -10,16 +10,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 
 from node.protocol.eip712 import hash_event, hash_header
 from node.protocol.merkle import merkle_root
 from node.protocol.state import apply_membership, members_root
-from node.protocol.types import Event, Header
+from node.protocol.types import Event, EventEntry, Header
 
 from .core import Node
 from .fastpath import parse_wire
 from .models import HeaderOut, hx, unhex
-from .storage import CommitRow
+from .storage import CommitRow, StreamRow
 
 log = logging.getLogger("node.sync")
 
@@ -32,11 +33,12 @@ def sources_for(node: Node, sid: bytes, leader: str | None) -> list[tuple[str, s
     if leader:
         order.append(leader)
     order += [r for r in node.replicas_of(sid) if r not in order]
-    order += [a for a in node.nodes if a not in order]
+    order += [a for a in node.view.nodes if a not in order]
     return node.peer_urls(order)
 
 
-async def fetch_events(node: Node, hashes: list[bytes], sources: list[tuple[str, str]]) -> dict[bytes, tuple[Event, bytes]]:
+async def fetch_events(node: Node, hashes: list[bytes],
+                       sources: list[tuple[str, str]]) -> dict[bytes, tuple[Event, bytes]]:
     """Events by hash from peers in order; each checked against its hash."""
     want = set(hashes)
     got: dict[bytes, tuple[Event, bytes]] = {}
@@ -46,13 +48,13 @@ async def fetch_events(node: Node, hashes: list[bytes], sources: list[tuple[str,
         lst = [hx(h) for h in want]
         try:
             resp = await node.peers.fetch_events(url, lst)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - any peer failure: ask the next peer
             log.debug("fetch from %s failed: %s", url, exc)
             continue
         for item in resp.get("events", []):
             try:
                 ev, sig = parse_wire(item)
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001 - a peer's malformed item (any shape) is skipped
                 continue
             h = hash_event(ev)
             if h in want:
@@ -67,7 +69,7 @@ async def _block_from_peers(node: Node, c: CommitRow, last: int) -> dict[int, tu
     for _addr, url in sources_for(node, c.stream_id, c.leader):
         try:
             resp = await node.peers.blocks(url, hx(c.stream_id), c.number, last)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - any peer failure: ask the next peer
             log.debug("blocks from %s failed: %s", url, exc)
             continue
         for b in resp.get("blocks", []):
@@ -78,7 +80,7 @@ async def _block_from_peers(node: Node, c: CommitRow, last: int) -> dict[int, tu
                 for item in b.get("events") or []:
                     ev, sig = parse_wire(item)
                     evs[hash_event(ev)] = (ev, sig)
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001 - a peer's malformed block (any shape) is skipped
                 continue
             out[header.number] = (header, hashes, evs)
         if c.number in out:
@@ -96,7 +98,7 @@ async def sync_stream(node: Node, sid: bytes, max_blocks: int = 512) -> int:
 async def _sync_stream(node: Node, sid: bytes, max_blocks: int) -> int:
     applied = 0
     prefetched: dict[int, tuple[Header, list[bytes], dict]] = {}
-    ch = node.chain_heads.get(sid)
+    ch = node.view.head(sid)
     while applied < max_blocks:
         row = node.storage.get_stream(sid)
         if row is None:
@@ -127,7 +129,7 @@ async def _sync_stream(node: Node, sid: bytes, max_blocks: int) -> int:
                     if h.stream_id == sid and h.number == n and hash_header(h) == c.header_hash:
                         header = h
                         break
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001 - any RPC failure: retried on the next pass
                 log.warning("cannot read commit tx of %s #%d: %s", hx(sid), n, exc)
             if header is None:
                 return applied
@@ -147,18 +149,28 @@ async def _sync_stream(node: Node, sid: bytes, max_blocks: int) -> int:
             if missing:
                 log.info("%s #%d: %d events still missing; retry later", hx(sid), n, len(missing))
                 return applied
-        ordered = [(h, events[h][0], events[h][1]) for h in hashes]
+        ordered = [EventEntry(h, events[h][0], events[h][1]) for h in hashes]
         row = node.storage.get_stream(sid)  # re-read: the producer may have applied it meanwhile
         if row is None or row.head_number != n - 1:
             continue
-        after = apply_membership(row.members, [e for _, e, _ in ordered], strict=False)
-        if members_root(after) != header.state_root:
-            log.error("stateRoot of %s #%d differs from the members computed here; applying the chain's block",
-                      hx(sid), n)
-        node.storage.apply_block(header, c.header_hash, ordered, after, c.tx_hash)
+        apply_committed(node, row, header, c.header_hash, ordered, c.tx_hash)
         applied += 1
-        on_applied(node, header, hashes, after, after != row.members)
     return applied
+
+
+def apply_committed(node: Node, row: StreamRow, header: Header, header_hash: bytes, entries: Sequence[EventEntry],
+                    tx_hash: bytes | None, members_after: frozenset[str] | None = None) -> frozenset[str]:
+    """Apply a block the chain committed on the local head `row` (block number - 1): store it, move the
+    head and the member set, prune the pool, count it. The one path of the leader's own blocks
+    (producer.commit, which passes the members it built the block for) and of synced ones."""
+    if members_after is None:
+        members_after = apply_membership(row.members, [e[1] for e in entries], strict=False)
+        if members_root(members_after) != header.state_root:
+            log.error("stateRoot of %s #%d differs from the members computed here; applying the chain's block",
+                      hx(header.stream_id), header.number)
+    node.storage.apply_block(header, header_hash, list(entries), members_after, tx_hash)
+    on_applied(node, header, [e[0] for e in entries], members_after, members_after != row.members)
+    return members_after
 
 
 PRUNE_EVERY_S = 10.0
@@ -184,7 +196,7 @@ def on_applied(node: Node, header: Header, hashes: list[bytes], members: frozens
 async def sync_all(node: Node) -> None:
     """One pass over every stream behind the chain."""
     todo = []
-    for sid, ch in list(node.chain_heads.items()):
+    for sid, ch in list(node.view.heads.items()):
         if not node.cfg.sync_all_streams and not node.replicates(sid):
             continue
         row = node.storage.get_stream(sid)
@@ -198,7 +210,7 @@ async def sync_all(node: Node) -> None:
             async with sem:
                 try:
                     await sync_stream(node, s)
-                except Exception:  # noqa: BLE001
+                except Exception:  # noqa: BLE001 - one stream's failure must not stop the others' sync
                     log.exception("sync of %s failed", hx(s))
 
         await asyncio.gather(*(one(s) for s in todo))

@@ -10,10 +10,11 @@ import asyncio
 import json
 import logging
 
+from node.protocol.commit import StreamHead
+
 from .chainio import LogBatch
-from .core import ChainHead, Node
+from .core import Node
 from .models import hx
-from .storage import CommitRow
 from .sync import sync_all
 
 log = logging.getLogger("node.watcher")
@@ -23,28 +24,9 @@ MAX_RANGE = 2000
 
 
 def apply_log_batch(node: Node, batch: LogBatch) -> None:
-    """Record what the chain says (streams, replica changes, commits); blocks are applied by sync."""
-    st = node.storage
-    for c in batch.created:
-        st.upsert_stream(c["stream_id"], c["genesis_hash"], c["replicas"], c["block"])
-        node.replicas[c["stream_id"]] = c["replicas"]
-        if c["stream_id"] not in node.chain_heads:
-            node.chain_heads[c["stream_id"]] = ChainHead(0, c["genesis_hash"], batch.block_times.get(c["block"], 0))
-    for r in batch.replaced:
-        reps = list(node.replicas_of(r["stream_id"]))
-        if r["index"] < len(reps):
-            reps[r["index"]] = r["new"]
-            st.set_replicas(r["stream_id"], reps)
-            node.replicas[r["stream_id"]] = reps
-            log.info("stream %s: replica %d %s -> %s", hx(r["stream_id"]), r["index"], r["old"], r["new"])
-    if batch.committed:
-        st.add_commits([CommitRow(c["stream_id"], c["number"], c["header_hash"], c["prev_hash"], c["events_root"],
-                                  c["event_count"], c["leader"], c["tx_hash"], c["block"]) for c in batch.committed])
-        for c in batch.committed:
-            cur = node.chain_heads.get(c["stream_id"])
-            if cur is None or c["number"] > cur.number:
-                ts = batch.block_times.get(c["block"]) or node.chain._block_time_cache.get(c["block"], 0)
-                node.chain_heads[c["stream_id"]] = ChainHead(c["number"], c["header_hash"], ts)
+    """Record what the chain says (streams, replica changes, commits) in the node's chain view and
+    storage; blocks are applied by sync. The one apply of registry logs (the producer's receipt too)."""
+    node.view.apply_logs(batch)
 
 
 _poll_lock: asyncio.Lock | None = None
@@ -81,10 +63,8 @@ async def init_heads(node: Node) -> None:
     for row in node.storage.all_streams():
         try:
             n, h, ts = await node.chain.stream_head(row.stream_id)
-            node.chain_heads[row.stream_id] = ChainHead(n, h, ts)
-            node.replicas[row.stream_id] = await node.chain.replicas_of(row.stream_id)
-            node.storage.set_replicas(row.stream_id, node.replicas[row.stream_id])
-        except Exception as exc:  # noqa: BLE001
+            node.view.load_head(row.stream_id, StreamHead(n, h, ts), await node.chain.replicas_of(row.stream_id))
+        except Exception as exc:  # noqa: BLE001 - any RPC failure: the watcher's logs bring the head later
             log.warning("head of %s: %s", hx(row.stream_id), exc)
 
 
@@ -100,7 +80,7 @@ async def watch_loop(node: Node) -> None:
                 last_epoch = e
             await sync_all(node)
             node.ready = True
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - the loop outlives any failure of one round; it retries
             log.warning("watch round failed: %s", exc)
         try:
             await asyncio.wait_for(node.wake_sync.wait(), timeout=interval)
@@ -127,7 +107,7 @@ async def ws_loop(node: Node) -> None:
                     node.wake_sync.set()
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - any subscription failure falls back to polling
             log.debug("websocket subscription failed (%s); polling only", exc)
         await asyncio.sleep(backoff)
         backoff = min(backoff * 2, 10)
