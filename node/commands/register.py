@@ -19,6 +19,7 @@ from pathlib import Path
 import typer
 
 from node.commands.deploy import DEFAULT_PASSWORD_ENV, load_account
+from node.protocol.registry import RegistryParams, epoch_starts_at
 
 
 def _registry(rpc_url: str, registry: str, account):
@@ -99,9 +100,10 @@ def register(
         res = reg.register_node(addr, url, onion.commitment)
     except RegistryError as e:
         typer.echo(f"register failed: {e}", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     info = reg.get_node(addr)
-    starts = reg.genesis_time() + info.join_epoch * reg.epoch_length()
+    params = RegistryParams(reg.genesis_time(), reg.epoch_length(), reg.leader_timeout(), reg.replication_factor())
+    starts = epoch_starts_at(params, info.join_epoch)
     typer.echo(f"node {addr} registered by {account.address} (tx 0x{bytes(res.tx_hash).hex()}); "
                f"active from epoch {info.join_epoch} (chain time {starts})")
 
@@ -130,5 +132,5 @@ def create_stream(
             reg.create_stream(sid)
         except RegistryError as e:
             typer.echo(f"createStream({name}) failed: {e}", err=True)
-            raise typer.Exit(1)
+            raise typer.Exit(1) from None
         typer.echo(f"stream 0x{sid.hex()} ({name}) replicas {', '.join(reg.replicas_of(sid))}")
