@@ -9,7 +9,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from eth_utils import to_checksum_address
+from eth_utils.address import to_checksum_address
 
 from node.protocol.commit import StreamHead
 from node.protocol.eip712 import address_of
