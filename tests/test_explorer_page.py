@@ -12,7 +12,8 @@ import httpx
 import pytest
 from explorer_fill import STREAMS, Filled, fill, proof_for
 
-from node.chain.anvil import Anvil, free_port
+from node.chain.anvil import Anvil
+from node.netutil import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"

@@ -15,10 +15,10 @@ import pytest
 from node.chain.deploy import parse_stream_id
 from node.cluster import Devnet
 from node.protocol.eip712 import hash_header
+from node.protocol.hexutil import hx, unhex
 from node.protocol.merkle import merkle_root
 from node.protocol.types import Domain, EventKind, Header
 from node.server.client import Author, signed_event_json
-from node.server.models import hx, unhex
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.usefixtures("node_logs_on_failure")]
 

@@ -13,9 +13,9 @@ import pytest
 
 from node.chain.deploy import parse_stream_id
 from node.cluster import Devnet
+from node.protocol.hexutil import hx
 from node.protocol.types import EventKind
 from node.server.client import Author, NodeClient
-from node.server.models import hx
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.usefixtures("node_logs_on_failure")]
 
