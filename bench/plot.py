@@ -43,7 +43,7 @@ def plot(rows: list[dict], out: Path) -> Path:
     a = ax[0][1]
     lat = [(f"{r['streams']} str\nmax load", r) for r in by("throughput")] + \
           [(f"{r['streams']} str\nhalf load", r) for r in by("latency_half_load")]
-    labels = [l for l, _ in lat]
+    labels = [name for name, _ in lat]
     p50 = [(r.get("latency_ms") or {}).get("p50") or 0 for _, r in lat]
     p99 = [(r.get("latency_ms") or {}).get("p99") or 0 for _, r in lat]
     idx = range(len(lat))

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from node.chain.deploy import parse_stream_id
-from node.cluster import Devnet
+from node.devnet.network import Network
 from node.protocol.hexutil import hx
 from node.protocol.types import EventKind
 from node.server.client import Author, NodeClient
@@ -26,13 +26,9 @@ EPOCH = 3600
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory):
-    d = Devnet(tmp_path_factory.mktemp("faults"), n_nodes=4, streams=[S1, S2], leader_timeout=3, epoch_length=EPOCH,
-               settings=SETTINGS, extra_nodes=1)
-    d.start()
-    try:
+    with Network(tmp_path_factory.mktemp("faults"), n_nodes=4, streams=[S1, S2], leader_timeout=3,
+                 epoch_length=EPOCH, settings=SETTINGS, extra_nodes=1) as d:
         yield d
-    finally:
-        d.stop()
 
 
 def index_of(net, addr: str) -> int:
