@@ -77,7 +77,8 @@ def test_restarted_node_catches_up_and_loses_no_accepted_event(net, clients, dom
     for sid in (S1, S2):
         head = wait_synced(clients, reg, sid, range(4))
         for n in range(1, head + 1):
-            assert clients[y].block(sid, n) == clients[others[0]].block(sid, n), f"block {n} differs on the restarted node"
+            assert clients[y].block(sid, n) == clients[others[0]].block(sid, n), \
+                f"block {n} differs on the restarted node"
     done = clients[others[1]].wait_committed([he], timeout=40)
     assert done[he]["status"] == "committed"
     assert clients[y].wait_committed(hs + [he], timeout=20)

@@ -15,13 +15,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from node.commands.deploy import DEFAULT_PASSWORD_ENV, load_account
 
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
 
-def _registry(rpc_url: str, registry: str, account):
+    from node.chain.registry import Registry
+
+
+def _registry(rpc_url: str, registry: str, account: LocalAccount | None) -> Registry:
     from web3 import Web3
 
     from node.chain.history import load_registry_abi
@@ -39,7 +45,7 @@ def node_address(node: str | None, node_keystore: Path | None, password_env: str
     import os
 
     from eth_account import Account
-    from eth_utils import is_address, to_checksum_address
+    from eth_utils.address import is_address, to_checksum_address
 
     if node:
         if not is_address(node):
@@ -59,7 +65,7 @@ def node_address(node: str | None, node_keystore: Path | None, password_env: str
         raise typer.BadParameter(f"{node_keystore} has no 'address' field: set ${password_env} (its password) "
                                  "or give --node ADDRESS")
     try:
-        return Account.from_key(Account.decrypt(blob, password)).address
+        return str(Account.from_key(Account.decrypt(blob, password)).address)
     except ValueError as e:
         raise typer.BadParameter(f"cannot decrypt {node_keystore}: {e}") from None
 
@@ -99,7 +105,7 @@ def register(
         res = reg.register_node(addr, url, onion.commitment)
     except RegistryError as e:
         typer.echo(f"register failed: {e}", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     info = reg.get_node(addr)
     starts = reg.genesis_time() + info.join_epoch * reg.epoch_length()
     typer.echo(f"node {addr} registered by {account.address} (tx 0x{bytes(res.tx_hash).hex()}); "
@@ -130,5 +136,5 @@ def create_stream(
             reg.create_stream(sid)
         except RegistryError as e:
             typer.echo(f"createStream({name}) failed: {e}", err=True)
-            raise typer.Exit(1)
+            raise typer.Exit(1) from None
         typer.echo(f"stream 0x{sid.hex()} ({name}) replicas {', '.join(reg.replicas_of(sid))}")
