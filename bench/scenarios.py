@@ -53,21 +53,25 @@ class NodeCost:
         self._t: threading.Thread | None = None
 
     def _cpu(self) -> list[float]:
+        import psutil
+
         out = []
         for p in self.procs:
             try:
                 t = p.cpu_times()
                 out.append(t.user + t.system)
-            except Exception:  # noqa: BLE001 - a node that exited
+            except psutil.Error:  # a node that exited
                 out.append(float("nan"))
         return out
 
     def _sample(self) -> None:
+        import psutil
+
         while not self._stop.wait(0.25):
             for i, p in enumerate(self.procs):
                 try:
                     self.rss_peak[i] = max(self.rss_peak[i], p.memory_info().rss)
-                except Exception:  # noqa: BLE001
+                except psutil.Error:  # a node that exited: its peak so far stands
                     pass
 
     def start(self) -> NodeCost:
