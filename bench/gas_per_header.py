@@ -25,18 +25,19 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from eth_account import Account  # noqa: E402
-from eth_utils import keccak  # noqa: E402
 
 from node.build import load_artifact  # noqa: E402
 from node.chain.anvil import DEV_KEYS, Anvil  # noqa: E402
 from node.chain.deploy import NodeSpec, deploy  # noqa: E402
 from node.chain.devtools import NodeKeys, next_header, sign_header  # noqa: E402
 from node.chain.registry import Registry, TxSender  # noqa: E402
+from node.protocol.hashing import keccak  # noqa: E402
 from node.protocol.onion import HashOnion  # noqa: E402
 
 
@@ -45,9 +46,9 @@ def log(msg: str) -> None:
 
 
 def measure(
-    anvil: Anvil, artifact: dict, *, nodes: int, replication: int, signers: int,
+    anvil: Anvil, artifact: dict[str, Any], *, nodes: int, replication: int, signers: int,
     batches: list[int], repeat: int, events: int, tag: int,
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     w3 = anvil.w3()
     sender = TxSender(w3, Account.from_key(DEV_KEYS[0]))
     keys: dict[str, NodeKeys] = {}

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 
-def plot(rows: list[dict], out: Path) -> Path:
+def plot(rows: list[dict[str, Any]], out: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    by = lambda name: [r for r in rows if r.get("scenario") == name]  # noqa: E731
+    def by(name: str) -> list[dict[str, Any]]:
+        return [r for r in rows if r.get("scenario") == name]
+
     fig, ax = plt.subplots(2, 3, figsize=(17, 9.5))
     fig.suptitle("mini-block nodes on one 2-core machine (loopback, Anvil automine)", fontsize=13)
 
@@ -43,7 +46,7 @@ def plot(rows: list[dict], out: Path) -> Path:
     a = ax[0][1]
     lat = [(f"{r['streams']} str\nmax load", r) for r in by("throughput")] + \
           [(f"{r['streams']} str\nhalf load", r) for r in by("latency_half_load")]
-    labels = [l for l, _ in lat]
+    labels = [name for name, _ in lat]
     p50 = [(r.get("latency_ms") or {}).get("p50") or 0 for _, r in lat]
     p99 = [(r.get("latency_ms") or {}).get("p99") or 0 for _, r in lat]
     idx = range(len(lat))
@@ -98,8 +101,8 @@ def plot(rows: list[dict], out: Path) -> Path:
                  + [(r["nodes"], r.get("events_per_s") or 0) for r in by("throughput") if r["streams"] == s16])
     if pts:
         a.plot([p[0] for p in pts], [p[1] for p in pts], "o-")
-        for x, y in pts:
-            a.annotate(f"{y:,.0f}", (x, y), fontsize=8)
+        for n_nodes, ev_s in pts:
+            a.annotate(f"{ev_s:,.0f}", (n_nodes, ev_s), fontsize=8)
     a.set_xlabel(f"nodes (replication 3, {s16} streams)")
     a.set_ylabel("events/s committed")
     a.set_title("scale: nodes")

@@ -1,7 +1,8 @@
 """Benchmark scenarios. Each returns a list of JSON-able rows ({"scenario": ..., ...}).
 
-All run on loopback against fresh local Anvils (node.chain.anvil) and node processes
-(node.cluster.Devnet); every load is bounded in count and in time.
+All run on loopback against fresh local Anvils (node.chain.anvil) and node processes set up by
+node.devnet.network.Network; the load is the devnet's load generator (node.devnet.loadgen.LoadGen) in its
+batch mode, watched by node.devnet.watcher.Watcher. Every load is bounded in count and in time.
 """
 
 from __future__ import annotations
@@ -13,9 +14,16 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .load import BatchLoad, BoundedWatcher, Stats
+from node.devnet.loadgen import KIND_JOIN, LoadGen
+from node.devnet.network import Network
+from node.devnet.stats import Stats
+from node.devnet.watcher import Watcher
+
+if TYPE_CHECKING:
+    from node.chain.registry import Registry
+    from node.cluster import Cluster
 
 Log = Callable[[str], None]
 
@@ -45,21 +53,25 @@ class NodeCost:
         self._t: threading.Thread | None = None
 
     def _cpu(self) -> list[float]:
+        import psutil
+
         out = []
         for p in self.procs:
             try:
                 t = p.cpu_times()
                 out.append(t.user + t.system)
-            except Exception:  # noqa: BLE001 - a node that exited
+            except psutil.Error:  # a node that exited
                 out.append(float("nan"))
         return out
 
     def _sample(self) -> None:
+        import psutil
+
         while not self._stop.wait(0.25):
             for i, p in enumerate(self.procs):
                 try:
                     self.rss_peak[i] = max(self.rss_peak[i], p.memory_info().rss)
-                except Exception:  # noqa: BLE001
+                except psutil.Error:  # a node that exited: its peak so far stands
                     pass
 
     def start(self) -> NodeCost:
@@ -90,8 +102,10 @@ class NodeCost:
 
     def figures(self, events: int) -> dict[str, Any]:
         cpu = [b - a for a, b in zip(self.cpu0, self.cpu1, strict=False)]
-        def per_k(x):
-            return (round(1000 * x / events, 3) if events else None)
+
+        def per_k(x: float) -> float | None:
+            return round(1000 * x / events, 3) if events else None
+
         return {"cpu_s_per_node": [round(c, 2) for c in cpu],
                 "cpu_s_per_1k_events_per_node": [per_k(c) for c in cpu],
                 "cpu_s_per_1k_events_mean": per_k(statistics.mean(cpu)) if cpu else None,
@@ -103,7 +117,7 @@ class NodeCost:
 # gas, from the receipts of the commit transactions
 
 
-def commit_txs(reg, from_block: int, to_block: int) -> list[dict[str, int]]:
+def commit_txs(reg: Registry, from_block: int, to_block: int) -> list[dict[str, int]]:
     """Every commitMiniblocks tx in [from_block, to_block]: headers committed / rejected, events, gasUsed."""
     if to_block < from_block:
         return []
@@ -114,8 +128,9 @@ def commit_txs(reg, from_block: int, to_block: int) -> list[dict[str, int]]:
         t["events"] += c.event_count
     for r in reg.rejected_logs(from_block, to_block):
         txs[r.tx_hash]["rejected"] += 1
+    w3: Any = reg.w3  # web3's stubs want Hash32 where the logs give bytes
     for h, t in txs.items():
-        t["gas"] = int(reg.w3.eth.get_transaction_receipt(h)["gasUsed"])
+        t["gas"] = int(w3.eth.get_transaction_receipt(h)["gasUsed"])
     return list(txs.values())
 
 
@@ -144,38 +159,40 @@ def gas_by_batch(txs: list[dict[str, int]]) -> list[dict[str, Any]]:
 
 @dataclass
 class Net:
-    devnet: Any
+    """A started network and the deployer's registry client."""
+
+    network: Network
     reg: Any
-    domain: Any
-    streams: list[bytes]
 
     @property
     def urls(self) -> list[str]:
-        return self.devnet.cluster.urls
+        return self.network.urls
 
-    def pids(self) -> list[int]:
-        return [self.devnet.cluster.procs[i].pid for i in range(self.devnet.n_nodes)]
+    @property
+    def streams(self) -> list[bytes]:
+        return list(self.network.streams)
+
+    @property
+    def cluster(self) -> Cluster:
+        assert self.network.cluster is not None, "started"
+        return self.network.cluster
 
     def stop(self) -> None:
-        self.devnet.stop()
+        self.network.stop()
 
 
-def start_net(base: Path, n_nodes: int, n_streams: int, log: Log, settings: dict | None = None) -> Net:
-    from node.cluster import Devnet
-    from node.protocol.types import Domain
-
+def start_net(base: Path, n_nodes: int, n_streams: int, log: Log, settings: dict[str, Any] | None = None) -> Net:
     t = time.monotonic()
-    streams = stream_ids(n_streams)
-    dn = Devnet(base, n_nodes=n_nodes, streams=streams, replication_factor=3, leader_timeout=4,
-                settings=dict(settings or {}))
+    network = Network(base, n_nodes=n_nodes, streams=stream_ids(n_streams), replication_factor=3, leader_timeout=4,
+                      settings=dict(settings or {}))
     try:
-        dn.start()
-        reg = dn.registry()
+        network.start()
+        reg = network.registry()
     except BaseException:
-        dn.stop()
+        network.stop()
         raise
     log(f"devnet: {n_nodes} nodes, {n_streams} streams up in {time.monotonic() - t:.1f}s ({base})")
-    return Net(dn, reg, Domain(reg.w3.eth.chain_id, reg.address), streams)
+    return Net(network, reg)
 
 
 def run_load(net: Net, streams: list[bytes], *, clients: int, total: int, rate: float = 0.0, batch: int = 256,
@@ -185,11 +202,12 @@ def run_load(net: Net, streams: list[bytes], *, clients: int, total: int, rate: 
     stats = Stats(list(streams))
     w3 = net.reg.w3
     first_block = w3.eth.block_number + 1
-    watcher = BoundedWatcher(stats, net.reg, net.urls, first_block)
+    # at most 1 s per poll reading blocks back (2 s per request): busy nodes cannot hold the loop past its deadline
+    watcher = Watcher(stats, net.reg, net.urls, first_block, http_timeout=2.0, budget=1.0)
     stop = threading.Event()
-    load = BatchLoad(stats, net.domain, net.urls, streams, clients, total, rate, max_inflight, stop, batch=batch,
-                     posters=posters)
-    cost = NodeCost(net.pids())
+    load = LoadGen(stats, net.network.domain, net.urls, streams, clients=clients, messages=total, rate=rate,
+                   max_inflight=max_inflight, stop=stop, batch=batch, posters=posters, payload_size=64)
+    cost = NodeCost(net.network.pids())
     t_start = time.monotonic()
     load.start()
     msg_block = None
@@ -220,8 +238,8 @@ def run_load(net: Net, streams: list[bytes], *, clients: int, total: int, rate: 
                 if now > deadline:
                     error = f"timeout: {done} of {total} MESSAGEs committed in {timeout:.0f}s"
                     break
-            for i in range(net.devnet.n_nodes):
-                if not net.devnet.cluster.running(i):
+            for i in range(net.network.n_nodes):
+                if not net.cluster.running(i):
                     error = f"node {i} exited"
                     break
             if error:
@@ -237,7 +255,7 @@ def run_load(net: Net, streams: list[bytes], *, clients: int, total: int, rate: 
         finally:
             watcher.close()
     fig = load.message_figures()
-    res: dict[str, Any] = {"nodes": net.devnet.n_nodes, "replication": 3, "streams": len(streams),
+    res: dict[str, Any] = {"nodes": net.network.n_nodes, "replication": 3, "streams": len(streams),
                            "clients": clients, "joins": len(load.joins), "batch_post": batch,
                            "rate_target": rate or None, **fig}
     if error:
@@ -264,10 +282,10 @@ def run_load(net: Net, streams: list[bytes], *, clients: int, total: int, rate: 
 
 
 def throughput(base: Path, stream_counts: list[int], events: dict[int, int], timeout: float, log: Log,
-               half_load: bool = True, n_nodes: int = 4) -> list[dict]:
+               half_load: bool = True, n_nodes: int = 4) -> list[dict[str, Any]]:
     """4 nodes, replication 3: max throughput with 1, 16, 256 streams (one devnet with the most streams,
     loads on the first S of them); right after the 16-stream load, the same streams at half its rate."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     net = start_net(base / f"tp-{n_nodes}n", n_nodes, max(stream_counts), log)
     try:
         for s in stream_counts:
@@ -275,14 +293,15 @@ def throughput(base: Path, stream_counts: list[int], events: dict[int, int], tim
             r = run_load(net, net.streams[:s], clients=clients, total=events[s], timeout=timeout, log=log)
             rows.append({"scenario": "throughput", **r})
             # the half-load latency run follows the 16-stream run (same streams, fresh client keys)
-            if half_load and (s == 16 or (s == stream_counts[-1] and 16 not in stream_counts)) and r.get("events_per_s"):
+            after = s == 16 or (s == stream_counts[-1] and 16 not in stream_counts)
+            if half_load and after and r.get("events_per_s"):
                 rows.append(half(net, r, events[s], timeout, log))
     finally:
         net.stop()
     return rows
 
 
-def half(net: Net, ref: dict, events: int, timeout: float, log: Log) -> dict:
+def half(net: Net, ref: dict[str, Any], events: int, timeout: float, log: Log) -> dict[str, Any]:
     """The same streams at half the rate `ref` reached: ~10 s of load, batches sized for ~20 posts/s."""
     s = ref["streams"]
     rate = ref["events_per_s"] / 2
@@ -293,8 +312,9 @@ def half(net: Net, ref: dict, events: int, timeout: float, log: Log) -> dict:
     return {"scenario": "latency_half_load", **r}
 
 
-def node_scale(base: Path, node_counts: list[int], streams: int, events: int, timeout: float, log: Log) -> list[dict]:
-    rows = []
+def node_scale(base: Path, node_counts: list[int], streams: int, events: int, timeout: float,
+               log: Log) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
     for n in node_counts:
         net = start_net(base / f"scale-{n}n", n, streams, log)
         try:
@@ -305,7 +325,7 @@ def node_scale(base: Path, node_counts: list[int], streams: int, events: int, ti
     return rows
 
 
-def many_streams(base: Path, streams: int, events: int, timeout: float, log: Log) -> list[dict]:
+def many_streams(base: Path, streams: int, events: int, timeout: float, log: Log) -> list[dict[str, Any]]:
     net = start_net(base / f"streams-{streams}", 4, streams, log)
     try:
         r = run_load(net, net.streams, clients=1, total=events, timeout=timeout, log=log)
@@ -314,7 +334,7 @@ def many_streams(base: Path, streams: int, events: int, timeout: float, log: Log
         net.stop()
 
 
-def intake_and_pool(base: Path, events: int, streams: int, drain_timeout: float, log: Log) -> list[dict]:
+def intake_and_pool(base: Path, events: int, streams: int, drain_timeout: float, log: Log) -> list[dict[str, Any]]:
     """Commits disabled on every node (produce = false): the node's HTTP intake rate (pre-signed JOINs
     from fresh authors, batches of 500, 4 posters over the 4 nodes); the mini-pools grow to `events`.
     Then: a node still answers (healthz, a stream, a vote) while holding them, and once the nodes are
@@ -323,16 +343,14 @@ def intake_and_pool(base: Path, events: int, streams: int, drain_timeout: float,
 
     from node.server.client import Author
 
-    from .load import KIND_JOIN
-
     net = start_net(base / "pool", 4, streams, log, settings={"produce": False})
-    rows: list[dict] = []
+    rows: list[dict[str, Any]] = []
     try:
         t = time.monotonic()
         per_author = len(net.streams)
         n_auth = (events + per_author - 1) // per_author
-        authors = [Author(net.domain) for _ in range(n_auth)]
-        bodies = []
+        authors = [Author(net.network.domain) for _ in range(n_auth)]
+        bodies: list[dict[str, Any]] = []
         for a in authors:
             for sid in net.streams:
                 if len(bodies) >= events:
@@ -366,7 +384,7 @@ def intake_and_pool(base: Path, events: int, streams: int, drain_timeout: float,
                                 if not it["ok"]:
                                     refused[str(it.get("error"))] += 1
 
-        cost = NodeCost(net.pids()).start()
+        cost = NodeCost(net.network.pids()).start()
         t0 = time.monotonic()
         ths = [threading.Thread(target=poster, args=(k,)) for k in range(posters)]
         for th in ths:
@@ -394,7 +412,7 @@ def intake_and_pool(base: Path, events: int, streams: int, drain_timeout: float,
             probe["vote_ms"] = round(1000 * (time.monotonic() - t1), 1)
             probe["vote_hashes"] = len(v.json().get("hashes", [])) if v.status_code == 200 else None
         # restart with commits on; wait for the pools to drain
-        cl = net.devnet.cluster
+        cl = net.cluster
         first_block = net.reg.w3.eth.block_number + 1
         t2 = time.monotonic()
         cl.stop()
@@ -402,7 +420,7 @@ def intake_and_pool(base: Path, events: int, streams: int, drain_timeout: float,
         cl.start()
         cl.wait_healthy(timeout=120)
         restart_s = time.monotonic() - t2
-        cost = NodeCost(net.pids()).start()
+        cost = NodeCost(net.network.pids()).start()
         drained, pools = False, None
         t3 = time.monotonic()
         with httpx.Client(timeout=30, trust_env=False) as c:
@@ -433,7 +451,7 @@ def intake_and_pool(base: Path, events: int, streams: int, drain_timeout: float,
 
 
 def ceiling_anvil(base: Path, batches: list[int], rate_txs: int, streams: int, log: Log,
-                  events_per_header: int = 64) -> list[dict]:
+                  events_per_header: int = 64) -> list[dict[str, Any]]:
     """commitMiniblocks alone on a fresh Anvil: 4 registered nodes, replication 3, headers signed in advance
     by the elected leader + both other replicas (3 signatures). Gas per header for each batch size, then
     the rate: `rate_txs` pre-signed txs of `streams` headers each sent back to back."""
@@ -450,7 +468,7 @@ def ceiling_anvil(base: Path, batches: list[int], rate_txs: int, streams: int, l
     from node.protocol.onion import HashOnion
     from node.protocol.types import Header
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     base.mkdir(parents=True, exist_ok=True)
     with Anvil(log_path=base / "anvil-ceiling.log") as anvil:
         w3 = anvil.w3()
@@ -460,7 +478,8 @@ def ceiling_anvil(base: Path, batches: list[int], rate_txs: int, streams: int, l
         for i in range(4):
             k = NodeKeys(bytes.fromhex(DEV_KEYS[i + 1][2:]), HashOnion(keccak(b"ceiling %d" % i), 20_000))
             keys[k.address] = k
-        specs = [NodeSpec(a, f"http://127.0.0.1:{40000 + i}", k.onion.commitment) for i, (a, k) in enumerate(keys.items())]
+        specs = [NodeSpec(a, f"http://127.0.0.1:{40000 + i}", nk.onion.commitment)
+                 for i, (a, nk) in enumerate(keys.items())]
         n_streams = max(max(batches), streams)
         sids = stream_ids(n_streams, "ceiling")
         t = time.monotonic()
@@ -476,7 +495,7 @@ def ceiling_anvil(base: Path, batches: list[int], rate_txs: int, streams: int, l
         pos = {a: keys[a].onion.position(commits[a]) for a in keys}
         ev_root = merkle_root([keccak(b"e%d" % i) for i in range(events_per_header)])
 
-        def make_batch(sel: list[bytes]) -> tuple[list, list]:
+        def make_batch(sel: list[bytes]) -> tuple[list[Header], list[list[bytes]]]:
             hs, sigs = [], []
             for s in sel:
                 n, prev = heads[s]
@@ -512,13 +531,13 @@ def ceiling_anvil(base: Path, batches: list[int], rate_txs: int, streams: int, l
         nonce = w3.eth.get_transaction_count(acct.address, "pending")
         fees = sender._fees()
         t = time.monotonic()
-        for k in range(rate_txs):
+        for j in range(rate_txs):
             hs, sigs = make_batch(sel)
             fn = reg.contract.functions.commitMiniblocks([_header_abi(h) for h in hs], [list(x) for x in sigs])
             if fn_gas is None:
                 fn_gas = int(fn.estimate_gas({"from": acct.address}) * 1.3) + 50_000
-            tx = fn.build_transaction({"from": acct.address, "nonce": nonce + k, "gas": fn_gas,
-                                       "chainId": w3.eth.chain_id, **fees})
+            params: Any = {"from": acct.address, "nonce": nonce + j, "gas": fn_gas, "chainId": w3.eth.chain_id, **fees}
+            tx = fn.build_transaction(params)
             raw.append(acct.sign_transaction(tx).raw_transaction)
         prep_s = time.monotonic() - t
         t = time.monotonic()
@@ -527,16 +546,17 @@ def ceiling_anvil(base: Path, batches: list[int], rate_txs: int, streams: int, l
         el = time.monotonic() - t
         ok = sum(1 for r in rcpts if r["status"] == 1)
         n_hdr = ok * len(sel)
-        gas = statistics.median(int(r["gasUsed"]) for r in rcpts)
+        tx_gas = statistics.median(int(r["gasUsed"]) for r in rcpts)
         calldata = len(bytes(w3.eth.get_transaction(hashes[0])["input"]))
         zero = bytes(w3.eth.get_transaction(hashes[0])["input"]).count(0)
         rows.append({"scenario": "ceiling_anvil", "replication": 3, "signers": 3, "headers_per_tx": len(sel),
                      "events_per_header": events_per_header, "txs": rate_txs, "txs_ok": ok,
                      "elapsed_s": round(el, 3), "txs_per_s": round(ok / el, 1), "headers_per_s": round(n_hdr / el, 1),
                      "events_per_s_equiv": round(n_hdr * events_per_header / el, 1),
-                     "gas_per_tx": int(gas), "gas_per_header": round(gas / len(sel)),
+                     "gas_per_tx": int(tx_gas), "gas_per_header": round(tx_gas / len(sel)),
                      "calldata_bytes_per_header": round(calldata / len(sel), 1),
                      "calldata_gas_per_header": round((16 * (calldata - zero) + 4 * zero) / len(sel)),
                      "prepare_s": round(prep_s, 2)})
-        log(f"  anvil alone: {ok} txs x {len(sel)} headers in {el:.2f}s = {ok / el:.1f} tx/s, {n_hdr / el:.0f} headers/s")
+        log(f"  anvil alone: {ok} txs x {len(sel)} headers in {el:.2f}s = {ok / el:.1f} tx/s, "
+            f"{n_hdr / el:.0f} headers/s")
     return rows

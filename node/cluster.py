@@ -1,4 +1,5 @@
-"""A reusable launcher of N node processes on loopback (tests, the devnet command, benchmarks).
+"""A reusable launcher of N node processes on loopback (used by node.devnet.network, which also starts
+the chain and deploys: the devnet command, the tests and the bench set networks up through it).
 
     setups = prepare_nodes(4, base_dir)                 # keys, free ports, onion secrets in data dirs
     dep = deploy(..., nodes=[s.spec() for s in setups]) # register them (urls + RANDAO commitments)
@@ -15,29 +16,26 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from node.netutil import free_port
 from node.protocol.eip712 import address_of
 from node.server.config import dump_toml
 from node.server.keys import write_keystore, write_onion
 
+if TYPE_CHECKING:
+    from node.chain.deploy import NodeSpec
+
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTER_PASSWORD = "cluster-dev-password"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -57,7 +55,7 @@ class NodeSetup:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def spec(self):
+    def spec(self) -> NodeSpec:
         """A node.chain.deploy.NodeSpec to register this node."""
         from node.chain.deploy import NodeSpec
 
@@ -91,7 +89,7 @@ class Cluster:
     settings_for: dict[int, dict[str, Any]] = field(default_factory=dict)  # per node index, over `settings`
     dev_keys: bool = False
     python: str = sys.executable
-    procs: dict[int, subprocess.Popen] = field(default_factory=dict)
+    procs: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def config_path(self, i: int) -> Path:
         return self.setups[i].data_dir / "node.toml"
@@ -171,7 +169,7 @@ class Cluster:
                     pass
                 p.wait(5)
 
-    def health(self, i: int, timeout: float = 1.0) -> dict | None:
+    def health(self, i: int, timeout: float = 1.0) -> dict[str, Any] | None:
         try:
             r = httpx.get(self.url(i) + "/healthz", timeout=timeout, trust_env=False)
         except httpx.HTTPError:
@@ -201,74 +199,6 @@ class Cluster:
     def __enter__(self) -> Cluster:
         self.start()
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-@dataclass
-class Devnet:
-    """Anvil + registry + N registered nodes + streams + the node processes, all on loopback.
-
-    Time is warped to the epoch where the nodes are active (Anvil only), streams are created, then the
-    nodes start. `stop()` stops the nodes and Anvil.
-    """
-
-    base_dir: Path
-    n_nodes: int = 4
-    streams: Sequence[bytes] = ()
-    epoch_length: int = 3600
-    leader_timeout: int = 4
-    replication_factor: int = 3
-    settings: dict[str, Any] = field(default_factory=dict)
-    extra_nodes: int = 0  # prepared (keys, ports, onions) but not registered: for join tests
-    anvil: Any = None
-    cluster: Cluster | None = None
-    deployment_path: Path | None = None
-    setups: list[NodeSetup] = field(default_factory=list)
-
-    def start(self, log=lambda s: None, wait: bool = True) -> Devnet:
-        from eth_account import Account
-
-        from node.chain.anvil import DEV_KEYS, Anvil
-        from node.chain.deploy import deploy
-
-        self.base_dir = Path(self.base_dir)
-        self.base_dir.mkdir(parents=True, exist_ok=True)
-        self.anvil = Anvil(log_path=self.base_dir / "anvil.log").start()
-        self.setups = prepare_nodes(self.n_nodes + self.extra_nodes, self.base_dir)
-        registered = self.setups[:self.n_nodes]
-        self.deployment_path = self.base_dir / "deployment.json"
-        deploy(self.anvil.w3(), Account.from_key(DEV_KEYS[0]), epoch_length=self.epoch_length,
-               leader_timeout=self.leader_timeout, replication_factor=self.replication_factor,
-               nodes=[s.spec() for s in registered], streams=list(self.streams), rpc_url=self.anvil.http_url,
-               ws_url=self.anvil.ws_url, out=self.deployment_path, warp=True, log=log)
-        self.cluster = Cluster(self.deployment_path, self.setups, dict(self.settings))
-        for i in range(self.n_nodes):
-            self.cluster.start(i)
-        if wait:
-            self.cluster.wait_healthy(range(self.n_nodes))
-        return self
-
-    def registry(self, key_index: int = 0):
-        """A sync node.chain.registry.Registry sending from Anvil dev account `key_index`."""
-        from eth_account import Account
-
-        from node.chain.anvil import DEV_KEYS
-        from node.chain.deployment import Deployment
-        from node.chain.registry import Registry
-
-        return Registry.from_deployment(Deployment.load(self.deployment_path), w3=self.anvil.w3(),
-                                        account=Account.from_key(DEV_KEYS[key_index]))
-
-    def stop(self) -> None:
-        if self.cluster is not None:
-            self.cluster.stop()
-        if self.anvil is not None:
-            self.anvil.stop()
-
-    def __enter__(self) -> Devnet:
-        return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

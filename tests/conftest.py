@@ -11,7 +11,6 @@ keys): nodes never send transactions, only sign; the deployer is dev account 0.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -119,7 +118,7 @@ def deployment_factory(w3, anvil, artifact, deployer_sender) -> Callable[..., De
 
 
 
-# --- a module's devnet: modules that define a `net` fixture (a node.cluster.Devnet) get these ---
+# --- a module's network: modules that define a `net` fixture (a node.devnet.network.Network) get these ---
 
 
 @pytest.fixture
@@ -134,8 +133,7 @@ def node_logs_on_failure(request, net):
 
 @pytest.fixture(scope="module")
 def domain(net) -> Domain:
-    dep = json.loads(Path(net.deployment_path).read_text())
-    return Domain(dep["chain_id"], dep["registry"])
+    return net.domain
 
 
 @pytest.fixture(scope="module")

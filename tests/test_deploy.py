@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_cli(args: list[str], *, env: dict | None = None, script: bool = False) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, str(ROOT / "deploy_scripts" / "deploy.py")] if script else [sys.executable, "-m", "node", "deploy"]
+    cmd = ([sys.executable, str(ROOT / "deploy_scripts" / "deploy.py")] if script
+           else [sys.executable, "-m", "node", "deploy"])
     return subprocess.run(
         cmd + args, cwd=ROOT, capture_output=True, text=True, timeout=300,
         env={**os.environ, **(env or {})},
@@ -43,7 +44,8 @@ def chain():
 def nodes():
     accts = [Account.from_key(k) for k in DEV_KEYS[1:6]]
     onions = [HashOnion(keccak(b"deploy test %d" % i), 64) for i in range(5)]
-    return [(a.address, f"http://127.0.0.1:{31000 + i}", o.commitment) for i, (a, o) in enumerate(zip(accts, onions, strict=False))]
+    return [(a.address, f"http://127.0.0.1:{31000 + i}", o.commitment)
+            for i, (a, o) in enumerate(zip(accts, onions, strict=False))]
 
 
 def test_deploy_cli_register_and_create_streams(chain, nodes, artifact, tmp_path):

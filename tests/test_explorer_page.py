@@ -12,7 +12,8 @@ import httpx
 import pytest
 from explorer_fill import STREAMS, Filled, fill, proof_for
 
-from node.chain.anvil import Anvil, free_port
+from node.chain.anvil import Anvil
+from node.netutil import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -20,7 +21,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SCREENSHOT = Path("/tmp/explorer_header.png")
 
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed (./dev test installs it when run as root)")
+pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM),
+                                reason="Debian's chromium is not installed (./dev test installs it when run as root)")
 
 
 @pytest.fixture(scope="module")

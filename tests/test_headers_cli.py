@@ -13,6 +13,7 @@ from explorer_fill import STREAMS, Filled, fill
 
 from node.chain.anvil import Anvil
 from node.protocol.eip712 import address_of
+from node.protocol.hexutil import hx
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,10 +36,6 @@ def headers_json(f: Filled, *extra: str) -> tuple[list[dict], list[dict]]:
     return [x for x in lines if x["type"] == "header"], [x for x in lines if x["type"] == "stream"]
 
 
-def h32(b: bytes) -> str:
-    return "0x" + b.hex()
-
-
 def test_every_field_and_the_verification(filled: Filled) -> None:
     headers, streams = headers_json(filled)
     assert len(headers) == len(filled.sent)
@@ -47,17 +44,17 @@ def test_every_field_and_the_verification(filled: Filled) -> None:
         h = s.header
         reps = filled.replicas[h.stream_id]
         assert got["status"] == s.status
-        assert got["stream"] == h32(h.stream_id)
+        assert got["stream"] == hx(h.stream_id)
         assert got["number"] == h.number
-        assert got["headerHash"] == h32(s.header_hash)
+        assert got["headerHash"] == hx(s.header_hash)
         assert got["leader"] == h.leader
-        assert got["prevHash"] == h32(h.prev_hash)
-        assert got["eventsRoot"] == h32(h.events_root)
+        assert got["prevHash"] == hx(h.prev_hash)
+        assert got["eventsRoot"] == hx(h.events_root)
         assert got["eventCount"] == h.event_count == len(s.event_hashes)
         assert (got["epoch"], got["attempt"]) == (h.epoch, h.attempt)
-        assert got["randaoReveal"] == h32(h.randao_reveal)
-        assert got["stateRoot"] == h32(h.state_root)
-        assert got["txHash"] == h32(s.tx_hash)
+        assert got["randaoReveal"] == hx(h.randao_reveal)
+        assert got["stateRoot"] == hx(h.state_root)
+        assert got["txHash"] == hx(s.tx_hash)
         assert got["blockNumber"] == s.block_number
         assert got["batchSize"] == s.batch_size
         assert got["txGasUsed"] == s.gas_used
@@ -87,7 +84,7 @@ def test_every_field_and_the_verification(filled: Filled) -> None:
     for group in by_tx.values():
         assert [g["batchIndex"] for g in group] == list(range(len(group)))
     # per stream: unbroken from genesis to the head
-    assert {s["stream"] for s in streams} == {h32(s) for s in STREAMS}
+    assert {s["stream"] for s in streams} == {hx(s) for s in STREAMS}
     for st in streams:
         assert st["ok"] and st["chainOk"] and st["genesisOk"], st
         commits = [g for g in headers if g["stream"] == st["stream"] and g["status"] == "committed"]
@@ -98,13 +95,13 @@ def test_every_field_and_the_verification(filled: Filled) -> None:
 
 def test_stream_and_from_filters(filled: Filled) -> None:
     s0 = STREAMS[0]
-    headers, streams = headers_json(filled, "--stream", h32(s0))
-    assert {g["stream"] for g in headers} == {h32(s0)}
+    headers, streams = headers_json(filled, "--stream", hx(s0))
+    assert {g["stream"] for g in headers} == {hx(s0)}
     assert [(g["number"], g["status"]) for g in headers] == [(1, "committed"), (2, "committed"), (3, "committed"),
                                                            (4, "rejected")]
     assert len(streams) == 1 and streams[0]["ok"]
     # --from: the parent of the first header shown is checked against the chain's stored hash
-    headers, _ = headers_json(filled, "--stream", h32(s0), "--from", "2", "--no-rejected")
+    headers, _ = headers_json(filled, "--stream", hx(s0), "--from", "2", "--no-rejected")
     assert [g["number"] for g in headers] == [2, 3]
     assert all(g["verification"]["ok"] for g in headers)
 
@@ -118,7 +115,7 @@ def test_table_output(filled: Filled) -> None:
 
 
 def test_unreachable_rpc_and_not_a_registry(filled: Filled) -> None:
-    from node.chain.anvil import free_port
+    from node.netutil import free_port
 
     p = run_cli("headers", "--rpc-url", f"http://127.0.0.1:{free_port()}", "--registry", filled.registry, timeout=60)
     assert p.returncode != 0 and "cannot reach the JSON-RPC endpoint" in p.stderr

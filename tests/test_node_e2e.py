@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from node.chain.deploy import parse_stream_id
-from node.cluster import Devnet
+from node.devnet.network import Network
 from node.protocol.eip712 import hash_header
+from node.protocol.hexutil import hx, unhex
 from node.protocol.merkle import merkle_root
 from node.protocol.types import Domain, EventKind, Header
 from node.server.client import Author, signed_event_json
-from node.server.models import hx, unhex
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.usefixtures("node_logs_on_failure")]
 
@@ -28,12 +28,9 @@ SETTINGS = {"tick_ms": 100, "poll_ms": 150, "regossip_s": 6.0, "log_level": "INF
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory):
-    d = Devnet(tmp_path_factory.mktemp("e2e"), n_nodes=4, streams=[S1, S2], leader_timeout=3, settings=SETTINGS)
-    d.start()
-    try:
+    with Network(tmp_path_factory.mktemp("e2e"), n_nodes=4, streams=[S1, S2], leader_timeout=3,
+                 settings=SETTINGS) as d:
         yield d
-    finally:
-        d.stop()
 
 
 def joined(author: Author, sid: bytes, clients, via: int = 0) -> None:

@@ -12,10 +12,10 @@ import time
 import pytest
 
 from node.chain.deploy import parse_stream_id
-from node.cluster import Devnet
+from node.devnet.network import Network
+from node.protocol.hexutil import hx
 from node.protocol.types import EventKind
 from node.server.client import Author, NodeClient
-from node.server.models import hx
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.usefixtures("node_logs_on_failure")]
 
@@ -26,13 +26,9 @@ EPOCH = 3600
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory):
-    d = Devnet(tmp_path_factory.mktemp("faults"), n_nodes=4, streams=[S1, S2], leader_timeout=3, epoch_length=EPOCH,
-               settings=SETTINGS, extra_nodes=1)
-    d.start()
-    try:
+    with Network(tmp_path_factory.mktemp("faults"), n_nodes=4, streams=[S1, S2], leader_timeout=3,
+                 epoch_length=EPOCH, settings=SETTINGS, extra_nodes=1) as d:
         yield d
-    finally:
-        d.stop()
 
 
 def index_of(net, addr: str) -> int:
@@ -81,7 +77,8 @@ def test_restarted_node_catches_up_and_loses_no_accepted_event(net, clients, dom
     for sid in (S1, S2):
         head = wait_synced(clients, reg, sid, range(4))
         for n in range(1, head + 1):
-            assert clients[y].block(sid, n) == clients[others[0]].block(sid, n), f"block {n} differs on the restarted node"
+            assert clients[y].block(sid, n) == clients[others[0]].block(sid, n), \
+                f"block {n} differs on the restarted node"
     done = clients[others[1]].wait_committed([he], timeout=40)
     assert done[he]["status"] == "committed"
     assert clients[y].wait_committed(hs + [he], timeout=20)

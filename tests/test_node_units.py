@@ -28,7 +28,7 @@ def test_config_precedence_file_env_flags(tmp_path):
     cfg = load_config(f, {"port": 3000}, env={"NODE_PORT": "2000", "NODE_TICK_MS": "70"})
     assert cfg.port == 3000 and cfg.tick_ms == 70 and cfg.log_level == "DEBUG"
     assert cfg.data_dir == tmp_path / "d"  # relative to the file
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError):  # pydantic's ValidationError
         load_config(None, {"no_such_setting": 1}, env={})
 
 

@@ -243,7 +243,8 @@ def test_bad_signatures_rejected_like_python(d, domain):
     good = sign_header(reg, h, d.keys, attesters=2)
 
     # Flipped byte in the leader's signature.
-    bad = bytearray(good[0]); bad[5] ^= 0xFF
+    bad = bytearray(good[0])
+    bad[5] ^= 0xFF
     try:
         py_ok = eip712.recover_header_signer(domain, h, bytes(bad)) == h.leader
     except eip712.SignatureError:

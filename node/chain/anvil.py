@@ -14,13 +14,14 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
 from typing import IO
+
+from node.netutil import free_port
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 ANVIL_BIN = ROOT / "node_modules" / ".bin" / "anvil"
@@ -53,12 +54,6 @@ def anvil_binary() -> str:
     if not found:
         raise FileNotFoundError("anvil not found: run ./dev setup (node_modules/.bin/anvil)")
     return found
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 class AnvilError(RuntimeError):

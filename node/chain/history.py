@@ -36,6 +36,7 @@ from web3 import Web3
 from node.chain.calldata import NotACommitCall, decode_commit_call
 from node.chain.deploy import parse_stream_id  # noqa: F401  (re-exported: one rule for stream ids)
 from node.protocol.eip712 import SignatureError, hash_header, recover_header_signer
+from node.protocol.hexutil import bytes32, hx
 from node.protocol.merkle import verify_proof
 from node.protocol.registry import quorum
 from node.protocol.types import ZERO32, Domain, Header, RejectReason
@@ -56,17 +57,6 @@ class RpcUnreachable(HistoryError):
 
 class NotARegistry(HistoryError):
     pass
-
-
-def _b32(value: Any) -> bytes:
-    b = bytes(HexBytes(value))
-    if len(b) != 32:
-        raise ValueError(f"expected 32 bytes, got {len(b)}")
-    return b
-
-
-def hex32(b: bytes) -> str:
-    return "0x" + bytes(b).hex()
 
 
 def reason_name(code: int) -> str:
@@ -170,17 +160,17 @@ class HeaderRecord:
         h = self.header
         return {
             "status": self.status,
-            "stream": hex32(self.stream_id),
+            "stream": hx(self.stream_id),
             "number": self.number,
-            "headerHash": hex32(self.header_hash),
+            "headerHash": hx(self.header_hash),
             "leader": self.leader,
-            "prevHash": None if self.prev_hash is None else hex32(self.prev_hash),
-            "eventsRoot": None if self.events_root is None else hex32(self.events_root),
+            "prevHash": None if self.prev_hash is None else hx(self.prev_hash),
+            "eventsRoot": None if self.events_root is None else hx(self.events_root),
             "eventCount": self.event_count,
             "epoch": h.epoch if h else None,
             "attempt": h.attempt if h else None,
-            "randaoReveal": hex32(h.randao_reveal) if h else None,
-            "stateRoot": hex32(h.state_root) if h else None,
+            "randaoReveal": hx(h.randao_reveal) if h else None,
+            "stateRoot": hx(h.state_root) if h else None,
             "signatures": len(self.signatures),
             "attestations": self.attestations,
             "quorum": self.quorum,
@@ -188,7 +178,7 @@ class HeaderRecord:
             "signers": [s.to_json() for s in self.signers],
             "reason": self.reason,
             "reasonName": self.reason_name,
-            "txHash": hex32(self.tx_hash),
+            "txHash": hx(self.tx_hash),
             "blockNumber": self.block_number,
             "blockTimestamp": self.block_timestamp,
             "logIndex": self.log_index,
@@ -214,9 +204,9 @@ class StreamInfo:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "stream": hex32(self.stream_id), "headNumber": self.head_number,
-            "headHash": hex32(self.head_hash), "headTimestamp": self.head_timestamp,
-            "replicas": self.replicas, "genesisHash": hex32(self.genesis_hash),
+            "stream": hx(self.stream_id), "headNumber": self.head_number,
+            "headHash": hx(self.head_hash), "headTimestamp": self.head_timestamp,
+            "replicas": self.replicas, "genesisHash": hx(self.genesis_hash),
             "createdBlock": self.created_block, "createdEpoch": self.created_epoch,
             "creator": self.creator,
         }
@@ -386,7 +376,7 @@ class RegistryHistory:
                     "node": to_checksum_address(node), "operator": to_checksum_address(operator), "url": url,
                     "status": NODE_STATUS[status] if 0 <= status < len(NODE_STATUS) else str(status),
                     "joinEpoch": int(join_epoch), "leaveEpoch": int(leave_epoch),
-                    "randaoCommit": hex32(bytes(commit)),
+                    "randaoCommit": hx(bytes(commit)),
                 })
         return out
 
@@ -397,8 +387,8 @@ class RegistryHistory:
             "registry": self.address,
             "blockNumber": int(self.w3.eth.block_number),
             "epoch": int(f.currentEpoch().call()),
-            "seed": hex32(bytes(f.currentSeed().call())),
-            "randaoMix": hex32(bytes(f.randaoMix().call())),
+            "seed": hx(bytes(f.currentSeed().call())),
+            "randaoMix": hx(bytes(f.randaoMix().call())),
             "epochLength": int(f.epochLength().call()),
             "leaderTimeout": int(f.leaderTimeout().call()),
             "replicationFactor": int(f.replicationFactor().call()),
@@ -652,7 +642,7 @@ class RegistryHistory:
             onchain = self.header_hash_at(rec.stream_id, rec.number)
             v.hash = onchain == rec.header_hash and rec.header is not None
             if onchain != rec.header_hash:
-                v.problems.append(f"headerHashAt({rec.number}) is {hex32(onchain)}, the log says {hex32(rec.header_hash)}")
+                v.problems.append(f"headerHashAt({rec.number}) is {hx(onchain)}, the log says {hx(rec.header_hash)}")
             # parent: the previous commit seen of this stream, else what the chain stores at number-1
             prev = last_hash.get(rec.stream_id)
             if prev is not None and prev[0] == rec.number - 1:
@@ -665,7 +655,7 @@ class RegistryHistory:
                 expected = None
             v.parent = expected is not None and rec.prev_hash == expected and expected != ZERO32
             if expected is not None and rec.prev_hash != expected:
-                v.problems.append(f"prevHash {hex32(rec.prev_hash or ZERO32)} != hash of block {rec.number - 1} {hex32(expected)}")
+                v.problems.append(f"prevHash {hx(rec.prev_hash or ZERO32)} != hash of block {rec.number - 1} {hx(expected)}")
             last_hash[rec.stream_id] = (rec.number, rec.header_hash)
 
     def chain_summary(self, stream_id: bytes, records: list[HeaderRecord] | None = None) -> dict[str, Any]:
@@ -705,8 +695,8 @@ class RegistryHistory:
             problems.append("the commits seen do not reach the stream head")
         all_ok = all(r.verification is not None and r.verification.ok for r in committed)
         return {
-            "stream": hex32(stream_id), "genesisHash": hex32(genesis), "genesisOk": genesis_ok,
-            "headNumber": head_number, "headHash": hex32(head_hash), "commits": len(committed),
+            "stream": hx(stream_id), "genesisHash": hx(genesis), "genesisOk": genesis_ok,
+            "headNumber": head_number, "headHash": hx(head_hash), "commits": len(committed),
             "chainOk": genesis_ok and contiguous and at_head, "headersOk": all_ok,
             "ok": genesis_ok and contiguous and at_head and all_ok, "problems": problems,
         }
@@ -730,7 +720,7 @@ class RegistryHistory:
     ) -> HeaderRecord | None:
         """The first MiniblockCommitted (or, if none, MiniblockRejected) log of `header_hash`, decoded."""
         self._forget_latest()
-        header_hash = _b32(header_hash)
+        header_hash = bytes32(header_hash)
         topic0 = [self.topic_committed, self.topic_rejected] if include_rejected else self.topic_committed
         topics: list[Any] = [topic0, HexBytes(stream_id) if stream_id is not None else None]
         if number is not None:

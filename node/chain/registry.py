@@ -24,6 +24,7 @@ from web3 import Web3
 from web3.exceptions import ContractCustomError, ContractLogicError, Web3RPCError
 from web3.logs import DISCARD
 
+from node.protocol.hexutil import bytes32, hx
 from node.protocol.types import Domain, Event, Header, RejectReason
 
 from .deployment import Deployment
@@ -32,23 +33,14 @@ from .deployment import Deployment
 # pydantic types for chain data
 
 
-def _to_bytes32(v: Any) -> bytes:
-    if isinstance(v, str):
-        v = bytes.fromhex(v[2:] if v.startswith(("0x", "0X")) else v)
-    v = bytes(v)
-    if len(v) != 32:
-        raise ValueError("expected 32 bytes")
-    return v
-
-
 def _to_address(v: Any) -> str:
     return to_checksum_address(v)
 
 
 Bytes32 = Annotated[
     bytes,
-    BeforeValidator(_to_bytes32),
-    PlainSerializer(lambda b: "0x" + b.hex(), return_type=str, when_used="json"),
+    BeforeValidator(bytes32),
+    PlainSerializer(hx, return_type=str, when_used="json"),
 ]
 Address = Annotated[str, BeforeValidator(_to_address)]
 
@@ -284,10 +276,6 @@ class TxSender:
 # the registry
 
 
-def _b32(x: bytes | str) -> bytes:
-    return _to_bytes32(x)
-
-
 def _header_abi(h: Header | tuple) -> tuple:
     return h.as_abi() if isinstance(h, Header) else tuple(h)
 
@@ -437,7 +425,7 @@ class Registry:
         return self.transact("setReplicationFactor", r)
 
     def register_node(self, node: str, url: str, randao_commit: bytes | str) -> TxResult:
-        return self.transact("registerNode", to_checksum_address(node), url, _b32(randao_commit))
+        return self.transact("registerNode", to_checksum_address(node), url, bytes32(randao_commit))
 
     def set_node_url(self, node: str, url: str) -> TxResult:
         return self.transact("setNodeUrl", to_checksum_address(node), url)
@@ -449,10 +437,10 @@ class Registry:
         return self.transact("advanceEpoch")
 
     def create_stream(self, stream_id: bytes | str) -> TxResult:
-        return self.transact("createStream", _b32(stream_id))
+        return self.transact("createStream", bytes32(stream_id))
 
     def replace_replica(self, stream_id: bytes | str, index: int) -> TxResult:
-        return self.transact("replaceReplica", _b32(stream_id), index)
+        return self.transact("replaceReplica", bytes32(stream_id), index)
 
     def transfer_ownership(self, new_owner: str) -> TxResult:
         return self.transact("transferOwnership", to_checksum_address(new_owner))
@@ -492,23 +480,23 @@ class Registry:
         return bytes(self._call("randaoMix", block=block))
 
     def elected_leader(self, stream_id: bytes, number: int, attempt: int, block: Any = "latest") -> str:
-        return self._call("electedLeader", _b32(stream_id), number, attempt, block=block)
+        return self._call("electedLeader", bytes32(stream_id), number, attempt, block=block)
 
     def attempt_opens_at(self, stream_id: bytes, attempt: int, block: Any = "latest") -> int:
-        return self._call("attemptOpensAt", _b32(stream_id), attempt, block=block)
+        return self._call("attemptOpensAt", bytes32(stream_id), attempt, block=block)
 
     def stream_exists(self, stream_id: bytes, block: Any = "latest") -> bool:
-        return self._call("streamExists", _b32(stream_id), block=block)
+        return self._call("streamExists", bytes32(stream_id), block=block)
 
     def stream_head(self, stream_id: bytes, block: Any = "latest") -> StreamHead:
-        n, h, t = self._call("streamHead", _b32(stream_id), block=block)
+        n, h, t = self._call("streamHead", bytes32(stream_id), block=block)
         return StreamHead(number=n, header_hash=bytes(h), timestamp=t)
 
     def header_hash_at(self, stream_id: bytes, number: int, block: Any = "latest") -> bytes:
-        return bytes(self._call("headerHashAt", _b32(stream_id), number, block=block))
+        return bytes(self._call("headerHashAt", bytes32(stream_id), number, block=block))
 
     def replicas_of(self, stream_id: bytes, block: Any = "latest") -> list[str]:
-        return list(self._call("replicasOf", _b32(stream_id), block=block))
+        return list(self._call("replicasOf", bytes32(stream_id), block=block))
 
     def stream_count(self, block: Any = "latest") -> int:
         return self._call("streamCount", block=block)
@@ -551,13 +539,13 @@ class Registry:
         return bytes(self._call("headerDigest", _header_abi(header)))
 
     def merkle_root(self, event_hashes: Sequence[bytes]) -> bytes:
-        return bytes(self._call("merkleRoot", [_b32(x) for x in event_hashes]))
+        return bytes(self._call("merkleRoot", [bytes32(x) for x in event_hashes]))
 
     def verify_merkle_proof(
         self, root: bytes, count: int, index: int, event_hash: bytes, proof: Sequence[bytes]
     ) -> bool:
         return self._call(
-            "verifyMerkleProof", _b32(root), count, index, _b32(event_hash), [_b32(p) for p in proof]
+            "verifyMerkleProof", bytes32(root), count, index, bytes32(event_hash), [bytes32(p) for p in proof]
         )
 
     def verify_inclusion(
@@ -565,8 +553,8 @@ class Registry:
         block: Any = "latest",
     ) -> bool:
         return self._call(
-            "verifyInclusion", _header_abi(header), [_b32(p) for p in proof], index,
-            _b32(event_hash), block=block,
+            "verifyInclusion", _header_abi(header), [bytes32(p) for p in proof], index,
+            bytes32(event_hash), block=block,
         )
 
     def eip712_domain(self) -> EIP712DomainInfo:
@@ -633,7 +621,7 @@ class Registry:
     ) -> list[MiniblockCommitted]:
         f: dict[str, Any] = {}
         if stream_id is not None:
-            f["streamId"] = _b32(stream_id)
+            f["streamId"] = bytes32(stream_id)
         if leader is not None:
             f["leader"] = to_checksum_address(leader)
         return [
@@ -645,14 +633,14 @@ class Registry:
         self, from_block: int, to_block: int | str = "latest", *,
         stream_id: bytes | None = None, chunk: int = 10_000,
     ) -> list[MiniblockRejected]:
-        f = {"streamId": _b32(stream_id)} if stream_id is not None else None
+        f = {"streamId": bytes32(stream_id)} if stream_id is not None else None
         return [self._rejected(ev) for ev in self._logs("MiniblockRejected", from_block, to_block, f, chunk)]
 
     def stream_created_logs(
         self, from_block: int, to_block: int | str = "latest", *,
         stream_id: bytes | None = None, chunk: int = 10_000,
     ) -> list[StreamCreated]:
-        f = {"streamId": _b32(stream_id)} if stream_id is not None else None
+        f = {"streamId": bytes32(stream_id)} if stream_id is not None else None
         out = []
         for ev in self._logs("StreamCreated", from_block, to_block, f, chunk):
             a = ev["args"]
@@ -666,7 +654,7 @@ class Registry:
         self, from_block: int, to_block: int | str = "latest", *,
         stream_id: bytes | None = None, chunk: int = 10_000,
     ) -> list[ReplicaReplaced]:
-        f = {"streamId": _b32(stream_id)} if stream_id is not None else None
+        f = {"streamId": bytes32(stream_id)} if stream_id is not None else None
         out = []
         for ev in self._logs("ReplicaReplaced", from_block, to_block, f, chunk):
             a = ev["args"]

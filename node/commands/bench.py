@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -22,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 SCENARIOS = ("ceiling_anvil", "throughput", "pool", "scale_nodes", "scale_streams")
 
 # (full, quick, tiny) sizes
-SIZES = {
+SIZES: dict[str, dict[str, Any]] = {
     "full": dict(gas_batches=[1, 8, 64], anvil_txs=30, anvil_streams=64, stream_counts=[1, 16, 256],
                  events={1: 4000, 16: 20000, 256: 20000}, timeout=60.0, half_load=True, node_counts=[3, 5, 7],
                  scale_events=20000, many_streams=1000, many_events=10000, pool_events=100_000, pool_streams=16,
@@ -61,12 +62,12 @@ def main(
     work = out / "work" if keep else Path(tempfile.mkdtemp(prefix="bench-"))
     results = out / "results.jsonl"
     results.write_text("")
-    rows: list[dict] = []
+    rows: list[dict[str, Any]] = []
 
     def log(s: str) -> None:
         print(f"bench: {s}", file=sys.stderr, flush=True)
 
-    def emit(new: list[dict]) -> None:
+    def emit(new: list[dict[str, Any]]) -> None:
         with results.open("a") as fh:
             for r in new:
                 la = os.getloadavg()  # the box is shared: its load when the figures were taken
@@ -83,7 +84,8 @@ def main(
 
         import psutil
 
-        emit([{"scenario": "machine", "cpus": psutil.cpu_count(), "mem_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        emit([{"scenario": "machine", "cpus": psutil.cpu_count(),
+               "mem_gb": round(psutil.virtual_memory().total / 2**30, 1),
                "python": platform.python_version(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}])
         steps = {
             "ceiling_anvil": lambda: sc.ceiling_anvil(work, z["gas_batches"], z["anvil_txs"], z["anvil_streams"], log),

@@ -12,6 +12,6 @@ def main(
         arts = build(force=force)
     except BuildError as e:
         typer.echo(f"build failed: {e}", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     for name, path in sorted(arts.items()):
         typer.echo(f"{name}: {path}")

@@ -9,17 +9,21 @@ only, ``--dev`` with ``--private-key`` being one of Anvil's well-known dev keys
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from node.chain.anvil import DEV_KEYS
+
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
 
 DEFAULT_PASSWORD_ENV = "MINIBLOCK_KEYSTORE_PASSWORD"
 
 
 def load_account(
     *, private_key: str | None, keystore: Path | None, password_env: str, dev: bool
-):
+) -> LocalAccount:
     from eth_account import Account
 
     from node.keystore import KeystoreError, decrypt_keystore
@@ -28,7 +32,8 @@ def load_account(
         raise typer.BadParameter("give either --keystore or --private-key, not both")
     if keystore:
         try:
-            return Account.from_key(decrypt_keystore(keystore, password_env))
+            acct: LocalAccount = Account.from_key(decrypt_keystore(keystore, password_env))
+            return acct
         except KeystoreError as e:
             raise typer.BadParameter(str(e)) from None
     if not dev:
@@ -40,7 +45,8 @@ def load_account(
         key = "0x" + key
     if key not in DEV_KEYS:
         raise typer.BadParameter("--dev takes only Anvil's well-known dev keys; use --keystore")
-    return Account.from_key(key)
+    dev_acct: LocalAccount = Account.from_key(key)
+    return dev_acct
 
 
 def main(
@@ -73,7 +79,7 @@ def main(
     out: Path = typer.Option(Path("deployment.json"), "--out", help="Deployment file to write."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
-    from eth_utils import is_address
+    from eth_utils.address import is_address
     from web3 import Web3
 
     from node.build import BuildError
@@ -107,5 +113,5 @@ def main(
         )
     except (RegistryError, BuildError) as e:
         typer.echo(f"deploy failed: {e}", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     typer.echo(dep.registry)

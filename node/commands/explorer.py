@@ -18,7 +18,7 @@ def main(
         hist = RegistryHistory.connect(rpc_url, registry)
     except HistoryError as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     import uvicorn
 
     typer.echo(f"explorer for {hist.address} (chain {hist.chain_id}) on http://{host}:{port}/", err=True)

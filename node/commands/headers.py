@@ -21,20 +21,22 @@ def _mark(v: bool | None) -> str:
 def main(
     rpc_url: str = typer.Option(..., "--rpc-url", help="JSON-RPC endpoint of the chain."),
     registry: str = typer.Option(..., "--registry", help="Address of the MiniblockRegistry."),
-    stream: str | None = typer.Option(None, "--stream", help="Only this stream: 0x + 64 hex digits, or a name (keccak256 of it, as deploy does)."),
+    stream: str | None = typer.Option(None, "--stream", help="Only this stream: 0x + 64 hex digits, or a name "
+                                      "(keccak256 of it, as deploy does)."),
     from_number: int = typer.Option(0, "--from", min=0, help="Only headers with number >= N."),
     from_block: int | None = typer.Option(None, "--from-block", min=0, help="First chain block to scan."),
     to_block: int | None = typer.Option(None, "--to-block", min=0, help="Last chain block to scan."),
     no_rejected: bool = typer.Option(False, "--no-rejected", help="Leave out MiniblockRejected headers."),
     as_json: bool = typer.Option(False, "--json", help="JSON lines: one object per header, then one per stream."),
 ) -> None:
-    from node.chain.history import HistoryError, RegistryHistory, parse_stream_id
+    from node.chain.deploy import parse_stream_id
+    from node.chain.history import HistoryError, RegistryHistory
 
     try:
         stream_id = parse_stream_id(stream) if stream else None
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     try:
         hist = RegistryHistory.connect(rpc_url, registry)
         if stream_id is not None and not hist.stream_exists(stream_id):
@@ -48,10 +50,10 @@ def main(
             summaries = [hist.chain_summary(s, records) for s in streams]
     except HistoryError as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2)
-    except Exception as exc:  # an RPC that breaks mid-way
+        raise typer.Exit(2) from None
+    except Exception as exc:  # noqa: BLE001 - an RPC that breaks mid-way: any error, reported as such
         typer.echo(f"error: reading the chain failed: {type(exc).__name__}: {exc}", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
 
     if as_json:
         out = sys.stdout
@@ -71,11 +73,9 @@ def main(
     console.print(f"registry [bold]{hist.address}[/] on chain {hist.chain_id} "
                   f"(EIP-712 {d.name} v{d.version}), {len(records)} headers")
     table = Table(show_lines=False, header_style="bold")
-    for col, kw in (("stream", {}), ("#", {"justify": "right"}), ("header hash", {}), ("leader", {}),
-                    ("att.", {"justify": "right"}), ("events", {"justify": "right"}),
-                    ("block", {"justify": "right"}), ("tx", {}), ("gas share", {"justify": "right"}),
-                    ("verified", {})):
-        table.add_column(col, **kw)
+    right = {"#", "att.", "events", "block", "gas share"}
+    for col in ("stream", "#", "header hash", "leader", "att.", "events", "block", "tx", "gas share", "verified"):
+        table.add_column(col, justify="right" if col in right else "left")
     for r in records:
         j = r.to_json()
         v = r.verification
@@ -94,7 +94,8 @@ def main(
         )
     console.print(table)
     for s in summaries:
-        mark = "[green]✓ unbroken from genesis[/]" if s["ok"] else "[red]✗ " + "; ".join(s["problems"] or ["a header fails"]) + "[/]"
+        mark = ("[green]✓ unbroken from genesis[/]" if s["ok"]
+                else "[red]✗ " + "; ".join(s["problems"] or ["a header fails"]) + "[/]")
         console.print(f"stream {_short(s['stream'])}: head #{s['headNumber']} {_short(s['headHash'])}, "
                       f"{s['commits']} commits seen, {mark}")
     if hist.truncated:

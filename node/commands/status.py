@@ -6,11 +6,12 @@ Reads only the node's HTTP API: GET /v1/info, /healthz, /v1/streams.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import typer
 
 
-def fetch(node: str, timeout: float = 5.0) -> dict:
+def fetch(node: str, timeout: float = 5.0) -> dict[str, Any]:
     import httpx
 
     with httpx.Client(base_url=node.rstrip("/"), timeout=timeout, trust_env=False) as c:
@@ -37,7 +38,7 @@ def main(
             typer.echo(json.dumps({"node": node, "error": str(e)}))
         else:
             typer.echo(f"cannot read {node}: {e}", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     if not all_streams:
         st["streams"] = [s for s in st["streams"] if s["replicated_here"]]
     if json_out:

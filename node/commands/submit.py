@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any, NoReturn
 
 import typer
 
@@ -27,7 +28,7 @@ def load_client_key(key: str | None, keystore: Path | None, password_env: str, d
     from node.keystore import KeystoreError, decrypt_keystore
 
     if key and not keystore and Path(key).is_file():
-        key, keystore = None, Path(key)  # --key FILE: a keystore
+        keystore, key = Path(key), None  # --key FILE: a keystore
     if keystore and key:
         raise typer.BadParameter("give either --keystore or --key, not both")
     if keystore:
@@ -36,8 +37,7 @@ def load_client_key(key: str | None, keystore: Path | None, password_env: str, d
         except KeystoreError as e:
             raise typer.BadParameter(str(e)) from None
     if not key:
-        raise typer.BadParameter("no key: give --keystore FILE (password in $%s), or --key HEX with --dev"
-                                 % password_env)
+        raise typer.BadParameter(f"no key: give --keystore FILE (password in ${password_env}), or --key HEX with --dev")
     if not dev:
         raise typer.BadParameter("a raw --key is only accepted with --dev; use --keystore")
     try:
@@ -131,7 +131,7 @@ def main(
         client.close()
 
 
-def _print(out: dict, json_out: bool) -> None:
+def _print(out: dict[str, Any], json_out: bool) -> None:
     if json_out:
         typer.echo(json.dumps(out))
         return
@@ -144,7 +144,7 @@ def _print(out: dict, json_out: bool) -> None:
     typer.echo(line)
 
 
-def _fail(json_out: bool, msg: str, code: int):
+def _fail(json_out: bool, msg: str, code: int) -> NoReturn:
     if json_out:
         typer.echo(json.dumps({"status": "error", "error": msg}))
     else:

@@ -18,7 +18,8 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from node.chain.history import HeaderRecord, RegistryHistory, hex32, parse_stream_id
+from node.chain.history import HeaderRecord, RegistryHistory, parse_stream_id
+from node.protocol.hexutil import hx
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;background:#f6f7f9;color:#1b1f24}
@@ -198,8 +199,8 @@ def create_app(hist: RegistryHistory) -> FastAPI:
             for n in ov["nodes"]
         ) or '<tr><td colspan=6 class="note">no nodes registered</td></tr>'
         stream_rows = "".join(
-            f"<tr><td><a class=mono href=\"/stream/{hex32(s.stream_id)}\">{esc(hex32(s.stream_id))}</a></td>"
-            f"<td class=num data-head>{s.head_number}</td><td><code>{esc(short(hex32(s.head_hash), 14))}</code></td>"
+            f"<tr><td><a class=mono href=\"/stream/{hx(s.stream_id)}\">{esc(hx(s.stream_id))}</a></td>"
+            f"<td class=num data-head>{s.head_number}</td><td><code>{esc(short(hx(s.head_hash), 14))}</code></td>"
             f"<td class=num>{len(s.replicas)}</td><td class=num>{s.created_epoch if s.created_epoch is not None else '-'}</td></tr>"
             for s in streams
         ) or '<tr><td colspan=5 class="note">no streams yet</td></tr>'
@@ -230,8 +231,8 @@ def create_app(hist: RegistryHistory) -> FastAPI:
         reps = hist.replicas_of(s)
         rows = "".join(
             f"<tr class=\"{r.status}\"><td class=num>{r.number}</td>"
-            f"<td><a class=mono href=\"/header/{hex32(r.header_hash)}?stream={hex32(r.stream_id)}&number={r.number}\">"
-            f"{esc(short(hex32(r.header_hash), 14))}</a></td>"
+            f"<td><a class=mono href=\"/header/{hx(r.header_hash)}?stream={hx(r.stream_id)}&number={r.number}\">"
+            f"{esc(short(hx(r.header_hash), 14))}</a></td>"
             f"<td><code>{esc(short(r.leader))}</code></td><td class=num data-att>{r.attestations}/{len(r.replicas)}</td>"
             f"<td class=num>{'-' if r.event_count is None else r.event_count}</td><td class=num>{r.block_number}</td>"
             f"<td class=num>{r.gas_share:,}</td><td>{_verif_cell(r)}</td></tr>"
@@ -240,7 +241,7 @@ def create_app(hist: RegistryHistory) -> FastAPI:
         chain = (f'<span class="ok" id="chain-ok">✓ parent hashes unbroken from genesis to head #{summ["headNumber"]}</span>'
                  if summ["chainOk"] else
                  f'<span class="bad" id="chain-ok">✗ {esc("; ".join(summ["problems"]))}</span>')
-        body = f"""<h1>Stream <code>{esc(hex32(s))}</code></h1>
+        body = f"""<h1>Stream <code>{esc(hx(s))}</code></h1>
 <dl class="kv"><dt>head</dt><dd>#{summ['headNumber']} <code>{esc(summ['headHash'])}</code></dd>
 <dt>genesis hash</dt><dd><code>{esc(summ['genesisHash'])}</code> {mark(summ['genesisOk'], 'genesis')}</dd>
 <dt>replicas</dt><dd>{'<br>'.join(f'<code>{esc(r)}</code>' for r in reps)}</dd>
@@ -250,7 +251,7 @@ def create_app(hist: RegistryHistory) -> FastAPI:
 <table id="headers"><tr><th>#</th><th>header hash</th><th>leader</th><th>attestations</th><th>events</th>
 <th>block</th><th>gas share</th><th>verification</th></tr>{rows}</table>
 <p><a href="/">← overview</a></p>"""
-        return page(f"stream {short(hex32(s))}", body, hist)
+        return page(f"stream {short(hx(s))}", body, hist)
 
     def header_body(rec: HeaderRecord, result: dict[str, Any] | None, form: dict[str, str]) -> str:
         j = rec.to_json()

@@ -6,18 +6,13 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from node.protocol.hexutil import hx, unhex
 from node.protocol.types import Event, Header
+
+__all__ = ["hx", "unhex"]  # re-exported: the server modules import them from here
 
 HEX32 = r"^0x[0-9a-fA-F]{64}$"
 ADDR = r"^0x[0-9a-fA-F]{40}$"
-
-
-def unhex(s: str) -> bytes:
-    return bytes.fromhex(s[2:] if s.startswith(("0x", "0X")) else s)
-
-
-def hx(b: bytes) -> str:
-    return "0x" + bytes(b).hex()
 
 
 class EventIn(BaseModel):
