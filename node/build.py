@@ -85,14 +85,14 @@ def find_compiler() -> Compiler:
     try:
         import solcx
 
-        for v in sorted(solcx.get_installed_solc_versions(), reverse=True):
-            candidates.append((Path(solcx.get_executable(v)), True))
-    except Exception:  # py-solc-x without installs, or an unreadable folder
+        for installed in sorted(solcx.get_installed_solc_versions(), reverse=True):
+            candidates.append((Path(solcx.install.get_executable(installed)), True))
+    except Exception:  # noqa: BLE001 -- py-solc-x without installs, or an unreadable folder: fall back to the wrapper
         pass
     for path, native in candidates:
-        v = _version_of(path)
-        if v and (v[:3] >= MIN_NATIVE or path == Path(env or "")):
-            return Compiler(path, v[3], native)
+        found = _version_of(path)
+        if found and (found[:3] >= MIN_NATIVE or path == Path(env or "")):
+            return Compiler(path, found[3], native)
     # The wrapper: read solcjs's version from its package instead of starting node.
     pkg = ROOT / "node_modules" / "solc" / "package.json"
     if not (ROOT / "node_modules" / ".bin" / "solcjs").exists() or not pkg.is_file():
@@ -224,4 +224,5 @@ def load_artifact(name: str = "MiniblockRegistry", out_dir: Path = OUT_DIR) -> d
     arts = build(out_dir=out_dir)
     if name not in arts:
         raise BuildError(f"contract {name} not found among {sorted(arts)}")
-    return json.loads(arts[name].read_text())
+    artifact: dict[str, Any] = json.loads(arts[name].read_text())
+    return artifact

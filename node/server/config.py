@@ -51,7 +51,8 @@ class NodeConfig(BaseModel):
     max_body: int = 32 * 1024 * 1024
     max_block_events: int = 5000
     max_batch_events: int = 5000  # per batch-intake call
-    sqlite_sync: str = "FULL"  # FULL: an accepted event is on disk (fsync) before the answer; NORMAL (WAL) survives a process crash only
+    # FULL: an accepted event is on disk (fsync) before the answer; NORMAL (WAL) survives a process crash only
+    sqlite_sync: str = "FULL"
     sync_all_streams: bool = True  # store every stream's blocks, not only those replicated here
     replace_replicas: bool = True
     produce: bool = True  # lead and commit blocks; False: intake, gossip, votes, attest and sync only (benchmarks)
