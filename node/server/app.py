@@ -11,11 +11,12 @@ import signal
 from pathlib import Path
 
 import uvicorn
+from eth_account import Account
 
+from node.chain.client import RegistryClient
 from node.protocol.types import Domain
 
 from .api import BodyLimit, build_api
-from .chainio import Chain
 from .config import NodeConfig
 from .core import Node
 from .intake import gossip_loop
@@ -51,7 +52,7 @@ def resolve_chain(cfg: NodeConfig) -> tuple[str, int | None, list, str | None]:
     if registry is None:
         raise SystemExit("no registry: give --deployment FILE or --registry ADDRESS")
     if abi is None:
-        from .chainio import load_abi
+        from node.chain.abi import load_abi
 
         abi = load_abi(None)
     return registry, chain_id, abi, ws
@@ -62,7 +63,8 @@ async def build_node(cfg: NodeConfig) -> Node:
     Path(cfg.data_dir).mkdir(parents=True, exist_ok=True)
     onion = load_onion(cfg)
     registry, chain_id, abi, _ws = resolve_chain(cfg)
-    chain = Chain(cfg.rpc_url, registry, abi, key)
+    assert cfg.rpc_url is not None  # resolve_chain set it
+    chain = RegistryClient.for_node(cfg.rpc_url, registry, abi, Account.from_key(key))
     actual = await chain.get_chain_id()
     if chain_id is not None and chain_id != actual:
         raise SystemExit(f"chain id mismatch: deployment says {chain_id}, {cfg.rpc_url} is {actual}")
@@ -92,13 +94,12 @@ async def self_register(node: Node) -> None:
     """registerNode(me, public_url, onion commitment), sent by the node itself as its own operator."""
     cfg = node.cfg
     url = cfg.public_url or f"http://{cfg.host}:{cfg.port}"
-    f = node.chain.contract.functions
-    if not await f.isOperator(node.me).call():
+    if not await node.chain.is_operator(node.me):
         log.error("self_register: %s is not an allowed operator; ask the registry owner (allowOperator)", node.me)
         return
-    rc = await node.chain._send(f.registerNode(node.me, url, node.onion.commitment))
+    rc = await node.chain.register_node(node.me, url, node.onion.commitment, check=False)
     log.info("self_register: registered %s at %s (tx status %s); active from the next epoch", node.me, url,
-             rc.get("status"))
+             rc.status)
     await node.refresh_nodes()
 
 

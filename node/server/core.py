@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 
 from eth_utils import to_checksum_address
 
+from node.chain.client import NodeRecord, RegistryClient
 from node.protocol.eip712 import address_of
 from node.protocol.election import elected_leader, open_attempt
 from node.protocol.onion import HashOnion
 from node.protocol.types import Domain
 
-from .chainio import Chain, NodeRecord
 from .config import NodeConfig
 from .metrics import Metrics
 from .models import hx
@@ -40,7 +40,7 @@ class Node:
     key: bytes
     onion: HashOnion
     storage: Storage
-    chain: Chain
+    chain: RegistryClient
     peers: Peers
     domain: Domain
     params: dict[str, int]
@@ -98,7 +98,7 @@ class Node:
                 return seed_view
             if e_view < epoch:
                 # No block of `epoch` yet: the first call that advances will take the current mix as seed.
-                return bytes(await self.chain.contract.functions.randaoMix().call())
+                return await self.chain.randao_mix()
         except Exception as exc:  # noqa: BLE001
             log.warning("seed lookup failed: %s", exc)
         return None

@@ -249,7 +249,7 @@ async def commit(node: Node, batch: list[Draft]) -> int:
     for d in batch:  # one submission per slot: a rejected slot is given up, the next attempt takes over
         node.tried[(d.sid, d.number, d.attempt)] = float("inf")
     try:
-        receipt = await node.chain.commit_miniblocks([d.header for d in batch], [d.sigs for d in batch])
+        res = await node.chain.commit_budgeted([d.header for d in batch], [d.sigs for d in batch])
     except Exception as exc:  # noqa: BLE001
         log.warning("commitMiniblocks failed (%d headers): %s", len(batch), exc)
         node.metrics.commit_txs.labels("error").inc()
@@ -258,49 +258,49 @@ async def commit(node: Node, batch: list[Draft]) -> int:
         node.randao_commit = None
         await resync_heads(node, [d.sid for d in batch])
         return 0
-    node.metrics.gas_spent.inc(int(receipt.get("gasUsed", 0)))
-    ok = int(receipt.get("status", 0)) == 1
+    node.metrics.gas_spent.inc(res.gas_used)
+    ok = res.status == 1
     node.metrics.commit_txs.labels("ok" if ok else "reverted").inc()
     if not ok:
         node.randao_commit = None
         await resync_heads(node, [d.sid for d in batch])
         return 0
-    logs = node.chain.decode_receipt(receipt)
+    logs = res.batch()
     by_hash = {hash_header(d.header): d for d in batch}
-    ts = node.chain._block_time_cache.get(int(receipt["blockNumber"]), int(node.chain_now()))
+    ts = res.block_timestamp if res.block_timestamp is not None else int(node.chain_now())
     done = 0
     rows = []
     for c in logs.committed:
-        d = by_hash.get(c["header_hash"])
-        rows.append(CommitRow(c["stream_id"], c["number"], c["header_hash"], c["prev_hash"], c["events_root"],
-                              c["event_count"], c["leader"], c["tx_hash"], c["block"]))
-        cur = node.chain_heads.get(c["stream_id"])
-        if cur is None or c["number"] > cur.number:
-            node.chain_heads[c["stream_id"]] = ChainHead(c["number"], c["header_hash"], ts)
+        d = by_hash.get(c.header_hash)
+        rows.append(CommitRow(c.stream_id, c.number, c.header_hash, c.prev_hash, c.events_root,
+                              c.event_count, c.leader, c.tx_hash, c.block_number))
+        cur = node.chain_heads.get(c.stream_id)
+        if cur is None or c.number > cur.number:
+            node.chain_heads[c.stream_id] = ChainHead(c.number, c.header_hash, ts)
         if d is not None:
             node.randao_commit = d.header.randao_reveal
             done += 1
     if rows:
         node.storage.add_commits(rows)
     for c in logs.committed:  # apply our own blocks right away (same path as any committed block)
-        d = by_hash.get(c["header_hash"])
+        d = by_hash.get(c.header_hash)
         if d is None:
             continue
         row = node.storage.get_stream(d.sid)
         if row is not None and row.head_number == d.number - 1 and row.head_hash == d.prev_hash:
-            node.storage.apply_block(d.header, c["header_hash"], d.items, d.members_after, c["tx_hash"])
+            node.storage.apply_block(d.header, c.header_hash, d.items, d.members_after, c.tx_hash)
             on_applied(node, d.header, [h for h, _, _ in d.items], d.members_after, d.members_after != row.members)
     node.metrics.blocks_led_committed.inc(done)
     if logs.rejected:
         for r in logs.rejected:
-            name = RejectReason(r["reason"]).name if r["reason"] in tuple(RejectReason) else str(r["reason"])
+            name = RejectReason(r.reason).name if r.reason in tuple(RejectReason) else str(r.reason)
             node.metrics.blocks_rejected.labels(name).inc()
-            log.info("header %s #%d rejected: %s", hx(r["stream_id"])[:10], r["number"], name)
-            d = by_hash.get(r["header_hash"])
-            if d is not None and r["reason"] in TRANSIENT:
+            log.info("header %s #%d rejected: %s", hx(r.stream_id)[:10], r.number, name)
+            d = by_hash.get(r.header_hash)
+            if d is not None and r.reason in TRANSIENT:
                 node.tried[(d.sid, d.number, d.attempt)] = time.time() + 0.5
         node.randao_commit = None
-        await resync_heads(node, [r["stream_id"] for r in logs.rejected])
+        await resync_heads(node, [r.stream_id for r in logs.rejected])
     return done
 
 

@@ -10,7 +10,8 @@ import asyncio
 import json
 import logging
 
-from .chainio import LogBatch
+from node.chain.logs import LogBatch
+
 from .core import ChainHead, Node
 from .models import hx
 from .storage import CommitRow
@@ -25,26 +26,26 @@ MAX_RANGE = 2000
 def apply_log_batch(node: Node, batch: LogBatch) -> None:
     """Record what the chain says (streams, replica changes, commits); blocks are applied by sync."""
     st = node.storage
-    for c in batch.created:
-        st.upsert_stream(c["stream_id"], c["genesis_hash"], c["replicas"], c["block"])
-        node.replicas[c["stream_id"]] = c["replicas"]
-        if c["stream_id"] not in node.chain_heads:
-            node.chain_heads[c["stream_id"]] = ChainHead(0, c["genesis_hash"], batch.block_times.get(c["block"], 0))
+    for sc in batch.created:
+        st.upsert_stream(sc.stream_id, sc.genesis_hash, list(sc.replicas), sc.block_number)
+        node.replicas[sc.stream_id] = list(sc.replicas)
+        if sc.stream_id not in node.chain_heads:
+            node.chain_heads[sc.stream_id] = ChainHead(0, sc.genesis_hash, batch.block_times.get(sc.block_number, 0))
     for r in batch.replaced:
-        reps = list(node.replicas_of(r["stream_id"]))
-        if r["index"] < len(reps):
-            reps[r["index"]] = r["new"]
-            st.set_replicas(r["stream_id"], reps)
-            node.replicas[r["stream_id"]] = reps
-            log.info("stream %s: replica %d %s -> %s", hx(r["stream_id"]), r["index"], r["old"], r["new"])
+        reps = list(node.replicas_of(r.stream_id))
+        if r.index < len(reps):
+            reps[r.index] = r.new_node
+            st.set_replicas(r.stream_id, reps)
+            node.replicas[r.stream_id] = reps
+            log.info("stream %s: replica %d %s -> %s", hx(r.stream_id), r.index, r.old_node, r.new_node)
     if batch.committed:
-        st.add_commits([CommitRow(c["stream_id"], c["number"], c["header_hash"], c["prev_hash"], c["events_root"],
-                                  c["event_count"], c["leader"], c["tx_hash"], c["block"]) for c in batch.committed])
+        st.add_commits([CommitRow(c.stream_id, c.number, c.header_hash, c.prev_hash, c.events_root,
+                                  c.event_count, c.leader, c.tx_hash, c.block_number) for c in batch.committed])
         for c in batch.committed:
-            cur = node.chain_heads.get(c["stream_id"])
-            if cur is None or c["number"] > cur.number:
-                ts = batch.block_times.get(c["block"]) or node.chain._block_time_cache.get(c["block"], 0)
-                node.chain_heads[c["stream_id"]] = ChainHead(c["number"], c["header_hash"], ts)
+            cur = node.chain_heads.get(c.stream_id)
+            if cur is None or c.number > cur.number:
+                ts = batch.block_times.get(c.block_number) or node.chain.cached_block_time(c.block_number) or 0
+                node.chain_heads[c.stream_id] = ChainHead(c.number, c.header_hash, ts)
 
 
 _poll_lock: asyncio.Lock | None = None
