@@ -115,7 +115,7 @@ def commit_txs(reg, from_block: int, to_block: int) -> list[dict[str, int]]:
     for r in reg.rejected_logs(from_block, to_block):
         txs[r.tx_hash]["rejected"] += 1
     for h, t in txs.items():
-        t["gas"] = int(reg.w3.eth.get_transaction_receipt(h)["gasUsed"])
+        t["gas"] = reg.receipt(h).gas_used
     return list(txs.values())
 
 
@@ -442,7 +442,7 @@ def ceiling_anvil(base: Path, batches: list[int], rate_txs: int, streams: int, l
     from node.chain.anvil import DEV_KEYS, Anvil
     from node.chain.deploy import NodeSpec, deploy
     from node.chain.devtools import NodeKeys
-    from node.chain.registry import Registry, TxSender, _header_abi
+    from node.chain.registry import Registry, TxSender
     from node.protocol import eip712
     from node.protocol.election import elected_leader
     from node.protocol.hashing import keccak
@@ -510,15 +510,15 @@ def ceiling_anvil(base: Path, batches: list[int], rate_txs: int, streams: int, l
         fn_gas = None
         raw = []
         nonce = w3.eth.get_transaction_count(acct.address, "pending")
-        fees = sender._fees()
+        fees = sender.fees()
         t = time.monotonic()
         for k in range(rate_txs):
             hs, sigs = make_batch(sel)
-            fn = reg.contract.functions.commitMiniblocks([_header_abi(h) for h in hs], [list(x) for x in sigs])
+            args = ([h.as_abi() for h in hs], [list(x) for x in sigs])
             if fn_gas is None:
-                fn_gas = int(fn.estimate_gas({"from": acct.address}) * 1.3) + 50_000
-            tx = fn.build_transaction({"from": acct.address, "nonce": nonce + k, "gas": fn_gas,
-                                       "chainId": w3.eth.chain_id, **fees})
+                fn_gas = int(reg.estimate_gas("commitMiniblocks", *args) * 1.3) + 50_000
+            tx = {"to": reg.address, "data": reg.calldata("commitMiniblocks", *args), "nonce": nonce + k,
+                  "gas": fn_gas, "chainId": w3.eth.chain_id, **fees}
             raw.append(acct.sign_transaction(tx).raw_transaction)
         prep_s = time.monotonic() - t
         t = time.monotonic()

@@ -74,11 +74,11 @@ def main(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     from eth_utils import is_address
-    from web3 import Web3
 
     from node.build import BuildError
     from node.chain.deploy import deploy, parse_node_spec, parse_stream_id
     from node.chain.registry import RegistryError
+    from node.chain.rpc import http_web3
 
     if warp and not dev:
         raise typer.BadParameter("--warp moves Anvil's clock: only with --dev")
@@ -94,7 +94,7 @@ def main(
     if not 1 <= replication <= 16:
         raise typer.BadParameter("--replication must be 1..16")
 
-    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 60}))
+    w3 = http_web3(rpc_url, timeout=60)
     if not w3.is_connected():
         typer.echo(f"cannot reach {rpc_url}", err=True)
         raise typer.Exit(2)

@@ -266,14 +266,13 @@ class Watcher:
         self.http.close()
 
     def poll(self) -> None:
-        w3 = self.reg.w3
-        to = w3.eth.block_number
+        to = self.reg.block_number()
         if to >= self.from_block:
             seen = time.monotonic()
             committed = self.reg.committed_logs(self.from_block, to)
             rejected = self.reg.rejected_logs(self.from_block, to)
             txs = {c.tx_hash for c in committed} | {r.tx_hash for r in rejected}
-            gas = sum(int(w3.eth.get_transaction_receipt(t)["gasUsed"]) for t in txs)
+            gas = sum(self.reg.receipt(t).gas_used for t in txs)
             with self.stats.lock:
                 self.stats.commit_txs += len(txs)
                 self.stats.commit_gas += gas
@@ -363,21 +362,11 @@ def render(stats: Stats, info: dict[str, Any], done_note: str = ""):
 # set-up
 
 
-def _fund(w3, account, addresses: list[str], wei: int) -> None:
+def _fund(sender, addresses: list[str], wei: int) -> None:
     """Plain value transfers from the deployer (nodes pay for their own commit transactions)."""
-    nonce = w3.eth.get_transaction_count(account.address, "pending")
-    chain_id = w3.eth.chain_id
-    latest = w3.eth.get_block("latest")
-    base = latest.get("baseFeePerGas")
-    fees = ({"maxFeePerGas": 2 * base + 10**9, "maxPriorityFeePerGas": 10**9} if base is not None
-            else {"gasPrice": w3.eth.gas_price})
-    hashes = []
-    for i, a in enumerate(addresses):
-        tx = {"to": a, "value": wei, "gas": 21_000, "nonce": nonce + i, "chainId": chain_id, **fees}
-        hashes.append(w3.eth.send_raw_transaction(account.sign_transaction(tx).raw_transaction))
+    hashes = [sender.transfer(a, wei, wait=False) for a in addresses]
     for h in hashes:
-        r = w3.eth.wait_for_transaction_receipt(h, timeout=120)
-        if r["status"] != 1:
+        if sender.wait_receipt(h).status != 1:
             raise DevnetError(f"funding transfer {h.hex()} failed")
 
 
@@ -454,8 +443,6 @@ class Net:
 
 def start_net(net: Net, *, rpc_url: str | None, account, dev: bool, n_nodes: int, n_streams: int,
               epoch_length: int, leader_timeout: int, fund_wei: int, say) -> None:
-    from web3 import Web3
-
     from node.build import load_artifact
     from node.chain.anvil import Anvil
     from node.chain.deploy import deploy, parse_stream_id
@@ -475,18 +462,18 @@ def start_net(net: Net, *, rpc_url: str | None, account, dev: bool, n_nodes: int
         net.rpc_url = rpc_url
         if rpc_url.startswith("http"):
             net.ws_url = "ws" + rpc_url[4:]
-        w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 60}))
+        w3 = _w3(rpc_url, timeout=60)
         if not w3.is_connected():
             raise DevnetError(f"cannot reach {rpc_url}")
         say(f"using the chain at {rpc_url} (chain id {w3.eth.chain_id}); it is left running")
 
     node_keys = [secrets.token_bytes(32) for _ in range(n_nodes)]
     net.setups = prepare_nodes(n_nodes, net.base, keys=node_keys)
-    _fund(w3, account, [s.address for s in net.setups], fund_wei)
+    sender = TxSender(w3, account)
+    _fund(sender, [s.address for s in net.setups], fund_wei)
     say(f"{n_nodes} node keys created and funded by the deployer {account.address}")
     net.streams = [parse_stream_id(f"devnet/stream-{i}") for i in range(n_streams)]
     net.deployment_path = net.base / "deployment.json"
-    sender = TxSender(w3, account)
     deploy(w3, sender, epoch_length=epoch_length, leader_timeout=leader_timeout,
            replication_factor=min(3, n_nodes), nodes=[s.spec() for s in net.setups], streams=net.streams,
            artifact=art, rpc_url=net.rpc_url, ws_url=net.ws_url, out=net.deployment_path, warp=dev,
@@ -588,7 +575,7 @@ def main(
         dep = net.deployment
         reg = Registry(net.anvil.w3() if net.anvil else _w3(net.rpc_url), dep.registry, dep.abi())
         stats = Stats(list(net.streams))
-        watcher = Watcher(stats, reg, net.cluster.urls, reg.w3.eth.block_number + 1)
+        watcher = Watcher(stats, reg, net.cluster.urls, reg.block_number() + 1)
         domain = Domain(dep.chain_id, dep.registry)
         loadgen = LoadGen(stats, domain, net.cluster.urls, net.streams, clients, events, rate, max_inflight, stop)
         if not json_out:
@@ -647,10 +634,10 @@ def main(
         raise typer.Exit(130)
 
 
-def _w3(url: str):
-    from web3 import Web3
+def _w3(url: str, timeout: float = 30):
+    from node.chain.rpc import http_web3
 
-    return Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": 30}))
+    return http_web3(url, timeout=timeout)
 
 
 def _drive(stats: Stats, net: Net, loadgen: LoadGen, watcher: Watcher, events: int | None, timeout: float,

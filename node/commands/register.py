@@ -22,16 +22,15 @@ from node.commands.deploy import DEFAULT_PASSWORD_ENV, load_account
 
 
 def _registry(rpc_url: str, registry: str, account):
-    from web3 import Web3
-
-    from node.chain.history import load_registry_abi
+    from node.chain.abi import load_abi
     from node.chain.registry import Registry
+    from node.chain.rpc import http_web3
 
-    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 60}))
+    w3 = http_web3(rpc_url, timeout=60)
     if not w3.is_connected():
         typer.echo(f"cannot reach {rpc_url}", err=True)
         raise typer.Exit(2)
-    return Registry(w3, registry, load_registry_abi(), account)
+    return Registry(w3, registry, load_abi(), account)
 
 
 def node_address(node: str | None, node_keystore: Path | None, password_env: str = "NODE_KEY_PASSWORD") -> str:
