@@ -94,6 +94,10 @@ class Rpc:
             raise RpcError(method, None, str(err))
         return resp.get("result")
 
+    async def close(self) -> None:
+        """Close the HTTP session(s) of this endpoint (before the event loop ends)."""
+        await self.provider.disconnect()
+
 
 def http_web3(url: str, timeout: float = 30.0) -> Web3:
     """A synchronous Web3 on `url`, for code outside node/chain that needs raw chain access (tests, bench)."""
