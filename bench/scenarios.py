@@ -128,9 +128,8 @@ def commit_txs(reg: Registry, from_block: int, to_block: int) -> list[dict[str, 
         t["events"] += c.event_count
     for r in reg.rejected_logs(from_block, to_block):
         txs[r.tx_hash]["rejected"] += 1
-    w3: Any = reg.w3  # web3's stubs want Hash32 where the logs give bytes
     for h, t in txs.items():
-        t["gas"] = int(w3.eth.get_transaction_receipt(h)["gasUsed"])
+        t["gas"] = reg.receipt(h).gas_used
     return list(txs.values())
 
 
@@ -200,8 +199,7 @@ def run_load(net: Net, streams: list[bytes], *, clients: int, total: int, rate: 
     """Post `total` MESSAGEs (after the JOINs of clients x streams) and wait until they are committed
     (or `timeout` s after the MESSAGEs began). Throughput, latency, per-node cost, gas by batch size."""
     stats = Stats(list(streams))
-    w3 = net.reg.w3
-    first_block = w3.eth.block_number + 1
+    first_block = net.reg.block_number() + 1
     # at most 1 s per poll reading blocks back (2 s per request): busy nodes cannot hold the loop past its deadline
     watcher = Watcher(stats, net.reg, net.urls, first_block, http_timeout=2.0, budget=1.0)
     stop = threading.Event()
@@ -222,7 +220,7 @@ def run_load(net: Net, streams: list[bytes], *, clients: int, total: int, rate: 
                 break
             if load.joined_at is not None and deadline is None:
                 cost.start()
-                msg_block = w3.eth.block_number + 1
+                msg_block = net.reg.block_number() + 1
                 deadline = load.joined_at + timeout
             now = time.monotonic()
             if deadline is None:
@@ -263,7 +261,7 @@ def run_load(net: Net, streams: list[bytes], *, clients: int, total: int, rate: 
     if cost.cpu1:
         res.update(cost.figures(fig.get("committed", 0)))
     if msg_block is not None:
-        txs = commit_txs(net.reg, msg_block, w3.eth.block_number)
+        txs = commit_txs(net.reg, msg_block, net.reg.block_number())
         hdr = sum(t["headers"] for t in txs)
         gas = sum(t["gas"] for t in txs)
         ev = sum(t["events"] for t in txs)
@@ -413,7 +411,7 @@ def intake_and_pool(base: Path, events: int, streams: int, drain_timeout: float,
             probe["vote_hashes"] = len(v.json().get("hashes", [])) if v.status_code == 200 else None
         # restart with commits on; wait for the pools to drain
         cl = net.cluster
-        first_block = net.reg.w3.eth.block_number + 1
+        first_block = net.reg.block_number() + 1
         t2 = time.monotonic()
         cl.stop()
         cl.settings["produce"] = True
@@ -435,7 +433,7 @@ def intake_and_pool(base: Path, events: int, streams: int, drain_timeout: float,
                 time.sleep(0.5)
         drain_s = time.monotonic() - t3
         cost.stop()
-        txs = commit_txs(net.reg, first_block, net.reg.w3.eth.block_number)
+        txs = commit_txs(net.reg, first_block, net.reg.block_number())
         committed = sum(t["events"] for t in txs)
         rows.append({"scenario": "pool_100k" if events >= 100_000 else "pool", "nodes": 4, "streams": streams,
                      "pool_events": acc, **probe, "restart_s": round(restart_s, 2), "drained": drained,
@@ -460,7 +458,7 @@ def ceiling_anvil(base: Path, batches: list[int], rate_txs: int, streams: int, l
     from node.chain.anvil import DEV_KEYS, Anvil
     from node.chain.deploy import NodeSpec, deploy
     from node.chain.devtools import NodeKeys
-    from node.chain.registry import Registry, TxSender, _header_abi
+    from node.chain.registry import Registry, TxSender
     from node.protocol import eip712
     from node.protocol.election import elected_leader
     from node.protocol.hashing import keccak
@@ -529,15 +527,15 @@ def ceiling_anvil(base: Path, batches: list[int], rate_txs: int, streams: int, l
         fn_gas = None
         raw = []
         nonce = w3.eth.get_transaction_count(acct.address, "pending")
-        fees = sender._fees()
+        fees = sender.fees()
         t = time.monotonic()
         for j in range(rate_txs):
             hs, sigs = make_batch(sel)
-            fn = reg.contract.functions.commitMiniblocks([_header_abi(h) for h in hs], [list(x) for x in sigs])
+            args = ([h.as_abi() for h in hs], [list(x) for x in sigs])
             if fn_gas is None:
-                fn_gas = int(fn.estimate_gas({"from": acct.address}) * 1.3) + 50_000
-            params: Any = {"from": acct.address, "nonce": nonce + j, "gas": fn_gas, "chainId": w3.eth.chain_id, **fees}
-            tx = fn.build_transaction(params)
+                fn_gas = int(reg.estimate_gas("commitMiniblocks", *args) * 1.3) + 50_000
+            tx: Any = {"to": reg.address, "data": reg.calldata("commitMiniblocks", *args), "nonce": nonce + j,
+                       "gas": fn_gas, "chainId": w3.eth.chain_id, **fees}
             raw.append(acct.sign_transaction(tx).raw_transaction)
         prep_s = time.monotonic() - t
         t = time.monotonic()

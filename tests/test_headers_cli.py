@@ -134,9 +134,8 @@ def test_unreachable_rpc_and_not_a_registry(filled: Filled) -> None:
 
     w3 = Web3(Web3.HTTPProvider(filled.rpc_url))
     art = load_artifact("Merkle")
-    receipt = TxSender(w3, Account.from_key(DEV_KEYS[9])).send(
-        w3.eth.contract(abi=art["abi"], bytecode=art["bytecode"]).constructor())
-    other = receipt["contractAddress"]
+    receipt = TxSender(w3, Account.from_key(DEV_KEYS[9])).deploy(art)
+    other = receipt.contract_address
     assert w3.eth.get_code(other)
     p = run_cli("headers", "--rpc-url", filled.rpc_url, "--registry", other)
     assert p.returncode != 0 and "is not a MiniblockRegistry" in p.stderr, p.stderr

@@ -86,18 +86,17 @@ def test_events_posted_to_different_nodes_are_all_committed_identically(net, cli
     # An event's inclusion proof verifies on-chain.
     st = clients[2].event(hashes[0])
     header = Header(**{k: (unhex(v) if isinstance(v, str) and k != "leader" else v) for k, v in st["header"].items()})
-    ok = reg.contract.functions.verifyInclusion(header.as_abi(), [unhex(p) for p in st["proof"]], st["index"],
-                                                hashes[0]).call()
+    ok = reg.verify_inclusion(header, [unhex(p) for p in st["proof"]], st["index"], hashes[0])
     assert ok
     m = clients[0].metrics()
     assert "node_events_accepted_total" in m and "node_commit_latency_seconds_bucket" in m
     # The fallback a syncing node uses when no proposal or peer has a header: the commit tx's calldata.
     import asyncio
 
-    from node.server.chainio import Chain
+    from node.chain.client import RegistryClient
 
     dep = json.loads(Path(net.deployment_path).read_text())
-    chain = Chain(net.anvil.http_url, dep["registry"], reg.abi, b"\x01" * 32)
+    chain = RegistryClient(net.anvil.http_url, dep["registry"], reg.abi)
     logs = reg.committed_logs(dep["deploy_block"], stream_id=S1)
     headers = asyncio.run(chain.headers_of_tx(logs[-1].tx_hash))
     assert logs[-1].header_hash in {hash_header(h) for h in headers}

@@ -100,7 +100,7 @@ def test_dead_leader_is_replaced_by_a_later_attempt(net, clients, domain, reg):
             hdr = st["header"]
             assert hdr["leader"] != reps[1], "a dead node cannot lead"
             if hdr["attempt"] >= 1:
-                prev_leader = reg.contract.functions.electedLeader(S2, hdr["number"], hdr["attempt"] - 1).call()
+                prev_leader = reg.elected_leader(S2, hdr["number"], hdr["attempt"] - 1)
                 if prev_leader == reps[1]:
                     seen_takeover = hdr
                     break

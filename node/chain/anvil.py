@@ -14,14 +14,16 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING, Any
 
-from node.netutil import free_port
+if TYPE_CHECKING:
+    from web3 import Web3
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 ANVIL_BIN = ROOT / "node_modules" / ".bin" / "anvil"
@@ -54,6 +56,13 @@ def anvil_binary() -> str:
     if not found:
         raise FileNotFoundError("anvil not found: run ./dev setup (node_modules/.bin/anvil)")
     return found
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 class AnvilError(RuntimeError):
@@ -159,7 +168,7 @@ class Anvil:
             try:
                 self.rpc("eth_chainId")
                 return True
-            except Exception:
+            except (OSError, ValueError, AnvilError):  # not listening yet (URLError is an OSError)
                 time.sleep(0.05)
         return False
 
@@ -211,11 +220,11 @@ class Anvil:
     def __del__(self) -> None:  # last resort; never leave an orphan anvil behind
         try:
             self.stop(timeout=2)
-        except Exception:
+        except Exception:  # noqa: BLE001 -- __del__ may run at interpreter exit, when anything can fail
             pass
 
     # -- helpers ------------------------------------------------------------
-    def rpc(self, method: str, params: list | None = None, timeout: float = 10.0):
+    def rpc(self, method: str, params: list[Any] | None = None, timeout: float = 10.0) -> Any:
         """A raw JSON-RPC call (no web3 needed): returns ``result`` or raises."""
         body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []})
         req = urllib.request.Request(
@@ -227,10 +236,11 @@ class Anvil:
             raise AnvilError(f"{method}: {out['error']}")
         return out.get("result")
 
-    def w3(self, timeout: float = 30.0):
-        from web3 import Web3
+    def w3(self, timeout: float = 30.0) -> Web3:
+        """A sync Web3 on this Anvil (raw chain access for tests and benchmarks)."""
+        from .rpc import http_web3
 
-        return Web3(Web3.HTTPProvider(self.http_url, request_kwargs={"timeout": timeout}))
+        return http_web3(self.http_url, timeout)
 
     def mine(self, blocks: int = 1) -> None:
         self.rpc("anvil_mine", [hex(blocks)])
@@ -243,7 +253,7 @@ class Anvil:
         self.rpc("evm_setNextBlockTimestamp", [int(ts)])
 
     def snapshot(self) -> str:
-        return self.rpc("evm_snapshot")
+        return str(self.rpc("evm_snapshot"))
 
     def revert(self, snap: str) -> bool:
         return bool(self.rpc("evm_revert", [snap]))

@@ -6,7 +6,7 @@ Used by the node's sync fallback and by the header explorer.
 
 from __future__ import annotations
 
-from eth_abi import decode as abi_decode
+from eth_abi.abi import decode as abi_decode
 
 from node.protocol.hashing import keccak
 from node.protocol.types import Header
@@ -26,6 +26,7 @@ def decode_commit_call(data: bytes) -> list[tuple[Header, list[bytes]]]:
         raise NotACommitCall("the transaction is not a commitMiniblocks call")
     try:
         headers, signatures = abi_decode(COMMIT_INPUT_TYPES, data[4:])
-        return [(Header.from_abi(tuple(h)), [bytes(s) for s in sigs]) for h, sigs in zip(headers, signatures, strict=False)]
-    except Exception as exc:  # eth-abi raises several decoding errors; Header raises ValueError
+        return [(Header.from_abi(tuple(h)), [bytes(s) for s in sigs])
+                for h, sigs in zip(headers, signatures, strict=False)]
+    except Exception as exc:  # noqa: BLE001 -- eth-abi raises several decoding errors; Header raises ValueError
         raise NotACommitCall(f"calldata not decodable as commitMiniblocks: {exc}") from exc

@@ -12,14 +12,23 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eth_account.signers.local import LocalAccount
-from eth_utils import keccak, to_checksum_address
-from web3 import Web3
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
 
+from .abi import load_artifact
 from .deployment import DeployedNode, Deployment
+from .logs import Receipt
 from .registry import Registry, RegistryError, TxSender
+from .rpc import url_of
+
+if TYPE_CHECKING:
+    from web3 import Web3
+
+__all__ = ["NodeSpec", "deploy", "deploy_registry", "load_artifact", "parse_node_spec", "parse_stream_id",
+           "wait_for_epoch"]
 
 
 @dataclass
@@ -55,33 +64,18 @@ def parse_node_spec(s: str) -> NodeSpec:
     return NodeSpec(to_checksum_address(addr), url, c)
 
 
-def load_artifact(artifact: dict[str, Any] | str | Path | None = None) -> dict[str, Any]:
-    import json
-
-    if artifact is None:
-        from node.build import load_artifact as build_artifact
-
-        return build_artifact("MiniblockRegistry")
-    if isinstance(artifact, (str, Path)):
-        return json.loads(Path(artifact).read_text())
-    return artifact
-
-
 def deploy_registry(
-    w3: Web3,
     sender: TxSender,
     *,
     epoch_length: int,
     leader_timeout: int,
     replication_factor: int,
     artifact: dict[str, Any],
-) -> tuple[str, dict]:
+) -> tuple[str, Receipt]:
     """Deploy the contract; returns (address, receipt)."""
-    factory = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
-    receipt = sender.send(factory.constructor(epoch_length, leader_timeout, replication_factor))
-    if receipt["status"] != 1 or not receipt.get("contractAddress"):
-        raise RegistryError(f"deployment failed: {receipt['transactionHash'].hex()}")
-    return receipt["contractAddress"], receipt
+    receipt = sender.deploy(artifact, epoch_length, leader_timeout, replication_factor)
+    assert receipt.contract_address is not None
+    return receipt.contract_address, receipt
 
 
 def wait_for_epoch(
@@ -95,16 +89,16 @@ def wait_for_epoch(
     if warp:
         now = registry.chain_time()
         if now < boundary:
-            registry.w3.provider.make_request("evm_increaseTime", [boundary - now])
-            registry.w3.provider.make_request("evm_mine", [])
+            registry.rpc("evm_increaseTime", [boundary - now])
+            registry.rpc("evm_mine", [])
     deadline = time.monotonic() + timeout
     announced = False
     # Chain time need not be wall time (a dev chain may run ahead) and, on an
     # automining chain, the latest block is stale: estimate it once from the pending
     # block (fallback: latest), then let it run with the wall clock.
     try:
-        chain_now0 = registry.w3.eth.get_block("pending")["timestamp"]
-    except Exception:
+        chain_now0 = registry.block_time("pending")
+    except RegistryError:
         chain_now0 = registry.chain_time()
     t0 = time.monotonic()
     while registry.current_epoch() < target:
@@ -127,7 +121,7 @@ def wait_for_epoch(
 
 
 def deploy(
-    w3: Web3,
+    w3: Web3 | str,
     account: LocalAccount | TxSender,
     *,
     epoch_length: int,
@@ -152,13 +146,13 @@ def deploy(
     art = load_artifact(artifact)
     sender = account if isinstance(account, TxSender) else TxSender(w3, account)
     address, receipt = deploy_registry(
-        w3, sender, epoch_length=epoch_length, leader_timeout=leader_timeout,
+        sender, epoch_length=epoch_length, leader_timeout=leader_timeout,
         replication_factor=replication_factor, artifact=art,
     )
-    log(f"registry deployed at {address} (block {receipt['blockNumber']})")
+    log(f"registry deployed at {address} (block {receipt.block_number})")
     reg = Registry(w3, address, art["abi"], sender)
 
-    ops = [to_checksum_address(o) for o in operators]
+    ops: list[str] = [to_checksum_address(o) for o in operators]
     needs_self = any(n.operator is None for n in nodes)
     for n in nodes:
         if n.operator is not None and n.operator.address not in ops:
@@ -178,7 +172,8 @@ def deploy(
             s = op_senders.setdefault(n.operator.address, TxSender(w3, n.operator))
             r = reg.with_account(s)
         r.register_node(n.address, n.url, n.randao_commit)
-        op = r.sender.address  # type: ignore[union-attr]
+        assert r.sender is not None
+        op = r.sender.address
         deployed_nodes.append(
             DeployedNode(address=n.address, operator=op, url=n.url, randao_commit="0x" + n.randao_commit.hex())
         )
@@ -192,12 +187,12 @@ def deploy(
             log(f"stream created: 0x{sid.hex()} replicas {reg.replicas_of(sid)}")
 
     dep = Deployment(
-        chain_id=w3.eth.chain_id,
-        rpc_url=rpc_url or getattr(w3.provider, "endpoint_uri", "") or "",
+        chain_id=reg.chain_id(),
+        rpc_url=rpc_url or url_of(w3),
         ws_url=ws_url,
         registry=address,
-        deploy_block=receipt["blockNumber"],
-        deploy_tx="0x" + bytes(receipt["transactionHash"]).hex(),
+        deploy_block=receipt.block_number,
+        deploy_tx="0x" + receipt.tx_hash.hex(),
         abi_path="",
         epoch_length=epoch_length,
         leader_timeout=leader_timeout,

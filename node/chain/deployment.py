@@ -7,12 +7,11 @@ beside it (the deploy step copies the ABI there, pinned to the deployed code).
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
-from eth_utils import is_address, to_checksum_address
+from eth_utils.address import is_address, to_checksum_address
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 
@@ -91,5 +90,7 @@ class Deployment(BaseModel):
         return p
 
     def abi(self) -> list[dict[str, Any]]:
-        data = json.loads(self.resolved_abi_path().read_text())
-        return data["abi"] if isinstance(data, dict) else data
+        """The ABI file's contents (a list, or an artifact's "abi"); raises if it cannot be read."""
+        from .abi import read_abi_file
+
+        return read_abi_file(self.resolved_abi_path())

@@ -21,25 +21,28 @@ What is verified for a committed header (docs/protocol.md, "Commit"):
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from eth_abi import decode as abi_decode
-from eth_abi import encode as abi_encode
-from eth_utils import keccak, to_checksum_address
-from hexbytes import HexBytes
-from web3 import Web3
+from eth_utils.address import to_checksum_address
 
-from node.chain.calldata import NotACommitCall, decode_commit_call
-from node.chain.deploy import parse_stream_id  # noqa: F401  (re-exported: one rule for stream ids)
+from node.chain.abi import AbiList, load_abi
+from node.chain.calldata import NotACommitCall
+from node.chain.deploy import parse_stream_id
+from node.chain.logs import MiniblockCommitted, MiniblockRejected, RawLog, StreamCreated, reason_name
+from node.chain.registry import Registry
+from node.chain.rpc import BlockId, RegistryError, hex_bytes
 from node.protocol.eip712 import SignatureError, hash_header, recover_header_signer
-from node.protocol.hexutil import bytes32, hx
 from node.protocol.merkle import verify_proof
-from node.protocol.registry import quorum
-from node.protocol.types import ZERO32, Domain, Header, RejectReason
+from node.protocol.types import ZERO32, Domain, Header
+
+if TYPE_CHECKING:
+    from web3 import Web3
+
+__all__ = ["HeaderRecord", "HistoryError", "NotARegistry", "RegistryHistory", "RpcUnreachable", "Signer",
+           "StreamInfo", "Verification", "hex32", "load_registry_abi", "parse_stream_id", "reason_name"]
 
 NODE_STATUS = ("None", "Pending", "Active", "Leaving", "Left")
 
@@ -59,11 +62,15 @@ class NotARegistry(HistoryError):
     pass
 
 
-def reason_name(code: int) -> str:
-    try:
-        return RejectReason(code).name
-    except ValueError:
-        return f"UNKNOWN_{code}"
+def _b32(value: bytes | str) -> bytes:
+    b = hex_bytes(value)
+    if len(b) != 32:
+        raise ValueError(f"expected 32 bytes, got {len(b)}")
+    return b
+
+
+def hex32(b: bytes) -> str:
+    return "0x" + bytes(b).hex()
 
 
 @dataclass
@@ -145,7 +152,7 @@ class HeaderRecord:
 
     @property
     def quorum(self) -> int:
-        return quorum(len(self.replicas)) if self.replicas else 0
+        return len(self.replicas) // 2 + 1 if self.replicas else 0
 
     @property
     def gas_share(self) -> int:
@@ -160,17 +167,17 @@ class HeaderRecord:
         h = self.header
         return {
             "status": self.status,
-            "stream": hx(self.stream_id),
+            "stream": hex32(self.stream_id),
             "number": self.number,
-            "headerHash": hx(self.header_hash),
+            "headerHash": hex32(self.header_hash),
             "leader": self.leader,
-            "prevHash": None if self.prev_hash is None else hx(self.prev_hash),
-            "eventsRoot": None if self.events_root is None else hx(self.events_root),
+            "prevHash": None if self.prev_hash is None else hex32(self.prev_hash),
+            "eventsRoot": None if self.events_root is None else hex32(self.events_root),
             "eventCount": self.event_count,
             "epoch": h.epoch if h else None,
             "attempt": h.attempt if h else None,
-            "randaoReveal": hx(h.randao_reveal) if h else None,
-            "stateRoot": hx(h.state_root) if h else None,
+            "randaoReveal": hex32(h.randao_reveal) if h else None,
+            "stateRoot": hex32(h.state_root) if h else None,
             "signatures": len(self.signatures),
             "attestations": self.attestations,
             "quorum": self.quorum,
@@ -178,7 +185,7 @@ class HeaderRecord:
             "signers": [s.to_json() for s in self.signers],
             "reason": self.reason,
             "reasonName": self.reason_name,
-            "txHash": hx(self.tx_hash),
+            "txHash": hex32(self.tx_hash),
             "blockNumber": self.block_number,
             "blockTimestamp": self.block_timestamp,
             "logIndex": self.log_index,
@@ -204,132 +211,108 @@ class StreamInfo:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "stream": hx(self.stream_id), "headNumber": self.head_number,
-            "headHash": hx(self.head_hash), "headTimestamp": self.head_timestamp,
-            "replicas": self.replicas, "genesisHash": hx(self.genesis_hash),
+            "stream": hex32(self.stream_id), "headNumber": self.head_number,
+            "headHash": hex32(self.head_hash), "headTimestamp": self.head_timestamp,
+            "replicas": self.replicas, "genesisHash": hex32(self.genesis_hash),
             "createdBlock": self.created_block, "createdEpoch": self.created_epoch,
             "creator": self.creator,
         }
 
 
-def load_registry_abi() -> list[dict[str, Any]]:
+def load_registry_abi() -> AbiList:
     """The registry's ABI, from the compiled artifact (compiled once, then cached)."""
-    from node.build import load_artifact
+    return load_abi(None)
 
-    return load_artifact("MiniblockRegistry")["abi"]
+
+CommitTx = tuple[list[tuple[Header, list[bytes]]] | None, int, str | None]  # (pairs, gasUsed, why not decoded)
 
 
 class RegistryHistory:
-    """Read-only view of one registry's committed history."""
+    """Read-only view of one registry's committed history (its RPC, views and logs: node.chain.registry)."""
 
     def __init__(
         self,
-        w3: Web3,
+        w3: Web3 | str | Registry,
         address: str,
-        abi: list[dict[str, Any]] | None = None,
+        abi: AbiList | None = None,
         *,
         chunk_size: int = DEFAULT_CHUNK,
         max_logs: int = DEFAULT_MAX_LOGS,
+        timeout: float = 60.0,
     ) -> None:
-        self.w3 = w3
-        self.address = to_checksum_address(address)
-        self.abi = abi if abi is not None else load_registry_abi()
-        self.contract = w3.eth.contract(address=self.address, abi=self.abi)
+        if isinstance(w3, Registry):
+            self.reg = w3
+        else:
+            self.reg = Registry(w3, address, abi if abi is not None else load_registry_abi(), timeout=timeout)
+        self.address = self.reg.address
+        self.abi = self.reg.abi
         self.chunk_size = max(1, chunk_size)
         self.max_logs = max_logs
         self.truncated = False
-        ev = self.contract.events
-        self.topic_committed = HexBytes(ev.MiniblockCommitted().topic)
-        self.topic_rejected = HexBytes(ev.MiniblockRejected().topic)
-        self.topic_stream_created = HexBytes(ev.StreamCreated().topic)
-        self._tx_cache: dict[bytes, tuple[list[tuple[Header, list[bytes]]] | None, dict, str | None]] = {}
+        core = self.reg.core
+        self.topic_committed = core.topic("MiniblockCommitted")
+        self.topic_rejected = core.topic("MiniblockRejected")
+        self.topic_stream_created = core.topic("StreamCreated")
+        self.topic_replica_replaced = core.topic("ReplicaReplaced")
+        self._tx_cache: dict[bytes, CommitTx] = {}
         self._replicas_cache: dict[tuple[bytes, int | str], list[str]] = {}
         self._replaced: dict[bytes, bool] = {}
-        self._ts_cache: dict[int, int] = {}
+
+    @property
+    def w3(self) -> Web3:
+        return self.reg.w3
 
     # ---- connecting -------------------------------------------------------------------------
 
     @classmethod
     def connect(
-        cls, rpc_url: str, address: str, abi: list[dict[str, Any]] | None = None, *, timeout: float = 10.0, **kw: Any
+        cls, rpc_url: str, address: str, abi: AbiList | None = None, *, timeout: float = 10.0, **kw: Any
     ) -> RegistryHistory:
         """Open an RPC URL and check that `address` is a registry; raises RpcUnreachable / NotARegistry."""
-        # eth_chainId cached: web3's validation asks it before every eth_call otherwise.
-        w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}, cache_allowed_requests=True,
-                                    cacheable_requests={"eth_chainId"}))
-        try:
-            w3.eth.chain_id  # noqa: B018 -- a real request, unlike is_connected's swallowed errors
-        except Exception as exc:
-            raise RpcUnreachable(f"cannot reach the JSON-RPC endpoint {rpc_url}: {exc}") from exc
         try:
             checksum = to_checksum_address(address)
         except ValueError as exc:
+            probe = Registry(rpc_url, "0x" + "00" * 20, abi if abi is not None else load_registry_abi(),
+                             timeout=timeout)
+            _reachable(probe, rpc_url)
             raise NotARegistry(f"{address!r} is not an address") from exc
-        hist = cls(w3, checksum, abi, **kw)
+        hist = cls(rpc_url, checksum, abi, timeout=timeout, **kw)
+        _reachable(hist.reg, rpc_url)
         hist.check_registry()
         return hist
 
     def check_registry(self) -> None:
-        code = self.w3.eth.get_code(self.address)
+        code = self.reg.code_at()
         if not code:
             raise NotARegistry(f"no contract at {self.address} on chain {self.chain_id}")
         try:
             dom = self.domain
-            self.contract.functions.streamCount().call()
-        except Exception as exc:
+            self.reg.stream_count()
+        except Exception as exc:  # noqa: BLE001 -- another contract answers anything: reverts, or data eth-abi rejects
             raise NotARegistry(f"{self.address} is not a MiniblockRegistry (its views do not answer: {exc})") from exc
         if dom.name != "MiniblockRegistry":
             raise NotARegistry(f"{self.address} is not a MiniblockRegistry (EIP-712 name {dom.name!r})")
-
-    # ---- raw JSON-RPC (the hot paths: web3's contract-call machinery costs ~10x the request) ----
-
-    def _rpc(self, method: str, params: list[Any]) -> Any:
-        resp = self.w3.provider.make_request(method, params)  # type: ignore[arg-type]
-        if resp.get("error"):
-            raise HistoryError(f"{method} failed: {resp['error']}")
-        return resp.get("result")
-
-    def _block_param(self, block: int | str) -> str:
-        return hex(block) if isinstance(block, int) else block
-
-    @cached_property
-    def _abi_fns(self) -> dict[str, tuple[bytes, list[str], list[str]]]:
-        """name -> (selector, input types, output types) from the ABI (for the raw views and calldata)."""
-        out = {}
-        for item in self.abi:
-            if item.get("type") == "function":
-                ins = [_abi_type(i) for i in item.get("inputs", [])]
-                sel = keccak(text=f"{item['name']}({','.join(ins)})")[:4]
-                out[item["name"]] = (sel, ins, [_abi_type(o) for o in item.get("outputs", [])])
-        return out
-
-    def _view(self, name: str, args: list[Any], block: int | str = "latest") -> tuple:
-        sel, ins, outs = self._abi_fns[name]
-        data = "0x" + (sel + abi_encode(ins, args)).hex()
-        raw = self._rpc("eth_call", [{"to": self.address, "data": data}, self._block_param(block)])
-        return abi_decode(outs, bytes(HexBytes(raw)))
 
     # ---- views ------------------------------------------------------------------------------
 
     @cached_property
     def chain_id(self) -> int:
-        return int(self.w3.eth.chain_id)
+        return self.reg.chain_id()
 
     @cached_property
     def domain(self) -> Domain:
         """The EIP-712 domain exactly as the contract reports it (EIP-5267)."""
-        _fields, name, version, chain_id, verifying, _salt, _ext = self.contract.functions.eip712Domain().call()
-        return Domain(chain_id=int(chain_id), verifying_contract=verifying, name=name, version=version)
+        return self.reg.domain()
 
     def stream_exists(self, stream_id: bytes) -> bool:
-        return bool(self._view("streamExists", [stream_id])[0])
+        return self.reg.stream_exists(stream_id)
 
-    def head_of(self, stream_id: bytes, block: int | str = "latest") -> tuple[int, bytes, int]:
-        number, h, ts = self.contract.functions.streamHead(stream_id).call(block_identifier=block)
-        return int(number), bytes(h), int(ts)
+    def head_of(self, stream_id: bytes, block: BlockId = "latest") -> tuple[int, bytes, int]:
+        number, h, ts = self.reg.stream_head(stream_id, block)
+        return number, h, ts
 
-    def header_hash_at(self, stream_id: bytes, number: int, block: int | str = "latest") -> bytes:
-        return bytes(self._view("headerHashAt", [stream_id, number], block)[0])
+    def header_hash_at(self, stream_id: bytes, number: int, block: BlockId = "latest") -> bytes:
+        return self.reg.header_hash_at(stream_id, number, block)
 
     def _forget_latest(self) -> None:
         """Drop what may have changed since the last query (a long-lived explorer sees new replacements)."""
@@ -339,11 +322,10 @@ class RegistryHistory:
     def _never_replaced(self, stream_id: bytes) -> bool:
         """No ReplicaReplaced log for the stream (so far): its replica list is the one it was created with."""
         if stream_id not in self._replaced:
-            topics = [HexBytes(self.contract.events.ReplicaReplaced().topic), HexBytes(stream_id)]
-            self._replaced[stream_id] = next(iter(self.iter_logs(topics)), None) is not None
+            self._replaced[stream_id] = bool(self.iter_logs([self.topic_replica_replaced, stream_id], limit=1))
         return not self._replaced[stream_id]
 
-    def replicas_of(self, stream_id: bytes, block: int | str = "latest") -> list[str]:
+    def replicas_of(self, stream_id: bytes, block: BlockId = "latest") -> list[str]:
         """The stream's replica list as of `block` (the end of it); one view call per stream when it never changed."""
         if isinstance(block, int) and self._never_replaced(stream_id):
             block = "latest"
@@ -351,52 +333,47 @@ class RegistryHistory:
         if key in self._replicas_cache:
             return self._replicas_cache[key]
         try:
-            reps = self.contract.functions.replicasOf(stream_id).call(block_identifier=block)
-        except Exception:
+            out = self.reg.replicas_of(stream_id, block)
+        except RegistryError:
             if block == "latest":
                 raise
             # A node that keeps no history: the replica set as of now is the best answer.
-            reps = self.contract.functions.replicasOf(stream_id).call()
-        out = [to_checksum_address(r) for r in reps]
+            out = self.reg.replicas_of(stream_id)
         self._replicas_cache[key] = out
         return out
 
     def stream_ids(self) -> list[bytes]:
-        n = int(self.contract.functions.streamCount().call())
-        return [bytes(self.contract.functions.streamIdAt(i).call()) for i in range(n)]
+        return self.reg.stream_ids()
 
     def nodes(self) -> list[dict[str, Any]]:
-        n = int(self.contract.functions.nodeCount().call())
         out: list[dict[str, Any]] = []
-        page = 100
-        for off in range(0, n, page):
-            for info in self.contract.functions.getNodes(off, page).call():
-                node, operator, url, status, join_epoch, leave_epoch, commit = info
-                out.append({
-                    "node": to_checksum_address(node), "operator": to_checksum_address(operator), "url": url,
-                    "status": NODE_STATUS[status] if 0 <= status < len(NODE_STATUS) else str(status),
-                    "joinEpoch": int(join_epoch), "leaveEpoch": int(leave_epoch),
-                    "randaoCommit": hx(bytes(commit)),
-                })
+        for n in self.reg.nodes():
+            status = int(n.status)
+            out.append({
+                "node": n.address, "operator": n.operator, "url": n.url,
+                "status": NODE_STATUS[status] if 0 <= status < len(NODE_STATUS) else str(status),
+                "joinEpoch": n.join_epoch, "leaveEpoch": n.leave_epoch, "randaoCommit": hex32(n.randao_commit),
+            })
         return out
 
     def overview(self) -> dict[str, Any]:
-        f = self.contract.functions
+        r = self.reg
+        p = r.params()
         return {
             "chainId": self.chain_id,
             "registry": self.address,
-            "blockNumber": int(self.w3.eth.block_number),
-            "epoch": int(f.currentEpoch().call()),
-            "seed": hx(bytes(f.currentSeed().call())),
-            "randaoMix": hx(bytes(f.randaoMix().call())),
-            "epochLength": int(f.epochLength().call()),
-            "leaderTimeout": int(f.leaderTimeout().call()),
-            "replicationFactor": int(f.replicationFactor().call()),
-            "genesisTime": int(f.genesisTime().call()),
+            "blockNumber": r.block_number(),
+            "epoch": r.current_epoch(),
+            "seed": hex32(r.current_seed()),
+            "randaoMix": hex32(r.randao_mix()),
+            "epochLength": p["epoch_length"],
+            "leaderTimeout": p["leader_timeout"],
+            "replicationFactor": p["replication_factor"],
+            "genesisTime": p["genesis_time"],
             "domain": {"name": self.domain.name, "version": self.domain.version,
                        "chainId": self.domain.chain_id, "verifyingContract": self.domain.verifying_contract},
             "nodes": self.nodes(),
-            "streamCount": int(f.streamCount().call()),
+            "streamCount": r.stream_count(),
         }
 
     def streams(self) -> list[StreamInfo]:
@@ -422,8 +399,8 @@ class RegistryHistory:
         onchain: bool | None
         error = None
         try:
-            onchain = bool(self.contract.functions.verifyInclusion(header.as_abi(), proof, index, event_hash).call())
-        except Exception as exc:  # e.g. an index that does not fit uint256
+            onchain = self.reg.verify_inclusion(header, proof, index, event_hash)
+        except Exception as exc:  # noqa: BLE001 -- any input the page passes: an index that does not fit uint256, ...
             onchain, error = None, str(exc)
         offchain = verify_proof(header.events_root, header.event_count, index, event_hash, proof)
         committed = self.header_hash_at(header.stream_id, header.number) == hash_header(header)
@@ -435,124 +412,102 @@ class RegistryHistory:
     @cached_property
     def deploy_block(self) -> int:
         """The first block where the registry has code (binary search; 0 on a node without history)."""
-        latest = int(self.w3.eth.block_number)
+        latest = self.reg.block_number()
         try:
-            if not self.w3.eth.get_code(self.address, block_identifier=0):
+            if not self.reg.code_at(block=0):
                 lo, hi = 0, latest  # no code at lo, code at hi
                 while hi - lo > 1:
                     mid = (lo + hi) // 2
-                    if self.w3.eth.get_code(self.address, block_identifier=mid):
+                    if self.reg.code_at(block=mid):
                         hi = mid
                     else:
                         lo = mid
                 return hi
             return 0
-        except Exception:
+        except RegistryError:
             return 0
 
     def iter_logs(
-        self, topics: list[Any], from_block: int | None = None, to_block: int | None = None
-    ) -> Iterator[dict[str, Any]]:
-        """eth_getLogs over [from_block, to_block] in chunks; a provider's range or size error halves the chunk."""
+        self, topics: list[Any], from_block: int | None = None, to_block: int | None = None, *,
+        limit: int | None = None,
+    ) -> list[RawLog]:
+        """The registry's logs over [from_block, to_block] (chunked by the client; a provider's range or size
+        error halves the chunk); past max_logs the scan stops and `truncated` is set."""
         start = self.deploy_block if from_block is None else max(0, from_block)
-        end = int(self.w3.eth.block_number) if to_block is None else to_block
-        step = self.chunk_size
-        seen = 0
-        while start <= end:
-            stop = min(end, start + step - 1)
-            try:
-                logs = self.w3.eth.get_logs({
-                    "address": self.address, "fromBlock": start, "toBlock": stop, "topics": topics,
-                })
-            except Exception:
-                if step == 1:
-                    raise
-                step = max(1, step // 2)
-                continue
-            for log in logs:
-                seen += 1
-                if seen > self.max_logs:
-                    self.truncated = True
-                    return
-                yield log
-            start = stop + 1
+        cap = self.max_logs + 1 if limit is None else min(limit, self.max_logs + 1)
+        logs = self.reg.raw_logs(start, "latest" if to_block is None else to_block, topics,
+                                 chunk=self.chunk_size, limit=cap)
+        if len(logs) > self.max_logs:
+            self.truncated = True
+            logs = logs[: self.max_logs]
+        return logs
 
     def stream_created(self, stream_id: bytes | None = None) -> list[dict[str, Any]]:
         topics: list[Any] = [self.topic_stream_created]
         if stream_id is not None:
-            topics.append(HexBytes(stream_id))
+            topics.append(stream_id)
         out = []
-        for log in self.iter_logs(topics):
-            a = self.contract.events.StreamCreated().process_log(log)["args"]
+        for c in self.reg.decode_logs(self.iter_logs(topics)):
+            if not isinstance(c, StreamCreated):
+                continue
             out.append({
-                "stream_id": bytes(a["streamId"]), "creator": a.get("creator"), "epoch": int(a["epoch"]),
-                "replicas": [to_checksum_address(r) for r in a.get("replicas", [])],
-                "genesis_hash": bytes(a["genesisHash"]), "block_number": int(log["blockNumber"]),
-                "tx_hash": bytes(log["transactionHash"]),
+                "stream_id": c.stream_id, "creator": c.creator, "epoch": c.epoch, "replicas": list(c.replicas),
+                "genesis_hash": c.genesis_hash, "block_number": c.block_number, "tx_hash": c.tx_hash,
             })
         return out
 
-    def _decode_commit_tx(self, tx_hash: bytes) -> tuple[list[tuple[Header, list[bytes]]] | None, dict, str | None]:
-        """The (header, signatures) pairs of a commit transaction, its receipt, and why decoding failed."""
+    def _decode_commit_tx(self, tx_hash: bytes) -> CommitTx:
+        """The (header, signatures) pairs of a commit transaction, its gas used, and why decoding failed."""
         if tx_hash in self._tx_cache:
             return self._tx_cache[tx_hash]
-        tx = self._rpc("eth_getTransactionByHash", ["0x" + tx_hash.hex()])
-        receipt = self._rpc("eth_getTransactionReceipt", ["0x" + tx_hash.hex()])
-        receipt = {"gasUsed": int(receipt["gasUsed"], 16), "status": int(receipt.get("status") or "0x1", 16)}
+        gas_used = self.reg.receipt(tx_hash).gas_used
         pairs: list[tuple[Header, list[bytes]]] | None = None
         err: str | None = None
-        data = bytes(HexBytes(tx.get("input") or tx.get("data") or "0x"))
-        if not tx.get("to") or to_checksum_address(tx["to"]) != self.address:
-            err = "the commit was not a direct call to the registry: calldata not decoded"
-        else:
-            try:
-                pairs = decode_commit_call(data)
-            except NotACommitCall as exc:
-                err = f"{exc}: calldata not decoded"
-        self._tx_cache[tx_hash] = (pairs, receipt, err)
-        return pairs, receipt, err
+        try:
+            pairs = self.reg.commit_call(tx_hash)
+        except NotACommitCall as exc:
+            err = f"{exc}: calldata not decoded"
+        self._tx_cache[tx_hash] = (pairs, gas_used, err)
+        return pairs, gas_used, err
 
     def _timestamp(self, block_number: int) -> int:
-        if block_number not in self._ts_cache:
-            blk = self._rpc("eth_getBlockByNumber", [hex(block_number), False])
-            self._ts_cache[block_number] = int(blk["timestamp"], 16)
-        return self._ts_cache[block_number]
+        return self.reg.block_time(block_number)
 
-    def _records_from_logs(self, logs: list[dict[str, Any]]) -> list[HeaderRecord]:
-        logs = sorted(logs, key=lambda lg: (int(lg["blockNumber"]), int(lg["logIndex"])))
+    def _records_from_logs(self, logs: list[RawLog]) -> list[HeaderRecord]:
+        events = sorted(self.reg.decode_logs(logs), key=lambda e: (e.block_number, e.log_index))
         records: list[HeaderRecord] = []
         # The contract emits one event per header, in batch order: consume the calldata
         # entries in order, matched by headerHash.
         consumed: dict[bytes, set[int]] = {}
-        for log in logs:
-            topic0 = HexBytes(log["topics"][0])
-            committed = topic0 == self.topic_committed
-            event = self.contract.events.MiniblockCommitted() if committed else self.contract.events.MiniblockRejected()
-            a = event.process_log(log)["args"]
-            tx_hash = bytes(log["transactionHash"])
+        for ev in events:
+            if not isinstance(ev, (MiniblockCommitted, MiniblockRejected)):
+                continue
+            committed = isinstance(ev, MiniblockCommitted)
             rec = HeaderRecord(
                 status="committed" if committed else "rejected",
-                stream_id=bytes(a["streamId"]), number=int(a["number"]), header_hash=bytes(a["headerHash"]),
-                tx_hash=tx_hash, block_number=int(log["blockNumber"]), log_index=int(log["logIndex"]),
-                reason=None if committed else int(a["reason"]),
+                stream_id=ev.stream_id, number=ev.number, header_hash=ev.header_hash,
+                tx_hash=ev.tx_hash, block_number=ev.block_number, log_index=ev.log_index,
+                reason=ev.reason if isinstance(ev, MiniblockRejected) else None,
             )
-            if committed:
-                rec.leader = to_checksum_address(a["leader"])
-                rec.prev_hash, rec.events_root = bytes(a["prevHash"]), bytes(a["eventsRoot"])
-                rec.event_count = int(a["eventCount"])
+            if isinstance(ev, MiniblockCommitted):
+                rec.leader = ev.leader
+                rec.prev_hash, rec.events_root = ev.prev_hash, ev.events_root
+                rec.event_count = ev.event_count
             rec.verification = Verification()
-            pairs, receipt, err = self._decode_commit_tx(tx_hash)
-            rec.tx_gas_used = int(receipt["gasUsed"])
+            pairs, gas_used, err = self._decode_commit_tx(ev.tx_hash)
+            rec.tx_gas_used = gas_used
             rec.block_timestamp = self._timestamp(rec.block_number)
             if pairs is None:
                 rec.batch_size = 1
                 rec.verification.problems.append(err or "calldata not decoded")
             else:
                 rec.batch_size = len(pairs)
-                used = consumed.setdefault(tx_hash, set())
-                idx = next((i for i, (h, _) in enumerate(pairs) if i not in used and hash_header(h) == rec.header_hash), None)
+                used = consumed.setdefault(ev.tx_hash, set())
+                idx = next((i for i, (h, _) in enumerate(pairs)
+                            if i not in used and hash_header(h) == rec.header_hash), None)
                 if idx is None:
-                    rec.verification.problems.append("no header in the commit's calldata hashes to the log's headerHash")
+                    rec.verification.problems.append(
+                        "no header in the commit's calldata hashes to the log's headerHash")
                 else:
                     used.add(idx)
                     rec.batch_index = idx
@@ -569,7 +524,7 @@ class RegistryHistory:
         assert v is not None
         try:
             rec.replicas = self.replicas_of(rec.stream_id, rec.block_number)
-        except Exception as exc:
+        except RegistryError as exc:
             v.problems.append(f"replicas not readable: {exc}")
             rec.replicas = []
         if rec.header is None:
@@ -597,11 +552,13 @@ class RegistryHistory:
             first = rec.signers[0]
             v.leader_signature = first.address is not None and first.is_leader
             if not v.leader_signature:
-                v.problems.append(f"signature 0 recovers to {first.address or first.error}, not the leader {rec.header.leader}")
+                v.problems.append(f"signature 0 recovers to {first.address or first.error}, "
+                                  f"not the leader {rec.header.leader}")
         bad = [s for s in rec.signers if s.address is None or not s.is_replica or s.duplicate]
         v.attestations = bool(rec.signers) and not bad
         for s in bad:
-            why = s.error if s.address is None else ("a duplicate signer" if s.duplicate else f"{s.address} is not a replica")
+            why = s.error if s.address is None else (
+                "a duplicate signer" if s.duplicate else f"{s.address} is not a replica")
             v.problems.append(f"signature {s.index}: {why}")
         v.quorum = bool(rec.replicas) and rec.attestations >= rec.quorum
         if not v.quorum:
@@ -622,8 +579,8 @@ class RegistryHistory:
         topic0 = [self.topic_committed, self.topic_rejected] if include_rejected else self.topic_committed
         topics: list[Any] = [topic0]
         if stream_id is not None:
-            topics.append(HexBytes(stream_id))
-        logs = list(self.iter_logs(topics, from_block, to_block))
+            topics.append(stream_id)
+        logs = self.iter_logs(topics, from_block, to_block)
         records = self._records_from_logs(logs)
         records = [r for r in records if r.number >= from_number]
         if verify:
@@ -642,7 +599,8 @@ class RegistryHistory:
             onchain = self.header_hash_at(rec.stream_id, rec.number)
             v.hash = onchain == rec.header_hash and rec.header is not None
             if onchain != rec.header_hash:
-                v.problems.append(f"headerHashAt({rec.number}) is {hx(onchain)}, the log says {hx(rec.header_hash)}")
+                v.problems.append(f"headerHashAt({rec.number}) is {hex32(onchain)}, "
+                                  f"the log says {hex32(rec.header_hash)}")
             # parent: the previous commit seen of this stream, else what the chain stores at number-1
             prev = last_hash.get(rec.stream_id)
             if prev is not None and prev[0] == rec.number - 1:
@@ -655,7 +613,8 @@ class RegistryHistory:
                 expected = None
             v.parent = expected is not None and rec.prev_hash == expected and expected != ZERO32
             if expected is not None and rec.prev_hash != expected:
-                v.problems.append(f"prevHash {hx(rec.prev_hash or ZERO32)} != hash of block {rec.number - 1} {hx(expected)}")
+                v.problems.append(f"prevHash {hex32(rec.prev_hash or ZERO32)} != hash of block {rec.number - 1} "
+                                  f"{hex32(expected)}")
             last_hash[rec.stream_id] = (rec.number, rec.header_hash)
 
     def chain_summary(self, stream_id: bytes, records: list[HeaderRecord] | None = None) -> dict[str, Any]:
@@ -695,8 +654,8 @@ class RegistryHistory:
             problems.append("the commits seen do not reach the stream head")
         all_ok = all(r.verification is not None and r.verification.ok for r in committed)
         return {
-            "stream": hx(stream_id), "genesisHash": hx(genesis), "genesisOk": genesis_ok,
-            "headNumber": head_number, "headHash": hx(head_hash), "commits": len(committed),
+            "stream": hex32(stream_id), "genesisHash": hex32(genesis), "genesisOk": genesis_ok,
+            "headNumber": head_number, "headHash": hex32(head_hash), "commits": len(committed),
             "chainOk": genesis_ok and contiguous and at_head, "headersOk": all_ok,
             "ok": genesis_ok and contiguous and at_head and all_ok, "problems": problems,
         }
@@ -720,17 +679,19 @@ class RegistryHistory:
     ) -> HeaderRecord | None:
         """The first MiniblockCommitted (or, if none, MiniblockRejected) log of `header_hash`, decoded."""
         self._forget_latest()
-        header_hash = bytes32(header_hash)
+        header_hash = _b32(header_hash)
         topic0 = [self.topic_committed, self.topic_rejected] if include_rejected else self.topic_committed
-        topics: list[Any] = [topic0, HexBytes(stream_id) if stream_id is not None else None]
+        topics: list[Any] = [topic0, stream_id]
         if number is not None:
-            topics.append(HexBytes(int(number).to_bytes(32, "big")))
+            topics.append(int(number).to_bytes(32, "big"))
         while topics and topics[-1] is None:
             topics.pop()
-        logs = [lg for lg in self.iter_logs(topics, from_block) if _log_header_hash(lg) == header_hash]
+        # Non-indexed data of both events starts with headerHash
+        # (Committed: headerHash, prevHash, eventsRoot, eventCount; Rejected: headerHash, reason).
+        logs = [lg for lg in self.iter_logs(topics, from_block) if lg.data[:32] == header_hash]
         if not logs:
             return None
-        committed = [lg for lg in logs if HexBytes(lg["topics"][0]) == self.topic_committed]
+        committed = [lg for lg in logs if lg.topics[0] == self.topic_committed]
         recs = self._records_from_logs((committed or logs)[:1])
         if verify:
             self._verify(recs)
@@ -744,29 +705,8 @@ class RegistryHistory:
         return self.committed_header(h, stream_id, number, verify=verify)
 
 
-def _log_header_hash(log: dict[str, Any]) -> bytes:
-    # Non-indexed data of both events starts with headerHash
-    # (Committed: headerHash, prevHash, eventsRoot, eventCount; Rejected: headerHash, reason).
-    return bytes(HexBytes(log["data"]))[:32]
-
-
-def _abi_type(param: dict[str, Any]) -> str:
-    """The canonical type string of an ABI parameter (tuples spelled out)."""
-    t = param["type"]
-    if t.startswith("tuple"):
-        return "(" + ",".join(_abi_type(c) for c in param["components"]) + ")" + t[len("tuple"):]
-    return t
-
-
-def wait_for_rpc(rpc_url: str, timeout: float = 10.0) -> Web3:
-    """A Web3 on rpc_url once it answers (used by tests and the explorer's start-up)."""
-    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 5}))
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            w3.eth.chain_id  # noqa: B018
-            return w3
-        except Exception:
-            if time.monotonic() > deadline:
-                raise RpcUnreachable(f"cannot reach the JSON-RPC endpoint {rpc_url}") from None
-            time.sleep(0.1)
+def _reachable(reg: Registry, rpc_url: str) -> None:
+    try:
+        reg.chain_id()  # a real request
+    except Exception as exc:  # noqa: BLE001 -- any transport failure (refused, DNS, timeout, HTTP error) means unreachable
+        raise RpcUnreachable(f"cannot reach the JSON-RPC endpoint {rpc_url}: {exc}") from exc

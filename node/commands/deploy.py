@@ -9,21 +9,17 @@ only, ``--dev`` with ``--private-key`` being one of Anvil's well-known dev keys
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import typer
 
 from node.chain.anvil import DEV_KEYS
-
-if TYPE_CHECKING:
-    from eth_account.signers.local import LocalAccount
 
 DEFAULT_PASSWORD_ENV = "MINIBLOCK_KEYSTORE_PASSWORD"
 
 
 def load_account(
     *, private_key: str | None, keystore: Path | None, password_env: str, dev: bool
-) -> LocalAccount:
+):
     from eth_account import Account
 
     from node.keystore import KeystoreError, decrypt_keystore
@@ -32,8 +28,7 @@ def load_account(
         raise typer.BadParameter("give either --keystore or --private-key, not both")
     if keystore:
         try:
-            acct: LocalAccount = Account.from_key(decrypt_keystore(keystore, password_env))
-            return acct
+            return Account.from_key(decrypt_keystore(keystore, password_env))
         except KeystoreError as e:
             raise typer.BadParameter(str(e)) from None
     if not dev:
@@ -45,8 +40,7 @@ def load_account(
         key = "0x" + key
     if key not in DEV_KEYS:
         raise typer.BadParameter("--dev takes only Anvil's well-known dev keys; use --keystore")
-    dev_acct: LocalAccount = Account.from_key(key)
-    return dev_acct
+    return Account.from_key(key)
 
 
 def main(
@@ -79,12 +73,12 @@ def main(
     out: Path = typer.Option(Path("deployment.json"), "--out", help="Deployment file to write."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
-    from eth_utils.address import is_address
-    from web3 import Web3
+    from eth_utils import is_address
 
     from node.build import BuildError
     from node.chain.deploy import deploy, parse_node_spec, parse_stream_id
     from node.chain.registry import RegistryError
+    from node.chain.rpc import http_web3
 
     if warp and not dev:
         raise typer.BadParameter("--warp moves Anvil's clock: only with --dev")
@@ -100,7 +94,7 @@ def main(
     if not 1 <= replication <= 16:
         raise typer.BadParameter("--replication must be 1..16")
 
-    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 60}))
+    w3 = http_web3(rpc_url, timeout=60)
     if not w3.is_connected():
         typer.echo(f"cannot reach {rpc_url}", err=True)
         raise typer.Exit(2)

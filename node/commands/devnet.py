@@ -130,7 +130,7 @@ def main(
         net.start(log=say)
         reg = net.registry()
         stats = Stats(list(net.streams))
-        watcher = Watcher(stats, reg, net.urls, reg.w3.eth.block_number + 1)
+        watcher = Watcher(stats, reg, net.urls, reg.block_number() + 1)
         loadgen = LoadGen(stats, net.domain, net.urls, list(net.streams), clients=clients, total=events, rate=rate,
                           max_inflight=max_inflight, stop=stop)
         if not json_out:

@@ -15,30 +15,23 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import typer
 
 from node.commands.deploy import DEFAULT_PASSWORD_ENV, load_account
 from node.protocol.registry import RegistryParams, epoch_starts_at
 
-if TYPE_CHECKING:
-    from eth_account.signers.local import LocalAccount
 
+def _registry(rpc_url: str, registry: str, account):
+    from node.chain.abi import load_abi
     from node.chain.registry import Registry
+    from node.chain.rpc import http_web3
 
-
-def _registry(rpc_url: str, registry: str, account: LocalAccount | None) -> Registry:
-    from web3 import Web3
-
-    from node.chain.history import load_registry_abi
-    from node.chain.registry import Registry
-
-    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 60}))
+    w3 = http_web3(rpc_url, timeout=60)
     if not w3.is_connected():
         typer.echo(f"cannot reach {rpc_url}", err=True)
         raise typer.Exit(2)
-    return Registry(w3, registry, load_registry_abi(), account)
+    return Registry(w3, registry, load_abi(), account)
 
 
 def node_address(node: str | None, node_keystore: Path | None, password_env: str = "NODE_KEY_PASSWORD") -> str:
@@ -46,7 +39,7 @@ def node_address(node: str | None, node_keystore: Path | None, password_env: str
     import os
 
     from eth_account import Account
-    from eth_utils.address import is_address, to_checksum_address
+    from eth_utils import is_address, to_checksum_address
 
     if node:
         if not is_address(node):
@@ -66,7 +59,7 @@ def node_address(node: str | None, node_keystore: Path | None, password_env: str
         raise typer.BadParameter(f"{node_keystore} has no 'address' field: set ${password_env} (its password) "
                                  "or give --node ADDRESS")
     try:
-        return str(Account.from_key(Account.decrypt(blob, password)).address)
+        return Account.from_key(Account.decrypt(blob, password)).address
     except ValueError as e:
         raise typer.BadParameter(f"cannot decrypt {node_keystore}: {e}") from None
 

@@ -45,29 +45,21 @@ def _quiet(_s: str) -> None:
 
 
 def connect(rpc_url: str, timeout: float = 60.0) -> Any:
-    """A Web3 on an existing chain; NetworkError if it does not answer."""
-    from web3 import Web3
+    """A Web3 on an existing chain (through the one chain client); NetworkError if it does not answer."""
+    from node.chain.rpc import http_web3
 
-    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
+    w3 = http_web3(rpc_url, timeout=timeout)
     if not w3.is_connected():
         raise NetworkError(f"cannot reach {rpc_url}")
     return w3
 
 
-def fund(w3: Any, account: LocalAccount, addresses: list[str], wei: int) -> None:
+def fund(sender: TxSender, addresses: list[str], wei: int) -> None:
     """Plain value transfers from the deployer (nodes pay for their own commit transactions)."""
-    nonce = w3.eth.get_transaction_count(account.address, "pending")
-    chain_id = w3.eth.chain_id
-    base = w3.eth.get_block("latest").get("baseFeePerGas")
-    fees = ({"maxFeePerGas": 2 * base + 10**9, "maxPriorityFeePerGas": 10**9} if base is not None
-            else {"gasPrice": w3.eth.gas_price})
-    hashes = []
-    for i, a in enumerate(addresses):
-        tx = {"to": a, "value": wei, "gas": 21_000, "nonce": nonce + i, "chainId": chain_id, **fees}
-        hashes.append(w3.eth.send_raw_transaction(account.sign_transaction(tx).raw_transaction))
+    hashes = [sender.transfer(a, wei, wait=False) for a in addresses]
     for h in hashes:
-        r = w3.eth.wait_for_transaction_receipt(h, timeout=120)
-        if r["status"] != 1:
+        assert isinstance(h, bytes)
+        if sender.wait_receipt(h).status != 1:
             raise NetworkError(f"funding transfer {hx(h)} failed")
 
 
@@ -131,11 +123,11 @@ class Network:
             self.w3 = connect(self.rpc_url)
             log(f"using the chain at {self.rpc_url} (chain id {self.w3.eth.chain_id}); it is left running")
         self.setups = prepare_nodes(self.n_nodes + self.extra_nodes, self.base_dir, keys=self.node_keys)
+        self.sender = TxSender(self.w3, account)
         if self.fund_wei:
-            fund(self.w3, account, [s.address for s in self.setups], self.fund_wei)
+            fund(self.sender, [s.address for s in self.setups], self.fund_wei)
             log(f"{len(self.setups)} node keys created and funded by the deployer {account.address}")
         self.deployment_path = self.base_dir / "deployment.json"
-        self.sender = TxSender(self.w3, account)
         deploy(self.w3, self.sender, epoch_length=self.epoch_length, leader_timeout=self.leader_timeout,
                replication_factor=self.replication_factor or min(3, self.n_nodes),
                nodes=[s.spec() for s in self.setups[:self.n_nodes]], streams=self.streams, artifact=art,

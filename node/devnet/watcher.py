@@ -7,7 +7,7 @@ Latency of an event = when `poll()` saw the log of the header carrying it minus 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -37,14 +37,13 @@ class Watcher:
         self.http.close()
 
     def poll(self) -> None:
-        w3: Any = self.reg.w3  # web3's stubs want Hash32 where the logs give bytes
-        to = w3.eth.block_number
+        to = self.reg.block_number()
         if to >= self.from_block:
             seen = time.monotonic()
             committed = self.reg.committed_logs(self.from_block, to)
             rejected = self.reg.rejected_logs(self.from_block, to)
             txs = {c.tx_hash for c in committed} | {r.tx_hash for r in rejected}
-            gas = sum(int(w3.eth.get_transaction_receipt(t)["gasUsed"]) for t in txs)
+            gas = sum(self.reg.receipt(t).gas_used for t in txs)
             with self.stats.lock:
                 self.stats.commit_txs += len(txs)
                 self.stats.commit_gas += gas

@@ -8,15 +8,17 @@ import contextlib
 import logging
 import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
+from eth_account import Account
 
+from node.chain.client import RegistryClient
 from node.protocol.registry import RegistryParams
 from node.protocol.types import Domain
 
 from .api import BodyLimit, build_api
-from .chainio import Chain
 from .config import NodeConfig
 from .core import Node
 from .intake import gossip_loop
@@ -52,7 +54,7 @@ def resolve_chain(cfg: NodeConfig) -> tuple[str, int | None, list, str | None]:
     if registry is None:
         raise SystemExit("no registry: give --deployment FILE or --registry ADDRESS")
     if abi is None:
-        from .chainio import load_abi
+        from node.chain.abi import load_abi
 
         abi = load_abi(None)
     return registry, chain_id, abi, ws
@@ -63,7 +65,8 @@ async def build_node(cfg: NodeConfig) -> Node:
     Path(cfg.data_dir).mkdir(parents=True, exist_ok=True)
     onion = load_onion(cfg)
     registry, chain_id, abi, _ws = resolve_chain(cfg)
-    chain = Chain(cfg.rpc_url, registry, abi, key)
+    assert cfg.rpc_url is not None  # resolve_chain set it
+    chain = RegistryClient.for_node(cfg.rpc_url, registry, abi, Account.from_key(key))
     actual = await chain.get_chain_id()
     if chain_id is not None and chain_id != actual:
         raise SystemExit(f"chain id mismatch: deployment says {chain_id}, {cfg.rpc_url} is {actual}")
@@ -93,13 +96,12 @@ async def self_register(node: Node) -> None:
     """registerNode(me, public_url, onion commitment), sent by the node itself as its own operator."""
     cfg = node.cfg
     url = cfg.public_url or f"http://{cfg.host}:{cfg.port}"
-    f = node.chain.contract.functions
-    if not await f.isOperator(node.me).call():
+    if not await node.chain.is_operator(node.me):
         log.error("self_register: %s is not an allowed operator; ask the registry owner (allowOperator)", node.me)
         return
-    rc = await node.chain.register_node(node.me, url, node.onion.commitment)
+    rc = await node.chain.register_node(node.me, url, node.onion.commitment, check=False)
     log.info("self_register: registered %s at %s (tx status %s); active from the next epoch", node.me, url,
-             rc.get("status"))
+             rc.status)
     await node.refresh_nodes()
 
 
@@ -111,10 +113,9 @@ async def serve(cfg: NodeConfig) -> None:
     except Exception as exc:  # noqa: BLE001 - any failure: the watch loop scans again
         log.warning("first chain scan failed: %s", exc)
     api = build_api(node)
-    server = uvicorn.Server(uvicorn.Config(BodyLimit(api, cfg.max_body), host=cfg.host, port=cfg.port,
+    server = _Server(uvicorn.Config(BodyLimit(api, cfg.max_body), host=cfg.host, port=cfg.port,
                                            log_level="warning", access_log=False, lifespan="off",
                                            timeout_keep_alive=30, timeout_graceful_shutdown=2))
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     tasks = [asyncio.create_task(c, name=n) for n, c in (
         ("watch", watch_loop(node)), ("ws", ws_loop(node)), ("produce", produce_loop(node)),
         ("gossip", gossip_loop(node)), ("upkeep", upkeep_loop(node)))]
@@ -137,6 +138,14 @@ async def serve(cfg: NodeConfig) -> None:
     await node.peers.close()
     node.storage.close()
     log.info("node %s stopped", node.me)
+
+
+class _Server(uvicorn.Server):
+    """SIGINT/SIGTERM are the node's (its loops stop first, then HTTP), not uvicorn's."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 def run(cfg: NodeConfig) -> None:

@@ -15,12 +15,13 @@ One writer, this class; everyone else reads. Its inputs:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 
+from node.chain.client import NodeRecord
+from node.chain.logs import LogBatch
 from node.protocol.commit import StreamHead
 
-from .chainio import LogBatch, NodeRecord
 from .models import hx
 from .storage import CommitRow, Storage
 
@@ -62,32 +63,38 @@ class ChainView:
         return r
 
     # ---- writes -------------------------------------------------------------------------------
-    def apply_logs(self, batch: LogBatch) -> None:
-        """Record what the chain says (streams, replica changes, commits); blocks are applied by sync."""
+    def apply_logs(self, batch: LogBatch, block_time: Callable[[int], int | None] | None = None) -> None:
+        """Record what the chain says (streams, replica changes, commits); blocks are applied by sync.
+
+        A head's timestamp is its chain block's: from the batch, else `block_time` (a cache lookup), else 0."""
         st = self._storage
-        for c in batch.created:
-            sid = c["stream_id"]
-            st.upsert_stream(sid, c["genesis_hash"], c["replicas"], c["block"])
-            self._replicas[sid] = c["replicas"]
-            if sid not in self._heads:
-                self._heads[sid] = StreamHead(0, c["genesis_hash"], batch.block_times.get(c["block"], 0))
+
+        def ts(block: int) -> int:
+            t = batch.block_times.get(block)
+            if t is None and block_time is not None:
+                t = block_time(block)
+            return t or 0
+
+        for sc in batch.created:
+            st.upsert_stream(sc.stream_id, sc.genesis_hash, list(sc.replicas), sc.block_number)
+            self._replicas[sc.stream_id] = list(sc.replicas)
+            if sc.stream_id not in self._heads:
+                self._heads[sc.stream_id] = StreamHead(0, sc.genesis_hash, ts(sc.block_number))
         for r in batch.replaced:
-            sid = r["stream_id"]
-            reps = list(self.replicas_of(sid))
-            if r["index"] < len(reps):
-                reps[r["index"]] = r["new"]
-                st.set_replicas(sid, reps)
-                self._replicas[sid] = reps
-                log.info("stream %s: replica %d %s -> %s", hx(sid), r["index"], r["old"], r["new"])
+            reps = list(self.replicas_of(r.stream_id))
+            if r.index < len(reps):
+                reps[r.index] = r.new_node
+                st.set_replicas(r.stream_id, reps)
+                self._replicas[r.stream_id] = reps
+                log.info("stream %s: replica %d %s -> %s", hx(r.stream_id), r.index, r.old_node, r.new_node)
         if batch.committed:
-            st.add_commits([CommitRow(c["stream_id"], c["number"], c["header_hash"], c["prev_hash"],
-                                      c["events_root"], c["event_count"], c["leader"], c["tx_hash"], c["block"])
+            st.add_commits([CommitRow(c.stream_id, c.number, c.header_hash, c.prev_hash, c.events_root,
+                                      c.event_count, c.leader, c.tx_hash, c.block_number)
                             for c in batch.committed])
             for c in batch.committed:
-                cur = self._heads.get(c["stream_id"])
-                if cur is None or c["number"] > cur.number:
-                    self._heads[c["stream_id"]] = StreamHead(c["number"], c["header_hash"],
-                                                             batch.block_times.get(c["block"], 0))
+                cur = self._heads.get(c.stream_id)
+                if cur is None or c.number > cur.number:
+                    self._heads[c.stream_id] = StreamHead(c.number, c.header_hash, ts(c.block_number))
 
     def load_head(self, sid: bytes, head: StreamHead, replicas: list[str]) -> None:
         """A head and replica list read from the registry's views (not older than what is known)."""

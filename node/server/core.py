@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from eth_utils.address import to_checksum_address
 
+from node.chain.client import NodeRecord, RegistryClient
 from node.protocol.commit import StreamHead
 from node.protocol.eip712 import address_of
 from node.protocol.election import elected_leader, open_attempt
@@ -18,7 +19,6 @@ from node.protocol.onion import HashOnion
 from node.protocol.registry import RegistryParams, epoch_at, epoch_time_left, is_active, quorum
 from node.protocol.types import Domain
 
-from .chainio import Chain, NodeRecord
 from .chainview import ChainView
 from .config import NodeConfig
 from .metrics import Metrics
@@ -55,7 +55,7 @@ class Node:
     key: bytes
     onion: HashOnion
     storage: Storage
-    chain: Chain
+    chain: RegistryClient
     peers: Peers
     domain: Domain
     params: RegistryParams
@@ -117,7 +117,7 @@ class Node:
                 return seed_view
             if e_view < epoch:
                 # No block of `epoch` yet: the first call that advances will take the current mix as seed.
-                return bytes(await self.chain.contract.functions.randaoMix().call())
+                return await self.chain.randao_mix()
         except Exception as exc:  # noqa: BLE001 - any RPC failure: no seed this time, the caller retries
             log.warning("seed lookup failed: %s", exc)
         return None

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from node.protocol.block_rules import block_event_cap, events_with_quorum, order_events, select_events
 from node.protocol.commit import StreamHead
@@ -41,6 +41,12 @@ class Draft:
     members_after: frozenset[str]
     header: Header | None = None
     sigs: list[bytes] | None = None
+
+
+def signed(d: Draft) -> tuple[Header, list[bytes]]:
+    """A draft's header and signatures, once built (the header) and attested (the signatures)."""
+    assert d.header is not None, "draft without a header"
+    return d.header, d.sigs or []
 
 
 def slots_to_lead(node: Node, epoch: int, seed: bytes) -> list[tuple[bytes, int, int]]:
@@ -150,15 +156,16 @@ async def draft_block(node: Node, sid: bytes, number: int, attempt: int, epoch: 
 
 
 async def collect_attestations(node: Node, d: Draft) -> list[bytes] | None:
-    assert d.header is not None
-    body = {"header": HeaderOut.of(d.header).model_dump(), "event_hashes": [hx(h) for h, _, _ in d.items]}
+    header = d.header
+    assert header is not None
+    body = {"header": HeaderOut.of(header).model_dump(), "event_hashes": [hx(h) for h, _, _ in d.items]}
     replicas = node.replicas_of(d.sid)
 
     async def one(addr: str, url: str) -> bytes | None:
         try:
             resp = await node.peers.attest(url, body, timeout=max(node.cfg.peer_timeout_s, 5.0))
             sig = unhex(resp["signature"])
-            if recover_header_signer(node.domain, d.header, sig) == addr:
+            if recover_header_signer(node.domain, header, sig) == addr:
                 return sig
             log.warning("attestation from %s does not recover to it", addr)
         except Exception as exc:  # noqa: BLE001 - any peer failure or refusal is a missing attestation
@@ -222,8 +229,9 @@ async def produce_once(node: Node) -> int:
         if a is None:
             node.tried[(d.sid, d.number, d.attempt)] = time.time() + 0.5  # replicas may be syncing: retry soon
             continue
-        d.sigs = [sign_header(node.domain, d.header, node.key), *a]
-        node.storage.add_proposal(hash_header(d.header), d.header, [h for h, _, _ in d.items])
+        header, _ = signed(d)
+        d.sigs = [sign_header(node.domain, header, node.key), *a]
+        node.storage.add_proposal(hash_header(header), header, [h for h, _, _ in d.items])
         ready.append(d)
     # A gap of more than MAX_REVEAL_SKIP layers before a header would make its reveal invalid.
     batch, last_pos = [], 0
@@ -246,7 +254,8 @@ async def commit(node: Node, batch: list[Draft]) -> int:
     for d in batch:  # one submission per slot: a rejected slot is given up, the next attempt takes over
         node.tried[(d.sid, d.number, d.attempt)] = float("inf")
     try:
-        receipt = await node.chain.commit_miniblocks([d.header for d in batch], [d.sigs for d in batch])
+        pairs = [signed(d) for d in batch]
+        res = await node.chain.commit_budgeted([h for h, _ in pairs], [sigs for _, sigs in pairs])
     except Exception as exc:  # noqa: BLE001 - any send failure (RPC, nonce, timeout): retry the slots soon
         log.warning("commitMiniblocks failed (%d headers): %s", len(batch), exc)
         node.metrics.commit_txs.labels("error").inc()
@@ -255,45 +264,43 @@ async def commit(node: Node, batch: list[Draft]) -> int:
         node.randao_commit = None
         await resync_heads(node, [d.sid for d in batch])
         return 0
-    node.metrics.gas_spent.inc(int(receipt.get("gasUsed", 0)))
-    ok = int(receipt.get("status", 0)) == 1
+    node.metrics.gas_spent.inc(res.gas_used)
+    ok = res.status == 1
     node.metrics.commit_txs.labels("ok" if ok else "reverted").inc()
     if not ok:
         node.randao_commit = None
         await resync_heads(node, [d.sid for d in batch])
         return 0
-    logs = node.chain.decode_receipt(receipt)
-    by_hash = {hash_header(d.header): d for d in batch}
-    block = int(receipt["blockNumber"])
-    try:
-        logs.block_times[block] = await node.chain.block_time(block)  # cached by the send
-    except Exception:  # noqa: BLE001 - timing only: any RPC failure falls back to the local chain clock
-        logs.block_times[block] = int(node.chain_now())
+    logs = res.batch()
+    by_hash = {hash_header(signed(d)[0]): d for d in batch}
+    # the receipt block's timestamp when the send read it, else the local chain clock
+    ts = res.block_timestamp if res.block_timestamp is not None else int(node.chain_now())
+    logs = replace(logs, block_times={**logs.block_times, res.block_number: ts})
     done = 0
     for c in logs.committed:
-        d = by_hash.get(c["header_hash"])
-        if d is not None:
-            node.randao_commit = d.header.randao_reveal
+        mine = by_hash.get(c.header_hash)
+        if mine is not None:
+            node.randao_commit = signed(mine)[0].randao_reveal
             done += 1
     apply_log_batch(node, logs)  # the same apply as the watcher's (commits, chain heads)
     for c in logs.committed:  # apply our own blocks right away (same path as any committed block)
-        d = by_hash.get(c["header_hash"])
-        if d is None:
+        mine = by_hash.get(c.header_hash)
+        if mine is None:
             continue
-        row = node.storage.get_stream(d.sid)
-        if row is not None and row.head_number == d.number - 1 and row.head_hash == d.prev_hash:
-            apply_committed(node, row, d.header, c["header_hash"], d.items, c["tx_hash"], d.members_after)
+        row = node.storage.get_stream(mine.sid)
+        if row is not None and row.head_number == mine.number - 1 and row.head_hash == mine.prev_hash:
+            apply_committed(node, row, signed(mine)[0], c.header_hash, mine.items, c.tx_hash, mine.members_after)
     node.metrics.blocks_led_committed.inc(done)
     if logs.rejected:
         for r in logs.rejected:
-            name = RejectReason(r["reason"]).name if r["reason"] in tuple(RejectReason) else str(r["reason"])
+            name = RejectReason(r.reason).name if r.reason in tuple(RejectReason) else str(r.reason)
             node.metrics.blocks_rejected.labels(name).inc()
-            log.info("header %s #%d rejected: %s", hx(r["stream_id"])[:10], r["number"], name)
-            d = by_hash.get(r["header_hash"])
-            if d is not None and r["reason"] in TRANSIENT:
-                node.tried[(d.sid, d.number, d.attempt)] = time.time() + 0.5
+            log.info("header %s #%d rejected: %s", hx(r.stream_id)[:10], r.number, name)
+            lost = by_hash.get(r.header_hash)
+            if lost is not None and r.reason in TRANSIENT:
+                node.tried[(lost.sid, lost.number, lost.attempt)] = time.time() + 0.5
         node.randao_commit = None
-        await resync_heads(node, [r["stream_id"] for r in logs.rejected])
+        await resync_heads(node, [r.stream_id for r in logs.rejected])
     return done
 
 

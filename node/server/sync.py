@@ -139,9 +139,9 @@ async def _sync_stream(node: Node, sid: bytes, max_blocks: int) -> int:
             log.warning("event list for %s #%d does not match eventsRoot; refetching later", hx(sid), n)
             return applied
         local = node.storage.get_events(hashes)
-        events: dict[bytes, tuple[Event, bytes]] = {h: (se.event, se.signature) for h, se in local.items()}
-        for h, v in extra.items():
-            events.setdefault(h, v)
+        events: dict[bytes, tuple[Event, bytes]] = {eh: (se.event, se.signature) for eh, se in local.items()}
+        for eh, v in extra.items():
+            events.setdefault(eh, v)
         missing = [h for h in hashes if h not in events]
         if missing:
             events.update(await fetch_events(node, missing, sources_for(node, sid, header.leader)))

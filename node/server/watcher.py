@@ -10,9 +10,9 @@ import asyncio
 import json
 import logging
 
+from node.chain.logs import LogBatch
 from node.protocol.commit import StreamHead
 
-from .chainio import LogBatch
 from .core import Node
 from .models import hx
 from .sync import sync_all
@@ -26,7 +26,7 @@ MAX_RANGE = 2000
 def apply_log_batch(node: Node, batch: LogBatch) -> None:
     """Record what the chain says (streams, replica changes, commits) in the node's chain view and
     storage; blocks are applied by sync. The one apply of registry logs (the producer's receipt too)."""
-    node.view.apply_logs(batch)
+    node.view.apply_logs(batch, node.chain.cached_block_time)
 
 
 _poll_lock: asyncio.Lock | None = None
@@ -42,7 +42,7 @@ async def poll_once(node: Node) -> int:
 
 async def _poll_once(node: Node) -> int:
     latest, _ts = await node.chain.latest_block()
-    cursor = int(node.storage.get_kv(CURSOR, str(node.cfg.start_block - 1)))
+    cursor = int(node.storage.get_kv(CURSOR) or node.cfg.start_block - 1)
     n = 0
     while cursor < latest:
         to = min(latest, cursor + MAX_RANGE)
