@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from node.protocol.limits import MAX_BLOCK_BYTES, MAX_BLOCK_EVENTS, block_within_limits, event_size
 from node.protocol.state import MembershipError, check_membership
 from node.protocol.types import Event, EventKind
 
@@ -16,7 +17,8 @@ def order(items: list[tuple[bytes, Event, bytes]]) -> list[tuple[bytes, Event, b
 
 
 def filter_valid(members: frozenset[str], items: list[tuple[bytes, Event, bytes]], cap: int,
-                 committed_nonces=None) -> tuple[list[tuple[bytes, Event, bytes]], list[bytes], list[bytes]]:
+                 committed_nonces=None, max_bytes: int = MAX_BLOCK_BYTES,
+                 ) -> tuple[list[tuple[bytes, Event, bytes]], list[bytes], list[bytes]]:
     """Walk the ordered events; keep those valid against the members after the previous block.
 
     Returns (kept, invalid hashes to drop from the pool, deferred hashes that stay pending: a second
@@ -27,8 +29,10 @@ def filter_valid(members: frozenset[str], items: list[tuple[bytes, Event, bytes]
     deferred: list[bytes] = []
     changed: set[str] = set()
     nonces: set[tuple[str, int]] = set()
+    cap, size = min(cap, MAX_BLOCK_EVENTS), 0
+    max_bytes = min(max_bytes, MAX_BLOCK_BYTES)
     for h, ev, sig in items:
-        if len(kept) >= cap:
+        if len(kept) >= cap or size + event_size(ev) > max_bytes:
             deferred.append(h)
             continue
         try:
@@ -46,11 +50,16 @@ def filter_valid(members: frozenset[str], items: list[tuple[bytes, Event, bytes]
             changed.add(ev.author)
         nonces.add((ev.author, ev.nonce))
         kept.append((h, ev, sig))
+        size += event_size(ev)
     return kept, invalid, deferred
 
 
 def check_block(members: frozenset[str], items: list[tuple[bytes, Event, bytes]]) -> str | None:
-    """An attester's check of a proposed event list: None if every event is valid, in order, else why not."""
+    """An attester's check of a proposed event list: None if every event is valid, in order, and the block
+    is within the caps of node.protocol.limits, else why not."""
+    too_big = block_within_limits([ev for _h, ev, _s in items])
+    if too_big:
+        return f"block over the limits: {too_big}"
     prev = None
     changed: set[str] = set()
     nonces: set[tuple[str, int]] = set()

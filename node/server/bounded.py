@@ -10,6 +10,16 @@ from collections.abc import Hashable
 from typing import Any, TypeVar
 
 K = TypeVar("K", bound=Hashable)
+
+# Sizes of the node's bounded maps (node.server.core.Node); docs/node.md, "Limits".
+MAP_BOUND = {
+    "accepted_at": 200_000,  # event -> when accepted (latency metric only)
+    "per_slot": 50_000,  # (stream, number[, attempt]) -> tried / attested at
+    "per_stream": 100_000,  # sync locks, last prune time
+    "per_peer": 1_024,  # gossip queues and senders, by peer URL (the registry holds at most 256 nodes)
+    "invalid_events": 100_000,  # events the leader's filter dropped, until when
+    "seeds": 64,  # epoch -> seed
+}
 V = TypeVar("V")
 
 

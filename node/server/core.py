@@ -14,6 +14,7 @@ from node.protocol.election import elected_leader, open_attempt
 from node.protocol.onion import HashOnion
 from node.protocol.types import Domain
 
+from .bounded import MAP_BOUND, BoundedDict
 from .chainio import Chain, NodeRecord
 from .config import NodeConfig
 from .metrics import Metrics
@@ -47,7 +48,7 @@ class Node:
     metrics: Metrics = field(default_factory=Metrics)
     me: str = ""
     nodes: dict[str, NodeRecord] = field(default_factory=dict)
-    seeds: dict[int, bytes] = field(default_factory=dict)
+    seeds: dict[int, bytes] = field(default_factory=lambda: BoundedDict(MAP_BOUND["seeds"]))
     chain_heads: dict[bytes, ChainHead] = field(default_factory=dict)
     replicas: dict[bytes, list[str]] = field(default_factory=dict)
     chain_block: int = 0
@@ -57,19 +58,20 @@ class Node:
     ready: bool = False
     stopping: bool = False
     # when an event was accepted here (for the commit latency histogram); bounded
-    accepted_at: dict[bytes, float] = field(default_factory=dict)
+    accepted_at: dict[bytes, float] = field(default_factory=lambda: BoundedDict(MAP_BOUND["accepted_at"]))
 
     def __post_init__(self) -> None:
         self.me = address_of(self.key)
-        self.sync_locks: dict[bytes, asyncio.Lock] = {}
-        self.attested: dict[tuple, bytes] = {}
-        self.tried: dict[tuple, float] = {}
-        self.gossip_queues: dict[str, list[dict]] = {}
-        self.gossip_senders: dict[str, asyncio.Task] = {}
-        self.pruned_at: dict[bytes, float] = {}
-        self.attested_at: dict[tuple[bytes, int], tuple[int, float]] = {}  # (stream, number) -> (attempt, when)
+        # Every map that grows with what peers, clients or the chain bring is bounded (node.server.bounded).
+        self.sync_locks: dict[bytes, asyncio.Lock] = BoundedDict(MAP_BOUND["per_stream"])
+        self.attested: dict[tuple, bytes] = BoundedDict(MAP_BOUND["per_slot"])
+        self.tried: dict[tuple, float] = BoundedDict(MAP_BOUND["per_slot"])
+        self.gossip_queues: dict[str, list[dict]] = BoundedDict(MAP_BOUND["per_peer"])
+        self.gossip_senders: dict[str, asyncio.Task] = BoundedDict(MAP_BOUND["per_peer"])
+        self.pruned_at: dict[bytes, float] = BoundedDict(MAP_BOUND["per_stream"])
+        self.attested_at: dict[tuple[bytes, int], tuple[int, float]] = BoundedDict(MAP_BOUND["per_slot"])
         self.onion_alarm = 0.0  # last time an onion problem was logged
-        self.invalid_events: dict[bytes, float] = {}  # dropped by this leader's validity filter, until
+        self.invalid_events: dict[bytes, float] = BoundedDict(MAP_BOUND["invalid_events"])
 
     # ---- time and epochs ------------------------------------------------------------------
     def chain_now(self) -> float:

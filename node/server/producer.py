@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from node.protocol.eip712 import hash_header, recover_header_signer, sign_header
+from node.protocol.limits import MAX_BLOCK_EVENTS
 from node.protocol.merkle import merkle_root
 from node.protocol.onion import OnionExhausted
 from node.protocol.state import apply_membership, members_root
@@ -139,7 +140,8 @@ async def draft_block(node: Node, sid: bytes, number: int, attempt: int, epoch: 
     if row is None or row.head_number != number - 1:
         return None
     ordered = order(items)
-    good, invalid, _deferred = filter_valid(row.members, ordered, min(node.cfg.max_block_events, 15000))
+    good, invalid, _deferred = filter_valid(row.members, ordered, min(node.cfg.max_block_events, MAX_BLOCK_EVENTS),
+                                            max_bytes=node.cfg.max_block_bytes)
     if invalid:
         node.storage.drop_pool_events(invalid)
         if len(node.invalid_events) > 100_000:
