@@ -138,3 +138,33 @@ def test_bounded_dict_and_ttl_cache():
     for k in "bcd":
         t.put(k, True, now=1.0)
     assert len(t) == 2
+
+
+def test_fetch_events_asks_in_chunks_and_follows_next():
+    """Peers.fetch_events: at most 1,024 hashes per request; a server that stops early (byte cap) says
+    where (`next`) and the rest is asked again."""
+    import asyncio
+    import json
+
+    import httpx
+
+    from node.server.peers import FETCH_CHUNK, Peers
+
+    asked: list[list[str]] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        hashes = json.loads(req.content)["hashes"]
+        asked.append(hashes)
+        assert len(hashes) <= FETCH_CHUNK
+        served = hashes[:300]  # serve 300 per answer, as a byte-capped server would
+        body = {"events": [{"h": h} for h in served]}
+        if len(served) < len(hashes):
+            body["next"] = len(served)
+        return httpx.Response(200, json=body)
+
+    p = Peers(1.0)
+    p.client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    want = [f"0x{i:064x}" for i in range(2500)]
+    got = asyncio.run(p.fetch_events("http://peer", want))
+    assert [e["h"] for e in got["events"]] == want
+    assert all(len(a) <= FETCH_CHUNK for a in asked) and len(asked) == 9
