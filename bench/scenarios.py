@@ -406,7 +406,14 @@ def intake_and_pool(base: Path, events: int, streams: int, drain_timeout: float,
             probe["healthz_ok"] = h.status_code == 200
             probe["pool_per_node"] = [c.get(u + "/healthz").json().get("pool") for u in net.urls]
             t1 = time.monotonic()
-            v = c.post(net.urls[0] + "/peer/votes", json={"stream_id": "0x" + net.streams[0].hex()})
+            # a vote as a replica asks for it (signed with a replica's node key: /peer/* is authenticated)
+            from node.server.client import NodeClient
+
+            reps = net.reg.replicas_of(net.streams[0])
+            setup = next(s for s in net.network.setups if s.address in reps)
+            nc = NodeClient(net.urls[0], timeout=30)
+            v = nc.peer("POST", "/peer/votes", key=setup.key, json={"stream_id": "0x" + net.streams[0].hex()})
+            nc.close()
             probe["vote_ms"] = round(1000 * (time.monotonic() - t1), 1)
             probe["vote_hashes"] = len(v.json().get("hashes", [])) if v.status_code == 200 else None
         # restart with commits on; wait for the pools to drain

@@ -185,13 +185,14 @@ def test_join_then_message_follows_the_block_boundary(net, clients, domain):
     m = clients[0].wait_committed([hm], timeout=30)[hm]
     assert m["block"] > j["block"]
 
-    # Same block race: JOIN and MESSAGE reach every replica together (gossip skips the membership
-    # check); the leader's filter must never put the MESSAGE in the JOIN's block or before it.
+    # Same block race: JOIN and MESSAGE reach every replica together by gossip (signed as a node; gossip
+    # checks membership like intake, so a node takes the MESSAGE only once it has applied the JOIN's block);
+    # the leader's filter must never put the MESSAGE in the JOIN's block or before it.
     b = Author(domain)
     hj2, join2 = b.event(S2, EventKind.JOIN)
     hm2, msg2 = b.event(S2, EventKind.MESSAGE, b"same batch")
-    for c in clients:
-        assert c.gossip([join2, msg2]).status_code == 200
+    for i, c in enumerate(clients):
+        assert c.gossip([join2, msg2], key=net.setups[i].key).status_code == 200
     j2 = clients[1].wait_committed([hj2], timeout=30)[hj2]
     deadline = time.monotonic() + 8
     while time.monotonic() < deadline:
@@ -229,7 +230,7 @@ def test_event_held_by_a_minority_waits_until_it_spreads(net, clients, domain, r
     joined(a, sid, clients, via=holder)
     hmin, body = a.event(sid, EventKind.MESSAGE, b"minority")
     # Only one replica holds it (peer gossip is not forwarded again before regossip_s = 6 s).
-    assert clients[holder].gossip([body]).status_code == 200
+    assert clients[holder].gossip([body], key=net.setups[holder].key).status_code == 200
     # Meanwhile other events commit without it.
     other = Author(domain)
     joined(other, sid, clients, via=(holder + 1) % 4)

@@ -60,7 +60,7 @@ def test_restarted_node_catches_up_and_loses_no_accepted_event(net, clients, dom
     join(a, S2, clients[others[0]])
     # E: accepted by Y only (peer intake is not forwarded before regossip_s), then Y crashes.
     he, body = a.event(S1, EventKind.MESSAGE, b"only on y")
-    assert clients[y].gossip([body]).status_code == 200
+    assert clients[y].gossip([body], key=net.setups[y].key).status_code == 200
     assert clients[y].event(he)["status"] == "pending"
     net.cluster.kill(y)
     # The rest keeps committing while Y is down.

@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 from eth_account import Account
 
+from node.protocol.block_rules import check_block_events as check_block
+from node.protocol.block_rules import order_events as order
+from node.protocol.block_rules import select_events
 from node.protocol.eip712 import hash_event, sign_event
 from node.protocol.types import Domain, Event, EventKind, Header
-from node.server.blocks import check_block, filter_valid, order
 from node.server.config import dump_toml, load_config
 from node.server.fastpath import check_event_signature, make_event
 from node.server.keys import KeyError_, load_onion, load_private_key, write_keystore
@@ -87,7 +89,8 @@ def test_ordering_rule_and_validity_filter():
     keys = [(bytes.fromhex(e.author[2:]), e.nonce) for _, e, _ in ordered]
     assert keys == sorted(keys)
     members = frozenset({b.address})
-    kept, invalid, deferred = filter_valid(members, ordered, cap=100)
+    sel = select_events(members, ordered, cap=100)
+    kept, invalid, deferred = sel.kept, sel.invalid, sel.deferred
     # a's JOIN is valid; a's MESSAGEs are not (a is not a member after the previous block)
     assert {e.author for _, e, _ in kept} == {a.address, b.address}
     assert all(e.kind == EventKind.JOIN for _, e, _ in kept if e.author == a.address)
@@ -96,7 +99,8 @@ def test_ordering_rule_and_validity_filter():
     assert check_block(members, list(reversed(kept))) is not None  # wrong order
     assert check_block(frozenset(), [ev(a, 5)]) is not None  # MESSAGE by a non-member
     # cap
-    kept, invalid, deferred = filter_valid(frozenset({a.address}), order([ev(a, i) for i in range(5)]), cap=3)
+    sel = select_events(frozenset({a.address}), order([ev(a, i) for i in range(5)]), cap=3)
+    kept, invalid, deferred = sel.kept, sel.invalid, sel.deferred
     assert len(kept) == 3 and len(deferred) == 2
 
 

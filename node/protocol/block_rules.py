@@ -3,7 +3,8 @@
 1. `events_with_quorum`: keep the hashes a majority `quorum(r)` of the replicas voted for;
 2. `order_events`: order them by `(author, nonce, eventHash)` ascending;
 3. `select_events`: walk that order against the members after the previous block, dropping invalid
-   events and deferring what cannot share this block, up to `block_event_cap`.
+   events and deferring what cannot share this block, up to `block_event_cap` events and
+   `MAX_BLOCK_BYTES` of event data (node.protocol.limits).
 
 An attester checks a proposed list with `check_block_events` (the same rules, as a verdict).
 """
@@ -14,6 +15,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from .limits import MAX_BLOCK_BYTES, block_within_limits, event_size
 from .state import MembershipError, check_membership
 from .types import MAX_EVENTS_PER_BLOCK, Event, EventEntry, EventKind
 
@@ -61,8 +63,12 @@ class Selection:
     deferred: list[bytes]
 
 
-def select_events(members: frozenset[str], ordered: Sequence[EventEntry], cap: int) -> Selection:
-    """Walk the ordered events; keep those valid against `members` (the set after the previous block)."""
+def select_events(members: frozenset[str], ordered: Sequence[EventEntry], cap: int,
+                  max_bytes: int = MAX_BLOCK_BYTES) -> Selection:
+    """Walk the ordered events; keep those valid against `members` (the set after the previous block),
+    at most `cap` events and `max_bytes` of event data (each clamped to the protocol's limits)."""
+    cap, max_bytes = block_event_cap(cap), min(max_bytes, MAX_BLOCK_BYTES)
+    size = 0
     kept: list[EventEntry] = []
     invalid: list[bytes] = []
     deferred: list[bytes] = []
@@ -70,7 +76,7 @@ def select_events(members: frozenset[str], ordered: Sequence[EventEntry], cap: i
     nonces: set[tuple[str, int]] = set()
     for entry in ordered:
         h, ev = entry[0], entry[1]
-        if len(kept) >= cap:
+        if len(kept) >= cap or size + event_size(ev) > max_bytes:
             deferred.append(h)
             continue
         try:
@@ -88,12 +94,16 @@ def select_events(members: frozenset[str], ordered: Sequence[EventEntry], cap: i
             changed.add(ev.author)
         nonces.add((ev.author, ev.nonce))
         kept.append(entry)
+        size += event_size(ev)
     return Selection(kept, invalid, deferred)
 
 
 def check_block_events(members: frozenset[str], entries: Sequence[EventEntry]) -> str | None:
     """An attester's check of a proposed event list: None if every event is valid and in block order,
-    else why not."""
+    else why not (also a list over the caps of node.protocol.limits)."""
+    too_big = block_within_limits([entry[1] for entry in entries])
+    if too_big:
+        return f"block over the limits: {too_big}"
     prev: OrderKey | None = None
     changed: set[str] = set()
     nonces: set[tuple[str, int]] = set()

@@ -10,11 +10,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
+from node.protocol.limits import MAX_BLOCK_EVENTS, event_size
 from node.protocol.merkle import merkle_levels, proof_from_levels
 
 from .attest import AttestRefused, attest
 from .core import Node
-from .intake import Rejected, accept, decode, parse_batch, to_wire
+from .intake import RETRY_AFTER_S, Rejected, accept, catch_up, decode, parse_batch, to_wire
 from .models import (
     Accepted,
     AttestIn,
@@ -44,12 +45,13 @@ from .models import (
 
 log = logging.getLogger("node.api")
 
-ERR = {400: {"model": ErrorOut}, 404: {"model": ErrorOut}, 409: {"model": ErrorOut}, 413: {"model": ErrorOut},
-       422: {"model": ErrorOut}}
+ERR = {400: {"model": ErrorOut}, 401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 404: {"model": ErrorOut},
+       409: {"model": ErrorOut}, 413: {"model": ErrorOut}, 422: {"model": ErrorOut}, 429: {"model": ErrorOut},
+       503: {"model": ErrorOut}}
 
 
-def err(status: int, error: str, detail: str) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": error, "detail": detail})
+def err(status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": error, "detail": detail}, headers=headers)
 
 
 def _hash_param(s: str, what: str = "hash") -> bytes:
@@ -116,7 +118,7 @@ def build_api(node: Node) -> FastAPI:
 
     @app.exception_handler(Rejected)
     async def _rejected(_req: Request, exc: Rejected):
-        return err(exc.status, exc.error, exc.detail)
+        return err(exc.status, exc.error, exc.detail, exc.headers)
 
     @app.exception_handler(AttestRefused)
     async def _refused(_req: Request, exc: AttestRefused):
@@ -139,7 +141,7 @@ def build_api(node: Node) -> FastAPI:
         d = node.domain
         return NodeInfoOut(address=node.me, chain_id=d.chain_id, registry=d.verifying_contract, domain_name=d.name,
                            domain_version=d.version, epoch=node.current_epoch() if node.params else None,
-                           public_url=node.cfg.public_url)
+                           public_url=node.cfg.public_url, chain_time=node.chain_now())
 
     @app.post("/v1/events", response_model=Accepted, status_code=202, responses=ERR, tags=["client"])
     async def post_event(body: SignedEvent):
@@ -153,7 +155,7 @@ def build_api(node: Node) -> FastAPI:
                         known=(st == "known"))
 
     @app.post("/v1/events/batch", response_model=BatchResult, responses=ERR, tags=["client"])
-    async def post_batch(body: EventBatch):
+    async def post_batch(body: EventBatch, response: Response):
         """Post many signed events; each gets its own result (invalid ones change nothing)."""
         if len(body.events) > node.cfg.max_batch_events:
             raise Rejected(413, "batch_too_large", f"at most {node.cfg.max_batch_events} events per batch")
@@ -170,6 +172,8 @@ def build_api(node: Node) -> FastAPI:
             else:
                 out.append(BatchItemResult(hash=hx(it[0]) if it else None, ok=False, status=e.status,
                                            error=e.error, detail=e.detail))
+        if any(r.status == 429 for r in out):
+            response.headers["Retry-After"] = str(RETRY_AFTER_S)
         return BatchResult(accepted=n_ok, rejected=len(out) - n_ok, results=out)
 
     @app.get("/v1/events/{event_hash}", response_model=EventStatus, responses=ERR, tags=["client"])
@@ -233,59 +237,121 @@ def build_api(node: Node) -> FastAPI:
         return JSONResponse(b)
 
     # ---- peer -----------------------------------------------------------------------------------
+    # Every /peer/* request was authenticated by node.server.peer_auth.PeerAuth: request.state.peer is the
+    # sending node (registered, active in the current epoch).
+    def sender(request: Request) -> str:
+        peer = getattr(request.state, "peer", None)
+        if peer is None:  # only without the middleware (never in a running node)
+            raise Rejected(401, "unauthenticated", "peer request without proof")
+        return str(peer)
+
+    def replica_only(peer: str, sid: bytes) -> None:
+        if peer not in node.replicas_of(sid):
+            raise Rejected(403, "not_replica", f"{peer} is not a replica of stream {hx(sid)}")
+
     @app.post("/peer/gossip", response_model=GossipOut, tags=["peer"], openapi_extra={"requestBody": {
         "required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/EventBatch"}}}}})
-    async def gossip(request: Request):
+    async def gossip(request: Request, response: Response):
+        """Events forwarded by a node: limited like client intake (count cap, payload cap, quotas, and the
+        membership check for streams known here)."""
+        sender(request)
         # Parsed by pydantic-core straight from the bytes (model_validate_json): the same EventBatch model and
         # errors, without FastAPI's json.loads + validate_python (~30% less parsing CPU per gossiped event).
         try:
             body = EventBatch.model_validate_json(await request.body())
         except ValidationError as exc:
             raise RequestValidationError(exc.errors(include_url=False)) from None
+        if len(body.events) > node.cfg.max_batch_events:
+            raise Rejected(413, "batch_too_large", f"at most {node.cfg.max_batch_events} events per gossip")
         items, errs = parse_batch(node, body.events)
         good = [it for it, e in zip(items, errs, strict=False) if e is None]
-        res = await accept(node, good, "gossip", client=False) if good else []
+        res = await accept(node, good, "gossip", client=False, membership=True) if good else []
+        # A node that forwards an event it accepted may have applied a block (a JOIN) this node has not yet:
+        # catch up once (bounded) and judge those again.
+        again = [i for i, (_st, r) in enumerate(res) if r is not None and r.error == "membership"]
+        if again:
+            await catch_up(node, {good[i][1].stream_id for i in again})
+            for i, v in zip(again, await accept(node, [good[i] for i in again], "gossip", client=False,
+                                                membership=True), strict=False):
+                res[i] = v
         new = sum(1 for st, r in res if r is None and st == "new")
         known = sum(1 for st, r in res if r is None and st == "known")
+        if any(r is not None and r.status == 429 for _st, r in res):
+            response.headers["Retry-After"] = str(RETRY_AFTER_S)
         return GossipOut(accepted=new, known=known, rejected=len(body.events) - new - known)
 
-    @app.post("/peer/votes", response_model=VotesOut, tags=["peer"])
-    async def votes(body: VotesIn):
-        """This node's mini-pool hashes for a stream (its vote)."""
+    @app.post("/peer/votes", response_model=VotesOut, responses=ERR, tags=["peer"])
+    async def votes(body: VotesIn, request: Request):
+        """This node's mini-pool hashes for a stream (its vote), oldest first, at most max_vote_hashes.
+        Only for the stream's replicas."""
         sid = unhex(body.stream_id)
+        replica_only(sender(request), sid)
         row = node.storage.get_stream(sid)
         return JSONResponse({"head_number": row.head_number if row else -1,
-                             "hashes": [hx(h) for h in node.storage.pool_hashes(sid)]})
+                             "hashes": [hx(h) for h in node.storage.pool_hashes(sid, node.cfg.max_vote_hashes)]})
 
-    @app.post("/peer/events", response_model=FetchOut, tags=["peer"])
-    async def fetch(body: FetchIn):
-        """Events by hash (pending or committed) that this node holds."""
+    @app.post("/peer/events", response_model=FetchOut, responses=ERR, tags=["peer"])
+    async def fetch(body: FetchIn, request: Request):
+        """Events by hash (pending or committed) that this node holds: at most max_fetch_hashes hashes; the
+        answer stops after about max_fetch_bytes, and `next` is then the index of the first hash not served."""
+        sender(request)
+        if len(body.hashes) > node.cfg.max_fetch_hashes:
+            raise Rejected(413, "too_many_hashes", f"at most {node.cfg.max_fetch_hashes} hashes per request")
         hashes = []
         for s in body.hashes:
             try:
                 hashes.append(_hash_param(s))
             except Rejected:
+                hashes.append(b"")
+        got = node.storage.get_events([h for h in hashes if h])
+        out, size, nxt = [], 0, None
+        for i, h in enumerate(hashes):
+            se = got.get(h)
+            if se is None:
                 continue
-        got = node.storage.get_events(hashes)
-        return JSONResponse({"events": [to_wire(h, se.event, se.signature) for h, se in got.items()]})
+            if out and size + event_size(se.event) * 2 > node.cfg.max_fetch_bytes:
+                nxt = i
+                break
+            out.append(to_wire(h, se.event, se.signature))
+            size += event_size(se.event) * 2  # hex on the wire
+        return JSONResponse({"events": out} if nxt is None else {"events": out, "next": nxt})
 
     @app.post("/peer/attest", response_model=AttestOut, responses=ERR, tags=["peer"])
-    async def attest_ep(body: AttestIn):
-        """Check a leader's proposal and sign its header (EIP-712)."""
+    async def attest_ep(body: AttestIn, request: Request):
+        """Check a leader's proposal and sign its header (EIP-712). Only the header's leader may ask, and it
+        must be a replica of the stream: a proposal sent by anyone else changes nothing here."""
+        peer = sender(request)
+        try:
+            sid, leader = unhex(body.header.stream_id), body.header.leader
+        except ValueError as exc:
+            raise Rejected(422, "malformed", str(exc)) from None
+        replica_only(peer, sid)
+        if peer.lower() != leader.lower():
+            raise Rejected(403, "not_leader", f"the proposal names {leader} as leader; {peer} sent it")
+        if len(body.event_hashes) > MAX_BLOCK_EVENTS:
+            raise Rejected(413, "too_many_events", f"at most {MAX_BLOCK_EVENTS} events per block")
         sig, hh = await attest(node, body)
         return AttestOut(signature=hx(sig), header_hash=hx(hh))
 
     @app.get("/peer/blocks/{stream_id}", response_model=BlockList, tags=["peer"])
-    async def blocks(stream_id: str, first: int = Query(0, alias="from"), last: int = Query(0, alias="to")):
-        """Committed blocks first..last (at most 64) with their events."""
+    async def blocks(request: Request, stream_id: str, first: int = Query(0, alias="from", ge=0),
+                     last: int = Query(0, alias="to", ge=0)):
+        """Committed blocks first..last (at most 64) with their events; the answer stops after the block that
+        passes about max_blocks_bytes (at least one block)."""
+        sender(request)
         sid = _hash_param(stream_id, "stream_id")
         last = min(last, first + 63)
-        out = []
+        out, size = [], 0
         for n in range(first, last + 1):
-            b = block_out(sid, n, True)
+            b = node.storage.get_block(sid, n)
             if b is None:
                 break
-            out.append(b)
+            got = node.storage.get_events(b.event_hashes)
+            bsize = sum(event_size(se.event) * 2 for se in got.values()) + 70 * len(b.event_hashes) + 1024
+            if out and size + bsize > node.cfg.max_blocks_bytes:
+                break
+            out.append(block_out(sid, n, True))
+            size += bsize
         return JSONResponse({"blocks": out})
 
     # ---- operator -------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from .config import NodeConfig
 from .core import Node
 from .intake import gossip_loop
 from .keys import load_onion, load_private_key
+from .peer_auth import Concurrency, install
 from .peers import Peers
 from .producer import produce_loop
 from .replicas import upkeep_loop
@@ -112,8 +113,9 @@ async def serve(cfg: NodeConfig) -> None:
         await poll_once(node)
     except Exception as exc:  # noqa: BLE001 - any failure: the watch loop scans again
         log.warning("first chain scan failed: %s", exc)
-    api = build_api(node)
-    server = _Server(uvicorn.Config(BodyLimit(api, cfg.max_body), host=cfg.host, port=cfg.port,
+    api = install(node, build_api(node))  # /peer/* authenticated; outgoing peer requests signed
+    app = Concurrency(BodyLimit(api, cfg.max_body), cfg.max_concurrent_client, cfg.max_concurrent_peer)
+    server = _Server(uvicorn.Config(app, host=cfg.host, port=cfg.port,
                                            log_level="warning", access_log=False, lifespan="off",
                                            timeout_keep_alive=30, timeout_graceful_shutdown=2))
     tasks = [asyncio.create_task(c, name=n) for n, c in (

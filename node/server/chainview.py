@@ -22,6 +22,7 @@ from node.chain.client import NodeRecord
 from node.chain.logs import LogBatch
 from node.protocol.commit import StreamHead
 
+from .bounded import MAP_BOUND, BoundedDict
 from .models import hx
 from .storage import CommitRow, Storage
 
@@ -34,7 +35,7 @@ class ChainView:
         self._heads: dict[bytes, StreamHead] = {}
         self._replicas: dict[bytes, list[str]] = {}
         self._nodes: dict[str, NodeRecord] = {}
-        self._seeds: dict[int, bytes] = {}
+        self._seeds: dict[int, bytes] = BoundedDict(MAP_BOUND["seeds"])  # one per epoch: keep the recent ones
 
     # ---- reads --------------------------------------------------------------------------------
     @property

@@ -33,8 +33,33 @@ class NodeClient:
     def post_batch(self, bodies: list[dict[str, Any]]) -> httpx.Response:
         return self.http.post("/v1/events/batch", json={"events": bodies})
 
-    def gossip(self, bodies: list[dict[str, Any]]) -> httpx.Response:
-        return self.http.post("/peer/gossip", json={"events": bodies})
+    def gossip(self, bodies: list[dict[str, Any]], key: bytes | None = None) -> httpx.Response:
+        """POST /peer/gossip, signed as the node whose key is `key` (unsigned without: 401)."""
+        return self.peer("POST", "/peer/gossip", key=key, json={"events": bodies})
+
+    def peer(self, method: str, path: str, *, key: bytes | None, json: Any = None,
+             params: dict[str, Any] | None = None, ts_ms: int | None = None, domain: Domain | None = None,
+             extra_headers: dict[str, str] | None = None) -> httpx.Response:
+        """A /peer/* request as a node sends it: body bytes, path and query signed with `key` under the
+        node's registry domain at the node's chain time (both read from /v1/info unless given)."""
+        import json as jsonlib
+        from urllib.parse import urlencode
+
+        from eth_account import Account
+
+        from node.protocol.peer_auth import sign_request
+
+        target = path + ("?" + urlencode(params) if params else "")
+        body = b"" if json is None else jsonlib.dumps(json, separators=(",", ":")).encode()
+        headers = {"content-type": "application/json"} if json is not None else {}
+        if key is not None:
+            if domain is None or ts_ms is None:
+                info = self.http.get("/v1/info").json()
+                domain = domain or Domain(info["chain_id"], info["registry"])
+                ts_ms = ts_ms if ts_ms is not None else int(info["chain_time"] * 1000)
+            headers.update(sign_request(domain, key, Account.from_key(key).address, method, target, body, ts_ms))
+        headers.update(extra_headers or {})
+        return self.http.request(method, target, content=body or None, headers=headers)
 
     def event(self, h: bytes | str) -> dict | None:
         r = self.http.get(f"/v1/events/{h if isinstance(h, str) else hx(h)}")

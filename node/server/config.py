@@ -50,7 +50,20 @@ class NodeConfig(BaseModel):
     max_payload: int = 64 * 1024
     max_body: int = 32 * 1024 * 1024
     max_block_events: int = 5000
-    max_batch_events: int = 5000  # per batch-intake call
+    max_batch_events: int = 5000  # per batch-intake call, and per /peer/gossip request
+    max_block_bytes: int = 10 * 1024 * 1024  # leader's byte cap per block (never above node.protocol.limits)
+    # limits (docs/node.md, "Limits")
+    peer_auth_window_s: float = 30.0  # a peer request's X-Peer-Time must be within this of our chain time
+    peer_replay_cache: int = 20_000  # signatures remembered per sending node (replay refusal)
+    max_concurrent_client: int = 256  # client requests in flight; more: 503 + Retry-After
+    max_concurrent_peer: int = 256  # peer requests in flight; more: 503 + Retry-After
+    max_fetch_hashes: int = 1024  # hashes per /peer/events request; more: 413
+    max_fetch_bytes: int = 4 * 1024 * 1024  # /peer/events answer: events up to about this many bytes
+    max_blocks_bytes: int = 16 * 1024 * 1024  # /peer/blocks answer: blocks up to about this many bytes (>= 1)
+    max_vote_hashes: int = 30_000  # hashes in a /peer/votes answer (oldest first)
+    pool_quota_author: int = 20_000  # pending events per (stream, author); more: 429 + Retry-After
+    pool_quota_stream: int = 100_000  # pending events per stream; more: 429 + Retry-After
+    unknown_stream_ttl_s: float = 10.0  # how long "no such stream on chain" is remembered
     # FULL: an accepted event is on disk (fsync) before the answer; NORMAL (WAL) survives a process crash only
     sqlite_sync: str = "FULL"
     sync_all_streams: bool = True  # store every stream's blocks, not only those replicated here

@@ -19,6 +19,7 @@ from node.protocol.onion import HashOnion
 from node.protocol.registry import RegistryParams, epoch_at, epoch_time_left, is_active, quorum
 from node.protocol.types import Domain
 
+from .bounded import MAP_BOUND, BoundedDict
 from .chainview import ChainView
 from .config import NodeConfig
 from .metrics import Metrics
@@ -68,15 +69,19 @@ class Node:
     ready: bool = False
     stopping: bool = False
     # when an event was accepted here (for the commit latency histogram); bounded
-    accepted_at: dict[bytes, float] = field(default_factory=dict)
-    sync_locks: dict[bytes, asyncio.Lock] = field(default_factory=dict)
-    tried: dict[tuple, float] = field(default_factory=dict)
-    gossip_queues: dict[str, list[dict]] = field(default_factory=dict)
-    gossip_senders: dict[str, asyncio.Task] = field(default_factory=dict)
-    pruned_at: dict[bytes, float] = field(default_factory=dict)
-    attested_at: dict[tuple[bytes, int], tuple[int, float]] = field(default_factory=dict)  # -> (attempt, when)
+    # Every map that grows with what peers, clients or the chain bring is bounded (node.server.bounded).
+    accepted_at: dict[bytes, float] = field(default_factory=lambda: BoundedDict(MAP_BOUND["accepted_at"]))
+    sync_locks: dict[bytes, asyncio.Lock] = field(default_factory=lambda: BoundedDict(MAP_BOUND["per_stream"]))
+    tried: dict[tuple, float] = field(default_factory=lambda: BoundedDict(MAP_BOUND["per_slot"]))
+    gossip_queues: dict[str, list[dict]] = field(default_factory=lambda: BoundedDict(MAP_BOUND["per_peer"]))
+    gossip_senders: dict[str, asyncio.Task] = field(default_factory=lambda: BoundedDict(MAP_BOUND["per_peer"]))
+    pruned_at: dict[bytes, float] = field(default_factory=lambda: BoundedDict(MAP_BOUND["per_stream"]))
+    # (stream, number) -> (attempt, when)
+    attested_at: dict[tuple[bytes, int], tuple[int, float]] = field(
+        default_factory=lambda: BoundedDict(MAP_BOUND["per_slot"]))
     onion_alarm: float = 0.0  # last time an onion problem was logged
-    invalid_events: dict[bytes, float] = field(default_factory=dict)  # dropped by the validity filter, until
+    # dropped by the validity filter, until
+    invalid_events: dict[bytes, float] = field(default_factory=lambda: BoundedDict(MAP_BOUND["invalid_events"]))
     view: ChainView = field(init=False)
 
     def __post_init__(self) -> None:

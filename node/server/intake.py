@@ -11,6 +11,7 @@ from node.protocol.eip712 import SignatureError, hash_event
 from node.protocol.state import MembershipError, check_membership
 from node.protocol.types import Event
 
+from .bounded import TTLCache
 from .core import Node
 from .fastpath import check_event_signature, make_event
 from .models import EventIn, SignedEvent, hx, unhex
@@ -21,9 +22,16 @@ log = logging.getLogger("node.intake")
 class Rejected(Exception):
     """An event refused with an HTTP status, a short error code and a clear message."""
 
-    def __init__(self, status: int, error: str, detail: str) -> None:
+    def __init__(self, status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
-        self.status, self.error, self.detail = status, error, detail
+        self.status, self.error, self.detail, self.headers = status, error, detail, headers
+
+
+RETRY_AFTER_S = 2  # Retry-After of a 429 (mini-pool quota): about a block time
+# "no such stream on chain" (and "exists on chain") answers, so a flood of events for made-up streams costs
+# no chain call per event: (registry, stream) -> bool, for unknown_stream_ttl_s.
+_STREAM_ANSWERS = TTLCache(maxsize=10_000, ttl=10.0)
+_CATCH_UP = TTLCache(maxsize=10_000, ttl=1.0)  # streams caught up for gossip lately (at most once a second)
 
 
 def decode(se: SignedEvent, max_payload: int) -> tuple[bytes, Event, bytes]:
@@ -52,19 +60,83 @@ def check_signature(node: Node, h: bytes, ev: Event, sig: bytes) -> None:
 async def check_stream(node: Node, sid: bytes) -> None:
     if node.storage.get_stream(sid) is not None:
         return
-    # The watcher may lag the chain by a poll: ask the chain before refusing.
-    try:
-        exists = await node.chain.stream_exists(sid)
-    except Exception as exc:  # noqa: BLE001
-        raise Rejected(503, "chain_unavailable", f"cannot check the stream on-chain: {exc}") from exc
+    # The watcher may lag the chain by a poll: ask the chain before refusing (answers cached a while).
+    key = (node.domain.verifying_contract, sid)
+    exists = _STREAM_ANSWERS.get(key)
+    if exists is None:
+        try:
+            exists = await node.chain.stream_exists(sid)
+        except Exception as exc:  # noqa: BLE001
+            raise Rejected(503, "chain_unavailable", f"cannot check the stream on-chain: {exc}") from exc
+        _STREAM_ANSWERS.ttl = node.cfg.unknown_stream_ttl_s
+        _STREAM_ANSWERS.put(key, exists)
     if not exists:
         raise Rejected(404, "unknown_stream", f"stream {hx(sid)} does not exist in the registry")
     node.wake_sync.set()
 
 
-async def validate(node: Node, items: list[tuple[bytes, Event, bytes]], client: bool) -> list[Rejected | None]:
-    """Per item: None if acceptable, else the rejection. Membership is checked for client intake only
-    (a peer's gossip was checked by that peer; the leader and attesters re-check at block time)."""
+class Quotas:
+    """Mini-pool quotas of one intake call: pending events per stream and per (stream, author), counted
+    from storage once per key, then kept up to date over the call."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.per_stream: dict[bytes, int] = {}
+        self.per_author: dict[tuple[bytes, str], int] = {}
+
+    def take(self, ev: Event) -> Rejected | None:
+        cfg, st = self.node.cfg, self.node.storage
+        sid = ev.stream_id
+        n_s = self.per_stream.get(sid)
+        if n_s is None:
+            n_s = self.per_stream[sid] = st.pool_count(sid)
+        key = (sid, ev.author)
+        n_a = self.per_author.get(key)
+        if n_a is None:
+            n_a = self.per_author[key] = st.pool_count(sid, ev.author)
+        retry = {"Retry-After": str(RETRY_AFTER_S)}
+        if n_a >= cfg.pool_quota_author:
+            self.node.metrics.quota_refused.labels("author").inc()
+            return Rejected(429, "author_quota", f"{ev.author} has {n_a} events pending in stream {hx(sid)}; the "
+                            f"quota is {cfg.pool_quota_author}: retry once some are committed", retry)
+        if n_s >= cfg.pool_quota_stream:
+            self.node.metrics.quota_refused.labels("stream").inc()
+            return Rejected(429, "stream_quota", f"stream {hx(sid)} has {n_s} events pending; the quota is "
+                            f"{cfg.pool_quota_stream}: retry once some are committed", retry)
+        self.per_stream[sid] = n_s + 1
+        self.per_author[key] = n_a + 1
+        return None
+
+
+async def catch_up(node: Node, sids: set[bytes], timeout: float = 2.0) -> None:
+    """Poll the chain and apply what it committed for `sids` (bounded; each stream at most once a second)."""
+    from .sync import sync_stream
+    from .watcher import poll_once
+
+    todo = [s for s in sids if _CATCH_UP.get(s) is None][:8]
+    if not todo:
+        return
+    for s in todo:
+        _CATCH_UP.put(s, True)
+
+    async def run() -> None:
+        await poll_once(node)
+        for s in todo:
+            await sync_stream(node, s)
+
+    try:
+        await asyncio.wait_for(run(), timeout)
+    except Exception as exc:  # noqa: BLE001
+        log.debug("catch-up before judging gossip failed: %s", exc)
+
+
+async def validate(node: Node, items: list[tuple[bytes, Event, bytes]], client: bool,
+                   membership: bool | None = None) -> list[Rejected | None]:
+    """Per item: None if acceptable, else the rejection. Membership is checked for client intake, and for
+    gossip when `membership` (then only for streams known here: the leader and attesters re-check at block
+    time). New events count against the mini-pool quotas (429)."""
+    members_check = client if membership is None else membership
+    quotas = Quotas(node)
     out: list[Rejected | None] = []
     seen: dict[tuple, bytes] = {}
     for i, (h, ev, sig) in enumerate(items):
@@ -81,14 +153,20 @@ async def validate(node: Node, items: list[tuple[bytes, Event, bytes]], client: 
             if status == "replay" or (key in seen and seen[key] != h):
                 raise Rejected(409, "replayed_nonce",
                                f"nonce {ev.nonce} of {ev.author} is already used in this stream by another event")
-            seen[key] = h
-            if client and status is None:
+            if members_check and status is None:
                 row = node.storage.get_stream(ev.stream_id)
-                members = row.members if row else frozenset()
-                try:
-                    check_membership(members, ev)
-                except MembershipError as exc:
-                    raise Rejected(422, "membership", f"{exc} (as of block {row.head_number if row else 0})") from exc
+                if row is not None or client:
+                    members = row.members if row else frozenset()
+                    try:
+                        check_membership(members, ev)
+                    except MembershipError as exc:
+                        raise Rejected(422, "membership",
+                                       f"{exc} (as of block {row.head_number if row else 0})") from exc
+            if status is None and key not in seen:
+                q = quotas.take(ev)
+                if q is not None:
+                    raise q
+            seen[key] = h
             out.append(None)
         except Rejected as rej:
             out.append(rej)
@@ -96,9 +174,9 @@ async def validate(node: Node, items: list[tuple[bytes, Event, bytes]], client: 
 
 
 async def accept(node: Node, items: list[tuple[bytes, Event, bytes]], source: str,
-                 client: bool) -> list[tuple[str, Rejected | None]]:
+                 client: bool, membership: bool | None = None) -> list[tuple[str, Rejected | None]]:
     """Validate and store; returns per item ('new'|'known'|'', rejection). Stored before returning."""
-    verdicts = await validate(node, items, client)
+    verdicts = await validate(node, items, client, membership)
     good = [it for it, v in zip(items, verdicts, strict=False) if v is None]
     statuses = iter(node.storage.add_events(good, gossiped=not client) if good else [])
     out: list[tuple[str, Rejected | None]] = []

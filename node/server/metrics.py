@@ -27,6 +27,10 @@ class Metrics:
         self.peers_reachable = Gauge("node_peers_reachable", "Peers that answered recently", registry=r)
         self.pool_size = Gauge("node_pool_size", "Events in the mini-pool", registry=r)
         self.chain_block = Gauge("node_chain_block", "Last chain block scanned", registry=r)
+        self.peer_refused = Counter("node_peer_refused", "Peer requests refused at the edge (401/403)", ["status"],
+                                    registry=r)
+        self.quota_refused = Counter("node_quota_refused", "Events refused by a mini-pool quota (429)", ["quota"],
+                                     registry=r)
         self.streams_behind = Gauge("node_streams_behind", "Streams whose local head is behind the chain", registry=r)
 
     def render(self) -> bytes:

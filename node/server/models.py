@@ -140,7 +140,7 @@ class VotesOut(BaseModel):
 
 
 class FetchIn(BaseModel):
-    hashes: list[str] = Field(max_length=20000)
+    hashes: list[str] = Field(max_length=20000)  # the node's own cap (max_fetch_hashes, 413) is lower
 
 
 class FetchOut(BaseModel):
@@ -185,3 +185,4 @@ class NodeInfoOut(BaseModel):
     domain_version: str
     epoch: int | None
     public_url: str | None = None
+    chain_time: float | None = Field(None, description="this node's chain time (s), X-Peer-Time's reference")

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json as jsonlib
 import logging
 import time
-from typing import Any
+from typing import Any, Protocol
+from urllib.parse import urlencode
 
 import httpx
+
+from node.protocol.peer_auth import HDR_RESPONSE_SIGNATURE, HDR_SIGNATURE, PeerAuthError, recover_response
+from node.protocol.types import Domain
 
 log = logging.getLogger("node.peers")
 
@@ -18,7 +23,24 @@ class PeerError(RuntimeError):
         self.status = status
 
 
+class RequestSigner(Protocol):
+    @property
+    def domain(self) -> Domain: ...
+
+    def headers(self, method: str, target: str, body: bytes) -> dict[str, str]: ...
+
+    def addresses_at(self, url: str) -> set[str]: ...
+
+
+FETCH_CHUNK = 1024  # hashes per /peer/events request (the server's count cap)
+
+
 class Peers:
+    """Every request is signed (node.protocol.peer_auth) once `signer` is set (node.server.peer_auth.install);
+    answers to votes and attestations must carry the signature of a node registered at the URL asked."""
+
+    signer: RequestSigner | None = None
+
     def __init__(self, timeout: float) -> None:
         self.client = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=min(timeout, 1.0)),
                                         limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
@@ -38,17 +60,24 @@ class Peers:
         return sum(1 for u, t in self.last_ok.items() if now - t < within and t >= self.last_fail.get(u, 0))
 
     async def _req(self, method: str, url: str, path: str, json: Any = None, params: Any = None,
-                   timeout: float | None = None) -> Any:
-        full = url.rstrip("/") + path
+                   timeout: float | None = None, signed_answer: bool = False) -> Any:
+        target = path + ("?" + urlencode(params) if params else "")
         async with self.inflight:
-            return await self._req1(method, url, full, json, params, timeout)
+            return await self._req1(method, url, target, json, timeout, signed_answer)
 
-    async def _req1(self, method: str, url: str, full: str, json: Any, params: Any, timeout: float | None) -> Any:
+    async def _req1(self, method: str, url: str, target: str, json: Any, timeout: float | None,
+                    signed_answer: bool) -> Any:
+        # The exact bytes sent are the bytes signed (method, path and query, body).
+        body = b"" if json is None else jsonlib.dumps(json, separators=(",", ":")).encode()
+        headers = {"content-type": "application/json"} if json is not None else {}
+        if self.signer is not None:
+            headers.update(self.signer.headers(method, target, body))
         try:
             kw: dict[str, Any] = {}
             if timeout is not None:
                 kw["timeout"] = timeout
-            r = await self.client.request(method, full, json=json, params=params, **kw)
+            r = await self.client.request(method, url.rstrip("/") + target, content=body or None, headers=headers,
+                                          **kw)
         except httpx.HTTPError as exc:
             self.last_fail[url] = time.time()
             raise PeerError(url, f"{type(exc).__name__}: {exc}") from exc
@@ -59,16 +88,41 @@ class Peers:
             except ValueError:
                 detail = r.text[:200]
             raise PeerError(url, f"HTTP {r.status_code}: {detail}", r.status_code)
+        if signed_answer and self.signer is not None:
+            self._check_answer(url, headers, r)
         return r.json()
 
+    def _check_answer(self, url: str, sent: dict[str, str], r: httpx.Response) -> None:
+        """The answer must be signed, over this request's signature, by a node registered at `url`."""
+        assert self.signer is not None
+        req_sig = bytes.fromhex(sent[HDR_SIGNATURE][2:])
+        try:
+            who = recover_response(self.signer.domain, req_sig, r.status_code, r.content,
+                                   r.headers.get(HDR_RESPONSE_SIGNATURE))
+        except PeerAuthError as exc:
+            raise PeerError(url, str(exc), r.status_code) from None
+        if who not in self.signer.addresses_at(url):
+            raise PeerError(url, f"answer signed by {who}, not by the node registered at {url}", r.status_code)
+
     async def votes(self, url: str, sid_hex: str) -> dict:
-        return await self._req("POST", url, "/peer/votes", json={"stream_id": sid_hex})
+        return await self._req("POST", url, "/peer/votes", json={"stream_id": sid_hex}, signed_answer=True)
 
     async def fetch_events(self, url: str, hashes: list[str]) -> dict:
-        return await self._req("POST", url, "/peer/events", json={"hashes": hashes})
+        """Events by hash, in requests of at most FETCH_CHUNK hashes; a server that answers only a prefix
+        (its byte cap) says where it stopped (`next`) and the rest is asked again."""
+        events: list[dict] = []
+        todo = list(hashes)
+        while todo:
+            chunk = todo[:FETCH_CHUNK]
+            resp = await self._req("POST", url, "/peer/events", json={"hashes": chunk})
+            events += resp.get("events", [])
+            nxt = resp.get("next")
+            done = len(chunk) if not isinstance(nxt, int) or not 0 < nxt <= len(chunk) else nxt
+            todo = todo[done:]
+        return {"events": events}
 
     async def attest(self, url: str, body: dict, timeout: float | None = None) -> dict:
-        return await self._req("POST", url, "/peer/attest", json=body, timeout=timeout)
+        return await self._req("POST", url, "/peer/attest", json=body, timeout=timeout, signed_answer=True)
 
     async def gossip(self, url: str, events: list[dict]) -> dict:
         return await self._req("POST", url, "/peer/gossip", json={"events": events})

@@ -141,7 +141,8 @@ async def draft_block(node: Node, sid: bytes, number: int, attempt: int, epoch: 
     row = node.storage.get_stream(sid)
     if row is None or row.head_number != number - 1:
         return None
-    selection = select_events(row.members, order_events(items), block_event_cap(node.cfg.max_block_events))
+    selection = select_events(row.members, order_events(items), block_event_cap(node.cfg.max_block_events),
+                              max_bytes=node.cfg.max_block_bytes)
     good, invalid = selection.kept, selection.invalid
     if invalid:
         node.storage.drop_pool_events(invalid)

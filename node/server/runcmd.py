@@ -38,6 +38,18 @@ def main(
     sqlite_sync: str | None = typer.Option(None, help="OFF | NORMAL | FULL | EXTRA"),
     sync_all_streams: bool | None = typer.Option(None, "--sync-all-streams/--sync-own-streams"),
     replace_replicas: bool | None = typer.Option(None, "--replace-replicas/--no-replace-replicas"),
+    max_block_bytes: int | None = typer.Option(None, help="leader's byte cap per block (at most 10 MiB)"),
+    peer_auth_window_s: float | None = typer.Option(None, help="accepted age of a peer request's proof, s"),
+    peer_replay_cache: int | None = typer.Option(None, help="peer signatures remembered per sending node"),
+    max_concurrent_client: int | None = typer.Option(None, help="client requests in flight (then 503)"),
+    max_concurrent_peer: int | None = typer.Option(None, help="peer requests in flight (then 503)"),
+    max_fetch_hashes: int | None = typer.Option(None, help="hashes per /peer/events request (then 413)"),
+    max_fetch_bytes: int | None = typer.Option(None, help="bytes of a /peer/events answer"),
+    max_blocks_bytes: int | None = typer.Option(None, help="bytes of a /peer/blocks answer"),
+    max_vote_hashes: int | None = typer.Option(None, help="hashes in a /peer/votes answer"),
+    pool_quota_author: int | None = typer.Option(None, help="pending events per (stream, author) (then 429)"),
+    pool_quota_stream: int | None = typer.Option(None, help="pending events per stream (then 429)"),
+    unknown_stream_ttl_s: float | None = typer.Option(None, help="how long 'no such stream' is remembered, s"),
 ) -> None:
     """Run a mini-block node."""
     from node.server.app import run
@@ -50,6 +62,12 @@ def main(
                      chain_id=chain_id, start_block=start_block, public_url=public_url, self_register=self_register,
                      gossip_ms=gossip_ms, peer_timeout_s=peer_timeout_s, max_payload=max_payload, max_body=max_body,
                      max_block_events=max_block_events, max_batch_events=max_batch_events, sqlite_sync=sqlite_sync,
-                     sync_all_streams=sync_all_streams, replace_replicas=replace_replicas)
+                     sync_all_streams=sync_all_streams, replace_replicas=replace_replicas,
+                     max_block_bytes=max_block_bytes, peer_auth_window_s=peer_auth_window_s,
+                     peer_replay_cache=peer_replay_cache, max_concurrent_client=max_concurrent_client,
+                     max_concurrent_peer=max_concurrent_peer, max_fetch_hashes=max_fetch_hashes,
+                     max_fetch_bytes=max_fetch_bytes, max_blocks_bytes=max_blocks_bytes,
+                     max_vote_hashes=max_vote_hashes, pool_quota_author=pool_quota_author,
+                     pool_quota_stream=pool_quota_stream, unknown_stream_ttl_s=unknown_stream_ttl_s)
     cfg = load_config(config, overrides)
     run(cfg)

@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS events_replay ON events(stream_id, author, nonce);
 CREATE INDEX IF NOT EXISTS events_pool ON events(stream_id) WHERE block IS NULL;
+CREATE INDEX IF NOT EXISTS events_pool_author ON events(stream_id, author) WHERE block IS NULL;
 CREATE TABLE IF NOT EXISTS blocks (
     stream_id     BLOB NOT NULL,
     number        INTEGER NOT NULL,
@@ -227,9 +228,18 @@ class Storage:
                 out[se.hash] = se
         return out
 
-    def pool_hashes(self, stream_id: bytes) -> list[bytes]:
-        return [bytes(r[0]) for r in
-                self.db.execute("SELECT hash FROM events WHERE stream_id=? AND block IS NULL", (stream_id,))]
+    def pool_hashes(self, stream_id: bytes, limit: int | None = None) -> list[bytes]:
+        """The stream's pending hashes; with `limit`, at most that many, oldest (received) first."""
+        q = "SELECT hash FROM events WHERE stream_id=? AND block IS NULL"
+        if limit is None or self.pool_count(stream_id) <= limit:
+            return [bytes(r[0]) for r in self.db.execute(q, (stream_id,))]
+        return [bytes(r[0]) for r in self.db.execute(q + " ORDER BY received LIMIT ?", (stream_id, limit))]
+
+    def pool_count(self, stream_id: bytes, author: str | None = None) -> int:
+        if author is None:
+            return self.pool_size(stream_id)
+        return self.db.execute("SELECT count(*) FROM events WHERE stream_id=? AND author=? AND block IS NULL",
+                               (stream_id, author)).fetchone()[0]
 
     def pool_size(self, stream_id: bytes) -> int:
         return self.db.execute("SELECT count(*) FROM events WHERE stream_id=? AND block IS NULL",
