@@ -14,13 +14,14 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
+
+from node.netutil import free_port
 
 if TYPE_CHECKING:
     from web3 import Web3
@@ -56,13 +57,6 @@ def anvil_binary() -> str:
     if not found:
         raise FileNotFoundError("anvil not found: run ./dev setup (node_modules/.bin/anvil)")
     return found
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class AnvilError(RuntimeError):

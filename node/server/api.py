@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from typing import Any
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -45,9 +46,8 @@ from .models import (
 
 log = logging.getLogger("node.api")
 
-ERR = {400: {"model": ErrorOut}, 401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 404: {"model": ErrorOut},
-       409: {"model": ErrorOut}, 413: {"model": ErrorOut}, 422: {"model": ErrorOut}, 429: {"model": ErrorOut},
-       503: {"model": ErrorOut}}
+ERR: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413, 422, 429, 503)}
 
 
 def err(status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -192,6 +192,7 @@ def build_api(node: Node) -> FastAPI:
                 out.block, out.index = se.block, se.idx
                 out.header_hash = hx(b.header_hash)
                 out.header = HeaderOut.of(b.header)
+                assert se.idx is not None, "a committed event has an index"
                 out.proof = [hx(p) for p in proof_of(se.event.stream_id, se.block, b.event_hashes, se.idx)]
         return out
 
@@ -304,7 +305,8 @@ def build_api(node: Node) -> FastAPI:
             except Rejected:
                 hashes.append(b"")
         got = node.storage.get_events([h for h in hashes if h])
-        out, size, nxt = [], 0, None
+        out: list[dict[str, Any]] = []
+        size, nxt = 0, None
         for i, h in enumerate(hashes):
             se = got.get(h)
             if se is None:
@@ -341,7 +343,8 @@ def build_api(node: Node) -> FastAPI:
         sender(request)
         sid = _hash_param(stream_id, "stream_id")
         last = min(last, first + 63)
-        out, size = [], 0
+        out: list[Any] = []
+        size = 0
         for n in range(first, last + 1):
             b = node.storage.get_block(sid, n)
             if b is None:

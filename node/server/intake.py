@@ -282,7 +282,8 @@ async def _sender(node: Node, url: str, q: list[dict]) -> None:
 
 
 def parse_batch(node: Node, batch: list[SignedEvent]) -> tuple[list[tuple[bytes, Event, bytes]], list[Rejected | None]]:
-    items, errs = [], []
+    items: list[tuple[bytes, Event, bytes]] = []
+    errs: list[Rejected | None] = []
     for se in batch:
         try:
             items.append(decode(se, node.cfg.max_payload))

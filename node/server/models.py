@@ -100,7 +100,7 @@ class EventStatus(BaseModel):
     index: int | None = None
     header_hash: str | None = None
     header: HeaderOut | None = None
-    proof: list[str] | None = Field(None, description="Merkle siblings bottom-up (docs/protocol.md)")
+    proof: list[str] | None = Field(default=None, description="Merkle siblings bottom-up (docs/protocol.md)")
 
 
 class StreamOut(BaseModel):
