@@ -10,6 +10,8 @@ share between threads: sends are serialised per sender.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 from collections.abc import Iterable, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -54,6 +56,15 @@ __all__ = [
 ]
 
 _rpcs: dict[tuple[str, float], Rpc] = {}
+
+
+@atexit.register
+def _close_rpcs() -> None:
+    """Close the shared transports' HTTP sessions on the private loop before the interpreter ends."""
+    for rpc in list(_rpcs.values()):
+        with contextlib.suppress(Exception):  # the endpoint may be gone already; nothing to do then
+            run_sync(rpc.close())
+    _rpcs.clear()
 
 
 def _rpc(w3_or_url: Any, timeout: float = 60.0) -> Rpc:

@@ -138,6 +138,7 @@ async def serve(cfg: NodeConfig) -> None:
     with contextlib.suppress(Exception):
         await asyncio.wait_for(srv, timeout=5)
     await node.peers.close()
+    await node.chain.rpc.close()
     node.storage.close()
     log.info("node %s stopped", node.me)
 
