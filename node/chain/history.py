@@ -800,8 +800,9 @@ class RegistryHistory:
         records, total = self.last_headers(stream_id, at, offset=page * size, count=size)
         pages = max(1, -(-total // size))
         if page >= pages:
-            raise PageOutOfRange(f"page {page} is past the last page: {total} headers, {pages} page{'s' if pages != 1 else ''} of {size} "
-                                 f"at block {at}")
+            plural = "s" if pages != 1 else ""
+            raise PageOutOfRange(f"page {page} is past the last page: {total} headers, {pages} page{plural} "
+                                 f"of {size} at block {at}")
         summary = self.chain_summary(stream_id, records, at=at)
         return StreamPage(stream_id=stream_id, at=at, page=page, size=size, total=total, records=records,
                           summary=summary)

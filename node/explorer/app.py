@@ -239,6 +239,10 @@ def create_app(hist: RegistryHistory, nodes: Sequence[str] = (), *, refresh_ms: 
 
     # ---- HTML --------------------------------------------------------------------------------
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        return Response(status_code=204)   # no icon: the browser stops asking, and no 404 in its console
+
     @app.get("/", response_class=HTMLResponse)
     def overview() -> HTMLResponse:
         blk = pinned(None)

@@ -22,7 +22,7 @@ def _fmt(v: float) -> str:
         return f"{v / 1_000_000:.1f}M"
     if v >= 10_000:
         return f"{v / 1000:.0f}k"
-    return f"{v:,.0f}"
+    return f"{v:,.0f}" if v == int(v) or v >= 100 else f"{v:.1f}"
 
 
 def _clock(ts: int) -> str:
