@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -31,12 +33,13 @@ def filled():
         yield fill(anvil.http_url, anvil.w3())
 
 
-@pytest.fixture(scope="module")
-def explorer(filled: Filled):
+@contextlib.contextmanager
+def run_explorer(rpc_url: str, registry: str, *extra: str) -> Iterator[str]:
+    """`python -m node explorer` as its own process on a free loopback port; yields its URL."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "node", "explorer", "--rpc-url", filled.rpc_url, "--registry", filled.registry,
-         "--host", "127.0.0.1", "--port", str(port), "--refresh-ms", "300"],
+        [sys.executable, "-m", "node", "explorer", "--rpc-url", rpc_url, "--registry", registry,
+         "--host", "127.0.0.1", "--port", str(port), "--refresh-ms", "300", *extra],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
@@ -60,6 +63,12 @@ def explorer(filled: Filled):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def explorer(filled: Filled):
+    with run_explorer(filled.rpc_url, filled.registry) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

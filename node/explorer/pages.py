@@ -71,6 +71,7 @@ LIVE_JS = """
   async function tick() {
     try {
       const h = await getJSON(`/api/streams/${cfg.stream}/head`);
+      let seenAt = h.at;
       if (h.total !== total) {
         if (cfg.live) {
           const p = await getJSON(`/api/streams/${cfg.stream}/headers?size=${cfg.size}&html=1`);
@@ -79,13 +80,14 @@ LIVE_JS = """
           for (const r of document.querySelectorAll("#rows tr[data-key]")) if (!seen.has(r.dataset.key)) r.classList.add("fresh");
           document.getElementById("pinned").textContent = p.at;
           total = p.total;
+          seenAt = Math.max(seenAt, p.at);
         } else {
           const n = h.total - cfg.total, el = document.getElementById("newer-note");
           el.querySelector("span").textContent = n + " header" + (n === 1 ? "" : "s") + " committed since block " + cfg.at;
           el.hidden = n <= 0;
         }
       }
-      st.textContent = (cfg.live ? "live · chain block " : "pinned · chain now at block ") + h.at;
+      st.textContent = (cfg.live ? "live · chain block " : "pinned · chain now at block ") + seenAt;
       fails = 0;
     } catch (e) {
       fails++;
