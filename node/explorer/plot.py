@@ -85,9 +85,11 @@ def plot_svg(points: Sequence[PlotPoint], window: int) -> str:
     by_n = {p.number: p for p in points}
     for num in ticks:
         p = by_n[num]
+        # the end labels are anchored inwards, so none is cut off at the edges of the plot
+        anchor = "start" if num == n0 and len(ticks) > 1 else "end" if num == n1 and len(ticks) > 1 else "middle"
         parts.append(f'<line x1="{x(num):.1f}" x2="{x(num):.1f}" y1="{base}" y2="{base + 4}" stroke="#6b7280"/>')
-        parts.append(f'<text x="{x(num):.1f}" y="{base + 16}" text-anchor="middle">#{num}</text>')
-        parts.append(f'<text x="{x(num):.1f}" y="{base + 29}" text-anchor="middle" fill="#6b7280">'
+        parts.append(f'<text x="{x(num):.1f}" y="{base + 16}" text-anchor="{anchor}">#{num}</text>')
+        parts.append(f'<text x="{x(num):.1f}" y="{base + 29}" text-anchor="{anchor}" fill="#6b7280">'
                      f'{_clock(p.timestamp)}</text>')
     parts.append(f'<text x="{WIDTH - RIGHT}" y="{TOP - 6}" text-anchor="end" fill="#6b7280">the last {len(points)} '
                  f'committed headers (at most {window}); time UTC</text>')
