@@ -24,9 +24,9 @@ def filled():
         yield fill(anvil.http_url, anvil.w3())
 
 
-def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+def run_cli(*args: str, timeout: float = 120, columns: int = 200) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "node", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "COLUMNS": "200"})
+                          timeout=timeout, env={**os.environ, "COLUMNS": str(columns)})
 
 
 def headers_json(f: Filled, *extra: str) -> tuple[list[dict], list[dict]]:
@@ -112,6 +112,44 @@ def test_table_output(filled: Filled) -> None:
     assert "rejected NO_QUORUM" in p.stdout and "rejected BAD_PARENT" in p.stdout
     assert p.stdout.count("unbroken from genesis") == 2
     assert "2/3" in p.stdout and "3/3" in p.stdout
+
+
+def test_last_n_newest_first_and_80_columns(filled: Filled) -> None:
+    """The default is the newest 20 per stream; --last N and --all; the table fits 80 columns."""
+    s0 = hx(STREAMS[0])
+    headers, streams = headers_json(filled, "--last", "2")
+    by_stream: dict[str, list[dict]] = {}
+    for g in headers:
+        by_stream.setdefault(g["stream"], []).append(g)
+    # the newest two of each stream (JSON lines stay in chain order)
+    assert [(g["number"], g["status"]) for g in by_stream[s0]] == [(3, "committed"), (4, "rejected")]
+    assert {st["stream"]: (st["shown"], st["total"]) for st in streams} == {s0: (2, 4), hx(STREAMS[1]): (2, 3)}
+    assert all(st["ok"] for st in streams)   # the whole-chain verdict does not depend on how many are shown
+    headers, _ = headers_json(filled, "--last", "1", "--all")
+    assert len(headers) == len(filled.sent)
+
+    p = run_cli("headers", "--rpc-url", filled.rpc_url, "--registry", filled.registry, "--last", "3",
+                columns=80)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert max(len(line.rstrip()) for line in lines) <= 80, "\n".join(lines)
+    assert "3 of 4 headers, newest first" in p.stdout and "--last N or --all" in p.stdout
+    numbers = [line.split()[0] for line in lines if line.strip()[:1].isdigit() and "0x" in line]
+    assert numbers[:3] == ["4", "3", "2"]                  # stream 0, newest first
+    assert "rejected BAD_PARENT" in p.stdout
+    p = run_cli("headers", "--rpc-url", filled.rpc_url, "--registry", filled.registry, "--all", columns=80)
+    assert "--last N" not in p.stdout and "4 of 4 headers" in p.stdout
+
+
+def test_to_block_pins_every_read(filled: Filled) -> None:
+    """--to-block: the logs up to it and the head at it; the verdict holds as of that block."""
+    s0 = filled.sent[0].header.stream_id
+    first = filled.sent[0]
+    headers, streams = headers_json(filled, "--stream", hx(s0), "--to-block", str(first.block_number))
+    assert [g["number"] for g in headers] == [1]
+    assert streams[0]["headNumber"] == 1 and streams[0]["ok"] and streams[0]["at"] == first.block_number
+    p = run_cli("headers", "--rpc-url", filled.rpc_url, "--registry", filled.registry, "--to-block", "99999999")
+    assert p.returncode == 2 and "past the latest block" in p.stderr
 
 
 def test_unreachable_rpc_and_not_a_registry(filled: Filled) -> None:
@@ -230,3 +268,52 @@ def test_replica_replaced_old_headers_still_verify() -> None:
         assert after[0].replicas == old and after[-1].replicas == new
         assert after[-1].attestations == 3 and after[-1].header.epoch == h.epoch
         assert hist.chain_summary(s0, after)["ok"]
+
+
+def test_pinned_reads_agree_while_the_chain_grows() -> None:
+    """The false alarm of issue 13: commits land while the reader reads; at one pinned block the
+    headers, the head and the verdict always agree (never "the commits seen do not reach the head")."""
+    import threading
+
+    from eth_account import Account
+    from explorer_fill import NODE_KEYS
+
+    from node.chain.anvil import DEV_KEYS
+    from node.chain.devtools import NodeKeys, next_header, sign_header
+    from node.chain.history import RegistryHistory
+    from node.chain.registry import Registry
+    from node.protocol.onion import HashOnion
+
+    with Anvil() as anvil:
+        f = fill(anvil.http_url, anvil.w3())
+        hist = RegistryHistory.connect(f.rpc_url, f.registry)
+        s0 = STREAMS[0]
+        reg = Registry(anvil.w3(), f.registry, hist.abi, Account.from_key(DEV_KEYS[0]))
+        keys = {address_of(k): NodeKeys(k, HashOnion(bytes([i + 1]) * 32, 64)) for i, k in enumerate(NODE_KEYS)}
+        n_commits = 12
+        failures: list[BaseException] = []
+
+        def commit_more() -> None:
+            try:
+                for _ in range(n_commits):
+                    h = next_header(reg, s0, keys)
+                    assert len(reg.commit_miniblocks([h], [sign_header(reg, h, keys)]).committed) == 1
+            except BaseException as exc:  # noqa: BLE001 -- reported by the main thread
+                failures.append(exc)
+
+        t = threading.Thread(target=commit_more, daemon=True)
+        t.start()
+        seen_heads = set()
+        for _ in range(200):                       # bounded; ends when the writer is done
+            at = hist.pin()
+            recs, total = hist.last_headers(s0, at, count=3)
+            summ = hist.chain_summary(s0, recs, at=at)
+            assert summ["ok"], summ
+            assert recs[0].block_number <= at and summ["commits"] == summ["headNumber"]
+            seen_heads.add(summ["headNumber"])
+            if not t.is_alive():
+                break
+        t.join(60)
+        assert not failures, failures
+        assert len(seen_heads) > 1               # the chain did grow under the reader
+        assert hist.chain_summary(s0, at=hist.pin())["headNumber"] == 3 + n_commits

@@ -21,6 +21,7 @@ What is verified for a committed header (docs/protocol.md, "Commit"):
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -41,8 +42,9 @@ from node.protocol.types import ZERO32, Domain, Header
 if TYPE_CHECKING:
     from web3 import Web3
 
-__all__ = ["HeaderRecord", "HistoryError", "NotARegistry", "RegistryHistory", "RpcUnreachable", "Signer",
-           "StreamInfo", "Verification", "hex32", "load_registry_abi", "parse_stream_id", "reason_name"]
+__all__ = ["HeaderRecord", "HistoryError", "NotARegistry", "PageOutOfRange", "PlotPoint", "RegistryHistory",
+           "RpcUnreachable", "Signer", "StreamInfo", "StreamPage", "Verification", "hex32", "load_registry_abi",
+           "parse_stream_id", "reason_name"]
 
 NODE_STATUS = ("None", "Pending", "Active", "Leaving", "Left")
 
@@ -60,6 +62,10 @@ class RpcUnreachable(HistoryError):
 
 class NotARegistry(HistoryError):
     pass
+
+
+class PageOutOfRange(ValueError):
+    """A page number past the last page of a stream's headers (at the pinned block)."""
 
 
 def _b32(value: bytes | str) -> bytes:
@@ -219,6 +225,56 @@ class StreamInfo:
         }
 
 
+@dataclass
+class PlotPoint:
+    """One committed header for the stream page's plot: when, how many events, what it cost."""
+
+    number: int
+    block_number: int
+    timestamp: int
+    event_count: int
+    gas_share: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"number": self.number, "blockNumber": self.block_number, "timestamp": self.timestamp,
+                "eventCount": self.event_count, "gasShare": self.gas_share}
+
+
+@dataclass
+class StreamPage:
+    """One page of a stream's headers, newest first, every part read at the same chain block `at`.
+
+    Page 0 holds the newest `size` headers (committed and rejected, in reverse chain order); page k the
+    `size` before those. `summary` is the whole-chain verdict (chain_summary) at `at`, so the page and its
+    verdict never disagree about where the head is.
+    """
+
+    stream_id: bytes
+    at: int
+    page: int
+    size: int
+    total: int
+    records: list[HeaderRecord]
+    summary: dict[str, Any]
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.size))
+
+    @property
+    def has_older(self) -> bool:
+        return self.page + 1 < self.pages
+
+    @property
+    def has_newer(self) -> bool:
+        return self.page > 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"stream": hex32(self.stream_id), "at": self.at, "page": self.page, "size": self.size,
+                "total": self.total, "pages": self.pages, "hasOlder": self.has_older, "hasNewer": self.has_newer,
+                "summary": self.summary, "headers": [r.to_json() for r in self.records]}
+
+
 def load_registry_abi() -> AbiList:
     """The registry's ABI, from the compiled artifact (compiled once, then cached)."""
     return load_abi(None)
@@ -257,6 +313,10 @@ class RegistryHistory:
         self._tx_cache: dict[bytes, CommitTx] = {}
         self._replicas_cache: dict[tuple[bytes, int | str], list[str]] = {}
         self._replaced: dict[bytes, bool] = {}
+        # stream -> (last block scanned, its MiniblockCommitted/Rejected logs up to there): a long-lived
+        # explorer scans only the blocks mined since its last page (logs of mined blocks do not change).
+        self._stream_logs: dict[bytes, tuple[int, list[RawLog]]] = {}
+        self._logs_lock = threading.Lock()
 
     @property
     def w3(self) -> Web3:
@@ -304,8 +364,15 @@ class RegistryHistory:
         """The EIP-712 domain exactly as the contract reports it (EIP-5267)."""
         return self.reg.domain()
 
-    def stream_exists(self, stream_id: bytes) -> bool:
-        return self.reg.stream_exists(stream_id)
+    def pin(self) -> int:
+        """The chain block every read of one page or command run is made at (the latest, now).
+
+        Logs are read up to it and views at it, so a chain that grows meanwhile cannot make the
+        logs seen and the head read disagree (a false "commits do not reach the head")."""
+        return self.reg.block_number()
+
+    def stream_exists(self, stream_id: bytes, block: BlockId = "latest") -> bool:
+        return self.reg.stream_exists(stream_id, block)
 
     def head_of(self, stream_id: bytes, block: BlockId = "latest") -> tuple[int, bytes, int]:
         number, h, ts = self.reg.stream_head(stream_id, block)
@@ -342,12 +409,12 @@ class RegistryHistory:
         self._replicas_cache[key] = out
         return out
 
-    def stream_ids(self) -> list[bytes]:
-        return self.reg.stream_ids()
+    def stream_ids(self, block: BlockId = "latest") -> list[bytes]:
+        return self.reg.stream_ids(block)
 
-    def nodes(self) -> list[dict[str, Any]]:
+    def nodes(self, block: BlockId = "latest") -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
-        for n in self.reg.nodes():
+        for n in self.reg.nodes(block):
             status = int(n.status)
             out.append({
                 "node": n.address, "operator": n.operator, "url": n.url,
@@ -356,54 +423,59 @@ class RegistryHistory:
             })
         return out
 
-    def overview(self) -> dict[str, Any]:
+    def overview(self, at: int | None = None) -> dict[str, Any]:
+        """Chain, epoch, seed, parameters and nodes, every view read at block `at` (default: pinned now)."""
         r = self.reg
+        at = self.pin() if at is None else at
         p = r.params()
         return {
             "chainId": self.chain_id,
             "registry": self.address,
-            "blockNumber": r.block_number(),
-            "epoch": r.current_epoch(),
-            "seed": hex32(r.current_seed()),
-            "randaoMix": hex32(r.randao_mix()),
+            "blockNumber": at,
+            "epoch": r.current_epoch(at),
+            "seed": hex32(r.current_seed(at)),
+            "randaoMix": hex32(r.randao_mix(at)),
             "epochLength": p["epoch_length"],
             "leaderTimeout": p["leader_timeout"],
             "replicationFactor": p["replication_factor"],
             "genesisTime": p["genesis_time"],
             "domain": {"name": self.domain.name, "version": self.domain.version,
                        "chainId": self.domain.chain_id, "verifyingContract": self.domain.verifying_contract},
-            "nodes": self.nodes(),
-            "streamCount": r.stream_count(),
+            "nodes": self.nodes(at),
+            "streamCount": r.stream_count(at),
         }
 
-    def streams(self) -> list[StreamInfo]:
+    def streams(self, at: int | None = None) -> list[StreamInfo]:
+        """Every stream with its head, read at block `at` (default: pinned now)."""
         self._forget_latest()
-        created = {c["stream_id"]: c for c in self.stream_created()}
+        at = self.pin() if at is None else at
+        created = {c["stream_id"]: c for c in self.stream_created(to_block=at)}
         out = []
-        for sid in self.stream_ids():
-            number, h, ts = self.head_of(sid)
+        for sid in self.stream_ids(at):
+            number, h, ts = self.head_of(sid, at)
             c = created.get(sid, {})
             out.append(StreamInfo(
                 stream_id=sid, head_number=number, head_hash=h, head_timestamp=ts,
-                replicas=self.replicas_of(sid), genesis_hash=self.header_hash_at(sid, 0),
+                replicas=self.replicas_of(sid, at), genesis_hash=self.header_hash_at(sid, 0, at),
                 created_block=c.get("block_number"), created_epoch=c.get("epoch"), creator=c.get("creator"),
             ))
         return out
 
     def verify_inclusion(
-        self, header: Header, proof: Sequence[bytes], index: int, event_hash: bytes
+        self, header: Header, proof: Sequence[bytes], index: int, event_hash: bytes, block: BlockId = "latest",
     ) -> dict[str, Any]:
         """An event's inclusion in a committed header, checked twice: the contract's verifyInclusion
-        (eth_call) and node/protocol/merkle.verify_proof against the header's eventsRoot."""
+        (eth_call) and node/protocol/merkle.verify_proof against the header's eventsRoot (plus the
+        header hash the contract stores at its number), both at chain block `block`."""
         proof = [bytes(p) for p in proof]
         onchain: bool | None
         error = None
         try:
-            onchain = self.reg.verify_inclusion(header, proof, index, event_hash)
+            onchain = self.reg.verify_inclusion(header, proof, index, event_hash, block)
         except Exception as exc:  # noqa: BLE001 -- any input the page passes: an index that does not fit uint256, ...
             onchain, error = None, str(exc)
         offchain = verify_proof(header.events_root, header.event_count, index, event_hash, proof)
-        committed = self.header_hash_at(header.stream_id, header.number) == hash_header(header)
+        committed = self.header_hash_at(header.stream_id, header.number, block) == hash_header(header)
         return {"onchain": onchain, "offchain": offchain, "offchainCommitted": committed,
                 "offchainValid": offchain and committed, "error": error}
 
@@ -442,12 +514,12 @@ class RegistryHistory:
             logs = logs[: self.max_logs]
         return logs
 
-    def stream_created(self, stream_id: bytes | None = None) -> list[dict[str, Any]]:
+    def stream_created(self, stream_id: bytes | None = None, to_block: int | None = None) -> list[dict[str, Any]]:
         topics: list[Any] = [self.topic_stream_created]
         if stream_id is not None:
             topics.append(stream_id)
         out = []
-        for c in self.reg.decode_logs(self.iter_logs(topics)):
+        for c in self.reg.decode_logs(self.iter_logs(topics, to_block=to_block)):
             if not isinstance(c, StreamCreated):
                 continue
             out.append({
@@ -467,6 +539,8 @@ class RegistryHistory:
             pairs = self.reg.commit_call(tx_hash)
         except NotACommitCall as exc:
             err = f"{exc}: calldata not decoded"
+        if len(self._tx_cache) >= 50_000:   # bounded: a long-lived explorer on a long chain
+            self._tx_cache.clear()
         self._tx_cache[tx_hash] = (pairs, gas_used, err)
         return pairs, gas_used, err
 
@@ -574,20 +648,24 @@ class RegistryHistory:
         include_rejected: bool = True,
         verify: bool = True,
     ) -> list[HeaderRecord]:
-        """Every committed (and rejected) header in the block range, oldest first, verified."""
+        """Every committed (and rejected) header in the block range, oldest first, verified.
+
+        Logs are read up to `to_block` and the views of the checks at `to_block` (default: the block
+        pinned now), so pass the same block to chain_summary(at=) for a verdict that agrees."""
         self._forget_latest()
+        at = self.pin() if to_block is None else to_block
         topic0 = [self.topic_committed, self.topic_rejected] if include_rejected else self.topic_committed
         topics: list[Any] = [topic0]
         if stream_id is not None:
             topics.append(stream_id)
-        logs = self.iter_logs(topics, from_block, to_block)
+        logs = self.iter_logs(topics, from_block, at)
         records = self._records_from_logs(logs)
         records = [r for r in records if r.number >= from_number]
         if verify:
-            self._verify(records)
+            self._verify(records, at)
         return records
 
-    def _verify(self, records: list[HeaderRecord]) -> None:
+    def _verify(self, records: list[HeaderRecord], block: BlockId = "latest") -> None:
         last_hash: dict[bytes, tuple[int, bytes]] = {}  # stream -> (number, hash) of the last commit seen
         for rec in records:
             v = rec.verification
@@ -596,7 +674,7 @@ class RegistryHistory:
             if rec.status != "committed":
                 continue
             # hash: the calldata header, the log and the contract's storage agree
-            onchain = self.header_hash_at(rec.stream_id, rec.number)
+            onchain = self.header_hash_at(rec.stream_id, rec.number, block)
             v.hash = onchain == rec.header_hash and rec.header is not None
             if onchain != rec.header_hash:
                 v.problems.append(f"headerHashAt({rec.number}) is {hex32(onchain)}, "
@@ -606,7 +684,7 @@ class RegistryHistory:
             if prev is not None and prev[0] == rec.number - 1:
                 expected = prev[1]
             elif rec.number >= 1:
-                expected = self.header_hash_at(rec.stream_id, rec.number - 1)
+                expected = self.header_hash_at(rec.stream_id, rec.number - 1, block)
                 if expected == ZERO32:
                     v.problems.append(f"no header stored at number {rec.number - 1}")
             else:
@@ -617,14 +695,19 @@ class RegistryHistory:
                                   f"{hex32(expected)}")
             last_hash[rec.stream_id] = (rec.number, rec.header_hash)
 
-    def chain_summary(self, stream_id: bytes, records: list[HeaderRecord] | None = None) -> dict[str, Any]:
-        """Whether a stream's committed headers form one unbroken parent chain from genesis to its head."""
-        if records is None:
-            records = self.headers(stream_id)
-        committed = sorted((r for r in records if r.stream_id == stream_id and r.status == "committed"),
-                           key=lambda r: r.number)
-        genesis = self.header_hash_at(stream_id, 0)
-        created = self.stream_created(stream_id)
+    def chain_summary(
+        self, stream_id: bytes, records: list[HeaderRecord] | None = None, *, at: int | None = None,
+    ) -> dict[str, Any]:
+        """Whether a stream's committed headers form one unbroken parent chain from genesis to its head.
+
+        Everything is read at chain block `at` (default: pinned now): the MiniblockCommitted logs up to
+        it (their headerHash and prevHash), the head and the genesis hash at it. `records` (verified
+        headers, e.g. one page) only feed `headersOk`; None when no records were given."""
+        at = self.pin() if at is None else at
+        commits = sorted((c for c in self.reg.decode_logs(self.stream_header_logs(stream_id, at))
+                          if isinstance(c, MiniblockCommitted)), key=lambda c: (c.block_number, c.log_index))
+        genesis = self.header_hash_at(stream_id, 0, at)
+        created = self.stream_created(stream_id, to_block=at)
         problems = []
         genesis_ok = True
         if created:
@@ -636,49 +719,132 @@ class RegistryHistory:
         else:
             problems.append("no StreamCreated log found")
             genesis_ok = genesis != ZERO32
-        head_number, head_hash, _ = self.head_of(stream_id)
+        head_number, head_hash, _ = self.head_of(stream_id, at)
         prev = genesis
         contiguous = True
-        for expected_n, r in enumerate(committed, start=1):
-            if r.number != expected_n:
+        for expected_n, cm in enumerate(commits, start=1):
+            if cm.number != expected_n:
                 contiguous = False
                 problems.append(f"missing commit of number {expected_n}")
                 break
-            if r.prev_hash != prev:
+            if cm.prev_hash != prev:
                 contiguous = False
-                problems.append(f"block {r.number}: prevHash does not match block {r.number - 1}")
+                problems.append(f"block {cm.number}: prevHash does not match block {cm.number - 1}")
                 break
-            prev = r.header_hash
-        at_head = contiguous and (committed[-1].number if committed else 0) == head_number and prev == head_hash
+            prev = cm.header_hash
+        at_head = contiguous and (commits[-1].number if commits else 0) == head_number and prev == head_hash
         if contiguous and not at_head:
             problems.append("the commits seen do not reach the stream head")
-        all_ok = all(r.verification is not None and r.verification.ok for r in committed)
+        headers_ok: bool | None = None
+        if records is not None:
+            headers_ok = all(r.verification is not None and r.verification.ok
+                             for r in records if r.stream_id == stream_id and r.status == "committed")
+            if not headers_ok:
+                problems.append("a header fails its checks")
+        chain_ok = genesis_ok and contiguous and at_head
         return {
-            "stream": hex32(stream_id), "genesisHash": hex32(genesis), "genesisOk": genesis_ok,
-            "headNumber": head_number, "headHash": hex32(head_hash), "commits": len(committed),
-            "chainOk": genesis_ok and contiguous and at_head, "headersOk": all_ok,
-            "ok": genesis_ok and contiguous and at_head and all_ok, "problems": problems,
+            "stream": hex32(stream_id), "at": at, "genesisHash": hex32(genesis), "genesisOk": genesis_ok,
+            "headNumber": head_number, "headHash": hex32(head_hash), "commits": len(commits),
+            "chainOk": chain_ok, "headersOk": headers_ok,
+            "ok": chain_ok and headers_ok is not False, "problems": problems,
         }
+
+    # ---- pages, newest first (the explorer and `headers`) -----------------------------------
+
+    def stream_header_logs(self, stream_id: bytes, at: int) -> list[RawLog]:
+        """The stream's MiniblockCommitted and MiniblockRejected logs up to block `at`, in chain order.
+
+        Cached per stream: a later call scans only the blocks after the last one scanned."""
+        with self._logs_lock:
+            upto, logs = self._stream_logs.get(stream_id, (self.deploy_block - 1, []))
+            if at > upto:
+                new = self.iter_logs([[self.topic_committed, self.topic_rejected], stream_id], upto + 1, at)
+                logs = logs + new
+                if len(logs) <= self.max_logs:
+                    self._stream_logs[stream_id] = (at, logs)
+                upto = at
+        if at < upto:
+            logs = [lg for lg in logs if lg.block_number <= at]
+        return logs
+
+    def last_headers(
+        self, stream_id: bytes, at: int, *, offset: int = 0, count: int | None = None,
+        include_rejected: bool = True, from_number: int = 0, from_block: int | None = None,
+    ) -> tuple[list[HeaderRecord], int]:
+        """The stream's headers newest first, skipping `offset`, at most `count` (None: all), verified at
+        block `at`; and how many headers pass the filters in all."""
+        self._forget_latest()
+        logs = self.stream_header_logs(stream_id, at)
+        events = [e for e in self.reg.decode_logs(logs)
+                  if isinstance(e, (MiniblockCommitted, MiniblockRejected)) and e.number >= from_number
+                  and (include_rejected or isinstance(e, MiniblockCommitted))
+                  and (from_block is None or e.block_number >= from_block)]
+        keep = {(e.block_number, e.log_index) for e in events}
+        chosen = sorted((lg for lg in logs if (lg.block_number, lg.log_index) in keep),
+                        key=lambda lg: (lg.block_number, lg.log_index), reverse=True)
+        total = len(chosen)
+        chosen = chosen[offset:] if count is None else chosen[offset:offset + count]
+        records = self._records_from_logs(chosen)          # oldest first, for the parent checks
+        self._verify(records, at)
+        records.reverse()
+        return records, total
+
+    def stream_page(self, stream_id: bytes, page: int = 0, size: int = 20, at: int | None = None) -> StreamPage:
+        """Page `page` (0 = newest) of `size` headers, with the chain verdict, all read at block `at`.
+
+        Raises PageOutOfRange past the last page (page 0 always exists, if empty)."""
+        at = self.pin() if at is None else at
+        size = max(1, size)
+        if page < 0:
+            raise PageOutOfRange("the page number is 0 (newest) or more")
+        records, total = self.last_headers(stream_id, at, offset=page * size, count=size)
+        pages = max(1, -(-total // size))
+        if page >= pages:
+            plural = "s" if pages != 1 else ""
+            raise PageOutOfRange(f"page {page} is past the last page: {total} headers, {pages} page{plural} "
+                                 f"of {size} at block {at}")
+        summary = self.chain_summary(stream_id, records, at=at)
+        return StreamPage(stream_id=stream_id, at=at, page=page, size=size, total=total, records=records,
+                          summary=summary)
+
+    def plot_points(self, stream_id: bytes, at: int, window: int = 150) -> list[PlotPoint]:
+        """The last `window` committed headers up to block `at`, oldest first: time, events, gas share.
+
+        Event counts come from the logs; gas from each commit's receipt shared over its batch (cached,
+        so a page that refreshes fetches only the new commits)."""
+        commits = [c for c in self.reg.decode_logs(self.stream_header_logs(stream_id, at))
+                   if isinstance(c, MiniblockCommitted)][-max(1, window):]
+        out = []
+        for c in commits:
+            pairs, gas_used, _ = self._decode_commit_tx(c.tx_hash)
+            n = len(pairs) if pairs else 1
+            out.append(PlotPoint(number=c.number, block_number=c.block_number,
+                                 timestamp=self._timestamp(c.block_number), event_count=c.event_count,
+                                 gas_share=gas_used // n))
+        return out
 
     # ---- for the daemon ---------------------------------------------------------------------
 
     def committed_header(
         self, header_hash: bytes, stream_id: bytes | None = None, number: int | None = None,
-        *, from_block: int | None = None, verify: bool = True,
+        *, from_block: int | None = None, verify: bool = True, at: int | None = None,
     ) -> HeaderRecord | None:
         """The commit of `header_hash` (full Header, signatures, tx), or None if it was never committed.
 
         Give stream_id and number when known: the log query is then filtered by both indexed topics.
         """
         return self.find_header(header_hash, stream_id, number, from_block=from_block, verify=verify,
-                                include_rejected=False)
+                                include_rejected=False, at=at)
 
     def find_header(
         self, header_hash: bytes, stream_id: bytes | None = None, number: int | None = None,
         *, from_block: int | None = None, verify: bool = True, include_rejected: bool = True,
+        at: int | None = None,
     ) -> HeaderRecord | None:
-        """The first MiniblockCommitted (or, if none, MiniblockRejected) log of `header_hash`, decoded."""
+        """The first MiniblockCommitted (or, if none, MiniblockRejected) log of `header_hash`, decoded;
+        logs read up to block `at` and checked with the views at it (default: pinned now)."""
         self._forget_latest()
+        at = self.pin() if at is None else at
         header_hash = _b32(header_hash)
         topic0 = [self.topic_committed, self.topic_rejected] if include_rejected else self.topic_committed
         topics: list[Any] = [topic0, stream_id]
@@ -688,21 +854,23 @@ class RegistryHistory:
             topics.pop()
         # Non-indexed data of both events starts with headerHash
         # (Committed: headerHash, prevHash, eventsRoot, eventCount; Rejected: headerHash, reason).
-        logs = [lg for lg in self.iter_logs(topics, from_block) if lg.data[:32] == header_hash]
+        logs = [lg for lg in self.iter_logs(topics, from_block, at) if lg.data[:32] == header_hash]
         if not logs:
             return None
         committed = [lg for lg in logs if lg.topics[0] == self.topic_committed]
         recs = self._records_from_logs((committed or logs)[:1])
         if verify:
-            self._verify(recs)
+            self._verify(recs, at)
         return recs[0]
 
-    def header_at(self, stream_id: bytes, number: int, *, verify: bool = True) -> HeaderRecord | None:
+    def header_at(self, stream_id: bytes, number: int, *, verify: bool = True,
+                  at: int | None = None) -> HeaderRecord | None:
         """The committed header at (stream, number), found through the hash the contract stores there."""
-        h = self.header_hash_at(stream_id, number)
+        at = self.pin() if at is None else at
+        h = self.header_hash_at(stream_id, number, at)
         if h == ZERO32:
             return None
-        return self.committed_header(h, stream_id, number, verify=verify)
+        return self.committed_header(h, stream_id, number, verify=verify, at=at)
 
 
 def _reachable(reg: Registry, rpc_url: str) -> None:

@@ -139,7 +139,7 @@ def main(
                 f"    ./dev headers --rpc-url {net.rpc_url} --registry {registry}\n"
                 f"    ./dev status --node {net.urls[0]}\n"
                 f"    ./dev submit --node {net.urls[0]} --stream devnet/stream-0 --key 0x… --dev --kind join\n"
-                f"    ./dev explorer --rpc-url {net.rpc_url} --registry {registry}")
+                f"    ./dev explorer --rpc-url {net.rpc_url} --registry {registry} --node {net.urls[0]}")
             say(f"posting events from {clients} client keys "
                 + (f"({events} events)" if events else f"at {rate:g}/s until Ctrl-C") + " ...")
         loadgen.start()

@@ -1,82 +1,38 @@
-"""The header explorer web page: server-rendered HTML over RegistryHistory (chain only, no node).
+"""The header explorer's routes: server-rendered HTML and the JSON it is made of, over RegistryHistory.
 
-Pages: `/` (registry overview: chain, epoch, seed, nodes, streams with heads), `/stream/{id}`
-(its headers with verification marks), `/header/{hash}` (every field, the signers, and a form
-that checks an event's inclusion proof on-chain with verifyInclusion and off-chain with
-node/protocol/merkle.verify_proof). The same data as JSON under `/api/...`.
-No script or style is fetched from elsewhere: the page works offline.
+Pages: `/` (registry overview), `/stream/{id}` (newest headers first, paged, with the chain verdict,
+a plot of gas per header and events per block, refreshing live as blocks commit), `/header/{hash}`
+(every field, the signers, an inclusion-proof form), `/event/{hash}` (an event found through the
+`--node` URLs and proven on-chain), `/search?q=` (stream id or name, header hash, event hash).
+The same data as JSON under `/api/...`.
+
+Every request reads the chain at one pinned block (`?at=N`, default the latest when the request
+starts): logs up to it and every view at it, so what one page shows is one consistent state.
+Bad input is a 4xx with a sentence, as HTML for pages and `{"detail": ...}` for `/api/`.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from node.chain.history import HeaderRecord, RegistryHistory, parse_stream_id
+from node.chain.history import HeaderRecord, PageOutOfRange, RegistryHistory, StreamPage, hex32, parse_stream_id
 from node.protocol.hexutil import hx
 
-CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;background:#f6f7f9;color:#1b1f24}
-header.top{background:#1f2937;color:#fff;padding:10px 24px;display:flex;gap:24px;align-items:baseline}
-header.top a{color:#fff;text-decoration:none;font-weight:600}
-header.top .sub{color:#cbd5e1;font-size:13px}
-main{padding:16px 24px;max-width:1400px}
-h1{font-size:22px;margin:8px 0 12px} h2{font-size:17px;margin:20px 0 8px}
-table{border-collapse:collapse;background:#fff;box-shadow:0 1px 2px #0001;margin-bottom:8px}
-th,td{padding:5px 10px;border-bottom:1px solid #e5e7eb;text-align:left;font-size:13.5px;vertical-align:top}
-th{background:#f1f5f9;font-weight:600}
-td.num{text-align:right}
-code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:12.5px}
-.ok{color:#15803d;font-weight:700} .bad{color:#b91c1c;font-weight:700} .unk{color:#a16207;font-weight:700}
-.pill{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600}
-.pill.Active{background:#dcfce7;color:#166534} .pill.Pending{background:#fef9c3;color:#854d0e}
-.pill.Leaving{background:#ffedd5;color:#9a3412} .pill.Left,.pill.None{background:#e5e7eb;color:#374151}
-.pill.committed{background:#dcfce7;color:#166534} .pill.rejected{background:#fee2e2;color:#991b1b}
-dl.kv{display:grid;grid-template-columns:max-content auto;gap:4px 16px;background:#fff;padding:10px 14px;
- box-shadow:0 1px 2px #0001;margin:0 0 8px}
-dl.kv dt{font-weight:600;font-size:13.5px} dl.kv dd{margin:0;font-size:13.5px;word-break:break-all}
-form.proof{background:#fff;padding:12px 14px;box-shadow:0 1px 2px #0001;max-width:900px}
-form.proof label{display:block;font-weight:600;font-size:13.5px;margin:8px 0 3px}
-form.proof input,form.proof textarea{width:100%;box-sizing:border-box;font-family:ui-monospace,monospace;font-size:12.5px;padding:5px}
-form.proof button{margin-top:10px;padding:6px 16px;font-weight:600;cursor:pointer}
-.result{margin-top:12px;padding:10px 14px;background:#fff;box-shadow:0 1px 2px #0001;max-width:900px}
-.problems{color:#b91c1c;font-size:12.5px;margin:2px 0 0;padding-left:18px}
-.note{color:#4b5563;font-size:13px}
-"""
+from . import pages
+from .lookup import find_event
+from .plot import plot_svg
 
 HEX32 = re.compile(r"0x[0-9a-fA-F]{64}")
-
-
-def esc(x: Any) -> str:
-    return html.escape("" if x is None else str(x))
-
-
-def short(h: str | None, n: int = 10) -> str:
-    if not h:
-        return "-"
-    return h if len(h) <= n + 6 else f"{h[:n]}…{h[-4:]}"
-
-
-def mark(v: bool | None, label: str = "") -> str:
-    cls, sym = ("ok", "✓") if v is True else ("bad", "✗") if v is False else ("unk", "?")
-    title = f' title="{esc(label)}"' if label else ""
-    return f'<span class="{cls}"{title} data-check="{esc(label)}" data-ok="{str(v).lower()}">{sym}</span>'
-
-
-def page(title: str, body: str, hist: RegistryHistory) -> HTMLResponse:
-    doc = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>{esc(title)} · mini-block explorer</title><style>{CSS}</style></head>
-<body><header class="top"><a href="/">mini-block explorer</a>
-<span class="sub">registry <code>{esc(hist.address)}</code> · chain {hist.chain_id}</span></header>
-<main>{body}</main></body></html>"""
-    return HTMLResponse(doc)
+MAX_PAGE_SIZE = 200
+PLOT_WINDOW = 150
 
 
 def parse_proof(text: str) -> list[bytes]:
@@ -96,229 +52,239 @@ def parse_proof(text: str) -> list[bytes]:
     return out
 
 
-def _verif_cell(r: HeaderRecord) -> str:
-    if r.status == "rejected":
-        return f'<span class="pill rejected">rejected: {esc(r.reason_name)}</span>'
-    v = r.verification
-    if v is None:
-        return "-"
-    overall = mark(v.ok, "all")
-    parts = " ".join(
-        f"{name} {mark(val, name)}"
-        for name, val in (("hash", v.hash), ("parent", v.parent), ("leader sig", v.leader_signature),
-                          ("attestations", v.attestations), ("quorum", v.quorum))
-    )
-    probs = "".join(f"<li>{esc(p)}</li>" for p in v.problems)
-    return f'{overall} <span class="note">{parts}</span>' + (f'<ul class="problems">{probs}</ul>' if probs else "")
+def _is_api(request: Request) -> bool:
+    return request.url.path.startswith("/api/")
 
 
-def create_app(hist: RegistryHistory) -> FastAPI:
+def create_app(hist: RegistryHistory, nodes: Sequence[str] = (), *, refresh_ms: int = 2000,
+               plot_window: int = PLOT_WINDOW) -> FastAPI:
+    """The explorer for one registry; `nodes` are the URLs asked where an event hash's block is."""
     app = FastAPI(title="mini-block header explorer", docs_url=None, redoc_url=None)
+    node_urls = [u.rstrip("/") for u in nodes]
+
+    def html_page(title: str, body: str, status: int = 200, q: str = "", scripts: str = "") -> HTMLResponse:
+        return HTMLResponse(pages.shell(title, body, hist.address, hist.chain_id, q, scripts), status_code=status)
+
+    def error(request: Request, status: int, detail: str) -> Response:
+        if _is_api(request):
+            return JSONResponse({"detail": detail}, status_code=status)
+        return html_page(f"error {status}", pages.error_body(status, detail), status)
 
     @app.exception_handler(StarletteHTTPException)
-    def http_error(request: Request, exc: StarletteHTTPException):  # noqa: ANN202
-        if request.url.path.startswith("/api/"):
-            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
-        body = f'<h1>{exc.status_code}</h1><p class="bad" id="error">{esc(exc.detail)}</p><p><a href="/">← overview</a></p>'
-        resp = page(f"error {exc.status_code}", body, hist)
-        resp.status_code = exc.status_code
-        return resp
+    def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        return error(request, exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    def bad_params(request: Request, exc: RequestValidationError) -> Response:
+        parts = []
+        for e in exc.errors():
+            where = ".".join(str(x) for x in e.get("loc", ())[1:]) or "request"
+            parts.append(f"{where}: {e.get('msg', 'invalid')}")
+        return error(request, 400, "bad parameter: " + "; ".join(parts))
 
     @app.exception_handler(Exception)
-    def chain_error(request: Request, exc: Exception):  # noqa: ANN202
-        msg = f"reading the chain failed: {type(exc).__name__}: {exc}"
-        if request.url.path.startswith("/api/"):
-            return JSONResponse({"detail": msg}, status_code=502)
-        resp = page("chain error", f'<h1>502</h1><p class="bad" id="error">{esc(msg)}</p>', hist)
-        resp.status_code = 502
-        return resp
+    def chain_error(request: Request, exc: Exception) -> Response:
+        return error(request, 502, f"reading the chain failed: {type(exc).__name__}: {exc}")
+
+    # ---- arguments ---------------------------------------------------------------------------
+
+    def pinned(at: int | None) -> int:
+        latest = hist.pin()
+        if at is None:
+            return latest
+        if at > latest:
+            raise HTTPException(400, f"block {at} is not mined yet (the latest is {latest})")
+        return at
 
     def stream_arg(sid: str) -> bytes:
+        if sid.startswith(("0x", "0X")) and not HEX32.fullmatch(sid):
+            raise HTTPException(400, f"malformed stream id {sid!r}: 0x + 64 hex digits, or a stream name")
         try:
             return parse_stream_id(sid)
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from exc
 
-    def find(header_hash: str, stream: str | None, number: int | None) -> HeaderRecord:
-        if not HEX32.fullmatch(header_hash):
-            raise HTTPException(400, "a header hash is 0x + 64 hex digits")
-        rec = hist.find_header(bytes.fromhex(header_hash[2:]), stream_arg(stream) if stream else None, number)
-        if rec is None:
-            raise HTTPException(404, f"header {header_hash} was not committed (nor rejected) by this registry")
-        return rec
+    def hash_arg(h: str, what: str) -> bytes:
+        if not HEX32.fullmatch(h.strip()):
+            raise HTTPException(400, f"malformed {what} {h!r}: 0x + 64 hex digits")
+        return bytes.fromhex(h.strip()[2:])
 
-    # ---- JSON --------------------------------------------------------------------------------
-
-    @app.get("/api/overview")
-    def api_overview() -> JSONResponse:
-        ov = hist.overview()
-        ov["streams"] = [s.to_json() for s in hist.streams()]
-        return JSONResponse(ov)
-
-    @app.get("/api/streams/{sid}/headers")
-    def api_stream(sid: str) -> JSONResponse:
+    def existing_stream(sid: str, at: int) -> bytes:
         s = stream_arg(sid)
-        recs = hist.headers(s)
-        return JSONResponse({"summary": hist.chain_summary(s, recs), "headers": [r.to_json() for r in recs]})
+        if not hist.stream_exists(s, at):
+            raise HTTPException(404, f"no stream {sid} in this registry at block {at}")
+        return s
 
-    @app.get("/api/headers/{header_hash}")
-    def api_header(header_hash: str, stream: str | None = None, number: int | None = None) -> JSONResponse:
-        return JSONResponse(find(header_hash, stream, number).to_json())
+    def stream_page(sid: str, page: int, size: int, at: int | None) -> StreamPage:
+        blk = pinned(at)
+        s = existing_stream(sid, blk)
+        try:
+            return hist.stream_page(s, page, size, blk)
+        except PageOutOfRange as exc:
+            raise HTTPException(404, str(exc)) from exc
 
-    @app.get("/api/headers/{header_hash}/inclusion")
-    def api_inclusion(header_hash: str, event_hash: str = Query(..., alias="eventHash"), index: int = 0,
-                      proof: str = "", stream: str | None = None, number: int | None = None) -> JSONResponse:
-        rec = find(header_hash, stream, number)
-        return JSONResponse(_check(rec, event_hash, index, proof))
+    def fragments(sp: StreamPage) -> dict[str, str]:
+        return pages.stream_fragments(sp, plot_svg(hist.plot_points(sp.stream_id, sp.at, plot_window), plot_window))
 
-    def _check(rec: HeaderRecord, event_hash: str, index: int, proof: str) -> dict[str, Any]:
+    def find(header_hash: str, stream: str | None, number: int | None, at: int | None) -> tuple[HeaderRecord, int]:
+        h = hash_arg(header_hash, "header hash")
+        blk = pinned(at)
+        rec = hist.find_header(h, stream_arg(stream) if stream else None, number, at=blk)
+        if rec is None:
+            raise HTTPException(404, f"header {header_hash} was not committed (nor rejected) by this registry "
+                                     f"up to block {blk}")
+        return rec, blk
+
+    def check(rec: HeaderRecord, event_hash: str, index: int, proof: str, at: int) -> dict[str, Any]:
         if rec.header is None:
             raise HTTPException(409, "the full header is not known (calldata not decoded)")
-        if not HEX32.fullmatch(event_hash.strip()):
-            raise HTTPException(400, "eventHash must be 0x + 64 hex digits")
+        eh = hash_arg(event_hash, "eventHash")
         try:
             proof_b = parse_proof(proof)
         except (ValueError, json.JSONDecodeError) as exc:
             raise HTTPException(400, f"bad proof: {exc}") from exc
         if index < 0:
             raise HTTPException(400, "index must be >= 0")
-        res = hist.verify_inclusion(rec.header, proof_b, index, bytes.fromhex(event_hash.strip()[2:]))
-        return {"eventHash": event_hash.strip(), "index": index, "proof": ["0x" + p.hex() for p in proof_b], **res}
+        res = hist.verify_inclusion(rec.header, proof_b, index, eh, block=at)
+        return {"eventHash": hex32(eh), "index": index, "proof": ["0x" + p.hex() for p in proof_b], **res}
+
+    def resolve(q: str, at: int) -> dict[str, Any]:
+        """What a search box entry is: a stream (id or name), a header hash, or an event hash (via nodes)."""
+        q = q.strip()
+        if not q:
+            raise HTTPException(400, "empty search: give a stream id or name, a header hash or an event hash")
+        if q.startswith(("0x", "0X")):
+            if not HEX32.fullmatch(q):
+                raise HTTPException(400, f"malformed search {q!r}: a stream id, header hash or event hash is "
+                                         "0x + 64 hex digits (anything else is taken as a stream name)")
+            b = bytes.fromhex(q[2:])
+            qh = hex32(b)
+            if hist.stream_exists(b, at):
+                return {"kind": "stream", "id": qh, "url": f"/stream/{qh}"}
+            rec = hist.find_header(b, at=at, verify=False)
+            if rec is not None:
+                return {"kind": "header", "id": qh, "stream": hex32(rec.stream_id), "number": rec.number,
+                        "url": f"/header/{qh}?stream={hex32(rec.stream_id)}&number={rec.number}"}
+            res = find_event(hist, node_urls, b, at)
+            if res["status"] in ("unknown", "no-nodes"):
+                asked = (f"no node of {len(node_urls)} given knows it as an event" if node_urls
+                         else "give the explorer --node URL to look up event hashes")
+                raise HTTPException(404, f"{qh} is no stream and no header of this registry at block {at}; {asked}")
+            return {"kind": "event", "id": qh, "status": res["status"], "url": f"/event/{qh}"}
+        s = parse_stream_id(q)
+        if hist.stream_exists(s, at):
+            return {"kind": "stream", "id": hex32(s), "name": q, "url": f"/stream/{hex32(s)}"}
+        raise HTTPException(404, f"no stream named {q!r} (id keccak256 = {hex32(s)}) at block {at}")
+
+    # ---- JSON --------------------------------------------------------------------------------
+
+    @app.get("/api/overview")
+    def api_overview(at: int | None = Query(None, ge=0)) -> JSONResponse:
+        blk = pinned(at)
+        ov = hist.overview(blk)
+        ov["streams"] = [s.to_json() for s in hist.streams(blk)]
+        return JSONResponse(ov)
+
+    @app.get("/api/streams/{sid}/headers")
+    def api_stream(sid: str, page: int = Query(0, ge=0), size: int = Query(20, ge=1, le=MAX_PAGE_SIZE),
+                   at: int | None = Query(None, ge=0), html: bool = False) -> JSONResponse:
+        sp = stream_page(sid, page, size, at)
+        out = sp.to_json()
+        out["links"] = pages.pager_links(sp, api=True)
+        out["plot"] = [p.to_json() for p in hist.plot_points(sp.stream_id, sp.at, plot_window)]
+        if html:
+            out["html"] = fragments(sp)
+        return JSONResponse(out)
+
+    @app.get("/api/streams/{sid}/head")
+    def api_head(sid: str) -> JSONResponse:
+        """The cheap poll of the live page: the stream's head and header count at the latest block."""
+        blk = pinned(None)
+        s = existing_stream(sid, blk)
+        number, h, ts = hist.head_of(s, blk)
+        return JSONResponse({"stream": hex32(s), "at": blk, "headNumber": number, "headHash": hex32(h),
+                             "headTimestamp": ts, "total": len(hist.stream_header_logs(s, blk))})
+
+    @app.get("/api/headers/{header_hash}")
+    def api_header(header_hash: str, stream: str | None = None, number: int | None = Query(None, ge=0),
+                   at: int | None = Query(None, ge=0)) -> JSONResponse:
+        rec, blk = find(header_hash, stream, number, at)
+        return JSONResponse({**rec.to_json(), "at": blk})
+
+    @app.get("/api/headers/{header_hash}/inclusion")
+    def api_inclusion(header_hash: str, event_hash: str = Query(..., alias="eventHash"), index: int = 0,
+                      proof: str = "", stream: str | None = None, number: int | None = Query(None, ge=0),
+                      at: int | None = Query(None, ge=0)) -> JSONResponse:
+        rec, blk = find(header_hash, stream, number, at)
+        return JSONResponse({**check(rec, event_hash, index, proof, blk), "at": blk})
+
+    @app.get("/api/search")
+    def api_search(q: str = "", at: int | None = Query(None, ge=0)) -> JSONResponse:
+        blk = pinned(at)
+        return JSONResponse({**resolve(q, blk), "at": blk})
+
+    def event_result(event_hash: str, at: int | None) -> dict[str, Any]:
+        eh = hash_arg(event_hash, "event hash")
+        res = find_event(hist, node_urls, eh, pinned(at))
+        if res["status"] == "no-nodes":
+            raise HTTPException(404, pages.STATUS_TEXT["no-nodes"])
+        if res["status"] == "unknown":
+            raise HTTPException(404, f"no node of the {len(node_urls)} given knows event {hex32(eh)}: "
+                                + "; ".join(f"{a['url']}: {a['status']} {a['detail']}".strip() for a in res["nodes"]))
+        return res
+
+    @app.get("/api/events/{event_hash}")
+    def api_event(event_hash: str, at: int | None = Query(None, ge=0)) -> JSONResponse:
+        return JSONResponse(event_result(event_hash, at))
 
     # ---- HTML --------------------------------------------------------------------------------
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        return Response(status_code=204)   # no icon: the browser stops asking, and no 404 in its console
+
     @app.get("/", response_class=HTMLResponse)
     def overview() -> HTMLResponse:
-        ov = hist.overview()
-        streams = hist.streams()
-        node_rows = "".join(
-            f"<tr><td><code>{esc(n['node'])}</code></td><td><code>{esc(n['operator'])}</code></td>"
-            f"<td>{esc(n['url'])}</td><td><span class=\"pill {esc(n['status'])}\">{esc(n['status'])}</span></td>"
-            f"<td class=num>{n['joinEpoch']}</td>"
-            f"<td class=num>{'never' if n['leaveEpoch'] >= 2**64 - 1 else n['leaveEpoch']}</td></tr>"
-            for n in ov["nodes"]
-        ) or '<tr><td colspan=6 class="note">no nodes registered</td></tr>'
-        stream_rows = "".join(
-            f"<tr><td><a class=mono href=\"/stream/{hx(s.stream_id)}\">{esc(hx(s.stream_id))}</a></td>"
-            f"<td class=num data-head>{s.head_number}</td><td><code>{esc(short(hx(s.head_hash), 14))}</code></td>"
-            f"<td class=num>{len(s.replicas)}</td><td class=num>{s.created_epoch if s.created_epoch is not None else '-'}</td></tr>"
-            for s in streams
-        ) or '<tr><td colspan=5 class="note">no streams yet</td></tr>'
-        body = f"""<h1>Registry overview</h1>
-<dl class="kv" id="overview">
-<dt>chain id</dt><dd data-field="chainId">{ov['chainId']}</dd>
-<dt>registry</dt><dd><code>{esc(ov['registry'])}</code></dd>
-<dt>chain block</dt><dd>{ov['blockNumber']}</dd>
-<dt>epoch</dt><dd data-field="epoch">{ov['epoch']} <span class="note">(length {ov['epochLength']} s, leader timeout {ov['leaderTimeout']} s)</span></dd>
-<dt>seed</dt><dd><code data-field="seed">{esc(ov['seed'])}</code></dd>
-<dt>RANDAO mix</dt><dd><code>{esc(ov['randaoMix'])}</code></dd>
-<dt>replication factor</dt><dd>{ov['replicationFactor']}</dd>
-<dt>EIP-712 domain</dt><dd>{esc(ov['domain']['name'])} v{esc(ov['domain']['version'])}</dd>
-</dl>
-<h2>Nodes ({len(ov['nodes'])})</h2>
-<table id="nodes"><tr><th>node</th><th>operator</th><th>url</th><th>status</th><th>join epoch</th><th>leave epoch</th></tr>{node_rows}</table>
-<h2>Streams ({len(streams)})</h2>
-<table id="streams"><tr><th>stream</th><th>head #</th><th>head hash</th><th>replicas</th><th>created in epoch</th></tr>{stream_rows}</table>"""
-        return page("overview", body, hist)
+        blk = pinned(None)
+        return html_page("overview", pages.overview_body(hist.overview(blk), hist.streams(blk)))
 
     @app.get("/stream/{sid}", response_class=HTMLResponse)
-    def stream_page(sid: str) -> HTMLResponse:
-        s = stream_arg(sid)
-        if not hist.stream_exists(s):
-            raise HTTPException(404, f"no stream {sid}")
-        recs = hist.headers(s)
-        summ = hist.chain_summary(s, recs)
-        reps = hist.replicas_of(s)
-        rows = "".join(
-            f"<tr class=\"{r.status}\"><td class=num>{r.number}</td>"
-            f"<td><a class=mono href=\"/header/{hx(r.header_hash)}?stream={hx(r.stream_id)}&number={r.number}\">"
-            f"{esc(short(hx(r.header_hash), 14))}</a></td>"
-            f"<td><code>{esc(short(r.leader))}</code></td><td class=num data-att>{r.attestations}/{len(r.replicas)}</td>"
-            f"<td class=num>{'-' if r.event_count is None else r.event_count}</td><td class=num>{r.block_number}</td>"
-            f"<td class=num>{r.gas_share:,}</td><td>{_verif_cell(r)}</td></tr>"
-            for r in recs
-        ) or '<tr><td colspan=8 class="note">no headers committed yet</td></tr>'
-        chain = (f'<span class="ok" id="chain-ok">✓ parent hashes unbroken from genesis to head #{summ["headNumber"]}</span>'
-                 if summ["chainOk"] else
-                 f'<span class="bad" id="chain-ok">✗ {esc("; ".join(summ["problems"]))}</span>')
-        body = f"""<h1>Stream <code>{esc(hx(s))}</code></h1>
-<dl class="kv"><dt>head</dt><dd>#{summ['headNumber']} <code>{esc(summ['headHash'])}</code></dd>
-<dt>genesis hash</dt><dd><code>{esc(summ['genesisHash'])}</code> {mark(summ['genesisOk'], 'genesis')}</dd>
-<dt>replicas</dt><dd>{'<br>'.join(f'<code>{esc(r)}</code>' for r in reps)}</dd>
-<dt>parent chain</dt><dd>{chain}</dd>
-<dt>headers</dt><dd>{summ['commits']} committed, {sum(1 for r in recs if r.status == 'rejected')} rejected</dd></dl>
-<h2>Headers</h2>
-<table id="headers"><tr><th>#</th><th>header hash</th><th>leader</th><th>attestations</th><th>events</th>
-<th>block</th><th>gas share</th><th>verification</th></tr>{rows}</table>
-<p><a href="/">← overview</a></p>"""
-        return page(f"stream {short(hx(s))}", body, hist)
-
-    def header_body(rec: HeaderRecord, result: dict[str, Any] | None, form: dict[str, str]) -> str:
-        j = rec.to_json()
-        fields = [("status", f'<span class="pill {rec.status}" id="status">{esc(rec.status)}</span>'
-                   + (f" reason {rec.reason} {esc(rec.reason_name)}" if rec.reason is not None else ""))]
-        for k in ("stream", "number", "headerHash", "prevHash", "eventsRoot", "eventCount", "epoch", "attempt",
-                  "leader", "randaoReveal", "stateRoot"):
-            val = j[k]
-            if k == "stream":
-                cell = f'<a class=mono href="/stream/{esc(val)}">{esc(val)}</a>'
-            else:
-                cell = f'<code data-field="{k}">{esc("-" if val is None else val)}</code>'
-            fields.append((k, cell))
-        fields += [
-            ("attestations", f'<span data-field="attestations">{rec.attestations}</span> distinct replica signers '
-                             f'of {len(rec.signatures)} signatures; quorum {rec.quorum} of {len(rec.replicas)} replicas'),
-            ("transaction", f"<code>{esc(j['txHash'])}</code>"),
-            ("chain block", f"{rec.block_number} (log {rec.log_index}, time {rec.block_timestamp})"),
-            ("batch", f"header {'-' if rec.batch_index is None else rec.batch_index} of {rec.batch_size}; "
-                      f"tx gas {rec.tx_gas_used:,}, share {rec.gas_share:,}"),
-            ("verification", _verif_cell(rec)),
-        ]
-        kv = "".join(f"<dt>{esc(k)}</dt><dd>{v}</dd>" for k, v in fields)
-        sig_rows = "".join(
-            f"<tr><td class=num>{s.index}</td><td><code>{esc(s.address or '-')}</code></td>"
-            f"<td>{'leader' if s.is_leader else ''}</td><td>{mark(s.is_replica, 'replica')}</td>"
-            f"<td>{mark(s.counted, 'counted')}</td><td class=note>{esc(s.error or ('duplicate' if s.duplicate else ''))}</td></tr>"
-            for s in rec.signers
-        ) or '<tr><td colspan=6 class="note">no signatures decoded</td></tr>'
-        res_html = ""
-        if result is not None:
-            if "error_msg" in result:
-                res_html = f'<div class="result" id="result"><span class="bad">✗ {esc(result["error_msg"])}</span></div>'
-            else:
-                on, off = result["onchain"], result["offchainValid"]
-                res_html = f"""<div class="result" id="result">
-<div>on-chain <code>verifyInclusion</code> (eth_call): <span id="onchain">{mark(on, 'onchain')} {'included' if on else 'not proven' if on is False else 'call failed: ' + esc(result.get('error'))}</span></div>
-<div>off-chain <code>merkle.verify_proof</code> against eventsRoot: <span id="offchain">{mark(result['offchain'], 'offchain')} {'proof holds' if result['offchain'] else 'proof fails'}</span>
- · header hash stored on-chain at #{rec.number}: {mark(result['offchainCommitted'], 'committed')}</div>
-<div class="note">verdict: <b id="verdict">{'included' if on and off else 'NOT included'}</b></div></div>"""
-        return f"""<h1>Header #{rec.number} of stream <code>{esc(short(j['stream'], 14))}</code></h1>
-<dl class="kv" id="header">{kv}</dl>
-<h2>Signatures</h2>
-<table id="signers"><tr><th>#</th><th>recovers to</th><th>role</th><th>replica</th><th>counted</th><th></th></tr>{sig_rows}</table>
-<h2>Check an event's inclusion</h2>
-<form class="proof" method="get" action="/header/{esc(j['headerHash'])}">
-<input type="hidden" name="stream" value="{esc(j['stream'])}"><input type="hidden" name="number" value="{rec.number}">
-<label for="eventHash">event hash</label><input id="eventHash" name="eventHash" placeholder="0x…" value="{esc(form.get('eventHash', ''))}">
-<label for="index">index in the block</label><input id="index" name="index" value="{esc(form.get('index', '0'))}">
-<label for="proof">proof (sibling hashes bottom-up; one per line, or a JSON array)</label>
-<textarea id="proof" name="proof" rows="5">{esc(form.get('proof', ''))}</textarea>
-<button type="submit" id="check">check inclusion</button></form>{res_html}
-<p><a href="/stream/{esc(j['stream'])}">← stream</a> · <a href="/">overview</a></p>"""
+    def stream_html(sid: str, page: int = Query(0, ge=0), size: int = Query(20, ge=1, le=MAX_PAGE_SIZE),
+                    at: int | None = Query(None, ge=0)) -> HTMLResponse:
+        sp = stream_page(sid, page, size, at)
+        live = page == 0 and at is None
+        body = pages.stream_body(sp, hist.replicas_of(sp.stream_id, sp.at), fragments(sp), live=live,
+                                 refresh_ms=refresh_ms)
+        return html_page(f"stream {pages.short(hx(sp.stream_id))}", body, scripts=f"<script>{pages.LIVE_JS}</script>")
 
     @app.get("/header/{header_hash}", response_class=HTMLResponse)
-    def header_page(header_hash: str, stream: str | None = None, number: int | None = None,
-                    eventHash: str | None = None, index: str = "0", proof: str = "") -> HTMLResponse:  # noqa: N803
-        rec = find(header_hash, stream, number)
+    def header_html(header_hash: str, stream: str | None = None, number: int | None = Query(None, ge=0),
+                    at: int | None = Query(None, ge=0), eventHash: str | None = None,  # noqa: N803
+                    index: str = "0", proof: str = "") -> HTMLResponse:
+        rec, blk = find(header_hash, stream, number, at)
         result = None
         form = {"eventHash": eventHash or "", "index": index, "proof": proof}
         if eventHash:
             try:
-                result = _check(rec, eventHash, int(index), proof)
+                result = check(rec, eventHash, int(index), proof, blk)
             except ValueError:
                 result = {"error_msg": "index must be a whole number"}
             except HTTPException as exc:
                 result = {"error_msg": exc.detail}
-        return page(f"header #{rec.number}", header_body(rec, result, form), hist)
+        return html_page(f"header #{rec.number}", pages.header_body(rec, blk, result, form))
+
+    @app.get("/search")
+    def search_html(q: str = "") -> Response:
+        blk = pinned(None)
+        try:
+            hit = resolve(q, blk)
+        except HTTPException as exc:
+            return html_page("search", pages.error_body(exc.status_code, str(exc.detail)), exc.status_code, q=q)
+        return RedirectResponse(hit["url"], status_code=303)
+
+    @app.get("/event/{event_hash}", response_class=HTMLResponse)
+    def event_html(event_hash: str, at: int | None = Query(None, ge=0)) -> HTMLResponse:
+        res = event_result(event_hash, at)
+        return html_page("event", pages.event_body(res), q=event_hash)
 
     return app
