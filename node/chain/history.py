@@ -34,8 +34,9 @@ from node.chain.calldata import NotACommitCall
 from node.chain.deploy import parse_stream_id
 from node.chain.logs import MiniblockCommitted, MiniblockRejected, RawLog, StreamCreated, reason_name
 from node.chain.registry import Registry
-from node.chain.rpc import BlockId, RegistryError, hex_bytes
+from node.chain.rpc import BlockId, RegistryError
 from node.protocol.eip712 import SignatureError, hash_header, recover_header_signer
+from node.protocol.hexutil import bytes32, hx
 from node.protocol.merkle import verify_proof
 from node.protocol.types import ZERO32, Domain, Header
 
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
     from web3 import Web3
 
 __all__ = ["HeaderRecord", "HistoryError", "NotARegistry", "PageOutOfRange", "PlotPoint", "RegistryHistory",
-           "RpcUnreachable", "Signer", "StreamInfo", "StreamPage", "Verification", "hex32", "load_registry_abi",
+           "RpcUnreachable", "Signer", "StreamInfo", "StreamPage", "Verification", "load_registry_abi",
            "parse_stream_id", "reason_name"]
 
 NODE_STATUS = ("None", "Pending", "Active", "Leaving", "Left")
@@ -66,17 +67,6 @@ class NotARegistry(HistoryError):
 
 class PageOutOfRange(ValueError):
     """A page number past the last page of a stream's headers (at the pinned block)."""
-
-
-def _b32(value: bytes | str) -> bytes:
-    b = hex_bytes(value)
-    if len(b) != 32:
-        raise ValueError(f"expected 32 bytes, got {len(b)}")
-    return b
-
-
-def hex32(b: bytes) -> str:
-    return "0x" + bytes(b).hex()
 
 
 @dataclass
@@ -173,17 +163,17 @@ class HeaderRecord:
         h = self.header
         return {
             "status": self.status,
-            "stream": hex32(self.stream_id),
+            "stream": hx(self.stream_id),
             "number": self.number,
-            "headerHash": hex32(self.header_hash),
+            "headerHash": hx(self.header_hash),
             "leader": self.leader,
-            "prevHash": None if self.prev_hash is None else hex32(self.prev_hash),
-            "eventsRoot": None if self.events_root is None else hex32(self.events_root),
+            "prevHash": None if self.prev_hash is None else hx(self.prev_hash),
+            "eventsRoot": None if self.events_root is None else hx(self.events_root),
             "eventCount": self.event_count,
             "epoch": h.epoch if h else None,
             "attempt": h.attempt if h else None,
-            "randaoReveal": hex32(h.randao_reveal) if h else None,
-            "stateRoot": hex32(h.state_root) if h else None,
+            "randaoReveal": hx(h.randao_reveal) if h else None,
+            "stateRoot": hx(h.state_root) if h else None,
             "signatures": len(self.signatures),
             "attestations": self.attestations,
             "quorum": self.quorum,
@@ -191,7 +181,7 @@ class HeaderRecord:
             "signers": [s.to_json() for s in self.signers],
             "reason": self.reason,
             "reasonName": self.reason_name,
-            "txHash": hex32(self.tx_hash),
+            "txHash": hx(self.tx_hash),
             "blockNumber": self.block_number,
             "blockTimestamp": self.block_timestamp,
             "logIndex": self.log_index,
@@ -217,9 +207,9 @@ class StreamInfo:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "stream": hex32(self.stream_id), "headNumber": self.head_number,
-            "headHash": hex32(self.head_hash), "headTimestamp": self.head_timestamp,
-            "replicas": self.replicas, "genesisHash": hex32(self.genesis_hash),
+            "stream": hx(self.stream_id), "headNumber": self.head_number,
+            "headHash": hx(self.head_hash), "headTimestamp": self.head_timestamp,
+            "replicas": self.replicas, "genesisHash": hx(self.genesis_hash),
             "createdBlock": self.created_block, "createdEpoch": self.created_epoch,
             "creator": self.creator,
         }
@@ -270,7 +260,7 @@ class StreamPage:
         return self.page > 0
 
     def to_json(self) -> dict[str, Any]:
-        return {"stream": hex32(self.stream_id), "at": self.at, "page": self.page, "size": self.size,
+        return {"stream": hx(self.stream_id), "at": self.at, "page": self.page, "size": self.size,
                 "total": self.total, "pages": self.pages, "hasOlder": self.has_older, "hasNewer": self.has_newer,
                 "summary": self.summary, "headers": [r.to_json() for r in self.records]}
 
@@ -419,7 +409,7 @@ class RegistryHistory:
             out.append({
                 "node": n.address, "operator": n.operator, "url": n.url,
                 "status": NODE_STATUS[status] if 0 <= status < len(NODE_STATUS) else str(status),
-                "joinEpoch": n.join_epoch, "leaveEpoch": n.leave_epoch, "randaoCommit": hex32(n.randao_commit),
+                "joinEpoch": n.join_epoch, "leaveEpoch": n.leave_epoch, "randaoCommit": hx(n.randao_commit),
             })
         return out
 
@@ -433,8 +423,8 @@ class RegistryHistory:
             "registry": self.address,
             "blockNumber": at,
             "epoch": r.current_epoch(at),
-            "seed": hex32(r.current_seed(at)),
-            "randaoMix": hex32(r.randao_mix(at)),
+            "seed": hx(r.current_seed(at)),
+            "randaoMix": hx(r.randao_mix(at)),
             "epochLength": p["epoch_length"],
             "leaderTimeout": p["leader_timeout"],
             "replicationFactor": p["replication_factor"],
@@ -677,8 +667,8 @@ class RegistryHistory:
             onchain = self.header_hash_at(rec.stream_id, rec.number, block)
             v.hash = onchain == rec.header_hash and rec.header is not None
             if onchain != rec.header_hash:
-                v.problems.append(f"headerHashAt({rec.number}) is {hex32(onchain)}, "
-                                  f"the log says {hex32(rec.header_hash)}")
+                v.problems.append(f"headerHashAt({rec.number}) is {hx(onchain)}, "
+                                  f"the log says {hx(rec.header_hash)}")
             # parent: the previous commit seen of this stream, else what the chain stores at number-1
             prev = last_hash.get(rec.stream_id)
             if prev is not None and prev[0] == rec.number - 1:
@@ -691,8 +681,8 @@ class RegistryHistory:
                 expected = None
             v.parent = expected is not None and rec.prev_hash == expected and expected != ZERO32
             if expected is not None and rec.prev_hash != expected:
-                v.problems.append(f"prevHash {hex32(rec.prev_hash or ZERO32)} != hash of block {rec.number - 1} "
-                                  f"{hex32(expected)}")
+                v.problems.append(f"prevHash {hx(rec.prev_hash or ZERO32)} != hash of block {rec.number - 1} "
+                                  f"{hx(expected)}")
             last_hash[rec.stream_id] = (rec.number, rec.header_hash)
 
     def chain_summary(
@@ -743,8 +733,8 @@ class RegistryHistory:
                 problems.append("a header fails its checks")
         chain_ok = genesis_ok and contiguous and at_head
         return {
-            "stream": hex32(stream_id), "at": at, "genesisHash": hex32(genesis), "genesisOk": genesis_ok,
-            "headNumber": head_number, "headHash": hex32(head_hash), "commits": len(commits),
+            "stream": hx(stream_id), "at": at, "genesisHash": hx(genesis), "genesisOk": genesis_ok,
+            "headNumber": head_number, "headHash": hx(head_hash), "commits": len(commits),
             "chainOk": chain_ok, "headersOk": headers_ok,
             "ok": chain_ok and headers_ok is not False, "problems": problems,
         }
@@ -845,7 +835,7 @@ class RegistryHistory:
         logs read up to block `at` and checked with the views at it (default: pinned now)."""
         self._forget_latest()
         at = self.pin() if at is None else at
-        header_hash = _b32(header_hash)
+        header_hash = bytes32(header_hash)
         topic0 = [self.topic_committed, self.topic_rejected] if include_rejected else self.topic_committed
         topics: list[Any] = [topic0, stream_id]
         if number is not None:

@@ -23,7 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from node.chain.history import HeaderRecord, PageOutOfRange, RegistryHistory, StreamPage, hex32, parse_stream_id
+from node.chain.history import HeaderRecord, PageOutOfRange, RegistryHistory, StreamPage, parse_stream_id
 from node.protocol.hexutil import hx
 
 from . import pages
@@ -146,7 +146,7 @@ def create_app(hist: RegistryHistory, nodes: Sequence[str] = (), *, refresh_ms: 
         if index < 0:
             raise HTTPException(400, "index must be >= 0")
         res = hist.verify_inclusion(rec.header, proof_b, index, eh, block=at)
-        return {"eventHash": hex32(eh), "index": index, "proof": ["0x" + p.hex() for p in proof_b], **res}
+        return {"eventHash": hx(eh), "index": index, "proof": ["0x" + p.hex() for p in proof_b], **res}
 
     def resolve(q: str, at: int) -> dict[str, Any]:
         """What a search box entry is: a stream (id or name), a header hash, or an event hash (via nodes)."""
@@ -158,13 +158,13 @@ def create_app(hist: RegistryHistory, nodes: Sequence[str] = (), *, refresh_ms: 
                 raise HTTPException(400, f"malformed search {q!r}: a stream id, header hash or event hash is "
                                          "0x + 64 hex digits (anything else is taken as a stream name)")
             b = bytes.fromhex(q[2:])
-            qh = hex32(b)
+            qh = hx(b)
             if hist.stream_exists(b, at):
                 return {"kind": "stream", "id": qh, "url": f"/stream/{qh}"}
             rec = hist.find_header(b, at=at, verify=False)
             if rec is not None:
-                return {"kind": "header", "id": qh, "stream": hex32(rec.stream_id), "number": rec.number,
-                        "url": f"/header/{qh}?stream={hex32(rec.stream_id)}&number={rec.number}"}
+                return {"kind": "header", "id": qh, "stream": hx(rec.stream_id), "number": rec.number,
+                        "url": f"/header/{qh}?stream={hx(rec.stream_id)}&number={rec.number}"}
             res = find_event(hist, node_urls, b, at)
             if res["status"] in ("unknown", "no-nodes"):
                 asked = (f"no node of {len(node_urls)} given knows it as an event" if node_urls
@@ -173,8 +173,8 @@ def create_app(hist: RegistryHistory, nodes: Sequence[str] = (), *, refresh_ms: 
             return {"kind": "event", "id": qh, "status": res["status"], "url": f"/event/{qh}"}
         s = parse_stream_id(q)
         if hist.stream_exists(s, at):
-            return {"kind": "stream", "id": hex32(s), "name": q, "url": f"/stream/{hex32(s)}"}
-        raise HTTPException(404, f"no stream named {q!r} (id keccak256 = {hex32(s)}) at block {at}")
+            return {"kind": "stream", "id": hx(s), "name": q, "url": f"/stream/{hx(s)}"}
+        raise HTTPException(404, f"no stream named {q!r} (id keccak256 = {hx(s)}) at block {at}")
 
     # ---- JSON --------------------------------------------------------------------------------
 
@@ -202,7 +202,7 @@ def create_app(hist: RegistryHistory, nodes: Sequence[str] = (), *, refresh_ms: 
         blk = pinned(None)
         s = existing_stream(sid, blk)
         number, h, ts = hist.head_of(s, blk)
-        return JSONResponse({"stream": hex32(s), "at": blk, "headNumber": number, "headHash": hex32(h),
+        return JSONResponse({"stream": hx(s), "at": blk, "headNumber": number, "headHash": hx(h),
                              "headTimestamp": ts, "total": len(hist.stream_header_logs(s, blk))})
 
     @app.get("/api/headers/{header_hash}")
@@ -229,7 +229,7 @@ def create_app(hist: RegistryHistory, nodes: Sequence[str] = (), *, refresh_ms: 
         if res["status"] == "no-nodes":
             raise HTTPException(404, pages.STATUS_TEXT["no-nodes"])
         if res["status"] == "unknown":
-            raise HTTPException(404, f"no node of the {len(node_urls)} given knows event {hex32(eh)}: "
+            raise HTTPException(404, f"no node of the {len(node_urls)} given knows event {hx(eh)}: "
                                 + "; ".join(f"{a['url']}: {a['status']} {a['detail']}".strip() for a in res["nodes"]))
         return res
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import httpx
 
-from node.chain.history import RegistryHistory, hex32
+from node.chain.history import RegistryHistory
 from node.protocol.eip712 import hash_event
-from node.protocol.hexutil import unhex
+from node.protocol.hexutil import hx, unhex
 from node.protocol.types import Event
 
 
@@ -38,7 +38,7 @@ class NodeAnswer:
 def ask_node(url: str, event_hash: bytes, timeout: float = 5.0) -> NodeAnswer:
     """One node's answer to `GET /v1/events/{hash}`; never raises (a failure is an "error" answer)."""
     try:
-        r = httpx.get(f"{url.rstrip('/')}/v1/events/{hex32(event_hash)}", timeout=timeout)
+        r = httpx.get(f"{url.rstrip('/')}/v1/events/{hx(event_hash)}", timeout=timeout)
     except httpx.HTTPError as exc:
         return NodeAnswer(url, "error", f"unreachable: {type(exc).__name__}: {exc}")
     if r.status_code == 404:
@@ -76,8 +76,8 @@ def _check(hist: RegistryHistory, event_hash: bytes, ans: NodeAnswer, at: int) -
         problems.append("the node's answer has hashes that are not 32 bytes")
         out["ok"] = False
         return out
-    out.update({"stream": hex32(stream_id), "number": number, "index": index, "headerHash": hex32(header_hash),
-                "proof": [hex32(p) for p in proof]})
+    out.update({"stream": hx(stream_id), "number": number, "index": index, "headerHash": hx(header_hash),
+                "proof": [hx(p) for p in proof]})
     checks: dict[str, bool | None] = {}
     try:
         checks["eventHash"] = hash_event(event) == event_hash and event.stream_id == stream_id
@@ -89,7 +89,7 @@ def _check(hist: RegistryHistory, event_hash: bytes, ans: NodeAnswer, at: int) -
     rec = hist.find_header(header_hash, stream_id, number, at=at, include_rejected=False)
     checks["headerCommitted"] = rec is not None and rec.header is not None
     if rec is None or rec.header is None:
-        problems.append(f"header {hex32(header_hash)} is not committed as #{number} of the stream at block {at}")
+        problems.append(f"header {hx(header_hash)} is not committed as #{number} of the stream at block {at}")
         out.update({"checks": checks, "ok": False})
         return out
     v = rec.verification
@@ -137,5 +137,5 @@ def find_event(hist: RegistryHistory, nodes: list[str], event_hash: bytes, at: i
         status = "pending"
     else:
         status = "unknown"
-    return {"eventHash": hex32(event_hash), "at": at, "status": status,
+    return {"eventHash": hx(event_hash), "at": at, "status": status,
             "nodes": [a.to_json() for a in answers], "result": proven or (checked[-1] if checked else None)}
