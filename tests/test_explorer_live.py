@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from test_explorer_page import CHROMIUM_ARGS, run_explorer
-from test_explorer_page import pytestmark as page_marks
+from browser import needs_chromium, run_explorer
 
 from node.chain.deploy import parse_stream_id
 from node.devnet.network import Network
@@ -19,7 +18,7 @@ from node.protocol.hexutil import hx
 from node.protocol.types import EventKind
 from node.server.client import Author, NodeClient
 
-pytestmark = [page_marks, pytest.mark.timeout(300), pytest.mark.usefixtures("node_logs_on_failure")]
+pytestmark = [needs_chromium, pytest.mark.timeout(300), pytest.mark.usefixtures("node_logs_on_failure")]
 
 NAME = "explorer-live"
 S = parse_stream_id(NAME)
@@ -47,19 +46,6 @@ def explorer(net):
     with run_explorer(net.rpc_url, net.deployment.registry, "--node", dead, "--node", net.urls[1],
                       "--node", net.urls[2]) as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-    from test_explorer_page import CHROMIUM
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def join(net, node0: NodeClient) -> tuple[bytes, dict]:

@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from browser import needs_chromium, run_explorer
 from explorer_fill import STREAMS, Filled, fill, proof_for
 
 from node.chain.anvil import Anvil
-from node.netutil import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SCREENSHOT = Path("/tmp/explorer_header.png")
 
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM),
-                                reason="Debian's chromium is not installed (./dev test installs it when run as root)")
+pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")
@@ -33,54 +22,10 @@ def filled():
         yield fill(anvil.http_url, anvil.w3())
 
 
-@contextlib.contextmanager
-def run_explorer(rpc_url: str, registry: str, *extra: str) -> Iterator[str]:
-    """`python -m node explorer` as its own process on a free loopback port; yields its URL."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "node", "explorer", "--rpc-url", rpc_url, "--registry", registry,
-         "--host", "127.0.0.1", "--port", str(port), "--refresh-ms", "300", *extra],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(url + "/api/overview", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                out = proc.stdout.read().decode() if proc.stdout else ""
-                raise RuntimeError(f"explorer did not start:\n{out}")
-            time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-
-
 @pytest.fixture(scope="module")
 def explorer(filled: Filled):
     with run_explorer(filled.rpc_url, filled.registry) as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def test_overview_stream_header_and_inclusion_proof(filled: Filled, explorer: str, browser) -> None:
