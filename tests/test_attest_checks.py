@@ -11,9 +11,9 @@ from eth_account import Account
 from node.protocol.commit import StreamHead
 from node.protocol.eip712 import hash_event, sign_event
 from node.protocol.election import elected_leader
+from node.protocol.member_tree import MemberTree
 from node.protocol.merkle import merkle_root
 from node.protocol.registry import RegistryParams
-from node.protocol.member_tree import MemberTree
 from node.protocol.state import members_root
 from node.protocol.types import ZERO32, Domain, Event, EventEntry, EventKind, Header
 from node.server import attest as A
