@@ -11,6 +11,7 @@ from eth_account import Account
 from node.protocol.commit import StreamHead
 from node.protocol.eip712 import hash_event, sign_event
 from node.protocol.election import elected_leader
+from node.protocol.member_tree import MemberTree
 from node.protocol.merkle import merkle_root
 from node.protocol.registry import RegistryParams
 from node.protocol.state import members_root
@@ -38,8 +39,8 @@ def header(**kw) -> Header:
     return Header(**{**base, **kw})
 
 
-def row(members: frozenset[str] = frozenset()) -> StreamRow:
-    return StreamRow(SID, b"\x00" * 32, REPLICAS, 4, b"\x05" * 32, members)
+def row() -> StreamRow:
+    return StreamRow(SID, b"\x00" * 32, REPLICAS, 4, b"\x05" * 32)
 
 
 def refused(refusal: Refusal, fn, *args) -> None:
@@ -177,5 +178,5 @@ def test_check_events_valid():
 
 def test_check_state_root():
     join = entry(0, EventKind.JOIN)
-    A.check_state_root(header(state_root=members_root({AUTHOR.address})), frozenset(), [join])
-    refused(Refusal.BAD_STATE_ROOT, A.check_state_root, header(state_root=ZERO32), frozenset(), [join])
+    A.check_state_root(header(state_root=members_root([AUTHOR.address])), MemberTree(), [join])
+    refused(Refusal.BAD_STATE_ROOT, A.check_state_root, header(state_root=ZERO32), MemberTree(), [join])

@@ -9,6 +9,8 @@ from node.protocol.block_rules import check_block_events as check_block
 from node.protocol.block_rules import order_events as order
 from node.protocol.block_rules import select_events
 from node.protocol.eip712 import hash_event, sign_event
+from node.protocol.member_tree import MemberDelta
+from node.protocol.state import NO_CHANGE, StateDelta
 from node.protocol.types import Domain, Event, EventKind, Header
 from node.server.config import dump_toml, load_config
 from node.server.fastpath import check_event_signature, make_event
@@ -63,23 +65,24 @@ def test_storage_pool_replay_and_atomic_block(tmp_path):
     assert st.pool_size(SID) == 2
     hdr = Header(SID, 2, b"\x00" * 32, b"\x00" * 32, 1, 0, 0, a.address, b"\x00" * 32, b"\x00" * 32)
     with pytest.raises(RuntimeError):  # out of order: nothing changes
-        st.apply_block(hdr, b"\x01" * 32, [e1], frozenset({a.address}), None)
-    assert st.pool_size(SID) == 2 and st.get_stream(SID).head_number == 0
+        st.apply_block(hdr, b"\x01" * 32, [e1], StateDelta(MemberDelta((a.address,))), None)
+    assert st.pool_size(SID) == 2 and st.get_stream(SID).head_number == 0 and len(st.state(SID).members) == 0
     hdr1 = Header(SID, 1, b"\x00" * 32, b"\x00" * 32, 1, 0, 0, a.address, b"\x00" * 32, b"\x00" * 32)
-    st.apply_block(hdr1, b"\x01" * 32, [e1], frozenset({a.address}), None)
+    st.apply_block(hdr1, b"\x01" * 32, [e1], StateDelta(MemberDelta((a.address,))), None)
     row = st.get_stream(SID)
-    assert row.head_number == 1 and row.head_hash == b"\x01" * 32 and row.members == frozenset({a.address})
+    assert row.head_number == 1 and row.head_hash == b"\x01" * 32 and set(st.state(SID).members) == {a.address}
     assert st.pool_hashes(SID) == [e2[0]]
     got = st.get_event(e1[0])
     assert got.block == 1 and got.idx == 0
     # A committed event that conflicts (same author and nonce) with a pending one replaces it.
     hdr2 = Header(SID, 2, b"\x01" * 32, b"\x00" * 32, 1, 0, 0, a.address, b"\x00" * 32, b"\x00" * 32)
-    st.apply_block(hdr2, b"\x02" * 32, [e2b], frozenset({a.address}), None)
+    st.apply_block(hdr2, b"\x02" * 32, [e2b], NO_CHANGE, None)
     assert st.get_event(e2[0]) is None and st.get_event(e2b[0]).block == 2 and st.pool_size(SID) == 0
     st.close()
     # Reopened: everything is there.
     st = Storage(tmp_path / "n.sqlite")
     assert st.get_stream(SID).head_number == 2 and st.get_block(SID, 2).event_hashes == [e2b[0]]
+    assert set(st.state(SID).members) == {a.address} and st.state(SID).number == 2  # member rows reloaded
 
 
 def test_ordering_rule_and_validity_filter():

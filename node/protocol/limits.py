@@ -14,6 +14,8 @@ from .types import MAX_EVENTS_PER_BLOCK, Event
 
 MAX_BLOCK_EVENTS = MAX_EVENTS_PER_BLOCK  # 15,000
 MAX_BLOCK_BYTES = 10 * 1024 * 1024  # 10 MiB
+# An author's events in one block at most (fair blocks: docs/protocol.md, "Ordering rule"): attesters check it.
+MAX_AUTHOR_EVENTS_PER_BLOCK = 1024
 EVENT_FIXED_BYTES = 32 + 20 + 8 + 1 + 65  # streamId, author, nonce, kind, signature
 
 

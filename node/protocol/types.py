@@ -27,6 +27,7 @@ class EventKind(IntEnum):
     MESSAGE = 0
     JOIN = 1
     LEAVE = 2
+    POLICY = 3
 
 
 class RejectReason(IntEnum):

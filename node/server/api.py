@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from itertools import islice
 from typing import Any
 
 from fastapi import FastAPI, Query, Request
@@ -16,7 +17,7 @@ from node.protocol.merkle import merkle_levels, proof_from_levels
 
 from .attest import AttestRefused, attest
 from .core import Node
-from .intake import RETRY_AFTER_S, Rejected, accept, catch_up, decode, parse_batch, to_wire
+from .intake import RETRY_AFTER_S, Rejected, accept, decode, parse_batch, to_wire
 from .models import (
     Accepted,
     AttestIn,
@@ -45,6 +46,8 @@ from .models import (
 )
 
 log = logging.getLogger("node.api")
+
+MEMBERS_SHOWN = 1000  # members listed by GET /v1/streams/{id} (member_count has the total)
 
 ERR: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413, 422, 429, 503)}
@@ -196,13 +199,21 @@ def build_api(node: Node) -> FastAPI:
                 out.proof = [hx(p) for p in proof_of(se.event.stream_id, se.block, b.event_hashes, se.idx)]
         return out
 
+    def members_of(sid: bytes) -> list[str]:
+        """The members after the head (at most MEMBERS_SHOWN of them: a stream may have millions)."""
+        st = node.storage.state(sid)
+        return [] if st is None else list(islice(st.members, MEMBERS_SHOWN))
+
     def stream_out(sid: bytes) -> StreamOut:
         row = node.storage.get_stream(sid)
         if row is None:
             raise Rejected(404, "unknown_stream", f"stream {hx(sid)} is not known here")
         ch = node.view.head(sid)
+        st = node.storage.state(sid)
         return StreamOut(stream_id=hx(sid), head_number=row.head_number, head_hash=hx(row.head_hash),
-                         chain_head_number=ch.number if ch else None, members=sorted(row.members),
+                         chain_head_number=ch.number if ch else None, members=sorted(members_of(sid)),
+                         member_count=len(st.members) if st else 0, creator=st.creator if st else None,
+                         invite_only=st.invite_only if st else False,
                          replicas=node.replicas_of(sid), pool_size=node.storage.pool_size(sid),
                          replicated_here=node.replicates(sid))
 
@@ -266,15 +277,9 @@ def build_api(node: Node) -> FastAPI:
             raise Rejected(413, "batch_too_large", f"at most {node.cfg.max_batch_events} events per gossip")
         items, errs = parse_batch(node, body.events)
         good = [it for it, e in zip(items, errs, strict=False) if e is None]
-        res = await accept(node, good, "gossip", client=False, membership=True) if good else []
         # A node that forwards an event it accepted may have applied a block (a JOIN) this node has not yet:
-        # catch up once (bounded) and judge those again.
-        again = [i for i, (_st, r) in enumerate(res) if r is not None and r.error == "membership"]
-        if again:
-            await catch_up(node, {good[i][1].stream_id for i in again})
-            for i, v in zip(again, await accept(node, [good[i] for i in again], "gossip", client=False,
-                                                membership=True), strict=False):
-                res[i] = v
+        # accept catches up once (bounded) and judges those again (intake.read_your_writes).
+        res = await accept(node, good, "gossip", client=False, membership=True) if good else []
         new = sum(1 for st, r in res if r is None and st == "new")
         known = sum(1 for st, r in res if r is None and st == "known")
         if any(r is not None and r.status == 429 for _st, r in res):

@@ -20,29 +20,31 @@ status and an error code, answered as {"error", "detail"}), and signs only if no
     check_author_signature    409 bad_signature      a fetched event is signed by its author
     check_not_committed       409 already_committed  no event held here is in a block already
     check_nonce_unused        409 replayed_nonce     no fetched event replays a committed nonce
-    check_events_valid        409 invalid_event      the block rules hold (order, membership, nonces)
-    check_state_root          409 bad_state_root     stateRoot is the members after the block
+    check_events_valid        409 invalid_event      the block rules hold (order, membership, JOIN policy,
+                                                     nonces, the per-author cap, the block caps)
+    check_state_root          409 bad_state_root     stateRoot is the members tree after the block
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from enum import Enum
 
 from node.protocol.block_rules import check_block_events
 from node.protocol.commit import NodeTerms, StreamHead
 from node.protocol.eip712 import hash_header, recover_event_signer, sign_header
 from node.protocol.election import attempt_opens_at, elected_leader
+from node.protocol.member_tree import MemberTree
 from node.protocol.merkle import merkle_root
 from node.protocol.registry import RegistryParams, is_active
-from node.protocol.state import apply_membership, members_root
+from node.protocol.state import OPEN, StreamRules, state_delta
 from node.protocol.types import Domain, Event, EventEntry, Header
 
 from .core import Node
 from .models import AttestIn, hx, unhex
-from .storage import StoredEvent, StreamRow
+from .storage import StoredEvent, StreamRow, StreamState
 from .sync import fetch_events, sources_for, sync_stream
 from .watcher import poll_once
 
@@ -192,15 +194,17 @@ def check_nonce_unused(h: bytes, committed_with_nonce: bytes | None) -> None:
         raise AttestRefused(Refusal.REPLAYED_NONCE, f"event {hx(h)} replays a committed nonce")
 
 
-def check_events_valid(members: frozenset[str], entries: Sequence[EventEntry]) -> None:
-    why = check_block_events(members, entries)
+def check_events_valid(members: Container[str], entries: Sequence[EventEntry], rules: StreamRules = OPEN) -> None:
+    why = check_block_events(members, entries, rules)
     if why:
         raise AttestRefused(Refusal.INVALID_EVENT, why)
 
 
-def check_state_root(header: Header, members: frozenset[str], entries: Sequence[EventEntry]) -> None:
-    after = apply_membership(members, [e[1] for e in entries], strict=False)
-    if members_root(after) != header.state_root:
+def check_state_root(header: Header, members: MemberTree, entries: Sequence[EventEntry],
+                     rules: StreamRules = OPEN) -> None:
+    """The members tree after the block (computed over the changed slots only, node.protocol.member_tree)."""
+    delta = state_delta(members, [e[1] for e in entries], rules, strict=False)
+    if members.root_after(delta.members) != header.state_root:
         raise AttestRefused(Refusal.BAD_STATE_ROOT, "stateRoot does not match the members after the block")
 
 
@@ -270,8 +274,13 @@ async def attest(node: Node, req: AttestIn) -> tuple[bytes, bytes]:
     # index), so only the fetched ones need the look-up.
     for h, (ev, _sig) in fetched.items():
         check_nonce_unused(h, node.storage.committed_with_nonce(ev, h))
-    check_events_valid(row.members, entries)
-    check_state_root(header, row.members, entries)
+    # The state after the parent (re-read: a sync may have run while events were fetched).
+    row = check_stream_known(node.storage.get_stream(sid))
+    check_parent(header, row)
+    state = current_state(node, sid, header)
+    rules = node.rules_of(state)
+    check_events_valid(state.members, entries, rules)
+    check_state_root(header, state.members, entries, rules)
 
     # No one-header-per-slot rule: a leader rebuilds its header for the same slot after a transient
     # rejection (new RANDAO reveal), and the contract takes at most one header per number anyway.
@@ -283,6 +292,14 @@ async def attest(node: Node, req: AttestIn) -> tuple[bytes, bytes]:
         node.attested_at.clear()
     node.attested_at[(sid, header.number)] = (header.attempt, time.time())
     return sign_header(node.domain, header, node.key), hh
+
+
+def current_state(node: Node, sid: bytes, header: Header) -> StreamState:
+    """The stream's state after the header's parent (part of check_parent: the state moves with the head)."""
+    state = node.storage.state(sid)
+    if state is None or state.number != header.number - 1:
+        raise AttestRefused(Refusal.BAD_PARENT, f"state here is after #{state.number if state else '?'}")
+    return state
 
 
 async def node_sync(node: Node, sid: bytes) -> None:

@@ -77,7 +77,7 @@ class ChainView:
             return t or 0
 
         for sc in batch.created:
-            st.upsert_stream(sc.stream_id, sc.genesis_hash, list(sc.replicas), sc.block_number)
+            st.upsert_stream(sc.stream_id, sc.genesis_hash, list(sc.replicas), sc.block_number, sc.creator)
             self._replicas[sc.stream_id] = list(sc.replicas)
             if sc.stream_id not in self._heads:
                 self._heads[sc.stream_id] = StreamHead(0, sc.genesis_hash, ts(sc.block_number))

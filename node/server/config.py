@@ -64,6 +64,8 @@ class NodeConfig(BaseModel):
     pool_quota_author: int = 20_000  # pending events per (stream, author); more: 429 + Retry-After
     pool_quota_stream: int = 100_000  # pending events per stream; more: 429 + Retry-After
     unknown_stream_ttl_s: float = 10.0  # how long "no such stream on chain" is remembered
+    max_author_events: int = 1024  # leader's cap on one author's events per block (at most the protocol's 1,024)
+    catch_up_s: float = 2.0  # a MESSAGE by a non-member here: wait this long at most to catch up with the chain
     # FULL: an accepted event is on disk (fsync) before the answer; NORMAL (WAL) survives a process crash only
     sqlite_sync: str = "FULL"
     sync_all_streams: bool = True  # store every stream's blocks, not only those replicated here

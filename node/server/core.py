@@ -17,6 +17,7 @@ from node.protocol.eip712 import address_of
 from node.protocol.election import elected_leader, open_attempt
 from node.protocol.onion import HashOnion
 from node.protocol.registry import RegistryParams, epoch_at, epoch_time_left, is_active, quorum
+from node.protocol.state import StreamRules
 from node.protocol.types import Domain
 
 from .bounded import MAP_BOUND, BoundedDict
@@ -25,7 +26,7 @@ from .config import NodeConfig
 from .metrics import Metrics
 from .models import hx
 from .peers import Peers
-from .storage import Storage
+from .storage import Storage, StreamState
 
 log = logging.getLogger("node")
 
@@ -155,6 +156,10 @@ class Node:
 
     def current_attempt(self, head_ts: int, margin: float = ATTEMPT_MARGIN_S) -> int:
         return open_attempt(int(self.chain_now() - margin), head_ts, self.params.leader_timeout)
+
+    def rules_of(self, state: StreamState) -> StreamRules:
+        """What the block rules judge the stream's next block by besides its members (policy, creator)."""
+        return StreamRules(state.creator, state.invite_only, self.domain)
 
     def behind(self, sid: bytes) -> bool:
         ch = self.view.head(sid)

@@ -31,7 +31,9 @@ RETRY_AFTER_S = 2  # Retry-After of a 429 (mini-pool quota): about a block time
 # "no such stream on chain" (and "exists on chain") answers, so a flood of events for made-up streams costs
 # no chain call per event: (registry, stream) -> bool, for unknown_stream_ttl_s.
 _STREAM_ANSWERS = TTLCache(maxsize=10_000, ttl=10.0)
-_CATCH_UP = TTLCache(maxsize=10_000, ttl=1.0)  # streams caught up for gossip lately (at most once a second)
+# stream -> when its last catch-up started (monotonic): gossip catches a stream up at most once a second; a
+# client request only skips a catch-up that started after it arrived (read-your-writes)
+_CATCH_UP = TTLCache(maxsize=10_000, ttl=1.0)
 
 
 def decode(se: SignedEvent, max_payload: int) -> tuple[bytes, Event, bytes]:
@@ -108,16 +110,25 @@ class Quotas:
         return None
 
 
-async def catch_up(node: Node, sids: set[bytes], timeout: float = 2.0) -> None:
-    """Poll the chain and apply what it committed for `sids` (bounded; each stream at most once a second)."""
+async def catch_up(node: Node, sids: set[bytes], timeout: float = 2.0, asked_at: float | None = None) -> None:
+    """Poll the chain and apply what it committed for `sids` (bounded in time and to 8 streams).
+
+    Without `asked_at` (gossip) a stream is caught up at most once a second; with it (a client request that
+    arrived at `asked_at`, monotonic) only a catch-up that started after the request counts as done, so a
+    commit the client saw before sending is found (the watcher's poll lock coalesces concurrent ones)."""
     from .sync import sync_stream
     from .watcher import poll_once
 
-    todo = [s for s in sids if _CATCH_UP.get(s) is None][:8]
+    def done(s: bytes) -> bool:
+        started = _CATCH_UP.get(s)
+        return started is not None and (asked_at is None or started >= asked_at)
+
+    todo = [s for s in sids if not done(s)][:8]
     if not todo:
         return
+    t = time.monotonic()
     for s in todo:
-        _CATCH_UP.put(s, True)
+        _CATCH_UP.put(s, t)
 
     async def run() -> None:
         await poll_once(node)
@@ -154,14 +165,16 @@ async def validate(node: Node, items: list[tuple[bytes, Event, bytes]], client: 
                 raise Rejected(409, "replayed_nonce",
                                f"nonce {ev.nonce} of {ev.author} is already used in this stream by another event")
             if members_check and status is None:
-                row = node.storage.get_stream(ev.stream_id)
-                if row is not None or client:
-                    members = row.members if row else frozenset()
+                state = node.storage.state(ev.stream_id)
+                if state is not None or client:
                     try:
-                        check_membership(members, ev)
+                        if state is None:
+                            check_membership(frozenset(), ev)
+                        else:
+                            check_membership(state.members, ev, node.rules_of(state))
                     except MembershipError as exc:
                         raise Rejected(422, "membership",
-                                       f"{exc} (as of block {row.head_number if row else 0})") from exc
+                                       f"{exc} (as of block {state.number if state else 0})") from exc
             if status is None and key not in seen:
                 q = quotas.take(ev)
                 if q is not None:
@@ -176,7 +189,9 @@ async def validate(node: Node, items: list[tuple[bytes, Event, bytes]], client: 
 async def accept(node: Node, items: list[tuple[bytes, Event, bytes]], source: str,
                  client: bool, membership: bool | None = None) -> list[tuple[str, Rejected | None]]:
     """Validate and store; returns per item ('new'|'known'|'', rejection). Stored before returning."""
+    asked_at = time.monotonic()
     verdicts = await validate(node, items, client, membership)
+    verdicts = await read_your_writes(node, items, verdicts, client, membership, asked_at)
     good = [it for it, v in zip(items, verdicts, strict=False) if v is None]
     statuses = iter(node.storage.add_events(good, gossiped=not client) if good else [])
     out: list[tuple[str, Rejected | None]] = []
@@ -200,6 +215,28 @@ async def accept(node: Node, items: list[tuple[bytes, Event, bytes]], source: st
         node.note_accepted(new_hashes)
         if client:
             node.wake_gossip.set()
+    return out
+
+
+async def read_your_writes(node: Node, items: list[tuple[bytes, Event, bytes]], verdicts: list[Rejected | None],
+                           client: bool, membership: bool | None, asked_at: float) -> list[Rejected | None]:
+    """Events refused only by the membership check here may be valid on chain (this node has not applied
+    the block with their author's JOIN yet): catch up (bounded by catch_up_s) and judge them again; those
+    still refused while this node is still behind the chain for their stream are accepted pending, and the
+    block rules decide (a leader drops them if invalid; the pool is not pruned while behind)."""
+    again = [i for i, v in enumerate(verdicts) if v is not None and v.error == "membership"]
+    if not again:
+        return verdicts
+    sids = {items[i][1].stream_id for i in again}
+    await catch_up(node, sids, node.cfg.catch_up_s, asked_at if client else None)
+    out = list(verdicts)
+    for i, v in zip(again, await validate(node, [items[i] for i in again], client, membership), strict=True):
+        out[i] = v
+    pending = [i for i in again if (r := out[i]) is not None and r.error == "membership"
+               and node.behind(items[i][1].stream_id)]
+    if pending:
+        for i, v in zip(pending, await validate(node, [items[i] for i in pending], client, False), strict=True):
+            out[i] = v
     return out
 
 

@@ -21,7 +21,7 @@ class EventIn(BaseModel):
     stream_id: str = Field(pattern=HEX32, description="bytes32, 0x-hex")
     author: str = Field(pattern=ADDR)
     nonce: int = Field(ge=0, lt=2**64)
-    kind: int = Field(ge=0, le=255, description="0 MESSAGE, 1 JOIN, 2 LEAVE")
+    kind: int = Field(ge=0, le=255, description="0 MESSAGE, 1 JOIN, 2 LEAVE, 3 POLICY")
     payload: str = Field(description="0x-hex bytes", pattern=r"^0x([0-9a-fA-F]{2})*$")
 
     def to_event(self) -> Event:
@@ -108,7 +108,10 @@ class StreamOut(BaseModel):
     head_number: int
     head_hash: str
     chain_head_number: int | None
-    members: list[str]
+    members: list[str] = Field(description="members after the head (the first 1,000 to join, sorted)")
+    member_count: int = 0
+    creator: str | None = None
+    invite_only: bool = Field(False, description="JOINs need an invitation signed by the creator")
     replicas: list[str]
     pool_size: int
     replicated_here: bool

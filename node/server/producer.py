@@ -9,16 +9,15 @@ import logging
 import time
 from dataclasses import dataclass, replace
 
-from node.protocol.block_rules import block_event_cap, events_with_quorum, order_events, select_events
+from node.protocol.block_rules import AgedEntry, age_order, block_event_cap, events_with_quorum, select_events
 from node.protocol.commit import StreamHead
 from node.protocol.eip712 import hash_header, recover_header_signer, sign_header
 from node.protocol.merkle import merkle_root
 from node.protocol.onion import OnionExhausted
-from node.protocol.state import apply_membership, members_root
+from node.protocol.state import StateDelta, state_delta
 from node.protocol.types import MAX_BATCH, MAX_REVEAL_SKIP, EventEntry, Header, RejectReason
 
 from .core import Node
-from .fastpath import check_event_signature
 from .models import HeaderOut, hx, unhex
 from .sync import apply_committed, fetch_events
 from .watcher import apply_log_batch
@@ -38,7 +37,8 @@ class Draft:
     epoch: int
     prev_hash: bytes
     items: list[EventEntry]
-    members_after: frozenset[str]
+    delta: StateDelta
+    state_root: bytes
     header: Header | None = None
     sigs: list[bytes] | None = None
 
@@ -121,28 +121,23 @@ async def draft_block(node: Node, sid: bytes, number: int, attempt: int, epoch: 
     if not kept:
         return None
     local = node.storage.get_events(kept)
-    items = [EventEntry(h, se.event, se.signature) for h, se in local.items()
-             if se.block is None and se.event.stream_id == sid]
+    # Age: when this node first saw the event (local knowledge; the attesters check the cap, not the age).
+    aged = [AgedEntry(EventEntry(h, se.event, se.signature), se.received) for h, se in local.items()
+            if se.block is None and se.event.stream_id == sid]
     missing = [h for h in kept if h not in local]
     if missing:
         voters = [(a, u) for a, u in node.peer_urls(replicas)]
-        got = await fetch_events(node, missing, voters)
-        for h in list(got):  # the hash binds the content, not the signature: check it
-            ev, sig = got[h]
-            try:
-                bad = ev.stream_id != sid or check_event_signature(node.domain, h, ev.author, sig) is not None
-            except ValueError:
-                bad = True
-            if bad:
-                del got[h]
-        if got:
+        got = {h: v for h, v in (await fetch_events(node, missing, voters)).items() if v[0].stream_id == sid}
+        if got:  # fetch_events checked each event's hash and signature
             node.storage.add_events([EventEntry(h, ev, sig) for h, (ev, sig) in got.items()], gossiped=True)
-        items += [EventEntry(h, ev, sig) for h, (ev, sig) in got.items() if ev.stream_id == sid]
+        aged += [AgedEntry(EventEntry(h, ev, sig), now) for h, (ev, sig) in got.items()]
     row = node.storage.get_stream(sid)
-    if row is None or row.head_number != number - 1:
+    state = node.storage.state(sid)
+    if row is None or state is None or row.head_number != number - 1 or state.number != number - 1:
         return None
-    selection = select_events(row.members, order_events(items), block_event_cap(node.cfg.max_block_events),
-                              max_bytes=node.cfg.max_block_bytes)
+    rules = node.rules_of(state)
+    selection = select_events(state.members, age_order(aged), block_event_cap(node.cfg.max_block_events),
+                              max_bytes=node.cfg.max_block_bytes, rules=rules, author_cap=node.cfg.max_author_events)
     good, invalid = selection.kept, selection.invalid
     if invalid:
         node.storage.drop_pool_events(invalid)
@@ -152,8 +147,8 @@ async def draft_block(node: Node, sid: bytes, number: int, attempt: int, epoch: 
             node.invalid_events[h] = time.time() + 5.0
     if not good:
         return None
-    after = apply_membership(row.members, [e for _, e, _ in good], strict=False)
-    return Draft(sid, number, attempt, epoch, row.head_hash, good, after)
+    delta = state_delta(state.members, [e for _, e, _ in good], rules, strict=False)
+    return Draft(sid, number, attempt, epoch, row.head_hash, good, delta, state.members.root_after(delta.members))
 
 
 async def collect_attestations(node: Node, d: Draft) -> list[bytes] | None:
@@ -221,7 +216,7 @@ async def produce_once(node: Node) -> int:
         node.onion_alarm = time.time()
     for d, rv in zip(drafts, reveals, strict=False):
         d.header = Header(d.sid, d.number, d.prev_hash, merkle_root([h for h, _, _ in d.items]), len(d.items),
-                          d.epoch, d.attempt, node.me, rv, members_root(d.members_after))
+                          d.epoch, d.attempt, node.me, rv, d.state_root)
     t1 = time.monotonic()
     atts = await asyncio.gather(*(collect_attestations(node, d) for d in drafts))
     t2 = time.monotonic()
@@ -290,7 +285,7 @@ async def commit(node: Node, batch: list[Draft]) -> int:
             continue
         row = node.storage.get_stream(mine.sid)
         if row is not None and row.head_number == mine.number - 1 and row.head_hash == mine.prev_hash:
-            apply_committed(node, row, signed(mine)[0], c.header_hash, mine.items, c.tx_hash, mine.members_after)
+            apply_committed(node, row, signed(mine)[0], c.header_hash, mine.items, c.tx_hash, mine.delta)
     node.metrics.blocks_led_committed.inc(done)
     if logs.rejected:
         for r in logs.rejected:

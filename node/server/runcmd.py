@@ -50,6 +50,8 @@ def main(
     pool_quota_author: int | None = typer.Option(None, help="pending events per (stream, author) (then 429)"),
     pool_quota_stream: int | None = typer.Option(None, help="pending events per stream (then 429)"),
     unknown_stream_ttl_s: float | None = typer.Option(None, help="how long 'no such stream' is remembered, s"),
+    max_author_events: int | None = typer.Option(None, help="leader's cap on one author's events per block"),
+    catch_up_s: float | None = typer.Option(None, help="bounded wait to catch up before refusing a MESSAGE, s"),
 ) -> None:
     """Run a mini-block node."""
     from node.server.app import run
@@ -68,6 +70,7 @@ def main(
                      max_concurrent_peer=max_concurrent_peer, max_fetch_hashes=max_fetch_hashes,
                      max_fetch_bytes=max_fetch_bytes, max_blocks_bytes=max_blocks_bytes,
                      max_vote_hashes=max_vote_hashes, pool_quota_author=pool_quota_author,
-                     pool_quota_stream=pool_quota_stream, unknown_stream_ttl_s=unknown_stream_ttl_s)
+                     pool_quota_stream=pool_quota_stream, unknown_stream_ttl_s=unknown_stream_ttl_s,
+                     max_author_events=max_author_events, catch_up_s=catch_up_s)
     cfg = load_config(config, overrides)
     run(cfg)

@@ -10,12 +10,15 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from node.protocol.member_tree import MemberTree
+from node.protocol.state import StateDelta
 from node.protocol.types import Event, Header
 
+from .bounded import MAP_BOUND, BoundedDict
 from .fastpath import trusted_event
 
 SCHEMA = """
@@ -58,9 +61,21 @@ CREATE TABLE IF NOT EXISTS streams (
     replicas     TEXT NOT NULL,
     head_number  INTEGER NOT NULL DEFAULT 0,
     head_hash    BLOB NOT NULL,
-    members      TEXT NOT NULL DEFAULT '[]',
-    created_block INTEGER NOT NULL DEFAULT 0
+    created_block INTEGER NOT NULL DEFAULT 0,
+    creator      TEXT,
+    invite_only  INTEGER NOT NULL DEFAULT 0
 );
+-- A stream's member slots (docs/protocol.md, "Stream state"): slot i is its i-th JOIN applied; left_at is
+-- the block of that member's LEAVE (the slot is then empty). One row per JOIN: a block writes only its own.
+CREATE TABLE IF NOT EXISTS members (
+    stream_id  BLOB NOT NULL,
+    slot       INTEGER NOT NULL,
+    member     TEXT NOT NULL,
+    joined_at  INTEGER NOT NULL,
+    left_at    INTEGER,
+    PRIMARY KEY (stream_id, slot)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS members_present ON members(stream_id, member) WHERE left_at IS NULL;
 CREATE TABLE IF NOT EXISTS commits (
     stream_id    BLOB NOT NULL,
     number       INTEGER NOT NULL,
@@ -102,7 +117,18 @@ class StreamRow:
     replicas: list[str]
     head_number: int
     head_hash: bytes
-    members: frozenset[str]
+
+
+@dataclass(slots=True)
+class StreamState:
+    """A stream's state after block `number`: its member tree (stateRoot), creator and JOIN policy.
+
+    Loaded once from the member rows, then kept in step by `apply_block` (never rebuilt per block)."""
+
+    number: int
+    members: MemberTree
+    creator: str | None
+    invite_only: bool
 
 
 @dataclass(slots=True)
@@ -152,8 +178,18 @@ class Storage:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute(f"PRAGMA synchronous={synchronous}")
         self.db.execute("PRAGMA foreign_keys=OFF")
+        self._migrate()
         self.db.executescript(SCHEMA)
         self._streams: dict[bytes, StreamRow | None] = {}  # cache of stream rows (this class is the only writer)
+        # stream states (member trees) in step with the head: this class is the only writer
+        self._states: dict[bytes, StreamState] = BoundedDict(MAP_BOUND["per_stream"])
+
+    def _migrate(self) -> None:
+        """Columns added since a data dir was created (the member set moved to the members table)."""
+        cols = {r[1] for r in self.db.execute("PRAGMA table_info(streams)")}
+        if cols and "creator" not in cols:
+            self.db.execute("ALTER TABLE streams ADD COLUMN creator TEXT")
+            self.db.execute("ALTER TABLE streams ADD COLUMN invite_only INTEGER NOT NULL DEFAULT 0")
 
     def close(self) -> None:
         self.db.close()
@@ -256,7 +292,7 @@ class Storage:
         if hs:
             self.db.executemany("DELETE FROM events WHERE hash=? AND block IS NULL", [(h,) for h in hs])
 
-    def prune_pool(self, stream_id: bytes, members: frozenset[str]) -> int:
+    def prune_pool(self, stream_id: bytes, members: Container[str]) -> int:
         """Drop pending events that the members after the last block make invalid for good: a MESSAGE or
         LEAVE by a non-member, a JOIN by a member (unless the author has a pending event that could
         change that: a pending JOIN, resp. LEAVE)."""
@@ -289,19 +325,36 @@ class Storage:
         self.db.execute("COMMIT")
 
     # ---- streams ------------------------------------------------------------------------------
-    def upsert_stream(self, stream_id: bytes, genesis_hash: bytes, replicas: list[str], created_block: int) -> None:
+    def upsert_stream(self, stream_id: bytes, genesis_hash: bytes, replicas: list[str], created_block: int,
+                      creator: str | None = None) -> None:
         self._streams.pop(stream_id, None)
+        self._states.pop(stream_id, None)
         self.db.execute(
-            "INSERT INTO streams(stream_id, genesis_hash, replicas, head_number, head_hash, members, created_block)"
-            " VALUES(?,?,?,0,?, '[]', ?) ON CONFLICT(stream_id) DO NOTHING",
-            (stream_id, genesis_hash, json.dumps(replicas), genesis_hash, created_block))
+            "INSERT INTO streams(stream_id, genesis_hash, replicas, head_number, head_hash, created_block, creator)"
+            " VALUES(?,?,?,0,?,?,?) ON CONFLICT(stream_id) DO UPDATE SET creator=coalesce(creator, excluded.creator)",
+            (stream_id, genesis_hash, json.dumps(replicas), genesis_hash, created_block, creator))
 
     def set_replicas(self, stream_id: bytes, replicas: list[str]) -> None:
         self._streams.pop(stream_id, None)
         self.db.execute("UPDATE streams SET replicas=? WHERE stream_id=?", (json.dumps(replicas), stream_id))
 
     def _row_stream(self, r) -> StreamRow:
-        return StreamRow(bytes(r[0]), bytes(r[1]), json.loads(r[2]), r[3], bytes(r[4]), frozenset(json.loads(r[5])))
+        return StreamRow(bytes(r[0]), bytes(r[1]), json.loads(r[2]), r[3], bytes(r[4]))
+
+    def state(self, stream_id: bytes) -> StreamState | None:
+        """The stream's state after its head (members, creator, policy); built from the rows once."""
+        st = self._states.get(stream_id)
+        if st is not None:
+            return st
+        r = self.db.execute("SELECT head_number, creator, invite_only FROM streams WHERE stream_id=?",
+                            (stream_id,)).fetchone()
+        if r is None:
+            return None
+        slots: list[str | None] = [m if left is None else None for m, left in self.db.execute(
+            "SELECT member, left_at FROM members WHERE stream_id=? ORDER BY slot", (stream_id,))]
+        st = StreamState(r[0], MemberTree.from_slots(slots), r[1], bool(r[2]))
+        self._states[stream_id] = st
+        return st
 
     def get_stream(self, stream_id: bytes) -> StreamRow | None:
         if stream_id in self._streams:
@@ -312,13 +365,13 @@ class Storage:
         return row
 
     def _load_stream(self, stream_id: bytes) -> StreamRow | None:
-        r = self.db.execute("SELECT stream_id, genesis_hash, replicas, head_number, head_hash, members FROM streams"
+        r = self.db.execute("SELECT stream_id, genesis_hash, replicas, head_number, head_hash FROM streams"
                             " WHERE stream_id=?", (stream_id,)).fetchone()
         return self._row_stream(r) if r else None
 
     def all_streams(self) -> list[StreamRow]:
         return [self._row_stream(r) for r in self.db.execute(
-            "SELECT stream_id, genesis_hash, replicas, head_number, head_hash, members FROM streams"
+            "SELECT stream_id, genesis_hash, replicas, head_number, head_hash FROM streams"
             " ORDER BY created_block, stream_id")]
 
     # ---- on-chain commits seen ----------------------------------------------------------------
@@ -359,12 +412,14 @@ class Storage:
 
     # ---- blocks -------------------------------------------------------------------------------
     def apply_block(self, header: Header, header_hash: bytes, events: Sequence[tuple[bytes, Event, bytes]],
-                    members_after: frozenset[str], tx_hash: bytes | None) -> None:
-        """Store a committed block, move its events out of the mini-pool, advance the head: atomically.
+                    delta: StateDelta, tx_hash: bytes | None) -> None:
+        """Store a committed block, move its events out of the mini-pool, advance the head and apply the
+        block's state delta (member rows, policy, the member tree): atomically.
 
         Pending events that conflict (same author and nonce, other hash) with a committed one are dropped.
         """
         self._streams.pop(header.stream_id, None)
+        state = self.state(header.stream_id)
         cur = self.db.cursor()
         cur.execute("BEGIN IMMEDIATE")
         try:
@@ -398,13 +453,33 @@ class Storage:
                 (header.stream_id, header.number, header_hash, header.prev_hash, header.events_root,
                  header.event_count, header.epoch, header.attempt, header.leader, header.randao_reveal,
                  header.state_root, b"".join(h for h, _, _ in events), tx_hash, now))
-            cur.execute("UPDATE streams SET head_number=?, head_hash=?, members=? WHERE stream_id=?",
-                        (header.number, header_hash, json.dumps(sorted(members_after)), header.stream_id))
+            cur.execute("UPDATE streams SET head_number=?, head_hash=? WHERE stream_id=?",
+                        (header.number, header_hash, header.stream_id))
+            if state is not None and delta:
+                self._write_delta(cur, header, state, delta)
             cur.execute("DELETE FROM proposals WHERE stream_id=? AND number<=?", (header.stream_id, header.number))
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")
+            self._states.pop(header.stream_id, None)  # reloaded from the rows on next use
             raise
+        if state is not None:
+            state.members.apply(delta.members)
+            state.number = header.number
+            if delta.invite_only is not None:
+                state.invite_only = delta.invite_only
+
+    @staticmethod
+    def _write_delta(cur: sqlite3.Cursor, header: Header, state: StreamState, delta: StateDelta) -> None:
+        """The member rows of one block: a row per JOIN (the next slots), left_at for each LEAVE."""
+        sid, tree = header.stream_id, state.members
+        cur.executemany("UPDATE members SET left_at=? WHERE stream_id=? AND slot=?",
+                        [(header.number, sid, tree.index[a]) for a in delta.members.left])
+        first = len(tree.slots)
+        cur.executemany("INSERT INTO members(stream_id, slot, member, joined_at) VALUES(?,?,?,?)",
+                        [(sid, first + i, a, header.number) for i, a in enumerate(delta.members.joined)])
+        if delta.invite_only is not None:
+            cur.execute("UPDATE streams SET invite_only=? WHERE stream_id=?", (int(delta.invite_only), sid))
 
     def _row_block(self, r) -> BlockRow:
         (sid, number, hh, prev, root, count, epoch, attempt, leader, reveal, state, ehs, tx) = r

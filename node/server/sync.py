@@ -2,7 +2,9 @@
 
 The header comes from a local proposal matched by headerHash, or from a peer (checked against the
 on-chain headerHash), or from the commit transaction's calldata. The ordered event list comes from
-the proposal or from peers (the block's leader first), checked against eventsRoot and each event's hash.
+the proposal or from peers (the block's leader first), checked against eventsRoot; every event a peer
+serves is checked against its hash and its author's signature (`signed_by_author`) before it is used or
+stored, so a peer cannot make this node store or re-serve a forged event.
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ import logging
 import time
 from collections.abc import Sequence
 
-from node.protocol.eip712 import hash_event, hash_header
+from node.protocol.eip712 import SignatureError, hash_event, hash_header
 from node.protocol.merkle import merkle_root
-from node.protocol.state import apply_membership, members_root
-from node.protocol.types import Event, EventEntry, Header
+from node.protocol.state import StateDelta, state_delta
+from node.protocol.types import Domain, Event, EventEntry, Header
 
 from .core import Node
-from .fastpath import parse_wire
+from .fastpath import check_event_signature, parse_wire
 from .models import HeaderOut, hx, unhex
 from .storage import CommitRow, StreamRow
 
@@ -37,9 +39,18 @@ def sources_for(node: Node, sid: bytes, leader: str | None) -> list[tuple[str, s
     return node.peer_urls(order)
 
 
+def signed_by_author(domain: Domain, h: bytes, ev: Event, sig: bytes) -> bool:
+    """The check intake makes (fastpath.check_event_signature) for an event a peer served."""
+    try:
+        return check_event_signature(domain, h, ev.author, sig) is None
+    except SignatureError:
+        return False
+
+
 async def fetch_events(node: Node, hashes: list[bytes],
                        sources: list[tuple[str, str]]) -> dict[bytes, tuple[Event, bytes]]:
-    """Events by hash from peers in order; each checked against its hash."""
+    """Events by hash from peers in order; each checked against its hash and its author's signature (a
+    forged copy from one peer is skipped, and asked of the next)."""
     want = set(hashes)
     got: dict[bytes, tuple[Event, bytes]] = {}
     for _addr, url in sources:
@@ -57,9 +68,11 @@ async def fetch_events(node: Node, hashes: list[bytes],
             except Exception:  # noqa: BLE001 - a peer's malformed item (any shape) is skipped
                 continue
             h = hash_event(ev)
-            if h in want:
+            if h in want and signed_by_author(node.domain, h, ev, sig):
                 got[h] = (ev, sig)
                 want.discard(h)
+            elif h in want:
+                log.warning("peer %s served event %s with a bad signature; skipped", url, hx(h))
     return got
 
 
@@ -79,7 +92,9 @@ async def _block_from_peers(node: Node, c: CommitRow, last: int) -> dict[int, tu
                 evs = {}
                 for item in b.get("events") or []:
                     ev, sig = parse_wire(item)
-                    evs[hash_event(ev)] = (ev, sig)
+                    eh = hash_event(ev)
+                    if signed_by_author(node.domain, eh, ev, sig):  # else fetched by hash later
+                        evs[eh] = (ev, sig)
             except Exception:  # noqa: BLE001 - a peer's malformed block (any shape) is skipped
                 continue
             out[header.number] = (header, hashes, evs)
@@ -159,30 +174,35 @@ async def _sync_stream(node: Node, sid: bytes, max_blocks: int) -> int:
 
 
 def apply_committed(node: Node, row: StreamRow, header: Header, header_hash: bytes, entries: Sequence[EventEntry],
-                    tx_hash: bytes | None, members_after: frozenset[str] | None = None) -> frozenset[str]:
+                    tx_hash: bytes | None, delta: StateDelta | None = None) -> StateDelta:
     """Apply a block the chain committed on the local head `row` (block number - 1): store it, move the
-    head and the member set, prune the pool, count it. The one path of the leader's own blocks
-    (producer.commit, which passes the members it built the block for) and of synced ones."""
-    if members_after is None:
-        members_after = apply_membership(row.members, [e[1] for e in entries], strict=False)
-        if members_root(members_after) != header.state_root:
+    head and the stream state (member rows and tree, policy), prune the pool, count it. The one path of
+    the leader's own blocks (producer.commit, which passes the delta it built the block with) and of
+    synced ones. Cost: the block's events and changed member slots, not the member count."""
+    state = node.storage.state(header.stream_id)
+    if delta is None and state is not None:
+        delta = state_delta(state.members, [e[1] for e in entries], node.rules_of(state), strict=False)
+        if state.members.root_after(delta.members) != header.state_root:
             log.error("stateRoot of %s #%d differs from the members computed here; applying the chain's block",
                       hx(header.stream_id), header.number)
-    node.storage.apply_block(header, header_hash, list(entries), members_after, tx_hash)
-    on_applied(node, header, [e[0] for e in entries], members_after, members_after != row.members)
-    return members_after
+    delta = delta or StateDelta()
+    node.storage.apply_block(header, header_hash, list(entries), delta, tx_hash)
+    on_applied(node, header, [e[0] for e in entries], bool(delta))
+    return delta
 
 
 PRUNE_EVERY_S = 10.0
 
 
-def on_applied(node: Node, header: Header, hashes: list[bytes], members: frozenset[str],
-               members_changed: bool = True) -> None:
-    # Pool pruning reads the stream's whole pool: after a membership change, else at most every 10 s.
-    last = node.pruned_at.get(header.stream_id, 0.0)
-    if members_changed or time.time() - last > PRUNE_EVERY_S:
-        node.storage.prune_pool(header.stream_id, members)
-        node.pruned_at[header.stream_id] = time.time()
+def on_applied(node: Node, header: Header, hashes: list[bytes], state_changed: bool = True) -> None:
+    # Pool pruning reads the stream's whole pool: after a membership change, else at most every 10 s; and
+    # never while the stream is behind the chain (a later block may make a pending MESSAGE valid).
+    sid = header.stream_id
+    last = node.pruned_at.get(sid, 0.0)
+    state = node.storage.state(sid)
+    if state is not None and not node.behind(sid) and (state_changed or time.time() - last > PRUNE_EVERY_S):
+        node.storage.prune_pool(sid, state.members)
+        node.pruned_at[sid] = time.time()
     node.metrics.blocks_committed.inc()
     node.metrics.events_committed.inc(len(hashes))
     now = time.time()
