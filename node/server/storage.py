@@ -8,11 +8,13 @@ and a block is stored together with the removal of its events from the mini-pool
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from node.protocol.types import Event, Header
 
@@ -153,6 +155,15 @@ class Storage:
         self.db.execute("PRAGMA foreign_keys=OFF")
         self.db.executescript(SCHEMA)
         self._streams: dict[bytes, StreamRow | None] = {}  # cache of stream rows (this class is the only writer)
+        # told, right after the commit, of each applied block and of newly stored events (node/server/feed.py)
+        self.listeners: list[Any] = []
+
+    def _notify(self, what: str, *args: Any) -> None:
+        for lst in self.listeners:
+            try:
+                getattr(lst, what)(*args)
+            except Exception:  # noqa: BLE001
+                logging.getLogger("node.storage").exception("storage listener %s failed", what)
 
     def close(self) -> None:
         self.db.close()
@@ -190,6 +201,8 @@ class Storage:
         except BaseException:
             cur.execute("ROLLBACK")
             raise
+        if self.listeners:
+            self._notify("events_added", [it for it, st in zip(items, out, strict=True) if st == "new"])
         return out
 
     def replay_status(self, ev: Event, h: bytes) -> str | None:
@@ -387,6 +400,8 @@ class Storage:
         except BaseException:
             cur.execute("ROLLBACK")
             raise
+        if self.listeners:
+            self._notify("block_applied", header, header_hash, events, tx_hash)
 
     def _row_block(self, r) -> BlockRow:
         (sid, number, hh, prev, root, count, epoch, attempt, leader, reveal, state, ehs, tx) = r
