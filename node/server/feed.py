@@ -94,8 +94,9 @@ class Subscriber:
         self._wake.set()
 
     def offer(self, item: Item) -> bool:
-        """Queue `item`; False if that would pass the bounds (the caller drops this subscriber)."""
-        if len(self.queue) >= self.max_items or self.qbytes + item.size > self.max_bytes:
+        """Queue `item`; False if that would pass the bounds (the caller drops this subscriber). One item is
+        always taken into an empty queue, however large (a block may be bigger than the byte bound)."""
+        if self.queue and (len(self.queue) >= self.max_items or self.qbytes + item.size > self.max_bytes):
             return False
         self.queue.append(item)
         self.qbytes += item.size
