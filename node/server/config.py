@@ -66,7 +66,7 @@ class NodeConfig(BaseModel):
     sub_hello_timeout_s: float = 10.0  # WebSocket: time to send the subscribe frame
     sub_keepalive_s: float = 15.0  # SSE comment / WebSocket keepalive message when idle this long
     sub_send_timeout_s: float = 30.0  # a client that takes longer to take one message is dropped (slow_consumer)
-    sub_close_timeout_s: float = 5.0  # time to get a close frame out to a dropped client
+    sub_close_timeout_s: float = 10.0  # time to get the error message and close frame out to a dropped client
 
     @field_validator("sqlite_sync")
     @classmethod

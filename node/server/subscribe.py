@@ -11,7 +11,6 @@ and filling a gap from SQLite, so every committed block goes out once, in order.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -258,10 +257,12 @@ def _err_json(e: SubError | Dropped) -> str:
 async def _close(ws: WebSocket, e: SubError | Dropped, timeout: float) -> None:
     error = e.error if isinstance(e, SubError) else e.reason
     code = ERRORS.get(error, (1011, 0))[0]
-    with contextlib.suppress(Exception):
+    try:
         async with asyncio.timeout(timeout):
             await ws.send_text(_err_json(e))
             await ws.close(code, error)
+    except Exception as exc:  # noqa: BLE001
+        log.info("could not close a subscription with %s (%s): %r", code, error, exc)
 
 
 async def _reader(ws: WebSocket, sub: Subscriber) -> None:
