@@ -11,6 +11,7 @@ and filling a gap from SQLite, so every committed block goes out once, in order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -371,10 +372,10 @@ async def _sse_events(node: Node, feed: Feed, sub: Subscriber, cursors: dict[byt
         try:
             await session.run()
         except (SubError, Dropped) as e:
-            kind = "error"
-            await out.put(f"event: {kind}\ndata: {_err_json(e)}\n\n")
-        finally:
-            await out.put(None)
+            await out.put(f"event: error\ndata: {_err_json(e)}\n\n")
+        finally:  # never wait here: when cancelled (client gone), nobody reads `out` any more
+            with contextlib.suppress(asyncio.QueueFull):
+                out.put_nowait(None)
 
     task = asyncio.create_task(run())
     gone = asyncio.create_task(sub.gone.wait())
@@ -392,10 +393,10 @@ async def _sse_events(node: Node, feed: Feed, sub: Subscriber, cursors: dict[byt
         if sub.dropped is not None:
             yield f"event: error\ndata: {_err_json(sub.dropped)}\n\n"
     finally:
+        feed.remove(sub)
         task.cancel()
         gone.cancel()
         await asyncio.gather(task, gone, return_exceptions=True)
-        feed.remove(sub)
 
 
 WS_DOC = """
