@@ -44,6 +44,11 @@ def _register() -> None:
         submit_cmd.main
     )
     app.command("status", help="A node's streams: heads, members, mini-pool sizes (--json).")(status_cmd.main)
+    from node.commands import watch as watch_cmd
+
+    app.command("watch", help="Print a stream's blocks and events as they commit (WebSocket subscription).")(
+        watch_cmd.main
+    )
     from node.commands import register as register_cmd
 
     app.command("register", help="Register a node (its RANDAO onion made in its data dir) as its operator.")(

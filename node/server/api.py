@@ -44,6 +44,7 @@ from .models import (
     hx,
     unhex,
 )
+from .subscribe import install as install_subscriptions
 
 log = logging.getLogger("node.api")
 
@@ -379,4 +380,5 @@ def build_api(node: Node) -> FastAPI:
         node.metrics.peers_reachable.set(node.peers.reachable())
         return Response(node.metrics.render(), media_type="text/plain; version=0.0.4")
 
+    install_subscriptions(app, node)  # /v1/subscribe: WebSocket + SSE (node/server/subscribe.py)
     return app

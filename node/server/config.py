@@ -73,6 +73,17 @@ class NodeConfig(BaseModel):
     produce: bool = True  # lead and commit blocks; False: intake, gossip, votes, attest and sync only (benchmarks)
     log_level: str = "INFO"
 
+    # subscriptions (WebSocket / SSE at /v1/subscribe; docs/node.md "Subscriptions")
+    sub_max_subscribers: int = 256  # open subscriptions per node (WebSocket + SSE)
+    sub_max_streams: int = 64  # streams per subscription
+    sub_queue_messages: int = 256  # messages waiting to be sent to one subscriber before it is dropped
+    sub_queue_bytes: int = 16 * 1024 * 1024  # bytes (estimated) waiting for one subscriber before it is dropped
+    sub_page_blocks: int = 32  # blocks read from SQLite per catch-up page
+    sub_hello_timeout_s: float = 10.0  # WebSocket: time to send the subscribe frame
+    sub_keepalive_s: float = 15.0  # SSE comment / WebSocket keepalive message when idle this long
+    sub_send_timeout_s: float = 30.0  # a client that takes longer to take one message is dropped (slow_consumer)
+    sub_close_timeout_s: float = 10.0  # time to get the error message and close frame out to a dropped client
+
     @field_validator("sqlite_sync")
     @classmethod
     def _sync(cls, v: str) -> str:

@@ -8,11 +8,13 @@ and a block is stored together with the removal of its events from the mini-pool
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from node.protocol.member_tree import MemberTree
 from node.protocol.state import StateDelta
@@ -183,6 +185,8 @@ class Storage:
         self._streams: dict[bytes, StreamRow | None] = {}  # cache of stream rows (this class is the only writer)
         # stream states (member trees) in step with the head: this class is the only writer
         self._states: dict[bytes, StreamState] = BoundedDict(MAP_BOUND["per_stream"])
+        # told, right after the commit, of each applied block and of newly stored events (node/server/feed.py)
+        self.listeners: list[Any] = []
 
     def _migrate(self) -> None:
         """Columns added since a data dir was created (the member set moved to the members table)."""
@@ -190,6 +194,13 @@ class Storage:
         if cols and "creator" not in cols:
             self.db.execute("ALTER TABLE streams ADD COLUMN creator TEXT")
             self.db.execute("ALTER TABLE streams ADD COLUMN invite_only INTEGER NOT NULL DEFAULT 0")
+
+    def _notify(self, what: str, *args: Any) -> None:
+        for lst in self.listeners:
+            try:
+                getattr(lst, what)(*args)
+            except Exception:  # noqa: BLE001 - a listener's bug must not undo or block a committed write
+                logging.getLogger("node.storage").exception("storage listener %s failed", what)
 
     def close(self) -> None:
         self.db.close()
@@ -227,6 +238,8 @@ class Storage:
         except BaseException:
             cur.execute("ROLLBACK")
             raise
+        if self.listeners:
+            self._notify("events_added", [it for it, st in zip(items, out, strict=True) if st == "new"])
         return out
 
     def replay_status(self, ev: Event, h: bytes) -> str | None:
@@ -468,6 +481,8 @@ class Storage:
             state.number = header.number
             if delta.invite_only is not None:
                 state.invite_only = delta.invite_only
+        if self.listeners:
+            self._notify("block_applied", header, header_hash, events, tx_hash)
 
     @staticmethod
     def _write_delta(cur: sqlite3.Cursor, header: Header, state: StreamState, delta: StateDelta) -> None:

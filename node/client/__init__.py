@@ -1,0 +1,1 @@
+"""Client helpers of the node API (subscriptions: node.client.subscribe)."""
