@@ -25,6 +25,7 @@ from node.chain.deploy import parse_stream_id
 from node.client.subscribe import Subscription, SubscriptionError, ws_url
 from node.protocol.eip712 import hash_event, hash_header
 from node.protocol.merkle import merkle_root
+from node.protocol.state import NO_CHANGE
 from node.protocol.types import Event, EventKind, Header
 from node.server.client import Author
 from node.server.config import NodeConfig
@@ -121,7 +122,7 @@ def test_catch_up_hands_over_to_live_with_no_gap_or_duplicate(tmp_path):
     def apply(n: int) -> None:
         evs = [_ev(n)]
         h = _header(n, prev[0], evs)
-        st.apply_block(h, hash_header(h), evs, frozenset(), None)
+        st.apply_block(h, hash_header(h), evs, NO_CHANGE, None)
         prev[0] = hash_header(h)
 
     for n in range(1, 8):
@@ -170,14 +171,11 @@ SETTINGS = {"tick_ms": 100, "poll_ms": 150, "regossip_s": 6.0, "log_level": "INF
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory):
-    from node.cluster import Devnet
+    from node.devnet.network import Network
 
-    d = Devnet(tmp_path_factory.mktemp("subs"), n_nodes=3, streams=[S1, S2], leader_timeout=3, settings=SETTINGS)
-    d.start()
-    try:
+    with Network(tmp_path_factory.mktemp("subs"), n_nodes=3, streams=[S1, S2], leader_timeout=3,
+                 settings=SETTINGS) as d:
         yield d
-    finally:
-        d.stop()
 
 
 def joined(author: Author, sid: bytes, clients, via: int = 0) -> None:
@@ -261,7 +259,7 @@ def metric(client, name: str) -> float:
 @pytest.mark.timeout(240)
 @pytest.mark.usefixtures("node_logs_on_failure")
 def test_every_committed_block_arrives_once_in_order_with_chain_proof(net, clients, domain, reg):
-    col = Collector(net.cluster.urls[0], [S1, S2], pending=True)
+    col = Collector(net.urls[0], [S1, S2], pending=True)
     first = col.take_until(lambda m, _o: m["type"] == "caught_up")
     sub0 = first[0]
     assert sub0["type"] == "subscribed" and sub0["chain_id"] == domain.chain_id and sub0["pending"] is True
@@ -321,7 +319,7 @@ def test_resume_from_cursor_after_disconnects_misses_and_repeats_nothing(net, cl
     t.start()  # blocks keep committing during catch-up, the hand-over and the reconnects
     try:
         time.sleep(1.0)
-        col = Collector(net.cluster.urls[1], {S1: 1})
+        col = Collector(net.urls[1], {S1: 1})
         got = col.take_until(lambda m, _o: m["type"] == "block" and m["number"] >= 3)
         # 1) the connection breaks under the client: it resumes by itself from its cursor
         col.sub._ws.socket.shutdown(socket.SHUT_RDWR)
@@ -332,7 +330,7 @@ def test_resume_from_cursor_after_disconnects_misses_and_repeats_nothing(net, cl
         cursor = col.sub.cursor[hx(S1)]
         col.close()
         # 2) a new client resumes explicitly from the last cursor, on another node
-        col2 = Collector(net.cluster.urls[2], {S1: cursor})
+        col2 = Collector(net.urls[2], {S1: cursor})
         time.sleep(1.5)
     finally:
         stop.set()
@@ -353,7 +351,7 @@ def test_resume_from_cursor_after_disconnects_misses_and_repeats_nothing(net, cl
 @pytest.mark.timeout(240)
 @pytest.mark.usefixtures("node_logs_on_failure")
 def test_slow_client_is_dropped_with_4001_and_others_are_unaffected(net, clients, domain, reg):
-    url = net.cluster.urls[0]
+    url = net.urls[0]
     a = Author(domain)
     joined(a, S2, clients)
     fast = Collector(url, [S2])
@@ -418,7 +416,7 @@ def sub_frame(*streams, **kw) -> str:
 @pytest.mark.timeout(240)
 @pytest.mark.usefixtures("node_logs_on_failure")
 def test_bad_input_gets_documented_close_codes_and_changes_nothing(net, clients, domain, reg):
-    url = net.cluster.urls[2]
+    url = net.urls[2]
     head = reg.stream_head(S1).number
     cases = [
         (sub_frame(hx(parse_stream_id("no-such-stream"))), 4404, "unknown_stream"),
@@ -515,7 +513,7 @@ def test_sse_subscription_resume_and_errors(net, clients, reg):
     head2 = max(1, real2)
     wait_head([c], S1, head1)
     wait_head([c], S2, real2)
-    with httpx.Client(base_url=net.cluster.urls[1], timeout=30, trust_env=False) as h:
+    with httpx.Client(base_url=net.urls[1], timeout=30, trust_env=False) as h:
         with h.stream("GET", "/v1/subscribe", params={"stream": [f"{hx(S1)}:1", f"{hx(S2)}:{head2}"]}) as r:
             assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
             msgs = sse_read(r, lambda out: any(e == "block" and d["number"] >= 3 and d["stream_id"] == hx(S1)
@@ -562,7 +560,7 @@ def test_watch_json_prints_committed_events(net, clients, domain, reg):
     for n in range(1, head + 1):
         b = clients[0].block(S1, n)
         expect += [(n, i, h) for i, h in enumerate(b["event_hashes"])]
-    p = subprocess.run([sys.executable, "-m", "node", "watch", "--node", net.cluster.urls[0], "--stream",
+    p = subprocess.run([sys.executable, "-m", "node", "watch", "--node", net.urls[0], "--stream",
                         "subs-general", "--from", "1", "--json", "--count", str(len(expect))],
                        cwd=str(ROOT), capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
@@ -571,7 +569,7 @@ def test_watch_json_prints_committed_events(net, clients, domain, reg):
     assert all(x["type"] == "event" and x["stream_id"] == hx(S1) and re.match(r"^0x[0-9a-f]{64}$", x["header_hash"])
                for x in lines)
     assert any(x["kind"] == "JOIN" for x in lines) and any(x["text"] == "m0" for x in lines)
-    bad = subprocess.run([sys.executable, "-m", "node", "watch", "--node", net.cluster.urls[0], "--stream",
+    bad = subprocess.run([sys.executable, "-m", "node", "watch", "--node", net.urls[0], "--stream",
                           "no-such-stream", "--json"], cwd=str(ROOT), capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and json.loads(bad.stdout.splitlines()[-1])["error"] == "unknown_stream"
 
@@ -579,6 +577,6 @@ def test_watch_json_prints_committed_events(net, clients, domain, reg):
 @pytest.mark.usefixtures("node_logs_on_failure")
 def test_client_raises_on_fatal_errors(net):
     with pytest.raises(SubscriptionError) as ei:
-        for _m in Subscription(net.cluster.urls[0], [parse_stream_id("nothing-here")]):
+        for _m in Subscription(net.urls[0], [parse_stream_id("nothing-here")]):
             pass
     assert ei.value.code == 4404 and ei.value.error == "unknown_stream"
