@@ -44,21 +44,6 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
         string url;
     }
 
-    /// @dev Per-transaction values of a commit, kept in memory against stack depth.
-    struct Ctx {
-        uint256 base; // calldata offset of the batch
-        uint256 len; // batch length
-        uint256 k; // reveal count
-        uint256 e; // current epoch
-        bytes32 seed;
-        bytes32 domainSep;
-        uint256 owners; // memory: k words, leader node index + 1 that used reveal j (0 = unused)
-        uint256 revealed; // bitmap of node indices that used a reveal
-        uint256 acc; // accepted headers so far
-        uint256 records; // memory: accepted (streamId ‖ number ‖ headerHash) records, 72 bytes each
-        uint256 leaves; // memory: accepted leaf hashes
-    }
-
     // -------------------------------------------------------------- constants
 
     /// @notice Most nodes ever registered (node indices fit 8 bits).
@@ -72,9 +57,11 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
     /// @notice Most onion layers one reveal may skip down (keccak256^d(reveal) == commit, 1 <= d <= 8).
     uint256 public constant MAX_REVEAL_SKIP = 8;
     /// @notice Bytes of a batch record before its signatures.
-    uint256 public constant RECORD_FIXED = 156;
+    uint256 public constant RECORD_FIXED = 138;
     /// @notice Bits of a header hash kept in the stream's head slot (its top bits).
-    uint256 public constant HEAD_HASH_BITS = 144;
+    uint256 public constant HEAD_HASH_BITS = 160;
+    /// @notice Commit transactions per history checkpoint (`historyCheckpoint`).
+    uint256 public constant HISTORY_WINDOW = 8;
 
     // Rejection reasons (MiniblockRejected.reason), same codes as v1.
     uint8 internal constant R_UNKNOWN_STREAM = 1;
@@ -94,14 +81,12 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
 
     // Node word: address [0,160) | joinEpoch [160,208) | leaveEpoch [208,256).
     uint256 internal constant NEVER48 = (1 << 48) - 1;
-    // Stream head slot: number [0,40) | timestamp [40,80) | replica count [80,88) |
-    // replica k < 3 node index at [88 + 8k, 96 + 8k) | top 144 bits of the head's header hash [112,256).
+    // Stream head slot: number [0,32) | timestamp [32,64) | replica count [64,72) |
+    // replica k < 3 node index at [72 + 8k, 80 + 8k) | top 160 bits of the head's header hash [96,256).
     // Replica k >= 3 in _replicasHi at [8(k-3), 8(k-2)).
     uint256 internal constant LOW_REPLICAS = 3;
-    uint256 internal constant MAX_NUMBER = (1 << 40) - 1;
-    uint256 internal constant KEEP_MASK = ((1 << 112) - 1) ^ ((1 << 80) - 1); // r and low replicas
-    uint256 internal constant PREFIX_MASK = ~uint256((1 << 112) - 1);
-    uint256 internal constant HALF_N = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0;
+    uint256 internal constant MAX_NUMBER = (1 << 32) - 1;
+    uint256 internal constant PREFIX_MASK = ~uint256((1 << 96) - 1);
     uint256 internal constant NOT_FOUND = type(uint256).max;
 
     // ------------------------------------------------------------------ state
@@ -131,7 +116,8 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
     bytes32[] internal _streamIds;
     mapping(bytes32 => uint256) internal _heads; // packed, see above
     mapping(bytes32 => uint256) internal _replicasHi;
-    mapping(uint256 => bytes32) internal _history; // commit index -> history root
+    bytes32 internal _historyAcc; // keccak256(acc ‖ historyRoot) over all commit transactions
+    mapping(uint256 => bytes32) internal _checkpoints; // window w -> _historyAcc after commit 8w + 7
 
     // ----------------------------------------------------------------- events
 
@@ -144,12 +130,20 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
     event EpochAdvanced(uint64 indexed epoch, bytes32 seed);
     event StreamCreated(bytes32 indexed streamId, address creator, uint64 epoch, address[] replicas, bytes32 genesisHash);
     event ReplicaReplaced(bytes32 indexed streamId, uint256 index, address oldNode, address newNode);
-    /// @notice One per commit transaction that accepted headers: `headers` packs, per accepted
-    ///         header in batch order, streamId (32) ‖ number (8, big-endian) ‖ headerHash (32); the
-    ///         history tree's leaves are keccak256 of each 72-byte record.
-    event MiniblocksCommitted(uint64 indexed commitIndex, bytes32 historyRoot, bytes headers);
-    /// @notice A leader's reveal of this transaction became its commitment and entered the mix.
-    event RandaoRevealed(address indexed node, bytes32 reveal, bytes32 mix);
+    /// @notice One per commit transaction that accepted headers. `accepted` has bit i set for each
+    ///         accepted record i of the batch (in the transaction's input), `headerHashes` their hashes
+    ///         in batch order; `historyRoot` = keccak256 of `headerHashes` concatenated;
+    ///         `historyAcc` = keccak256(previous historyAcc ‖ historyRoot);
+    ///         `mix` the RANDAO mix after this transaction's reveals (each used reveal-table entry, in
+    ///         table order, became its leader's commitment and mix = keccak256(mix ‖ reveal)).
+    event MiniblocksCommitted(
+        uint64 indexed commitIndex,
+        bytes32 historyRoot,
+        bytes32 historyAcc,
+        uint256 accepted,
+        bytes32 mix,
+        bytes32[] headerHashes
+    );
     event MiniblockRejected(bytes32 indexed streamId, uint64 indexed number, bytes32 headerHash, uint8 reason);
 
     // ----------------------------------------------------------------- errors
@@ -330,13 +324,13 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
         Election.pick(act, k, _seed, streamId);
 
         bytes32 gh = MiniblockTypes.genesisHash(streamId, e);
-        uint256 head = (uint256(gh) & PREFIX_MASK) | (block.timestamp << 40) | (k << 80);
+        uint256 head = (uint256(gh) & PREFIX_MASK) | (uint256(uint32(block.timestamp)) << 32) | (k << 64);
         uint256 hi;
         address[] memory reps = new address[](k);
         for (uint256 i; i < k; ++i) {
             uint256 idx = act[i];
             reps[i] = address(uint160(_nodeWords[idx]));
-            if (i < LOW_REPLICAS) head |= idx << (88 + 8 * i);
+            if (i < LOW_REPLICAS) head |= idx << (72 + 8 * i);
             else hi |= idx << (8 * (i - LOW_REPLICAS));
         }
         _heads[streamId] = head;
@@ -353,7 +347,7 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
     function replaceReplica(bytes32 streamId, uint256 index) external advancing {
         uint256 head = _heads[streamId];
         if (head == 0) revert UnknownStream(streamId);
-        uint256 r = uint8(head >> 80);
+        uint256 r = uint8(head >> 64);
         if (index >= r) revert InvalidReplicaIndex(index);
         uint256 hi = r > LOW_REPLICAS ? _replicasHi[streamId] : 0;
         uint64 e = _epoch;
@@ -370,7 +364,7 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
         if (m == 0) revert NoReplacementCandidate();
         uint256 newIdx = cand[uint256(keccak256(abi.encode(_seed, streamId, index))) % m];
         if (index < LOW_REPLICAS) {
-            uint256 shift = 88 + 8 * index;
+            uint256 shift = 72 + 8 * index;
             _heads[streamId] = (head & ~(uint256(0xff) << shift)) | (newIdx << shift);
         } else {
             uint256 shift = 8 * (index - LOW_REPLICAS);
@@ -381,354 +375,338 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
 
     // ----------------------------------------------------------------- commit
 
+    // Event topics and error selectors used from assembly (checked against the Solidity selectors
+    // in contracts/test/MiniblockRegistryV2.t.sol).
+    bytes32 internal constant T_REJECTED = 0x9739ff058b934552672f34b3215c1b167b63b4e3f7d598f3ab1d1cc213bd0497;
+    bytes32 internal constant T_COMMITTED = 0x1aaedc6395c08a0f4040c11a5afce9c0d76128481b3bbe69f1b46e8c3ec0e65f;
+    uint256 internal constant E_TRUNCATED = 0x461b65d5;
+    uint256 internal constant E_TRAILING = 0x10865ed0;
+    uint256 internal constant E_BAD_SIZE = 0x348de330;
+
+    // Memory map of commitMiniblocks (absolute addresses; nothing Solidity keeps in memory is live
+    // once the commit's assembly starts, and the free pointer is moved past the map).
+    uint256 internal constant M_BASE = 0x80; // calldata offset of the batch
+    uint256 internal constant M_LEN = 0xa0; // batch length
+    uint256 internal constant M_N = 0xc0; // record count
+    uint256 internal constant M_K = 0xe0; // reveal count
+    uint256 internal constant M_EPOCH = 0x100; // current epoch
+    uint256 internal constant M_TIMEOUT = 0x120; // leaderTimeout
+    uint256 internal constant M_NW = 0x140; // storage slot of _nodeWords[0]
+    uint256 internal constant M_REVEALED = 0x160; // bitmap of node indices that used a reveal
+    uint256 internal constant M_BITS = 0x180; // bitmap of accepted record positions
+    uint256 internal constant M_EL = 0x1a0; // election preimage: seed ‖ streamId ‖ number (0x60)
+    uint256 internal constant M_H = 0x200; // header struct preimage (0x160)
+    uint256 internal constant M_D = 0x360; // digest preimage: 0x1901 ‖ domainSeparator ‖ headerHash (0x42)
+    uint256 internal constant M_E = 0x3c0; // ecrecover input: digest ‖ v ‖ r ‖ s (0x80)
+    uint256 internal constant M_NC = 0x440; // node cache: 32 words
+    uint256 internal constant M_OWNERS = 0x840; // k words: node index + 1 that used reveal j (0 = unused)
+
     /// @notice Commits a packed batch of headers (byte layout: docs/protocol.md, "Version 2"):
     ///         `uint16 n ‖ uint8 k ‖ k × bytes32 reveal ‖ n records`, a record being
-    ///         `streamId ‖ prevHash ‖ eventsRoot ‖ stateRoot (32 each) ‖ uint64 number ‖ uint64 epoch ‖
-    ///         uint32 eventCount ‖ uint32 attempt ‖ uint8 leaderPos ‖ uint8 revealIndex ‖ uint16 attesters ‖
+    ///         `streamId ‖ eventsRoot ‖ stateRoot (32 each) ‖ uint64 number ‖ uint64 epoch ‖ uint32 eventCount ‖
+    ///         uint32 attempt ‖ uint8 leaderPos ‖ uint8 revealIndex ‖ uint16 attesters ‖ prevHash[18:32] (14) ‖
     ///         leader signature ‖ one signature per set bit of `attesters`, ascending (64-byte EIP-2098 each)`.
-    ///         Each header is checked alone; a failing one emits `MiniblockRejected` and changes nothing.
-    ///         Reverts only on a malformed batch (`BadBatchSize`, `TruncatedBatch`, `TrailingBytes`).
-    ///         Anyone may send it: the contract checks signatures, not the sender.
+    ///         prevHash[0:18] is the head's stored prefix. Each header is checked alone; a failing one
+    ///         emits `MiniblockRejected` and changes nothing. Reverts only on a malformed batch
+    ///         (`BadBatchSize`, `TruncatedBatch`, `TrailingBytes`). Anyone may send it: the contract
+    ///         checks signatures, not the sender.
     /// @param batch The packed batch.
     function commitMiniblocks(bytes calldata batch) external {
-        Ctx memory c;
-        uint256 n;
-        {
-            uint256 len = batch.length;
-            if (len < 3) revert TruncatedBatch(0);
-            uint256 base;
-            uint256 k;
-            assembly ("memory-safe") {
-                base := batch.offset
-                let w := calldataload(base)
-                n := shr(240, w)
-                k := and(shr(232, w), 0xff)
-            }
-            if (n == 0 || n > MAX_BATCH) revert BadBatchSize(n);
-            if (3 + 32 * k > len) revert TruncatedBatch(3);
-            c.base = base;
-            c.len = len;
-            c.k = k;
-        }
         _advance();
-        c.e = _epoch;
-        c.seed = _seed;
-        c.domainSep = _domainSeparatorV4();
-        {
-            uint256 owners;
-            uint256 records;
-            uint256 leaves;
-            uint256 k = c.k;
-            assembly ("memory-safe") {
-                owners := mload(0x40)
-                for { let j := 0 } lt(j, k) { j := add(j, 1) } { mstore(add(owners, shl(5, j)), 0) }
-                records := add(owners, shl(5, k))
-                leaves := add(records, mul(n, 72))
-                mstore(0x40, add(leaves, shl(5, add(n, 1))))
-            }
-            c.owners = owners;
-            c.records = records;
-            c.leaves = leaves;
-        }
-        uint256 o = 3 + 32 * c.k;
-        for (uint256 i; i < n; ++i) {
-            o = _record(c, o);
-        }
-        if (o != c.len) revert TrailingBytes(o);
-        _finish(c);
-    }
-
-    /// @dev Checks and applies the record at batch offset `o`; returns the next record's offset.
-    function _record(Ctx memory c, uint256 o) internal returns (uint256 next) {
-        uint256 p = c.base + o;
-        uint256 w;
-        assembly ("memory-safe") {
-            w := shr(32, calldataload(add(p, 128))) // number|epoch|count|attempt|leaderPos|revealIdx|attesters
-        }
-        next = o + RECORD_FIXED + 64 * (1 + _popcount(w & 0xffff));
-        if (o + RECORD_FIXED > c.len || next > c.len) revert TruncatedBatch(o);
-        bytes32 sid = _sidAt(p);
-        uint256 head = _heads[sid];
-        (uint256 leaderIdx, uint256 leaderWord, uint256 hi) = _leaderOf(sid, head, w);
-        bytes32 hh = _hashRecord(p, w, address(uint160(leaderWord)), _revealAt(c, w));
-        uint8 reason = _check(c, p, w, head, hi, hh, leaderIdx, leaderWord);
-        if (reason == 0) reason = _checkReveal(c, (w >> 16) & 0xff, leaderIdx);
-        if (reason != 0) emit MiniblockRejected(sid, uint64(w >> 160), hh, reason);
-        else _accept(c, sid, w >> 160, hh, head);
-    }
-
-    /// @dev The claimed leader (node index at replica position leaderPos, NOT_FOUND if none), its
-    ///      node word, and the stream's replicas 3.. word.
-    function _leaderOf(bytes32 sid, uint256 head, uint256 w)
-        internal
-        view
-        returns (uint256 leaderIdx, uint256 leaderWord, uint256 hi)
-    {
-        leaderIdx = NOT_FOUND;
-        if (head == 0) return (leaderIdx, 0, 0);
-        uint256 r = uint8(head >> 80);
-        if (r > LOW_REPLICAS) hi = _replicasHi[sid];
-        uint256 lp = (w >> 24) & 0xff;
-        if (lp < r) {
-            leaderIdx = _replicaAt(head, hi, lp);
-            leaderWord = _nodeWord(leaderIdx);
-        }
-    }
-
-    /// @dev The record's reveal (0 if its index is past the reveal table).
-    function _revealAt(Ctx memory c, uint256 w) internal pure returns (bytes32 reveal) {
-        uint256 j = (w >> 16) & 0xff;
-        if (j >= c.k) return bytes32(0);
-        uint256 rp = c.base + 3 + 32 * j;
-        assembly ("memory-safe") {
-            reveal := calldataload(rp)
-        }
-    }
-
-    /// @dev Effects of an accepted header: the head slot, and its record and leaf in memory.
-    function _accept(Ctx memory c, bytes32 sid, uint256 num, bytes32 hh, uint256 head) internal {
-        _heads[sid] = (uint256(hh) & PREFIX_MASK) | (head & KEEP_MASK) | num | (block.timestamp << 40);
-        uint256 acc = c.acc;
-        uint256 rec = c.records + 72 * acc;
-        uint256 lf = c.leaves + 32 * acc;
-        assembly ("memory-safe") {
-            mstore(rec, sid)
-            mstore(add(rec, 0x20), shl(192, num))
-            mstore(add(rec, 0x28), hh)
-            mstore(lf, keccak256(rec, 0x48))
-        }
-        c.acc = acc + 1;
-    }
-
-    /// @dev hashStruct(Header) of a record, the derived leader and the record's reveal.
-    function _hashRecord(uint256 p, uint256 w, address leader, bytes32 reveal) internal pure returns (bytes32 hh) {
+        uint256 epoch = _epoch;
+        bytes32 seed = _seed;
+        bytes32 ds = _domainSeparatorV4();
+        uint256 timeout = leaderTimeout;
         bytes32 th = MiniblockTypes.HEADER_TYPEHASH;
-        assembly ("memory-safe") {
-            let f := mload(0x40)
-            mstore(f, th)
-            mstore(add(f, 0x20), calldataload(p)) // streamId
-            mstore(add(f, 0x40), shr(160, w)) // number
-            mstore(add(f, 0x60), calldataload(add(p, 0x20))) // prevHash
-            mstore(add(f, 0x80), calldataload(add(p, 0x40))) // eventsRoot
-            mstore(add(f, 0xa0), and(shr(64, w), 0xffffffff)) // eventCount
-            mstore(add(f, 0xc0), and(shr(96, w), 0xffffffffffffffff)) // epoch
-            mstore(add(f, 0xe0), and(shr(32, w), 0xffffffff)) // attempt
-            mstore(add(f, 0x100), and(leader, 0xffffffffffffffffffffffffffffffffffffffff))
-            mstore(add(f, 0x120), reveal)
-            mstore(add(f, 0x140), calldataload(add(p, 0x60))) // stateRoot
-            hh := keccak256(f, 0x160)
-        }
-    }
-
-    /// @dev All checks but the reveal's, in the order of docs/protocol.md "Version 2"; 0 or the reason.
-    function _check(
-        Ctx memory c,
-        uint256 p,
-        uint256 w,
-        uint256 head,
-        uint256 hi,
-        bytes32 hh,
-        uint256 leaderIdx,
-        uint256 leaderWord
-    ) internal view returns (uint8 reason) {
-        reason = _checkHead(c, p, w, head, leaderIdx);
-        if (reason == 0) reason = _checkSigs(c, p, w, head, hi, hh, leaderWord);
-    }
-
-    /// @dev Checks 1..6, 14, 9, 10, 12: stream, number, parent, epoch, attempt window, elected
-    ///      leader, event count, attester bitmap, quorum.
-    function _checkHead(Ctx memory c, uint256 p, uint256 w, uint256 head, uint256 leaderIdx)
-        internal
-        view
-        returns (uint8)
-    {
-        if (head == 0) return R_UNKNOWN_STREAM;
-        uint256 number = w >> 160;
-        if (number != (head & MAX_NUMBER) + 1 || number > MAX_NUMBER) return R_BAD_NUMBER;
-        {
-            bytes32 prev;
-            assembly ("memory-safe") {
-                prev := calldataload(add(p, 0x20))
+        assembly {
+            function fail(sel, arg) {
+                mstore(0x00, shl(224, sel))
+                mstore(0x04, arg)
+                revert(0x00, 0x24)
             }
-            if ((uint256(prev) ^ head) & PREFIX_MASK != 0) return R_BAD_PARENT;
-        }
-        if ((w >> 96) & 0xffffffffffffffff != c.e) return R_WRONG_EPOCH;
-        uint256 attempt = (w >> 32) & 0xffffffff;
-        unchecked {
-            if (block.timestamp < ((head >> 40) & MAX_NUMBER) + attempt * leaderTimeout) return R_ATTEMPT_NOT_OPEN;
-        }
-        uint256 r = uint8(head >> 80);
-        uint256 pos = Election.leaderPosition(c.seed, _sidAt(p), uint64(number), uint32(attempt), r);
-        if ((w >> 24) & 0xff != pos || leaderIdx == NOT_FOUND) return R_NOT_ELECTED_LEADER;
-        if ((w >> 64) & 0xffffffff > MAX_EVENTS_PER_BLOCK) return R_TOO_MANY_EVENTS;
-        uint256 attesters = w & 0xffff;
-        if (attesters >> r != 0) return R_NOT_REPLICA;
-        if (attesters & (1 << pos) != 0) return R_DUPLICATE_ATTESTER;
-        if (1 + _popcount(attesters) < r / 2 + 1) return R_NO_QUORUM;
-        return 0;
-    }
 
-    /// @dev Checks 7, 11, 8: the leader's signature and activity, then each attester's.
-    function _checkSigs(Ctx memory c, uint256 p, uint256 w, uint256 head, uint256 hi, bytes32 hh, uint256 leaderWord)
-        internal
-        view
-        returns (uint8)
-    {
-        bytes32 digest = _digest(c.domainSep, hh);
-        uint256 sp = p + RECORD_FIXED;
-        if (_recover(digest, sp) != address(uint160(leaderWord))) return R_BAD_LEADER_SIGNATURE;
-        uint256 e = c.e;
-        if (!_wordActive(leaderWord, e)) return R_INACTIVE_ATTESTER;
-        uint256 attesters = w & 0xffff;
-        for (uint256 k; attesters != 0; ++k) {
-            if (attesters & 1 != 0) {
-                sp += 64;
-                uint256 word = _nodeWord(_replicaAt(head, hi, k));
-                if (_recover(digest, sp) != address(uint160(word))) return R_BAD_ATTESTATION;
-                if (!_wordActive(word, e)) return R_INACTIVE_ATTESTER;
+            // the node cache entry of node index idx: (idx + 1) << 168 | active << 160 | address
+            // (direct-mapped on idx mod 32; a miss reads the node word)
+            function node(idx) -> ce {
+                let slot := add(M_NC, shl(5, and(idx, 31)))
+                ce := mload(slot)
+                if xor(shr(168, ce), add(idx, 1)) {
+                    let nw := sload(add(mload(M_NW), idx))
+                    let e := mload(M_EPOCH)
+                    // active: joinEpoch <= e < leaveEpoch (joinEpoch >= 1 for every registered node)
+                    let act := and(iszero(gt(and(shr(160, nw), 0xffffffffffff), e)), gt(shr(208, nw), e))
+                    ce := or(or(shl(168, add(idx, 1)), shl(160, act)), and(nw, 0xffffffffffffffffffffffffffffffffffffffff))
+                    mstore(slot, ce)
+                }
             }
-            attesters >>= 1;
-        }
-        return 0;
-    }
 
-    function _sidAt(uint256 p) internal pure returns (bytes32 sid) {
-        assembly ("memory-safe") {
-            sid := calldataload(p)
-        }
-    }
-
-    /// @dev Check 13: the record's reveal entry opens the leader's commitment (first use) or is the
-    ///      entry this leader already used in this transaction; a leader uses one entry per transaction.
-    function _checkReveal(Ctx memory c, uint256 j, uint256 leaderIdx) internal view returns (uint8) {
-        if (j >= c.k) return R_BAD_RANDAO_REVEAL;
-        bytes32 reveal;
-        uint256 rp = c.base + 3 + 32 * j;
-        assembly ("memory-safe") {
-            reveal := calldataload(rp)
-        }
-        uint256 slot = c.owners + 32 * j;
-        uint256 owner;
-        assembly ("memory-safe") {
-            owner := mload(slot)
-        }
-        if (owner != 0) return owner == leaderIdx + 1 ? 0 : R_BAD_RANDAO_REVEAL;
-        if (c.revealed & (1 << leaderIdx) != 0) return R_BAD_RANDAO_REVEAL;
-        if (!_revealOk(reveal, _randaoCommit[leaderIdx])) return R_BAD_RANDAO_REVEAL;
-        // Not a storage effect: the memory bookkeeping of this transaction's reveals.
-        assembly ("memory-safe") {
-            mstore(slot, add(leaderIdx, 1))
-        }
-        c.revealed |= 1 << leaderIdx;
-        return 0;
-    }
-
-    /// @dev Effects after the loop: the history root, the commit log, reveals and the mix.
-    function _finish(Ctx memory c) internal {
-        uint256 acc = c.acc;
-        if (acc == 0) return;
-        bytes32 root = History.rootInPlace(c.leaves, acc);
-        uint64 idx = _commitCount;
-        _history[idx] = root;
-        _commitCount = idx + 1;
-        bytes memory records;
-        uint256 rp = c.records - 32;
-        assembly ("memory-safe") {
-            // the word before the records is the last owners word (or below): save, use as length
-            records := rp
-        }
-        uint256 saved;
-        assembly ("memory-safe") {
-            saved := mload(rp)
-            mstore(rp, mul(acc, 72))
-        }
-        emit MiniblocksCommitted(idx, root, records);
-        assembly ("memory-safe") {
-            mstore(rp, saved)
-        }
-        bytes32 mix = _mix;
-        uint256 k = c.k;
-        for (uint256 j; j < k; ++j) {
-            uint256 owner;
-            bytes32 reveal;
-            uint256 op = c.owners + 32 * j;
-            uint256 cp = c.base + 3 + 32 * j;
-            assembly ("memory-safe") {
-                owner := mload(op)
-                reveal := calldataload(cp)
+            // the reason of a record whose checks 1..6, 14, 9, 10, 12 did not all pass (in order)
+            function headReason(p, w, head, pos) -> reason {
+                let num := shr(160, w)
+                let r := and(shr(64, head), 0xff)
+                {
+                    reason := R_UNKNOWN_STREAM
+                    if iszero(head) { leave }
+                    reason := R_BAD_NUMBER
+                    if or(xor(num, add(and(head, 0xffffffff), 1)), shr(32, num)) { leave }
+                    reason := R_BAD_PARENT
+                    if xor(shr(240, calldataload(add(p, 124))), and(shr(96, head), 0xffff)) { leave }
+                    reason := R_WRONG_EPOCH
+                    if xor(and(shr(96, w), 0xffffffffffffffff), mload(M_EPOCH)) { leave }
+                    reason := R_ATTEMPT_NOT_OPEN
+                    if lt(timestamp(), add(and(shr(32, head), 0xffffffff), mul(and(shr(32, w), 0xffffffff), mload(M_TIMEOUT)))) { leave }
+                    reason := R_NOT_ELECTED_LEADER
+                    if xor(and(shr(24, w), 0xff), pos) { leave }
+                    reason := R_TOO_MANY_EVENTS
+                    if gt(and(shr(64, w), 0xffffffff), MAX_EVENTS_PER_BLOCK) { leave }
+                    reason := R_NOT_REPLICA
+                    if shr(r, and(w, 0xffff)) { leave }
+                    reason := R_DUPLICATE_ATTESTER
+                    if and(w, shl(pos, 1)) { leave }
+                    reason := R_NO_QUORUM
+                }
             }
-            if (owner == 0) continue;
-            _randaoCommit[owner - 1] = reveal;
-            assembly ("memory-safe") {
-                mstore(0x00, mix)
-                mstore(0x20, reveal)
-                mix := keccak256(0x00, 0x40)
+
+            let o := 0
+            {
+                let len := batch.length
+                let base := batch.offset
+                if lt(len, 3) { fail(E_TRUNCATED, 0) }
+                let n := shr(240, calldataload(base))
+                let k := and(shr(232, calldataload(base)), 0xff)
+                if or(iszero(n), gt(n, MAX_BATCH)) { fail(E_BAD_SIZE, n) }
+                o := add(3, shl(5, k))
+                if gt(o, len) { fail(E_TRUNCATED, 3) }
+                mstore(M_BASE, base)
+                mstore(M_LEN, len)
+                mstore(M_N, n)
+                mstore(M_K, k)
+                // zero the node cache and the reveal owners (copying from past the calldata's end)
+                calldatacopy(M_NC, calldatasize(), add(0x400, shl(5, k)))
+                // then the log data: root ‖ acc ‖ accepted ‖ mix ‖ 0xa0 ‖ m ‖ m header hashes
+                mstore(0x40, add(add(M_OWNERS, shl(5, k)), add(0xc0, shl(5, n))))
             }
-            emit RandaoRevealed(address(uint160(_nodeWords[owner - 1])), reveal, mix);
-        }
-        _mix = mix;
-    }
+            mstore(M_EPOCH, epoch)
+            mstore(M_TIMEOUT, timeout)
+            mstore(0x00, _nodeWords.slot)
+            mstore(M_NW, keccak256(0x00, 0x20))
+            mstore(M_REVEALED, 0)
+            mstore(M_BITS, 0)
+            mstore(M_EL, seed)
+            mstore(M_H, th)
+            mstore(M_D, shl(240, 0x1901))
+            mstore(add(M_D, 0x02), ds)
+            let hp := add(add(M_OWNERS, shl(5, mload(M_K))), 0xc0) // next header hash slot
+            // 0x20 holds the slot of _heads while the loop runs (restored after other uses)
+            mstore(0x20, _heads.slot)
 
-    /// @dev keccak256("\x19\x01" ‖ domainSeparator ‖ structHash).
-    function _digest(bytes32 domainSep, bytes32 structHash) internal pure returns (bytes32 d) {
-        assembly ("memory-safe") {
-            let f := mload(0x40)
-            mstore(f, hex"1901")
-            mstore(add(f, 0x02), domainSep)
-            mstore(add(f, 0x22), structHash)
-            d := keccak256(f, 0x42)
-        }
-    }
+            for { let i := 0 } lt(i, mload(M_N)) { i := add(i, 1) } {
+                let p := add(mload(M_BASE), o)
+                // number | epoch | eventCount | attempt | leaderPos | revealIndex | attesters
+                let w := shr(32, calldataload(add(p, 96)))
+                let cnt := and(w, 0xffff)
+                cnt := sub(cnt, and(shr(1, cnt), 0x5555))
+                cnt := add(and(cnt, 0x3333), and(shr(2, cnt), 0x3333))
+                cnt := and(add(cnt, shr(4, cnt)), 0x0f0f)
+                cnt := and(add(cnt, shr(8, cnt)), 0x1f)
+                o := add(o, add(add(RECORD_FIXED, 0x40), shl(6, cnt)))
+                if gt(o, mload(M_LEN)) { fail(E_TRUNCATED, sub(p, mload(M_BASE))) }
+                mstore(0x00, calldataload(p))
+                let hslot := keccak256(0x00, 0x40)
+                let head := sload(hslot)
+                let r := and(shr(64, head), 0xff)
+                // replica node indices, byte k = replica k
+                let reps := shr(72, head)
+                if gt(r, LOW_REPLICAS) {
+                    mstore(0x20, _replicasHi.slot)
+                    reps := or(and(reps, 0xffffff), shl(24, sload(keccak256(0x00, 0x40))))
+                    mstore(0x20, _heads.slot)
+                }
+                // the claimed leader: replica leaderPos (its node cache entry; 0 if none)
+                let lce := 0
+                if lt(and(shr(24, w), 0xff), r) { lce := node(and(shr(shl(3, and(shr(24, w), 0xff)), reps), 0xff)) }
+                // the header struct: leader and reveal derived, prevHash = stored prefix[0:18] ‖ sent [18:32]
+                mstore(add(M_H, 0x100), and(lce, 0xffffffffffffffffffffffffffffffffffffffff))
+                {
+                    let j := and(shr(16, w), 0xff)
+                    let reveal := 0
+                    if lt(j, mload(M_K)) { reveal := calldataload(add(add(mload(M_BASE), 3), shl(5, j))) }
+                    mstore(add(M_H, 0x120), reveal)
+                }
+                mstore(add(M_H, 0x20), mload(0x00)) // streamId
+                mstore(add(M_H, 0x40), shr(160, w)) // number
+                mstore(add(M_H, 0x60), or(and(head, not(0xffffffffffffffffffffffffffff)), shr(144, calldataload(add(p, 124)))))
+                mstore(add(M_H, 0x80), calldataload(add(p, 0x20))) // eventsRoot
+                mstore(add(M_H, 0xa0), and(shr(64, w), 0xffffffff)) // eventCount
+                mstore(add(M_H, 0xc0), and(shr(96, w), 0xffffffffffffffff)) // epoch
+                mstore(add(M_H, 0xe0), and(shr(32, w), 0xffffffff)) // attempt
+                mstore(add(M_H, 0x140), calldataload(add(p, 0x40))) // stateRoot
+                let hh := keccak256(M_H, 0x160)
 
-    /// @dev ecrecover of the 64-byte EIP-2098 signature `r ‖ yParityAndS` at calldata `sp`;
-    ///      address(0) for a high-s or unrecoverable signature.
-    function _recover(bytes32 digest, uint256 sp) internal view returns (address a) {
-        assembly ("memory-safe") {
-            let vs := calldataload(add(sp, 0x20))
-            let s := and(vs, 0x7fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff)
-            if iszero(gt(s, HALF_N)) {
-                let f := mload(0x40)
-                mstore(f, digest)
-                mstore(add(f, 0x20), add(27, shr(255, vs)))
-                mstore(add(f, 0x40), calldataload(sp))
-                mstore(add(f, 0x60), s)
-                mstore(0x00, 0)
-                pop(staticcall(gas(), 0x01, f, 0x80, 0x00, 0x20))
-                a := mload(0x00)
-            }
-        }
-    }
-
-    /// @dev keccak256^d(reveal) == commit for some 1 <= d <= MAX_REVEAL_SKIP.
-    function _revealOk(bytes32 reveal, bytes32 commit) internal pure returns (bool ok) {
-        assembly ("memory-safe") {
-            let x := reveal
-            for { let d := 0 } lt(d, 8) { d := add(d, 1) } {
-                mstore(0x00, x)
-                x := keccak256(0x00, 0x20)
-                if eq(x, commit) {
-                    ok := 1
+                // checks, in the order of docs/protocol.md "Version 2"; 0 or the reason
+                let reason := 0
+                for {} 1 {} {
+                    // the elected position (v1 formula); r = 0 (no stream) gives 0 and fails below
+                    mstore(add(M_EL, 0x20), mload(0x00))
+                    mstore(add(M_EL, 0x40), shr(160, w))
+                    let pos := mod(add(mod(keccak256(M_EL, 0x60), r), and(shr(32, w), 0xffffffff)), r)
+                    // checks 1..6, 14, 9, 10, 12 at once; the first failing one only if any fails
+                    if or(
+                        or(
+                            or(iszero(head), or(xor(shr(160, w), add(and(head, 0xffffffff), 1)), shr(192, w))),
+                            or(
+                                xor(shr(240, calldataload(add(p, 124))), and(shr(96, head), 0xffff)),
+                                xor(and(shr(96, w), 0xffffffffffffffff), mload(M_EPOCH))
+                            )
+                        ),
+                        or(
+                            or(
+                                lt(timestamp(), add(and(shr(32, head), 0xffffffff), mul(and(shr(32, w), 0xffffffff), mload(M_TIMEOUT)))),
+                                or(xor(and(shr(24, w), 0xff), pos), gt(and(shr(64, w), 0xffffffff), MAX_EVENTS_PER_BLOCK))
+                            ),
+                            or(or(shr(r, and(w, 0xffff)), and(w, shl(pos, 1))), lt(cnt, shr(1, r)))
+                        )
+                    ) {
+                        reason := headReason(p, w, head, pos)
+                        break
+                    }
+                    mstore(add(M_D, 0x22), hh)
+                    mstore(M_E, keccak256(M_D, 0x42))
+                    let sp := add(p, RECORD_FIXED)
+                    // the leader's signature (EIP-2098; high s rejected), then its activity
+                    {
+                        let vs := calldataload(add(sp, 0x20))
+                        let s := and(vs, 0x7fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff)
+                        mstore(add(M_E, 0x20), add(27, shr(255, vs)))
+                        mstore(add(M_E, 0x40), calldataload(sp))
+                        mstore(add(M_E, 0x60), s)
+                        mstore(0x00, 0)
+                        pop(staticcall(gas(), 0x01, M_E, 0x80, 0x00, 0x20))
+                        if or(gt(s, 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0), xor(mload(0x00), and(lce, 0xffffffffffffffffffffffffffffffffffffffff))) {
+                            reason := R_BAD_LEADER_SIGNATURE
+                            break
+                        }
+                        if iszero(and(shr(160, lce), 1)) {
+                            reason := R_INACTIVE_ATTESTER
+                            break
+                        }
+                    }
+                    // each attester's signature, then its activity
+                    for { let att := and(w, 0xffff) } att {} {
+                        if and(att, 1) {
+                            sp := add(sp, 0x40)
+                            let ace := node(and(reps, 0xff))
+                            let vs := calldataload(add(sp, 0x20))
+                            let s := and(vs, 0x7fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff)
+                            mstore(add(M_E, 0x20), add(27, shr(255, vs)))
+                            mstore(add(M_E, 0x40), calldataload(sp))
+                            mstore(add(M_E, 0x60), s)
+                            mstore(0x00, 0)
+                            pop(staticcall(gas(), 0x01, M_E, 0x80, 0x00, 0x20))
+                            if or(gt(s, 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0), xor(mload(0x00), and(ace, 0xffffffffffffffffffffffffffffffffffffffff))) {
+                                reason := R_BAD_ATTESTATION
+                                break
+                            }
+                            if iszero(and(shr(160, ace), 1)) {
+                                reason := R_INACTIVE_ATTESTER
+                                break
+                            }
+                        }
+                        att := shr(1, att)
+                        reps := shr(8, reps)
+                    }
+                    if reason { break }
+                    // check 13: the reveal entry opens the leader's commitment (its first use in this
+                    // transaction) or is the entry this leader already used; one entry per leader per tx
+                    reason := R_BAD_RANDAO_REVEAL
+                    let j := and(shr(16, w), 0xff)
+                    if iszero(lt(j, mload(M_K))) { break }
+                    let slot := add(M_OWNERS, shl(5, j))
+                    let own := mload(slot)
+                    let lidx := sub(shr(168, lce), 1)
+                    if own {
+                        if eq(own, add(lidx, 1)) { reason := 0 }
+                        break
+                    }
+                    if and(mload(M_REVEALED), shl(lidx, 1)) { break }
+                    let c := sload(add(_randaoCommit.slot, lidx))
+                    let x := mload(add(M_H, 0x120))
+                    for { let d := 0 } lt(d, MAX_REVEAL_SKIP) { d := add(d, 1) } {
+                        mstore(0x00, x)
+                        x := keccak256(0x00, 0x20)
+                        if eq(x, c) {
+                            reason := 0
+                            break
+                        }
+                    }
+                    if iszero(reason) {
+                        mstore(slot, add(lidx, 1))
+                        mstore(M_REVEALED, or(mload(M_REVEALED), shl(lidx, 1)))
+                    }
                     break
                 }
+                switch reason
+                case 0 {
+                    sstore(hslot, or(or(and(hh, not(0xffffffffffffffffffffffff)), and(head, 0xffffffff0000000000000000)), or(shr(160, w), shl(32, and(timestamp(), 0xffffffff)))))
+                    mstore(hp, hh)
+                    hp := add(hp, 0x20)
+                    mstore(M_BITS, or(mload(M_BITS), shl(i, 1)))
+                }
+                default {
+                    mstore(0x00, hh)
+                    mstore(0x20, reason)
+                    log3(0x00, 0x40, T_REJECTED, calldataload(p), shr(160, w))
+                    mstore(0x20, _heads.slot)
+                }
+            }
+            if xor(o, mload(M_LEN)) { fail(E_TRAILING, o) }
+
+            let k := mload(M_K)
+            let logp := add(M_OWNERS, shl(5, k))
+            let hhs := add(logp, 0xc0)
+            let size := sub(hp, hhs)
+            if size {
+                let root := keccak256(hhs, size)
+                mstore(0x00, sload(_historyAcc.slot))
+                mstore(0x20, root)
+                let hacc := keccak256(0x00, 0x40)
+                sstore(_historyAcc.slot, hacc)
+                // _commitCount: bits [72, 136) of the _epoch slot
+                let s := sload(_epoch.slot)
+                let idx := and(shr(72, s), 0xffffffffffffffff)
+                sstore(_epoch.slot, add(s, shl(72, 1)))
+                if eq(mod(idx, HISTORY_WINDOW), sub(HISTORY_WINDOW, 1)) {
+                    mstore(0x00, div(idx, HISTORY_WINDOW))
+                    mstore(0x20, _checkpoints.slot)
+                    sstore(keccak256(0x00, 0x40), hacc)
+                }
+
+                // reveals: the leader's new commitment and the mix, once per used entry, in table order
+                let mix := sload(_mix.slot)
+                for { let j := 0 } lt(j, k) { j := add(j, 1) } {
+                    let own := mload(add(M_OWNERS, shl(5, j)))
+                    if own {
+                        let reveal := calldataload(add(add(mload(M_BASE), 3), shl(5, j)))
+                        sstore(add(_randaoCommit.slot, sub(own, 1)), reveal)
+                        mstore(0x00, mix)
+                        mstore(0x20, reveal)
+                        mix := keccak256(0x00, 0x40)
+                    }
+                }
+                sstore(_mix.slot, mix)
+
+                mstore(logp, root)
+                mstore(add(logp, 0x20), hacc)
+                mstore(add(logp, 0x40), mload(M_BITS))
+                mstore(add(logp, 0x60), mix)
+                mstore(add(logp, 0x80), 0xa0)
+                mstore(add(logp, 0xa0), shr(5, size))
+                log2(logp, add(0xc0, size), T_COMMITTED, idx)
             }
         }
     }
 
     // ---------------------------------------------------------------- helpers
-
-    function _popcount(uint256 x) internal pure returns (uint256 c) {
-        unchecked {
-            for (; x != 0; x &= x - 1) ++c;
-        }
-    }
-
-    /// @dev The node word of node index `idx` (one SLOAD; 0 past the end).
-    function _nodeWord(uint256 idx) internal view returns (uint256 w) {
-        assembly ("memory-safe") {
-            mstore(0x00, _nodeWords.slot)
-            if lt(idx, sload(_nodeWords.slot)) { w := sload(add(keccak256(0x00, 0x20), idx)) }
-        }
-    }
 
     function _wordActive(uint256 w, uint256 e) internal pure returns (bool) {
         uint256 joinEpoch = (w >> 160) & NEVER48;
@@ -736,7 +714,7 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
     }
 
     function _replicaAt(uint256 head, uint256 hi, uint256 k) internal pure returns (uint256) {
-        if (k < LOW_REPLICAS) return uint8(head >> (88 + 8 * k));
+        if (k < LOW_REPLICAS) return uint8(head >> (72 + 8 * k));
         return uint8(hi >> (8 * (k - LOW_REPLICAS)));
     }
 
@@ -756,7 +734,7 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
     function _streamHeadOrRevert(bytes32 streamId) internal view returns (uint256 head, uint256 hi) {
         head = _heads[streamId];
         if (head == 0) revert UnknownStream(streamId);
-        if (uint8(head >> 80) > LOW_REPLICAS) hi = _replicasHi[streamId];
+        if (uint8(head >> 64) > LOW_REPLICAS) hi = _replicasHi[streamId];
     }
 
     function _status(uint256 w, uint64 e) internal pure returns (NodeStatus) {
@@ -807,7 +785,7 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
     {
         (uint256 head, uint256 hi) = _streamHeadOrRevert(streamId);
         (, bytes32 seed) = _viewEpochSeed();
-        pos = Election.leaderPosition(seed, streamId, number, attempt, uint8(head >> 80));
+        pos = Election.leaderPosition(seed, streamId, number, attempt, uint8(head >> 64));
         leader = address(uint160(_nodeWords[_replicaAt(head, hi, pos)]));
     }
 
@@ -817,7 +795,7 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
     /// @param attempt The attempt.
     function attemptOpensAt(bytes32 streamId, uint32 attempt) external view returns (uint64) {
         (uint256 head,) = _streamHeadOrRevert(streamId);
-        uint256 t = ((head >> 40) & MAX_NUMBER) + uint256(attempt) * leaderTimeout;
+        uint256 t = ((head >> 32) & MAX_NUMBER) + uint256(attempt) * leaderTimeout;
         return t > type(uint64).max ? type(uint64).max : uint64(t);
     }
 
@@ -827,16 +805,16 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
         return _heads[streamId] != 0;
     }
 
-    /// @notice A stream's head: number, the top 144 bits of its header hash (the full hash is in the
+    /// @notice A stream's head: number, the top 160 bits of its header hash (the full hash is in the
     ///         `MiniblocksCommitted` log and provable with `verifyHeaderCommitted`), and the chain time
     ///         it was committed (or the stream created). All zero for an unknown stream.
     /// @param streamId The stream.
-    function streamHead(bytes32 streamId) external view returns (uint64 number, bytes18 hashPrefix, uint64 timestamp) {
+    function streamHead(bytes32 streamId) external view returns (uint64 number, bytes20 hashPrefix, uint64 timestamp) {
         uint256 head = _heads[streamId];
-        if (head == 0) return (0, bytes18(0), 0);
+        if (head == 0) return (0, bytes20(0), 0);
         number = uint64(head & MAX_NUMBER);
-        timestamp = uint64((head >> 40) & MAX_NUMBER);
-        hashPrefix = bytes18(bytes32(head & PREFIX_MASK));
+        timestamp = uint64((head >> 32) & MAX_NUMBER);
+        hashPrefix = bytes20(bytes32(head & PREFIX_MASK));
     }
 
     /// @notice True iff `headerHash` prefix-matches the stream's head at `number` (the head only).
@@ -852,7 +830,7 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
     /// @param streamId The stream.
     function replicasOf(bytes32 streamId) external view returns (address[] memory reps) {
         uint256 head = _heads[streamId];
-        uint256 r = uint8(head >> 80);
+        uint256 r = uint8(head >> 64);
         uint256 hi = r > LOW_REPLICAS ? _replicasHi[streamId] : 0;
         reps = new address[](r);
         for (uint256 k; k < r; ++k) reps[k] = address(uint160(_nodeWords[_replicaAt(head, hi, k)]));
@@ -926,33 +904,38 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
         return _commitCount;
     }
 
-    /// @notice The history root of commit transaction `commitIndex` (0 if none).
-    /// @param commitIndex The commit index (`MiniblocksCommitted.commitIndex`).
-    function historyRoot(uint64 commitIndex) external view returns (bytes32) {
-        return _history[commitIndex];
+    /// @notice The history accumulator after the latest commit transaction (0 before any).
+    function historyAcc() external view returns (bytes32) {
+        return _historyAcc;
     }
 
-    /// @notice The history leaf of a header: keccak256(streamId ‖ uint64 number ‖ headerHash).
-    /// @param streamId The stream.
-    /// @param number The block number.
-    /// @param headerHash The header hash.
-    function historyLeaf(bytes32 streamId, uint64 number, bytes32 headerHash) external pure returns (bytes32) {
-        return History.leaf(streamId, number, headerHash);
+    /// @notice The history accumulator after commit transaction HISTORY_WINDOW·w + HISTORY_WINDOW − 1
+    ///         (0 until that commit).
+    /// @param w The window.
+    function historyCheckpoint(uint256 w) external view returns (bytes32) {
+        return _checkpoints[w];
     }
 
-    /// @notice True iff the header with hash `headerHash` was committed at (streamId, number) by
-    ///         commit transaction `proof.commitIndex`. Since a commit needs number == head + 1, at most
-    ///         one header is ever committed at a (stream, number).
-    /// @param streamId The stream.
-    /// @param number The block number.
-    /// @param headerHash The header hash.
+    /// @notice True iff `header` was committed (at its streamId and number) by commit transaction
+    ///         `proof.commitIndex`: its hash is `proof.headerHashes[proof.position]`, and folding
+    ///         keccak256(headerHashes) onto `proof.prevAcc`, then `proof.laterRoots`, ends at a
+    ///         checkpoint (when the last folded commit closes a window) or at `historyAcc()` (when it
+    ///         is the latest commit). Since a commit needs number == head + 1, at most one header is
+    ///         ever committed at a (stream, number).
+    /// @param header The header.
     /// @param proof The history proof.
-    function verifyHeaderCommitted(bytes32 streamId, uint64 number, bytes32 headerHash, HistoryProof calldata proof)
-        public
-        view
-        returns (bool)
-    {
-        return History.verify(_history[proof.commitIndex], History.leaf(streamId, number, headerHash), proof);
+    function verifyHeaderCommitted(Header calldata header, HistoryProof calldata proof) public view returns (bool) {
+        return _committed(MiniblockTypes.hashHeader(header), proof);
+    }
+
+    function _committed(bytes32 hh, HistoryProof calldata proof) internal view returns (bool) {
+        uint256 last = uint256(proof.commitIndex) + proof.laterRoots.length;
+        uint256 count = _commitCount;
+        if (last >= count || proof.position >= proof.headerHashes.length) return false;
+        if (proof.headerHashes[proof.position] != hh) return false;
+        bytes32 acc = History.fold(proof.prevAcc, proof.headerHashes, proof.laterRoots);
+        if (last == count - 1 && acc == _historyAcc) return true;
+        return last % HISTORY_WINDOW == HISTORY_WINDOW - 1 && acc == _checkpoints[last / HISTORY_WINDOW];
     }
 
     /// @notice hashStruct(Event).
@@ -1013,8 +996,7 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
         uint256 index,
         bytes32 eventHash
     ) external view returns (bool) {
-        bytes32 hh = MiniblockTypes.hashHeader(header);
-        if (!verifyHeaderCommitted(header.streamId, header.number, hh, hp)) return false;
+        if (!_committed(MiniblockTypes.hashHeader(header), hp)) return false;
         if (index >= header.eventCount) return false;
         return Merkle.verify(header.eventsRoot, header.eventCount, index, eventHash, proof);
     }

@@ -97,6 +97,39 @@ contract PackedDecodingFuzzTest is RegistryV2Fixture {
         _neverAccepted(_encode(rs, reveals));
     }
 
+    /// @dev Any attester bitmap: accepted iff its bits are replicas other than the leader and with
+    ///      the leader a majority; otherwise rejected with NotReplica, DuplicateAttester or NoQuorum.
+    function testFuzz_attesterBitmap(uint16 bits) public {
+        Rec memory r = _next(S);
+        Rec[] memory rs = _one(r);
+        bytes32[] memory reveals = _assignReveals(rs);
+        address[] memory reps = reg.replicasOf(S);
+        bytes32 d = reg.headerDigest(r.h);
+        uint256 n;
+        for (uint256 i; i < 16; ++i) if ((bits >> i) & 1 == 1) ++n;
+        r.attesters = bits;
+        r.sigs = new bytes[](1 + n);
+        r.sigs[0] = _compact(pkOf[r.h.leader], d);
+        uint256 c = 1;
+        for (uint256 i; i < 16; ++i) {
+            if ((bits >> i) & 1 == 0) continue;
+            r.sigs[c++] = _compact(i < reps.length ? pkOf[reps[i]] : 0xBAD + i, d);
+        }
+        vm.recordLogs();
+        reg.commitMiniblocks(_encode(rs, reveals));
+        uint8[] memory rr = _reasons(vm.getRecordedLogs());
+        uint8 want;
+        if (bits >> reps.length != 0) want = 9;
+        else if ((bits >> r.leaderPos) & 1 == 1) want = 10;
+        else if (1 + n < reps.length / 2 + 1) want = 12;
+        if (want == 0) {
+            assertEq(rr.length, 0, "valid bitmap accepted");
+        } else {
+            assertEq(rr.length, 1, "rejected");
+            assertEq(rr[0], want, "reason");
+        }
+    }
+
     function testFuzz_validBatchAccepted(uint256 total) public {
         total = bound(total, 2, 3);
         (Rec[] memory rs, bytes memory b) = _goodBatch(total);

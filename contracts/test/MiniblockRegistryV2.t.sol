@@ -29,7 +29,7 @@ contract MiniblockRegistryV2Test is RegistryV2Fixture {
     }
 
     function _expectReason(Rec memory r, bytes memory batch, uint8 reason) internal {
-        (uint64 n0, bytes18 p0, uint64 t0) = reg.streamHead(r.h.streamId);
+        (uint64 n0, bytes20 p0, uint64 t0) = reg.streamHead(r.h.streamId);
         bytes32 mix0 = reg.randaoMix();
         uint64 c0 = reg.commitCount();
         Vm.Log[] memory logs = _try(r, batch);
@@ -37,7 +37,7 @@ contract MiniblockRegistryV2Test is RegistryV2Fixture {
         assertEq(rr.length, 1, "one rejection");
         assertEq(rr[0], reason, "reason");
         assertEq(_count(logs, MiniblockRegistryV2.MiniblocksCommitted.selector), 0, "nothing committed");
-        (uint64 n1, bytes18 p1, uint64 t1) = reg.streamHead(r.h.streamId);
+        (uint64 n1, bytes20 p1, uint64 t1) = reg.streamHead(r.h.streamId);
         assertTrue(n0 == n1 && p0 == p1 && t0 == t1, "head unchanged");
         assertEq(reg.randaoMix(), mix0, "mix unchanged");
         assertEq(reg.commitCount(), c0, "no history entry");
@@ -52,26 +52,41 @@ contract MiniblockRegistryV2Test is RegistryV2Fixture {
         Rec memory r = _next(S);
         Rec[] memory rs = _one(r);
         bytes memory b = _build(rs, 2);
-        vm.recordLogs();
-        reg.commitMiniblocks(b);
-        Vm.Log[] memory logs = vm.getRecordedLogs();
-        assertEq(_reasons(logs).length, 0, "accepted");
+        _commitOk(rs, b);
         bytes32 hh = reg.hashHeader(rs[0].h);
-        (uint64 num, bytes18 prefix,) = reg.streamHead(S);
+        (uint64 num, bytes20 prefix,) = reg.streamHead(S);
         assertEq(num, 1, "head number");
-        assertTrue(prefix == bytes18(hh), "head prefix");
+        assertTrue(prefix == bytes20(hh), "head prefix");
         assertTrue(reg.isHead(S, 1, hh), "isHead");
         assertEq(reg.randaoCommitOf(rs[0].h.leader), rs[0].h.randaoReveal, "reveal stored");
-        HistoryProof memory hp = HistoryProof({commitIndex: 0, leafIndex: 0, leafCount: 1, siblings: new bytes32[](0)});
-        assertEq(reg.historyRoot(0), reg.historyLeaf(S, 1, hh), "root of one leaf");
-        assertTrue(reg.verifyHeaderCommitted(S, 1, hh, hp), "committed");
-        assertFalse(reg.verifyHeaderCommitted(S, 2, hh, hp), "wrong number");
-        assertFalse(reg.verifyHeaderCommitted(_sid(2), 1, hh, hp), "wrong stream");
-        assertFalse(reg.verifyHeaderCommitted(S, 1, keccak256("x"), hp), "wrong hash");
+        assertEq(reg.commitCount(), 1, "one commit");
+        HistoryProof memory hp = _historyProof(0, 0);
+        Header memory h = rs[0].h;
+        assertTrue(reg.verifyHeaderCommitted(h, hp), "committed");
+        h.number = 2;
+        assertFalse(reg.verifyHeaderCommitted(h, hp), "wrong number");
+        h.number = 1;
+        h.streamId = _sid(2);
+        assertFalse(reg.verifyHeaderCommitted(h, hp), "wrong stream");
+        h.streamId = S;
+        h.stateRoot = keccak256("x");
+        assertFalse(reg.verifyHeaderCommitted(h, hp), "other header");
+        h.stateRoot = rs[0].h.stateRoot;
         hp.commitIndex = 1;
-        assertFalse(reg.verifyHeaderCommitted(S, 1, hh, hp), "no such commit");
-        // event inclusion: the eventsRoot here is not a real tree; make one
-        _noteAccepted(rs);
+        assertFalse(reg.verifyHeaderCommitted(h, hp), "no such commit");
+        hp.commitIndex = 0;
+        hp.position = 1;
+        assertFalse(reg.verifyHeaderCommitted(h, hp), "no such position");
+        hp.position = 0;
+        hp.prevAcc = keccak256("other");
+        assertFalse(reg.verifyHeaderCommitted(h, hp), "wrong prevAcc");
+        hp.prevAcc = 0;
+        // a forged hash list with the same first hash does not fold to the accumulator
+        bytes32[] memory forged = new bytes32[](2);
+        forged[0] = hh;
+        forged[1] = keccak256("forged");
+        hp.headerHashes = forged;
+        assertFalse(reg.verifyHeaderCommitted(h, hp), "forged list");
     }
 
     function test_commit_batchOfTwoStreams_andChain_historyProofs() public {
@@ -87,32 +102,38 @@ contract MiniblockRegistryV2Test is RegistryV2Fixture {
         _commitOk(rs, b);
         (uint64 num,,) = reg.streamHead(S);
         assertEq(num, 2, "two blocks of S");
-        bytes32[] memory leaves = new bytes32[](3);
-        for (uint256 i; i < 3; ++i) leaves[i] = History.leaf(rs[i].h.streamId, rs[i].h.number, reg.hashHeader(rs[i].h));
         for (uint256 i; i < 3; ++i) {
-            HistoryProof memory hp = HistoryProof({commitIndex: 0, leafIndex: uint32(i), leafCount: 3, siblings: _proof(leaves, i)});
-            assertTrue(reg.verifyHeaderCommitted(rs[i].h.streamId, rs[i].h.number, reg.hashHeader(rs[i].h), hp), "proof");
+            HistoryProof memory hp = _historyProof(0, i);
+            assertTrue(reg.verifyHeaderCommitted(rs[i].h, hp), "proof");
         }
     }
 
-    /// @dev The history tree's root/proof over raw leaf words (the node's rule, mirrored here).
-    function _proof(bytes32[] memory leaves, uint256 index) internal pure returns (bytes32[] memory out) {
-        uint256 n = leaves.length;
-        bytes32[] memory level = new bytes32[](n);
-        for (uint256 i; i < n; ++i) level[i] = leaves[i];
-        bytes32[] memory tmp = new bytes32[](16);
-        uint256 p;
-        while (n > 1) {
-            if (index & 1 == 1) tmp[p++] = level[index - 1];
-            else if (index + 1 < n) tmp[p++] = level[index + 1];
-            uint256 half = n >> 1;
-            for (uint256 i; i < half; ++i) level[i] = Merkle.nodeHash(level[2 * i], level[2 * i + 1]);
-            if (n & 1 == 1) level[half] = level[n - 1];
-            index >>= 1;
-            n = (n + 1) >> 1;
+    /// @dev Proofs stay valid across windows: to the latest commit while the window is open, to the
+    ///      window's checkpoint once it closes.
+    function test_historyProofs_acrossWindows() public {
+        uint256 w = reg.HISTORY_WINDOW();
+        Header[] memory hs = new Header[](2 * w + 3);
+        for (uint256 c; c < hs.length; ++c) {
+            Rec[] memory rs = _one(_next(c % 2 == 0 ? S : _sid(2)));
+            _commitOk(rs, _build(rs, 2));
+            hs[c] = rs[0].h;
+            // the newest commit is provable at once, against historyAcc
+            assertTrue(reg.verifyHeaderCommitted(hs[c], _historyProof(c, 0)), "latest");
         }
-        out = new bytes32[](p);
-        for (uint256 i; i < p; ++i) out[i] = tmp[i];
+        assertEq(reg.commitCount(), hs.length, "commit count");
+        for (uint256 c; c < hs.length; ++c) {
+            HistoryProof memory hp = _historyProof(c, 0);
+            assertTrue(reg.verifyHeaderCommitted(hs[c], hp), "old commit");
+            if (hp.laterRoots.length > 0) {
+                // one later root short: ends neither at a checkpoint nor at the latest commit
+                bytes32[] memory shorter = new bytes32[](hp.laterRoots.length - 1);
+                for (uint256 i; i < shorter.length; ++i) shorter[i] = hp.laterRoots[i];
+                hp.laterRoots = shorter;
+                if ((c + shorter.length) % w != w - 1) assertFalse(reg.verifyHeaderCommitted(hs[c], hp), "short");
+            }
+        }
+        assertTrue(reg.historyCheckpoint(0) != 0 && reg.historyCheckpoint(1) != 0, "two checkpoints");
+        assertEq(reg.historyCheckpoint(2), 0, "third window open");
     }
 
     function test_verifyInclusion() public {
@@ -123,11 +144,12 @@ contract MiniblockRegistryV2Test is RegistryV2Fixture {
         r.h.eventCount = 5;
         Rec[] memory rs = _one(r);
         _commitOk(rs, _build(rs, 2));
-        HistoryProof memory hp = HistoryProof({commitIndex: 0, leafIndex: 0, leafCount: 1, siblings: new bytes32[](0)});
+        HistoryProof memory hp = _historyProof(0, 0);
         for (uint256 i; i < 5; ++i) {
             assertTrue(reg.verifyInclusion(rs[0].h, hp, Merkle.proof(evs, i), i, evs[i]), "included");
         }
         assertFalse(reg.verifyInclusion(rs[0].h, hp, Merkle.proof(evs, 1), 1, evs[2]), "wrong event");
+        assertFalse(reg.verifyInclusion(rs[0].h, hp, Merkle.proof(evs, 1), 5, evs[1]), "index past eventCount");
         Header memory other = rs[0].h;
         other.stateRoot = keccak256("other");
         assertFalse(reg.verifyInclusion(other, hp, Merkle.proof(evs, 1), 1, evs[1]), "uncommitted header");
@@ -157,6 +179,51 @@ contract MiniblockRegistryV2Test is RegistryV2Fixture {
         Rec memory r = _next(S);
         r.h.prevHash = keccak256("stale");
         _expectReason(r, _signed(r, 2), 3);
+    }
+
+    /// @dev The parent rule of v2: prevHash[0:18] is taken from the head slot, prevHash[18:32] is
+    ///      sent and its bytes 18..19 must equal the slot's (reason 3); so the top 160 bits are
+    ///      checked, and the low 96 are bound by the signatures only (docs/protocol.md, soundness).
+    function test_parent_prefixRule() public {
+        Rec memory r = _next(S);
+        bytes32 good = r.h.prevHash;
+        // bytes 18..19 differ: BadParent
+        r.h.prevHash = good ^ bytes32(uint256(1) << 96);
+        _expectReason(r, _signed(r, 2), 3);
+        // a bit of bytes 0..17 differs: the contract hashes the stored prefix, the signatures do not match
+        r.h.prevHash = good ^ bytes32(uint256(1) << 255);
+        _expectReason(r, _signed(r, 2), 7);
+        // only the low 96 bits differ: signed by the leader and a majority, accepted
+        r.h.prevHash = good ^ bytes32(uint256(1));
+        Rec[] memory rs = _one(r);
+        bytes memory b = _build(rs, 2);
+        vm.recordLogs();
+        reg.commitMiniblocks(b);
+        assertEq(_reasons(vm.getRecordedLogs()).length, 0, "low 96 bits: bound by the signatures only");
+    }
+
+    /// @dev The event topics and error selectors the assembly uses are the declared ones.
+    function test_topicsAndSelectors() public {
+        Rec[] memory rs = _one(_next(S));
+        bytes memory b = _build(rs, 2);
+        vm.recordLogs();
+        reg.commitMiniblocks(b);
+        Vm.Log[] memory logs = vm.getRecordedLogs();
+        assertEq(logs.length, 1, "one log");
+        _noteHistory(rs, logs);
+        _noteAccepted(rs);
+        assertEq(logs[0].topics[0], MiniblockRegistryV2.MiniblocksCommitted.selector, "commit topic");
+        Rec memory bad = _next(S);
+        bad.h.epoch += 1;
+        vm.recordLogs();
+        reg.commitMiniblocks(_signed(bad, 2));
+        logs = vm.getRecordedLogs();
+        assertEq(logs[0].topics[0], MiniblockRegistryV2.MiniblockRejected.selector, "reject topic");
+        assertEq(logs[0].topics[1], bad.h.streamId, "stream topic");
+        assertEq(uint256(logs[0].topics[2]), bad.h.number, "number topic");
+        (bytes32 hh, uint8 reason) = abi.decode(logs[0].data, (bytes32, uint8));
+        assertEq(hh, reg.hashHeader(bad.h), "rejected header's hash");
+        assertEq(reason, 4, "reason");
     }
 
     function test_reject_4_wrongEpoch() public {

@@ -1,5 +1,6 @@
 """Registry v2 encodings (docs/protocol.md, "Version 2"): the packed commit batch, EIP-2098 compact
-signatures, and the per-transaction history tree with its proofs.
+signatures, the commit log, and the history (a root per commit transaction, an accumulator with
+checkpoints) with its proofs.
 
 The header itself (fields, EIP-712 type, hash) is v1's; only the domain version ("2"), the calldata
 and the history are new. Everything here is pure and mirrors MiniblockRegistryV2.sol and
@@ -13,12 +14,15 @@ from dataclasses import dataclass
 
 from .eip712 import SignatureError
 from .hashing import keccak
-from .merkle import node_hash
-from .types import DOMAIN_NAME, Domain, Header
+from .types import DOMAIN_NAME, ZERO32, Domain, Header
 
 DOMAIN_VERSION_V2 = "2"
-RECORD_FIXED = 156
-HEAD_HASH_BITS = 144
+RECORD_FIXED = 138
+HEAD_HASH_BITS = 160
+HISTORY_WINDOW = 8
+# prevHash[0:18] comes from the head slot; prevHash[18:32] is sent, its bytes 18 and 19 overlapping
+# the stored 20-byte prefix (the BadParent check).
+PREV_SENT_FROM = 18
 MAX_BATCH = 256
 _HALF_N = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0
 
@@ -74,7 +78,7 @@ class DecodedRecord:
     """A record as calldata carries it (the leader address and the reveal are resolved on chain)."""
 
     stream_id: bytes
-    prev_hash: bytes
+    prev_tail: bytes  # prevHash[18:32]; prevHash[0:18] is the head slot's
     events_root: bytes
     state_root: bytes
     number: int
@@ -88,13 +92,17 @@ class DecodedRecord:
 
 
 def encode_record(r: Record) -> bytes:
+    """streamId ‖ eventsRoot ‖ stateRoot ‖ number ‖ epoch ‖ eventCount ‖ attempt ‖ leaderPos ‖
+    revealIndex ‖ attesters ‖ prevHash[18:32] ‖ signatures (the contract takes prevHash[0:18] from
+    the stream's head slot)."""
     h = r.header
     if len(r.signatures) != 1 + bin(r.attesters).count("1"):
         raise BatchError("one signature for the leader and one per attester bit")
-    out = h.stream_id + h.prev_hash + h.events_root + h.state_root
+    out = h.stream_id + h.events_root + h.state_root
     out += h.number.to_bytes(8, "big") + h.epoch.to_bytes(8, "big")
     out += h.event_count.to_bytes(4, "big") + h.attempt.to_bytes(4, "big")
     out += bytes([r.leader_pos, r.reveal_index]) + r.attesters.to_bytes(2, "big")
+    out += h.prev_hash[PREV_SENT_FROM:]
     for s in r.signatures:
         if len(s) != 64:
             raise BatchError("signatures are 64-byte compact ones")
@@ -127,7 +135,7 @@ def decode_batch(batch: bytes) -> tuple[list[bytes], list[DecodedRecord]]:
         if o + RECORD_FIXED > len(batch):
             raise BatchError(f"TruncatedBatch({o})")
         b = batch[o : o + RECORD_FIXED]
-        attesters = int.from_bytes(b[154:156], "big")
+        attesters = int.from_bytes(b[122:124], "big")
         nsig = 1 + bin(attesters).count("1")
         end = o + RECORD_FIXED + 64 * nsig
         if end > len(batch):
@@ -136,16 +144,16 @@ def decode_batch(batch: bytes) -> tuple[list[bytes], list[DecodedRecord]]:
         recs.append(
             DecodedRecord(
                 stream_id=b[0:32],
-                prev_hash=b[32:64],
-                events_root=b[64:96],
-                state_root=b[96:128],
-                number=int.from_bytes(b[128:136], "big"),
-                epoch=int.from_bytes(b[136:144], "big"),
-                event_count=int.from_bytes(b[144:148], "big"),
-                attempt=int.from_bytes(b[148:152], "big"),
-                leader_pos=b[152],
-                reveal_index=b[153],
+                events_root=b[32:64],
+                state_root=b[64:96],
+                number=int.from_bytes(b[96:104], "big"),
+                epoch=int.from_bytes(b[104:112], "big"),
+                event_count=int.from_bytes(b[112:116], "big"),
+                attempt=int.from_bytes(b[116:120], "big"),
+                leader_pos=b[120],
+                reveal_index=b[121],
                 attesters=attesters,
+                prev_tail=b[124:138],
                 signatures=sigs,
             )
         )
@@ -155,81 +163,122 @@ def decode_batch(batch: bytes) -> tuple[list[bytes], list[DecodedRecord]]:
     return reveals, recs
 
 
-# --- the history tree ------------------------------------------------------------------------------
+# --- the commit log and the history --------------------------------------------------------------
 
 
-def history_leaf(stream_id: bytes, number: int, header_hash: bytes) -> bytes:
-    """keccak256(streamId ‖ uint64 number ‖ headerHash)."""
-    return keccak(stream_id + number.to_bytes(8, "big") + header_hash)
+@dataclass(frozen=True, slots=True)
+class CommitLog:
+    """The data of MiniblocksCommitted(uint64 indexed commitIndex, bytes32 historyRoot,
+    bytes32 historyAcc, uint256 accepted, bytes32 mix, bytes32[] headerHashes)."""
+
+    commit_index: int
+    history_root: bytes
+    history_acc: bytes
+    accepted: int  # bit i: record i of the batch was accepted
+    mix: bytes
+    header_hashes: tuple[bytes, ...]
 
 
-def _levels(leaves: Sequence[bytes]) -> list[list[bytes]]:
-    level = list(leaves)
-    levels = [level]
-    while len(level) > 1:
-        nxt = [node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
-        if len(level) % 2:
-            nxt.append(level[-1])
-        levels.append(nxt)
-        level = nxt
-    return levels
+def decode_commit_log(commit_index: int, data: bytes) -> CommitLog:
+    """The log's ABI-encoded data (root, acc, accepted, mix, offset 0xa0, m, m hashes)."""
+    if len(data) < 0xC0 or len(data) % 32 or int.from_bytes(data[0x80:0xA0], "big") != 0xA0:
+        raise ValueError("not a MiniblocksCommitted data field")
+    m = int.from_bytes(data[0xA0:0xC0], "big")
+    if len(data) != 0xC0 + 32 * m:
+        raise ValueError("headerHashes length does not match the data")
+    hashes = tuple(data[0xC0 + 32 * i : 0xE0 + 32 * i] for i in range(m))
+    return CommitLog(commit_index, data[0:32], data[32:64], int.from_bytes(data[64:96], "big"), data[96:128], hashes)
 
 
-def history_root(leaves: Sequence[bytes]) -> bytes:
-    """Root over a commit transaction's leaves, in batch order of the accepted headers."""
-    if not leaves:
+def accepted_records(batch: bytes, log: CommitLog) -> list[tuple[DecodedRecord, bytes]]:
+    """The accepted records of a commit transaction's input with their header hashes (from its log):
+    (streamId, number) from the input, headerHash from the log."""
+    _, recs = decode_batch(batch)
+    picked = [r for i, r in enumerate(recs) if log.accepted >> i & 1]
+    if len(picked) != len(log.header_hashes) or log.accepted >> len(recs):
+        raise ValueError("the log's accepted bitmap does not match the batch")
+    return list(zip(picked, log.header_hashes, strict=True))
+
+
+def prev_hash_of(head_prefix20: bytes, prev_tail: bytes) -> bytes:
+    """The prevHash the contract hashes: the head slot's first 18 bytes ‖ the record's 14 bytes."""
+    if len(head_prefix20) != 20 or len(prev_tail) != 32 - PREV_SENT_FROM:
+        raise ValueError("a 20-byte head prefix and a 14-byte tail")
+    return head_prefix20[:PREV_SENT_FROM] + prev_tail
+
+
+def history_root(header_hashes: Sequence[bytes]) -> bytes:
+    """keccak256(h_0 ‖ ... ‖ h_{m-1}) over a commit transaction's accepted header hashes."""
+    if not header_hashes:
         raise ValueError("a commit without accepted headers has no history root")
-    return _levels(leaves)[-1][0]
+    return keccak(b"".join(header_hashes))
+
+
+def acc_step(acc: bytes, root: bytes) -> bytes:
+    """The history accumulator after one more commit: keccak256(acc ‖ root)."""
+    return keccak(acc + root)
+
+
+def history_acc(roots: Sequence[bytes]) -> bytes:
+    """historyAcc after the commits whose roots are `roots` (0 for none)."""
+    acc = ZERO32
+    for r in roots:
+        acc = acc_step(acc, r)
+    return acc
 
 
 @dataclass(frozen=True, slots=True)
 class HistoryProof:
-    """The contract's HistoryProof struct: (commitIndex, leafIndex, leafCount, siblings)."""
+    """The contract's HistoryProof struct: (commitIndex, position, headerHashes, prevAcc, laterRoots)."""
 
     commit_index: int
-    leaf_index: int
-    leaf_count: int
-    siblings: tuple[bytes, ...]
+    position: int
+    header_hashes: tuple[bytes, ...]
+    prev_acc: bytes
+    later_roots: tuple[bytes, ...]
 
-    def as_abi(self) -> tuple[int, int, int, list[bytes]]:
-        return (self.commit_index, self.leaf_index, self.leaf_count, list(self.siblings))
-
-
-def history_proof(commit_index: int, leaves: Sequence[bytes], index: int) -> HistoryProof:
-    if not 0 <= index < len(leaves):
-        raise IndexError("leaf index out of range")
-    sib: list[bytes] = []
-    i = index
-    for level in _levels(leaves)[:-1]:
-        if i % 2 == 1:
-            sib.append(level[i - 1])
-        elif i + 1 < len(level):
-            sib.append(level[i + 1])
-        i //= 2
-    return HistoryProof(commit_index, index, len(leaves), tuple(sib))
+    def as_abi(self) -> tuple[int, int, list[bytes], bytes, list[bytes]]:
+        return (self.commit_index, self.position, list(self.header_hashes), self.prev_acc, list(self.later_roots))
 
 
-def verify_history(root: bytes, leaf: bytes, proof: HistoryProof) -> bool:
-    """History.verify of the contract."""
-    if root == b"\x00" * 32 or not 0 <= proof.leaf_index < proof.leaf_count:
+def history_proof(
+    roots: Sequence[bytes], hashes: Sequence[bytes], commit_index: int, position: int,
+    window: int = HISTORY_WINDOW,
+) -> HistoryProof:
+    """The proof of header `position` of commit `commit_index`, given every commit's root so far
+    (`roots`, by commit index) and that commit's accepted header hashes: to the checkpoint of its
+    window when that window is closed, else to the latest commit (then it must be extended, or
+    rebuilt, once later commits arrive)."""
+    if not 0 <= commit_index < len(roots) or not 0 <= position < len(hashes):
+        raise IndexError("no such commit or position")
+    if history_root(hashes) != roots[commit_index]:
+        raise ValueError("the hashes are not that commit's")
+    last = min((commit_index // window + 1) * window - 1, len(roots) - 1)
+    return HistoryProof(
+        commit_index, position, tuple(hashes), history_acc(roots[:commit_index]),
+        tuple(roots[commit_index + 1 : last + 1]),
+    )
+
+
+def verify_history(
+    header_hash: bytes, proof: HistoryProof, *, commit_count: int, acc_now: bytes,
+    checkpoint: bytes | None, window: int = HISTORY_WINDOW,
+) -> bool:
+    """verifyHeaderCommitted of the contract, given its state: commitCount(), historyAcc() and
+    historyCheckpoint((commitIndex + len(laterRoots)) // window) (None if not read)."""
+    last = proof.commit_index + len(proof.later_roots)
+    if last >= commit_count or not 0 <= proof.position < len(proof.header_hashes):
         return False
-    h, i, n, p = leaf, proof.leaf_index, proof.leaf_count, 0
-    while n > 1:
-        if i % 2 == 1:
-            if p >= len(proof.siblings):
-                return False
-            h = node_hash(proof.siblings[p], h)
-            p += 1
-        elif i + 1 < n:
-            if p >= len(proof.siblings):
-                return False
-            h = node_hash(h, proof.siblings[p])
-            p += 1
-        i //= 2
-        n = (n + 1) // 2
-    return h == root and p == len(proof.siblings)
+    if proof.header_hashes[proof.position] != header_hash:
+        return False
+    acc = acc_step(proof.prev_acc, history_root(proof.header_hashes))
+    for r in proof.later_roots:
+        acc = acc_step(acc, r)
+    if last == commit_count - 1 and acc == acc_now:
+        return True
+    return last % window == window - 1 and checkpoint is not None and acc == checkpoint
 
 
 def head_prefix(header_hash: bytes) -> bytes:
-    """The 18 bytes of a header hash the head slot keeps (streamHead's `hashPrefix`)."""
+    """The 20 bytes of a header hash the head slot keeps (streamHead's `hashPrefix`)."""
     return header_hash[: HEAD_HASH_BITS // 8]

@@ -4,6 +4,7 @@ pragma solidity ^0.8.24;
 import {TestBase, Vm} from "./Vm.sol";
 import {MiniblockRegistryV2} from "../../src/MiniblockRegistryV2.sol";
 import {Header} from "../../src/lib/MiniblockTypes.sol";
+import {History, HistoryProof} from "../../src/lib/HistoryProof.sol";
 
 /// @dev Deploys a v2 registry, registers nodes with hash-onion RANDAO commits, builds, signs
 ///      (EIP-2098 compact) and packs batches (docs/protocol.md, "Version 2").
@@ -151,10 +152,11 @@ abstract contract RegistryV2Fixture is TestBase {
 
     function _encodeRec(Rec memory r) internal pure returns (bytes memory out) {
         Header memory h = r.h;
-        out = abi.encodePacked(h.streamId, h.prevHash, h.eventsRoot, h.stateRoot);
+        out = abi.encodePacked(h.streamId, h.eventsRoot, h.stateRoot);
         out = abi.encodePacked(
             out, h.number, h.epoch, h.eventCount, h.attempt, r.leaderPos, r.revealIdx, r.attesters
         );
+        out = abi.encodePacked(out, bytes14(uint112(uint256(h.prevHash)))); // prevHash[18:32]
         for (uint256 i; i < r.sigs.length; ++i) out = bytes.concat(out, r.sigs[i]);
     }
 
@@ -195,6 +197,51 @@ abstract contract RegistryV2Fixture is TestBase {
         for (uint256 i; i < logs.length; ++i) if (logs[i].topics[0] == topic) ++c;
     }
 
+    /// @dev The accepted header hashes and the history root of each commit so far.
+    bytes32[][] internal commitHashes;
+    bytes32[] internal commitRoots;
+
+    /// @dev Notes the MiniblocksCommitted log of `logs` (if any) against the batch's records `rs`.
+    function _noteHistory(Rec[] memory rs, Vm.Log[] memory logs) internal {
+        for (uint256 i; i < logs.length; ++i) {
+            if (logs[i].topics[0] != MiniblockRegistryV2.MiniblocksCommitted.selector) continue;
+            (bytes32 root, bytes32 acc, uint256 bits, bytes32 mix, bytes32[] memory hhs) =
+                abi.decode(logs[i].data, (bytes32, bytes32, uint256, bytes32, bytes32[]));
+            assertEq(mix, reg.randaoMix(), "logged mix");
+            assertEq(uint256(logs[i].topics[1]), commitRoots.length, "commit index");
+            uint256 m;
+            for (uint256 j; j < rs.length; ++j) {
+                if (bits >> j & 1 == 0) continue;
+                assertEq(hhs[m], reg.hashHeader(rs[j].h), "logged header hash");
+                ++m;
+            }
+            assertEq(m, hhs.length, "one hash per accepted bit");
+            assertEq(bits >> rs.length, 0, "no bit past the batch");
+            assertEq(keccak256(abi.encodePacked(hhs)), root, "history root = keccak256(header hashes)");
+            commitHashes.push(hhs);
+            commitRoots.push(root);
+            bytes32 a;
+            for (uint256 c; c < commitRoots.length; ++c) a = History.step(a, commitRoots[c]);
+            assertEq(acc, a, "logged accumulator");
+            assertEq(reg.historyAcc(), a, "stored accumulator");
+        }
+    }
+
+    /// @dev The history proof of the header at `position` of commit `ci`: to the window's checkpoint
+    ///      if that window is closed, else to the latest commit.
+    function _historyProof(uint256 ci, uint256 position) internal view returns (HistoryProof memory hp) {
+        uint256 w = reg.HISTORY_WINDOW();
+        uint256 last = (ci / w + 1) * w - 1;
+        if (last >= commitRoots.length) last = commitRoots.length - 1;
+        bytes32 a;
+        for (uint256 c; c < ci; ++c) a = History.step(a, commitRoots[c]);
+        bytes32[] memory later = new bytes32[](last - ci);
+        for (uint256 c = ci + 1; c <= last; ++c) later[c - ci - 1] = commitRoots[c];
+        hp = HistoryProof({
+            commitIndex: uint64(ci), position: uint32(position), headerHashes: commitHashes[ci], prevAcc: a, laterRoots: later
+        });
+    }
+
     /// @dev Commits and asserts every header of `rs` is accepted.
     function _commitOk(Rec[] memory rs, bytes memory batch) internal {
         vm.recordLogs();
@@ -207,6 +254,7 @@ abstract contract RegistryV2Fixture is TestBase {
             }
         }
         assertEq(_count(logs, MiniblockRegistryV2.MiniblocksCommitted.selector), 1, "one commit log");
+        _noteHistory(rs, logs);
         _noteAccepted(rs);
     }
 
