@@ -1,0 +1,1003 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.24;
+
+import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
+import {Ownable2Step} from "@openzeppelin/contracts/access/Ownable2Step.sol";
+import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
+
+import {Header, Event, MiniblockTypes} from "./lib/MiniblockTypes.sol";
+import {Merkle} from "./lib/Merkle.sol";
+import {Election} from "./lib/Election.sol";
+import {History, HistoryProof} from "./lib/HistoryProof.sol";
+
+/// @title MiniblockRegistryV2
+/// @notice Registry v2 of the mini-block protocol (docs/protocol.md, "Version 2"): the rules of v1
+///         (membership, epochs, RANDAO, streams, election, quorum, parent, attempt window) with a
+///         packed commit call, 64-byte (EIP-2098) signatures, one storage slot per stream head, one
+///         RANDAO reveal per leader per transaction and one history root per commit transaction.
+contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
+    // ------------------------------------------------------------------ types
+
+    /// @notice Status of a node as of the current epoch.
+    enum NodeStatus {
+        None,
+        Pending,
+        Active,
+        Leaving,
+        Left
+    }
+
+    /// @notice Everything known about a node.
+    struct NodeInfo {
+        address node;
+        address operator;
+        string url;
+        NodeStatus status;
+        uint64 joinEpoch;
+        uint64 leaveEpoch;
+        bytes32 randaoCommit;
+    }
+
+    /// @dev Cold per-node data.
+    struct NodeMeta {
+        address operator;
+        string url;
+    }
+
+    // -------------------------------------------------------------- constants
+
+    /// @notice Most nodes ever registered (node indices fit 8 bits).
+    uint256 public constant MAX_NODES = 256;
+    /// @notice Most replicas of a stream.
+    uint256 public constant MAX_REPLICATION = 16;
+    /// @notice Most headers in one commitMiniblocks call.
+    uint256 public constant MAX_BATCH = 256;
+    /// @notice Most events in one mini-block.
+    uint256 public constant MAX_EVENTS_PER_BLOCK = 15000;
+    /// @notice Most onion layers one reveal may skip down (keccak256^d(reveal) == commit, 1 <= d <= 8).
+    uint256 public constant MAX_REVEAL_SKIP = 8;
+    /// @notice Bytes of a batch record before its signatures.
+    uint256 public constant RECORD_FIXED = 138;
+    /// @notice Bits of a header hash kept in the stream's head slot (its top bits).
+    uint256 public constant HEAD_HASH_BITS = 160;
+    /// @notice Commit transactions per history checkpoint (`historyCheckpoint`).
+    uint256 public constant HISTORY_WINDOW = 8;
+
+    // Rejection reasons (MiniblockRejected.reason), same codes as v1.
+    uint8 internal constant R_UNKNOWN_STREAM = 1;
+    uint8 internal constant R_BAD_NUMBER = 2;
+    uint8 internal constant R_BAD_PARENT = 3;
+    uint8 internal constant R_WRONG_EPOCH = 4;
+    uint8 internal constant R_ATTEMPT_NOT_OPEN = 5;
+    uint8 internal constant R_NOT_ELECTED_LEADER = 6;
+    uint8 internal constant R_BAD_LEADER_SIGNATURE = 7;
+    uint8 internal constant R_BAD_ATTESTATION = 8;
+    uint8 internal constant R_NOT_REPLICA = 9;
+    uint8 internal constant R_DUPLICATE_ATTESTER = 10;
+    uint8 internal constant R_INACTIVE_ATTESTER = 11;
+    uint8 internal constant R_NO_QUORUM = 12;
+    uint8 internal constant R_BAD_RANDAO_REVEAL = 13;
+    uint8 internal constant R_TOO_MANY_EVENTS = 14;
+
+    // Node word: address [0,160) | joinEpoch [160,208) | leaveEpoch [208,256).
+    uint256 internal constant NEVER48 = (1 << 48) - 1;
+    // Stream head slot: number [0,32) | timestamp [32,64) | replica count [64,72) |
+    // replica k < 3 node index at [72 + 8k, 80 + 8k) | top 160 bits of the head's header hash [96,256).
+    // Replica k >= 3 in _replicasHi at [8(k-3), 8(k-2)).
+    uint256 internal constant LOW_REPLICAS = 3;
+    uint256 internal constant MAX_NUMBER = (1 << 32) - 1;
+    uint256 internal constant PREFIX_MASK = ~uint256((1 << 96) - 1);
+    uint256 internal constant NOT_FOUND = type(uint256).max;
+
+    // ------------------------------------------------------------------ state
+
+    /// @notice Chain time of deployment; epoch(t) = (t - genesisTime) / epochLength.
+    uint64 public immutable genesisTime;
+    /// @notice Length of an epoch in seconds.
+    uint64 public immutable epochLength;
+    /// @notice Seconds after the head's commit time at which each further attempt opens.
+    uint64 public immutable leaderTimeout;
+
+    uint64 internal _epoch; // materialised epoch
+    /// @notice Replica count of new streams (capped by the active node count).
+    uint8 public replicationFactor;
+    uint64 internal _commitCount; // shares the slot read by every commit
+    bytes32 internal _seed;
+    bytes32 internal _mix;
+
+    /// @notice Whether an address may register nodes.
+    mapping(address => bool) public isOperator;
+
+    uint256[] internal _nodeWords; // by node index, see above
+    mapping(address => uint256) internal _indexPlusOne;
+    mapping(address => NodeMeta) internal _meta;
+    bytes32[MAX_NODES] internal _randaoCommit; // by node index
+
+    bytes32[] internal _streamIds;
+    mapping(bytes32 => uint256) internal _heads; // packed, see above
+    mapping(bytes32 => uint256) internal _replicasHi;
+    bytes32 internal _historyAcc; // keccak256(acc ‖ historyRoot) over all commit transactions
+    mapping(uint256 => bytes32) internal _checkpoints; // window w -> _historyAcc after commit 8w + 7
+
+    // ----------------------------------------------------------------- events
+
+    event OperatorAllowed(address indexed operator);
+    event OperatorRevoked(address indexed operator);
+    event ReplicationFactorSet(uint8 replicationFactor);
+    event NodeRegistered(address indexed node, address indexed operator, string url, uint64 joinEpoch);
+    event NodeUrlChanged(address indexed node, string url);
+    event NodeLeaveRequested(address indexed node, uint64 leaveEpoch);
+    event EpochAdvanced(uint64 indexed epoch, bytes32 seed);
+    event StreamCreated(bytes32 indexed streamId, address creator, uint64 epoch, address[] replicas, bytes32 genesisHash);
+    event ReplicaReplaced(bytes32 indexed streamId, uint256 index, address oldNode, address newNode);
+    /// @notice One per commit transaction that accepted headers. `accepted` has bit i set for each
+    ///         accepted record i of the batch (in the transaction's input), `headerHashes` their hashes
+    ///         in batch order; `historyRoot` = keccak256 of `headerHashes` concatenated;
+    ///         `historyAcc` = keccak256(previous historyAcc ‖ historyRoot);
+    ///         `mix` the RANDAO mix after this transaction's reveals (each used reveal-table entry, in
+    ///         table order, became its leader's commitment and mix = keccak256(mix ‖ reveal)).
+    event MiniblocksCommitted(
+        uint64 indexed commitIndex,
+        bytes32 historyRoot,
+        bytes32 historyAcc,
+        uint256 accepted,
+        bytes32 mix,
+        bytes32[] headerHashes
+    );
+    event MiniblockRejected(bytes32 indexed streamId, uint64 indexed number, bytes32 headerHash, uint8 reason);
+
+    // ----------------------------------------------------------------- errors
+
+    error InvalidConfig();
+    error InvalidReplicationFactor(uint8 replicationFactor);
+    error NotOperator(address caller);
+    error ZeroAddress();
+    error NodeAlreadyRegistered(address node);
+    error TooManyNodes();
+    error NodeNotRegistered(address node);
+    error NotNodeOperator(address caller, address node);
+    error NotNodeOrOperator(address caller, address node);
+    error NodeAlreadyLeaving(address node);
+    error EpochNotOver(uint64 epoch);
+    error InvalidStreamId();
+    error StreamAlreadyExists(bytes32 streamId);
+    error UnknownStream(bytes32 streamId);
+    error NoActiveNodes();
+    error InvalidReplicaIndex(uint256 index);
+    error ReplicaStillActive(address node);
+    error NoReplacementCandidate();
+    error BadBatchSize(uint256 size);
+    /// @notice The packed batch ends inside the record (or reveal table) starting at `offset`.
+    error TruncatedBatch(uint256 offset);
+    /// @notice The packed batch has bytes after its last record, starting at `offset`.
+    error TrailingBytes(uint256 offset);
+    error IndexOutOfRange(uint256 index);
+
+    // ------------------------------------------------------------ constructor
+
+    /// @param epochLength_ Epoch length in seconds (> 0).
+    /// @param leaderTimeout_ Seconds between consecutive election attempts (> 0).
+    /// @param replicationFactor_ Replicas per new stream, 1..MAX_REPLICATION.
+    constructor(uint64 epochLength_, uint64 leaderTimeout_, uint8 replicationFactor_)
+        Ownable(msg.sender)
+        EIP712("MiniblockRegistry", "2")
+    {
+        if (epochLength_ == 0 || leaderTimeout_ == 0) revert InvalidConfig();
+        if (replicationFactor_ == 0 || replicationFactor_ > MAX_REPLICATION) {
+            revert InvalidReplicationFactor(replicationFactor_);
+        }
+        genesisTime = uint64(block.timestamp);
+        epochLength = epochLength_;
+        leaderTimeout = leaderTimeout_;
+        replicationFactor = replicationFactor_;
+        bytes32 seed = keccak256(abi.encode(block.chainid, address(this), block.prevrandao));
+        _seed = seed;
+        _mix = seed;
+        emit ReplicationFactorSet(replicationFactor_);
+        emit EpochAdvanced(0, seed);
+    }
+
+    // -------------------------------------------------------------- modifiers
+
+    modifier advancing() {
+        _advance();
+        _;
+    }
+
+    modifier onlyOperator() {
+        if (!isOperator[msg.sender]) revert NotOperator(msg.sender);
+        _;
+    }
+
+    // ------------------------------------------------------------- governance
+
+    /// @notice Lets `operator` register nodes. Owner only.
+    /// @param operator The operator address.
+    function allowOperator(address operator) external onlyOwner advancing {
+        if (operator == address(0)) revert ZeroAddress();
+        isOperator[operator] = true;
+        emit OperatorAllowed(operator);
+    }
+
+    /// @notice Stops `operator` from registering further nodes (its nodes stay). Owner only.
+    /// @param operator The operator address.
+    function revokeOperator(address operator) external onlyOwner advancing {
+        isOperator[operator] = false;
+        emit OperatorRevoked(operator);
+    }
+
+    /// @notice Sets the replica count of streams created from now on. Owner only.
+    /// @param r New replication factor, 1..MAX_REPLICATION.
+    function setReplicationFactor(uint8 r) external onlyOwner advancing {
+        if (r == 0 || r > MAX_REPLICATION) revert InvalidReplicationFactor(r);
+        replicationFactor = r;
+        emit ReplicationFactorSet(r);
+    }
+
+    // ------------------------------------------------------------- membership
+
+    /// @notice Registers `node` (operator only); it becomes active from the next epoch.
+    /// @param node The node's signing address.
+    /// @param url The node's HTTP endpoint.
+    /// @param randaoCommit keccak256^K(secret), the top of the node's RANDAO hash onion.
+    function registerNode(address node, string calldata url, bytes32 randaoCommit) external onlyOperator advancing {
+        if (node == address(0)) revert ZeroAddress();
+        if (_indexPlusOne[node] != 0) revert NodeAlreadyRegistered(node);
+        uint256 idx = _nodeWords.length;
+        if (idx >= MAX_NODES) revert TooManyNodes();
+        uint64 joinEpoch = _epoch + 1;
+        _nodeWords.push(uint256(uint160(node)) | (uint256(joinEpoch) << 160) | (NEVER48 << 208));
+        _indexPlusOne[node] = idx + 1;
+        _randaoCommit[idx] = randaoCommit;
+        _meta[node] = NodeMeta({operator: msg.sender, url: url});
+        emit NodeRegistered(node, msg.sender, url, joinEpoch);
+    }
+
+    /// @notice Changes a node's URL (its operator only).
+    /// @param node The node.
+    /// @param url The new URL.
+    function setNodeUrl(address node, string calldata url) external advancing {
+        if (_indexPlusOne[node] == 0) revert NodeNotRegistered(node);
+        NodeMeta storage m = _meta[node];
+        if (m.operator != msg.sender) revert NotNodeOperator(msg.sender, node);
+        m.url = url;
+        emit NodeUrlChanged(node, url);
+    }
+
+    /// @notice Asks `node` to leave (its operator or the node itself); effective from the next epoch.
+    /// @param node The node.
+    function requestLeave(address node) external advancing {
+        uint256 ip = _indexPlusOne[node];
+        if (ip == 0) revert NodeNotRegistered(node);
+        if (msg.sender != node && msg.sender != _meta[node].operator) revert NotNodeOrOperator(msg.sender, node);
+        uint256 w = _nodeWords[ip - 1];
+        if (w >> 208 != NEVER48) revert NodeAlreadyLeaving(node);
+        uint64 leaveEpoch = _epoch + 1;
+        _nodeWords[ip - 1] = (w & ((1 << 208) - 1)) | (uint256(leaveEpoch) << 208);
+        emit NodeLeaveRequested(node, leaveEpoch);
+    }
+
+    // ----------------------------------------------------------------- epochs
+
+    /// @notice Materialises the current epoch (its seed becomes the current mix). Reverts
+    ///         `EpochNotOver` if the stored epoch is already current.
+    function advanceEpoch() external {
+        if (!_advance()) revert EpochNotOver(_epoch);
+    }
+
+    function _epochAt(uint256 t) internal view returns (uint64) {
+        return uint64((t - genesisTime) / epochLength);
+    }
+
+    /// @dev Lazy advance; true if it moved.
+    function _advance() internal returns (bool) {
+        uint64 e = _epochAt(block.timestamp);
+        if (e <= _epoch) return false;
+        bytes32 seed = _mix;
+        _epoch = e;
+        _seed = seed;
+        emit EpochAdvanced(e, seed);
+        return true;
+    }
+
+    // ---------------------------------------------------------------- streams
+
+    /// @notice Creates a stream with min(replicationFactor, active nodes) replicas picked by the seeded
+    ///         partial Fisher-Yates shuffle of v1, and stores its genesis head.
+    /// @param streamId The new stream's id (non-zero, unused).
+    function createStream(bytes32 streamId) external advancing {
+        if (streamId == bytes32(0)) revert InvalidStreamId();
+        if (_heads[streamId] != 0) revert StreamAlreadyExists(streamId);
+        uint64 e = _epoch;
+        uint256 n = _nodeWords.length;
+        uint256[] memory act = new uint256[](n);
+        uint256 m;
+        for (uint256 i; i < n; ++i) {
+            if (_wordActive(_nodeWords[i], e)) act[m++] = i;
+        }
+        if (m == 0) revert NoActiveNodes();
+        assembly ("memory-safe") {
+            mstore(act, m)
+        }
+        uint256 k = replicationFactor;
+        if (k > m) k = m;
+        Election.pick(act, k, _seed, streamId);
+
+        bytes32 gh = MiniblockTypes.genesisHash(streamId, e);
+        uint256 head = (uint256(gh) & PREFIX_MASK) | (uint256(uint32(block.timestamp)) << 32) | (k << 64);
+        uint256 hi;
+        address[] memory reps = new address[](k);
+        for (uint256 i; i < k; ++i) {
+            uint256 idx = act[i];
+            reps[i] = address(uint160(_nodeWords[idx]));
+            if (i < LOW_REPLICAS) head |= idx << (72 + 8 * i);
+            else hi |= idx << (8 * (i - LOW_REPLICAS));
+        }
+        _heads[streamId] = head;
+        if (k > LOW_REPLICAS) _replicasHi[streamId] = hi;
+        _streamIds.push(streamId);
+        emit StreamCreated(streamId, msg.sender, e, reps, gh);
+    }
+
+    /// @notice Replaces the replica at `index` of a stream, if it is no longer active, by an active
+    ///         non-replica (v1's rule: candidates in node-list order,
+    ///         pick uint256(keccak256(abi.encode(seed, streamId, index))) % count).
+    /// @param streamId The stream.
+    /// @param index Position in the stream's replica list.
+    function replaceReplica(bytes32 streamId, uint256 index) external advancing {
+        uint256 head = _heads[streamId];
+        if (head == 0) revert UnknownStream(streamId);
+        uint256 r = uint8(head >> 64);
+        if (index >= r) revert InvalidReplicaIndex(index);
+        uint256 hi = r > LOW_REPLICAS ? _replicasHi[streamId] : 0;
+        uint64 e = _epoch;
+        uint256 oldIdx = _replicaAt(head, hi, index);
+        address oldNode = address(uint160(_nodeWords[oldIdx]));
+        if (_wordActive(_nodeWords[oldIdx], e)) revert ReplicaStillActive(oldNode);
+
+        uint256 n = _nodeWords.length;
+        uint256[] memory cand = new uint256[](n);
+        uint256 m;
+        for (uint256 i; i < n; ++i) {
+            if (_wordActive(_nodeWords[i], e) && _positionOf(head, hi, r, i) == NOT_FOUND) cand[m++] = i;
+        }
+        if (m == 0) revert NoReplacementCandidate();
+        uint256 newIdx = cand[uint256(keccak256(abi.encode(_seed, streamId, index))) % m];
+        if (index < LOW_REPLICAS) {
+            uint256 shift = 72 + 8 * index;
+            _heads[streamId] = (head & ~(uint256(0xff) << shift)) | (newIdx << shift);
+        } else {
+            uint256 shift = 8 * (index - LOW_REPLICAS);
+            _replicasHi[streamId] = (hi & ~(uint256(0xff) << shift)) | (newIdx << shift);
+        }
+        emit ReplicaReplaced(streamId, index, oldNode, address(uint160(_nodeWords[newIdx])));
+    }
+
+    // ----------------------------------------------------------------- commit
+
+    // Event topics and error selectors used from assembly (checked against the Solidity selectors
+    // in contracts/test/MiniblockRegistryV2.t.sol).
+    bytes32 internal constant T_REJECTED = 0x9739ff058b934552672f34b3215c1b167b63b4e3f7d598f3ab1d1cc213bd0497;
+    bytes32 internal constant T_COMMITTED = 0x1aaedc6395c08a0f4040c11a5afce9c0d76128481b3bbe69f1b46e8c3ec0e65f;
+    uint256 internal constant E_TRUNCATED = 0x461b65d5;
+    uint256 internal constant E_TRAILING = 0x10865ed0;
+    uint256 internal constant E_BAD_SIZE = 0x348de330;
+
+    // Memory map of commitMiniblocks (absolute addresses; nothing Solidity keeps in memory is live
+    // once the commit's assembly starts, and the free pointer is moved past the map).
+    uint256 internal constant M_BASE = 0x80; // calldata offset of the batch
+    uint256 internal constant M_LEN = 0xa0; // batch length
+    uint256 internal constant M_N = 0xc0; // record count
+    uint256 internal constant M_K = 0xe0; // reveal count
+    uint256 internal constant M_EPOCH = 0x100; // current epoch
+    uint256 internal constant M_TIMEOUT = 0x120; // leaderTimeout
+    uint256 internal constant M_NW = 0x140; // storage slot of _nodeWords[0]
+    uint256 internal constant M_REVEALED = 0x160; // bitmap of node indices that used a reveal
+    uint256 internal constant M_BITS = 0x180; // bitmap of accepted record positions
+    uint256 internal constant M_EL = 0x1a0; // election preimage: seed ‖ streamId ‖ number (0x60)
+    uint256 internal constant M_H = 0x200; // header struct preimage (0x160)
+    uint256 internal constant M_D = 0x360; // digest preimage: 0x1901 ‖ domainSeparator ‖ headerHash (0x42)
+    uint256 internal constant M_E = 0x3c0; // ecrecover input: digest ‖ v ‖ r ‖ s (0x80)
+    uint256 internal constant M_NC = 0x440; // node cache: 32 words
+    uint256 internal constant M_OWNERS = 0x840; // k words: node index + 1 that used reveal j (0 = unused)
+
+    /// @notice Commits a packed batch of headers (byte layout: docs/protocol.md, "Version 2"):
+    ///         `uint16 n ‖ uint8 k ‖ k × bytes32 reveal ‖ n records`, a record being
+    ///         `streamId ‖ eventsRoot ‖ stateRoot (32 each) ‖ uint64 number ‖ uint64 epoch ‖ uint32 eventCount ‖
+    ///         uint32 attempt ‖ uint8 leaderPos ‖ uint8 revealIndex ‖ uint16 attesters ‖ prevHash[18:32] (14) ‖
+    ///         leader signature ‖ one signature per set bit of `attesters`, ascending (64-byte EIP-2098 each)`.
+    ///         prevHash[0:18] is the head's stored prefix. Each header is checked alone; a failing one
+    ///         emits `MiniblockRejected` and changes nothing. Reverts only on a malformed batch
+    ///         (`BadBatchSize`, `TruncatedBatch`, `TrailingBytes`). Anyone may send it: the contract
+    ///         checks signatures, not the sender.
+    /// @param batch The packed batch.
+    function commitMiniblocks(bytes calldata batch) external {
+        _advance();
+        uint256 epoch = _epoch;
+        bytes32 seed = _seed;
+        bytes32 ds = _domainSeparatorV4();
+        uint256 timeout = leaderTimeout;
+        bytes32 th = MiniblockTypes.HEADER_TYPEHASH;
+        assembly {
+            function fail(sel, arg) {
+                mstore(0x00, shl(224, sel))
+                mstore(0x04, arg)
+                revert(0x00, 0x24)
+            }
+
+            // the node cache entry of node index idx: (idx + 1) << 168 | active << 160 | address
+            // (direct-mapped on idx mod 32; a miss reads the node word)
+            function node(idx) -> ce {
+                let slot := add(M_NC, shl(5, and(idx, 31)))
+                ce := mload(slot)
+                if xor(shr(168, ce), add(idx, 1)) {
+                    let nw := sload(add(mload(M_NW), idx))
+                    let e := mload(M_EPOCH)
+                    // active: joinEpoch <= e < leaveEpoch (joinEpoch >= 1 for every registered node)
+                    let act := and(iszero(gt(and(shr(160, nw), 0xffffffffffff), e)), gt(shr(208, nw), e))
+                    ce := or(or(shl(168, add(idx, 1)), shl(160, act)), and(nw, 0xffffffffffffffffffffffffffffffffffffffff))
+                    mstore(slot, ce)
+                }
+            }
+
+            // the reason of a record whose checks 1..6, 14, 9, 10, 12 did not all pass (in order)
+            function headReason(p, w, head, pos) -> reason {
+                let num := shr(160, w)
+                let r := and(shr(64, head), 0xff)
+                {
+                    reason := R_UNKNOWN_STREAM
+                    if iszero(head) { leave }
+                    reason := R_BAD_NUMBER
+                    if or(xor(num, add(and(head, 0xffffffff), 1)), shr(32, num)) { leave }
+                    reason := R_BAD_PARENT
+                    if xor(shr(240, calldataload(add(p, 124))), and(shr(96, head), 0xffff)) { leave }
+                    reason := R_WRONG_EPOCH
+                    if xor(and(shr(96, w), 0xffffffffffffffff), mload(M_EPOCH)) { leave }
+                    reason := R_ATTEMPT_NOT_OPEN
+                    if lt(timestamp(), add(and(shr(32, head), 0xffffffff), mul(and(shr(32, w), 0xffffffff), mload(M_TIMEOUT)))) { leave }
+                    reason := R_NOT_ELECTED_LEADER
+                    if xor(and(shr(24, w), 0xff), pos) { leave }
+                    reason := R_TOO_MANY_EVENTS
+                    if gt(and(shr(64, w), 0xffffffff), MAX_EVENTS_PER_BLOCK) { leave }
+                    reason := R_NOT_REPLICA
+                    if shr(r, and(w, 0xffff)) { leave }
+                    reason := R_DUPLICATE_ATTESTER
+                    if and(w, shl(pos, 1)) { leave }
+                    reason := R_NO_QUORUM
+                }
+            }
+
+            let o := 0
+            {
+                let len := batch.length
+                let base := batch.offset
+                if lt(len, 3) { fail(E_TRUNCATED, 0) }
+                let n := shr(240, calldataload(base))
+                let k := and(shr(232, calldataload(base)), 0xff)
+                if or(iszero(n), gt(n, MAX_BATCH)) { fail(E_BAD_SIZE, n) }
+                o := add(3, shl(5, k))
+                if gt(o, len) { fail(E_TRUNCATED, 3) }
+                mstore(M_BASE, base)
+                mstore(M_LEN, len)
+                mstore(M_N, n)
+                mstore(M_K, k)
+                // zero the node cache and the reveal owners (copying from past the calldata's end)
+                calldatacopy(M_NC, calldatasize(), add(0x400, shl(5, k)))
+                // then the log data: root ‖ acc ‖ accepted ‖ mix ‖ 0xa0 ‖ m ‖ m header hashes
+                mstore(0x40, add(add(M_OWNERS, shl(5, k)), add(0xc0, shl(5, n))))
+            }
+            mstore(M_EPOCH, epoch)
+            mstore(M_TIMEOUT, timeout)
+            mstore(0x00, _nodeWords.slot)
+            mstore(M_NW, keccak256(0x00, 0x20))
+            mstore(M_REVEALED, 0)
+            mstore(M_BITS, 0)
+            mstore(M_EL, seed)
+            mstore(M_H, th)
+            mstore(M_D, shl(240, 0x1901))
+            mstore(add(M_D, 0x02), ds)
+            let hp := add(add(M_OWNERS, shl(5, mload(M_K))), 0xc0) // next header hash slot
+            // 0x20 holds the slot of _heads while the loop runs (restored after other uses)
+            mstore(0x20, _heads.slot)
+
+            for { let i := 0 } lt(i, mload(M_N)) { i := add(i, 1) } {
+                let p := add(mload(M_BASE), o)
+                // number | epoch | eventCount | attempt | leaderPos | revealIndex | attesters
+                let w := shr(32, calldataload(add(p, 96)))
+                let cnt := and(w, 0xffff)
+                cnt := sub(cnt, and(shr(1, cnt), 0x5555))
+                cnt := add(and(cnt, 0x3333), and(shr(2, cnt), 0x3333))
+                cnt := and(add(cnt, shr(4, cnt)), 0x0f0f)
+                cnt := and(add(cnt, shr(8, cnt)), 0x1f)
+                o := add(o, add(add(RECORD_FIXED, 0x40), shl(6, cnt)))
+                if gt(o, mload(M_LEN)) { fail(E_TRUNCATED, sub(p, mload(M_BASE))) }
+                mstore(0x00, calldataload(p))
+                let hslot := keccak256(0x00, 0x40)
+                let head := sload(hslot)
+                let r := and(shr(64, head), 0xff)
+                // replica node indices, byte k = replica k
+                let reps := shr(72, head)
+                if gt(r, LOW_REPLICAS) {
+                    mstore(0x20, _replicasHi.slot)
+                    reps := or(and(reps, 0xffffff), shl(24, sload(keccak256(0x00, 0x40))))
+                    mstore(0x20, _heads.slot)
+                }
+                // the claimed leader: replica leaderPos (its node cache entry; 0 if none)
+                let lce := 0
+                if lt(and(shr(24, w), 0xff), r) { lce := node(and(shr(shl(3, and(shr(24, w), 0xff)), reps), 0xff)) }
+                // the header struct: leader and reveal derived, prevHash = stored prefix[0:18] ‖ sent [18:32]
+                mstore(add(M_H, 0x100), and(lce, 0xffffffffffffffffffffffffffffffffffffffff))
+                {
+                    let j := and(shr(16, w), 0xff)
+                    let reveal := 0
+                    if lt(j, mload(M_K)) { reveal := calldataload(add(add(mload(M_BASE), 3), shl(5, j))) }
+                    mstore(add(M_H, 0x120), reveal)
+                }
+                mstore(add(M_H, 0x20), mload(0x00)) // streamId
+                mstore(add(M_H, 0x40), shr(160, w)) // number
+                mstore(add(M_H, 0x60), or(and(head, not(0xffffffffffffffffffffffffffff)), shr(144, calldataload(add(p, 124)))))
+                mstore(add(M_H, 0x80), calldataload(add(p, 0x20))) // eventsRoot
+                mstore(add(M_H, 0xa0), and(shr(64, w), 0xffffffff)) // eventCount
+                mstore(add(M_H, 0xc0), and(shr(96, w), 0xffffffffffffffff)) // epoch
+                mstore(add(M_H, 0xe0), and(shr(32, w), 0xffffffff)) // attempt
+                mstore(add(M_H, 0x140), calldataload(add(p, 0x40))) // stateRoot
+                let hh := keccak256(M_H, 0x160)
+
+                // checks, in the order of docs/protocol.md "Version 2"; 0 or the reason
+                let reason := 0
+                for {} 1 {} {
+                    // the elected position (v1 formula); r = 0 (no stream) gives 0 and fails below
+                    mstore(add(M_EL, 0x20), mload(0x00))
+                    mstore(add(M_EL, 0x40), shr(160, w))
+                    let pos := mod(add(mod(keccak256(M_EL, 0x60), r), and(shr(32, w), 0xffffffff)), r)
+                    // checks 1..6, 14, 9, 10, 12 at once; the first failing one only if any fails
+                    if or(
+                        or(
+                            or(iszero(head), or(xor(shr(160, w), add(and(head, 0xffffffff), 1)), shr(192, w))),
+                            or(
+                                xor(shr(240, calldataload(add(p, 124))), and(shr(96, head), 0xffff)),
+                                xor(and(shr(96, w), 0xffffffffffffffff), mload(M_EPOCH))
+                            )
+                        ),
+                        or(
+                            or(
+                                lt(timestamp(), add(and(shr(32, head), 0xffffffff), mul(and(shr(32, w), 0xffffffff), mload(M_TIMEOUT)))),
+                                or(xor(and(shr(24, w), 0xff), pos), gt(and(shr(64, w), 0xffffffff), MAX_EVENTS_PER_BLOCK))
+                            ),
+                            or(or(shr(r, and(w, 0xffff)), and(w, shl(pos, 1))), lt(cnt, shr(1, r)))
+                        )
+                    ) {
+                        reason := headReason(p, w, head, pos)
+                        break
+                    }
+                    mstore(add(M_D, 0x22), hh)
+                    mstore(M_E, keccak256(M_D, 0x42))
+                    let sp := add(p, RECORD_FIXED)
+                    // the leader's signature (EIP-2098; high s rejected), then its activity
+                    {
+                        let vs := calldataload(add(sp, 0x20))
+                        let s := and(vs, 0x7fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff)
+                        mstore(add(M_E, 0x20), add(27, shr(255, vs)))
+                        mstore(add(M_E, 0x40), calldataload(sp))
+                        mstore(add(M_E, 0x60), s)
+                        mstore(0x00, 0)
+                        pop(staticcall(gas(), 0x01, M_E, 0x80, 0x00, 0x20))
+                        if or(gt(s, 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0), xor(mload(0x00), and(lce, 0xffffffffffffffffffffffffffffffffffffffff))) {
+                            reason := R_BAD_LEADER_SIGNATURE
+                            break
+                        }
+                        if iszero(and(shr(160, lce), 1)) {
+                            reason := R_INACTIVE_ATTESTER
+                            break
+                        }
+                    }
+                    // each attester's signature, then its activity
+                    for { let att := and(w, 0xffff) } att {} {
+                        if and(att, 1) {
+                            sp := add(sp, 0x40)
+                            let ace := node(and(reps, 0xff))
+                            let vs := calldataload(add(sp, 0x20))
+                            let s := and(vs, 0x7fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff)
+                            mstore(add(M_E, 0x20), add(27, shr(255, vs)))
+                            mstore(add(M_E, 0x40), calldataload(sp))
+                            mstore(add(M_E, 0x60), s)
+                            mstore(0x00, 0)
+                            pop(staticcall(gas(), 0x01, M_E, 0x80, 0x00, 0x20))
+                            if or(gt(s, 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0), xor(mload(0x00), and(ace, 0xffffffffffffffffffffffffffffffffffffffff))) {
+                                reason := R_BAD_ATTESTATION
+                                break
+                            }
+                            if iszero(and(shr(160, ace), 1)) {
+                                reason := R_INACTIVE_ATTESTER
+                                break
+                            }
+                        }
+                        att := shr(1, att)
+                        reps := shr(8, reps)
+                    }
+                    if reason { break }
+                    // check 13: the reveal entry opens the leader's commitment (its first use in this
+                    // transaction) or is the entry this leader already used; one entry per leader per tx
+                    reason := R_BAD_RANDAO_REVEAL
+                    let j := and(shr(16, w), 0xff)
+                    if iszero(lt(j, mload(M_K))) { break }
+                    let slot := add(M_OWNERS, shl(5, j))
+                    let own := mload(slot)
+                    let lidx := sub(shr(168, lce), 1)
+                    if own {
+                        if eq(own, add(lidx, 1)) { reason := 0 }
+                        break
+                    }
+                    if and(mload(M_REVEALED), shl(lidx, 1)) { break }
+                    let c := sload(add(_randaoCommit.slot, lidx))
+                    let x := mload(add(M_H, 0x120))
+                    for { let d := 0 } lt(d, MAX_REVEAL_SKIP) { d := add(d, 1) } {
+                        mstore(0x00, x)
+                        x := keccak256(0x00, 0x20)
+                        if eq(x, c) {
+                            reason := 0
+                            break
+                        }
+                    }
+                    if iszero(reason) {
+                        mstore(slot, add(lidx, 1))
+                        mstore(M_REVEALED, or(mload(M_REVEALED), shl(lidx, 1)))
+                    }
+                    break
+                }
+                switch reason
+                case 0 {
+                    sstore(hslot, or(or(and(hh, not(0xffffffffffffffffffffffff)), and(head, 0xffffffff0000000000000000)), or(shr(160, w), shl(32, and(timestamp(), 0xffffffff)))))
+                    mstore(hp, hh)
+                    hp := add(hp, 0x20)
+                    mstore(M_BITS, or(mload(M_BITS), shl(i, 1)))
+                }
+                default {
+                    mstore(0x00, hh)
+                    mstore(0x20, reason)
+                    log3(0x00, 0x40, T_REJECTED, calldataload(p), shr(160, w))
+                    mstore(0x20, _heads.slot)
+                }
+            }
+            if xor(o, mload(M_LEN)) { fail(E_TRAILING, o) }
+
+            let k := mload(M_K)
+            let logp := add(M_OWNERS, shl(5, k))
+            let hhs := add(logp, 0xc0)
+            let size := sub(hp, hhs)
+            if size {
+                let root := keccak256(hhs, size)
+                mstore(0x00, sload(_historyAcc.slot))
+                mstore(0x20, root)
+                let hacc := keccak256(0x00, 0x40)
+                sstore(_historyAcc.slot, hacc)
+                // _commitCount: bits [72, 136) of the _epoch slot
+                let s := sload(_epoch.slot)
+                let idx := and(shr(72, s), 0xffffffffffffffff)
+                sstore(_epoch.slot, add(s, shl(72, 1)))
+                if eq(mod(idx, HISTORY_WINDOW), sub(HISTORY_WINDOW, 1)) {
+                    mstore(0x00, div(idx, HISTORY_WINDOW))
+                    mstore(0x20, _checkpoints.slot)
+                    sstore(keccak256(0x00, 0x40), hacc)
+                }
+
+                // reveals: the leader's new commitment and the mix, once per used entry, in table order
+                let mix := sload(_mix.slot)
+                for { let j := 0 } lt(j, k) { j := add(j, 1) } {
+                    let own := mload(add(M_OWNERS, shl(5, j)))
+                    if own {
+                        let reveal := calldataload(add(add(mload(M_BASE), 3), shl(5, j)))
+                        sstore(add(_randaoCommit.slot, sub(own, 1)), reveal)
+                        mstore(0x00, mix)
+                        mstore(0x20, reveal)
+                        mix := keccak256(0x00, 0x40)
+                    }
+                }
+                sstore(_mix.slot, mix)
+
+                mstore(logp, root)
+                mstore(add(logp, 0x20), hacc)
+                mstore(add(logp, 0x40), mload(M_BITS))
+                mstore(add(logp, 0x60), mix)
+                mstore(add(logp, 0x80), 0xa0)
+                mstore(add(logp, 0xa0), shr(5, size))
+                log2(logp, add(0xc0, size), T_COMMITTED, idx)
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- helpers
+
+    function _wordActive(uint256 w, uint256 e) internal pure returns (bool) {
+        uint256 joinEpoch = (w >> 160) & NEVER48;
+        return joinEpoch != 0 && joinEpoch <= e && e < (w >> 208);
+    }
+
+    function _replicaAt(uint256 head, uint256 hi, uint256 k) internal pure returns (uint256) {
+        if (k < LOW_REPLICAS) return uint8(head >> (72 + 8 * k));
+        return uint8(hi >> (8 * (k - LOW_REPLICAS)));
+    }
+
+    function _positionOf(uint256 head, uint256 hi, uint256 r, uint256 idx) internal pure returns (uint256) {
+        for (uint256 k; k < r; ++k) {
+            if (_replicaAt(head, hi, k) == idx) return k;
+        }
+        return NOT_FOUND;
+    }
+
+    function _viewEpochSeed() internal view returns (uint64 e, bytes32 seed) {
+        e = _epochAt(block.timestamp);
+        if (e > _epoch) return (e, _mix);
+        return (_epoch, _seed);
+    }
+
+    function _streamHeadOrRevert(bytes32 streamId) internal view returns (uint256 head, uint256 hi) {
+        head = _heads[streamId];
+        if (head == 0) revert UnknownStream(streamId);
+        if (uint8(head >> 64) > LOW_REPLICAS) hi = _replicasHi[streamId];
+    }
+
+    function _status(uint256 w, uint64 e) internal pure returns (NodeStatus) {
+        uint256 joinEpoch = (w >> 160) & NEVER48;
+        uint256 leaveEpoch = w >> 208;
+        if (joinEpoch == 0) return NodeStatus.None;
+        if (e >= leaveEpoch) return NodeStatus.Left;
+        if (e < joinEpoch) return NodeStatus.Pending;
+        if (leaveEpoch != NEVER48) return NodeStatus.Leaving;
+        return NodeStatus.Active;
+    }
+
+    // ------------------------------------------------------------------ views
+
+    /// @notice The current epoch (as if advanced).
+    function currentEpoch() external view returns (uint64 e) {
+        (e,) = _viewEpochSeed();
+    }
+
+    /// @notice The seed of the current epoch (as if advanced).
+    function currentSeed() external view returns (bytes32 seed) {
+        (, seed) = _viewEpochSeed();
+    }
+
+    /// @notice The current RANDAO mix.
+    function randaoMix() external view returns (bytes32) {
+        return _mix;
+    }
+
+    /// @notice The replica elected to lead block `number` of a stream at `attempt` in the current epoch
+    ///         (reverts `UnknownStream` for an unknown stream).
+    /// @param streamId The stream.
+    /// @param number The block number.
+    /// @param attempt The attempt.
+    function electedLeader(bytes32 streamId, uint64 number, uint32 attempt) external view returns (address) {
+        (, address leader) = electedPosition(streamId, number, attempt);
+        return leader;
+    }
+
+    /// @notice The replica position (the record's `leaderPos`) and address of the elected leader.
+    /// @param streamId The stream.
+    /// @param number The block number.
+    /// @param attempt The attempt.
+    function electedPosition(bytes32 streamId, uint64 number, uint32 attempt)
+        public
+        view
+        returns (uint256 pos, address leader)
+    {
+        (uint256 head, uint256 hi) = _streamHeadOrRevert(streamId);
+        (, bytes32 seed) = _viewEpochSeed();
+        pos = Election.leaderPosition(seed, streamId, number, attempt, uint8(head >> 64));
+        leader = address(uint160(_nodeWords[_replicaAt(head, hi, pos)]));
+    }
+
+    /// @notice Chain time from which `attempt` may be committed for the stream's next block
+    ///         (reverts `UnknownStream` for an unknown stream).
+    /// @param streamId The stream.
+    /// @param attempt The attempt.
+    function attemptOpensAt(bytes32 streamId, uint32 attempt) external view returns (uint64) {
+        (uint256 head,) = _streamHeadOrRevert(streamId);
+        uint256 t = ((head >> 32) & MAX_NUMBER) + uint256(attempt) * leaderTimeout;
+        return t > type(uint64).max ? type(uint64).max : uint64(t);
+    }
+
+    /// @notice Whether a stream exists.
+    /// @param streamId The stream.
+    function streamExists(bytes32 streamId) external view returns (bool) {
+        return _heads[streamId] != 0;
+    }
+
+    /// @notice A stream's head: number, the top 160 bits of its header hash (the full hash is in the
+    ///         `MiniblocksCommitted` log and provable with `verifyHeaderCommitted`), and the chain time
+    ///         it was committed (or the stream created). All zero for an unknown stream.
+    /// @param streamId The stream.
+    function streamHead(bytes32 streamId) external view returns (uint64 number, bytes20 hashPrefix, uint64 timestamp) {
+        uint256 head = _heads[streamId];
+        if (head == 0) return (0, bytes20(0), 0);
+        number = uint64(head & MAX_NUMBER);
+        timestamp = uint64((head >> 32) & MAX_NUMBER);
+        hashPrefix = bytes20(bytes32(head & PREFIX_MASK));
+    }
+
+    /// @notice True iff `headerHash` prefix-matches the stream's head at `number` (the head only).
+    /// @param streamId The stream.
+    /// @param number The block number.
+    /// @param headerHash The full header hash.
+    function isHead(bytes32 streamId, uint64 number, bytes32 headerHash) external view returns (bool) {
+        uint256 head = _heads[streamId];
+        return head != 0 && head & MAX_NUMBER == number && (uint256(headerHash) ^ head) & PREFIX_MASK == 0;
+    }
+
+    /// @notice A stream's replicas, in stored order (empty for an unknown stream).
+    /// @param streamId The stream.
+    function replicasOf(bytes32 streamId) external view returns (address[] memory reps) {
+        uint256 head = _heads[streamId];
+        uint256 r = uint8(head >> 64);
+        uint256 hi = r > LOW_REPLICAS ? _replicasHi[streamId] : 0;
+        reps = new address[](r);
+        for (uint256 k; k < r; ++k) reps[k] = address(uint160(_nodeWords[_replicaAt(head, hi, k)]));
+    }
+
+    /// @notice Number of streams.
+    function streamCount() external view returns (uint256) {
+        return _streamIds.length;
+    }
+
+    /// @notice The id of the `i`-th created stream.
+    /// @param i Index.
+    function streamIdAt(uint256 i) external view returns (bytes32) {
+        if (i >= _streamIds.length) revert IndexOutOfRange(i);
+        return _streamIds[i];
+    }
+
+    /// @notice Number of registered nodes (any status).
+    function nodeCount() external view returns (uint256) {
+        return _nodeWords.length;
+    }
+
+    /// @notice A node's index (its byte in stream head slots), or reverts `NodeNotRegistered`.
+    /// @param node The node.
+    function nodeIndex(address node) external view returns (uint256) {
+        uint256 ip = _indexPlusOne[node];
+        if (ip == 0) revert NodeNotRegistered(node);
+        return ip - 1;
+    }
+
+    /// @notice A node's record (status `None` and zero fields if unknown).
+    /// @param node The node.
+    function getNode(address node) public view returns (NodeInfo memory info) {
+        uint256 ip = _indexPlusOne[node];
+        if (ip == 0) return info;
+        uint256 w = _nodeWords[ip - 1];
+        (uint64 e,) = _viewEpochSeed();
+        NodeMeta storage m = _meta[node];
+        uint256 leaveEpoch = w >> 208;
+        info = NodeInfo({
+            node: node,
+            operator: m.operator,
+            url: m.url,
+            status: _status(w, e),
+            joinEpoch: uint64((w >> 160) & NEVER48),
+            leaveEpoch: leaveEpoch == NEVER48 ? type(uint64).max : uint64(leaveEpoch),
+            randaoCommit: _randaoCommit[ip - 1]
+        });
+    }
+
+    /// @notice Up to `limit` node records from position `offset` of the node list.
+    /// @param offset First position.
+    /// @param limit Maximum count.
+    function getNodes(uint256 offset, uint256 limit) external view returns (NodeInfo[] memory out) {
+        uint256 n = _nodeWords.length;
+        if (offset >= n) return new NodeInfo[](0);
+        uint256 end = n - offset > limit ? offset + limit : n;
+        out = new NodeInfo[](end - offset);
+        for (uint256 i = offset; i < end; ++i) out[i - offset] = getNode(address(uint160(_nodeWords[i])));
+    }
+
+    /// @notice A node's current RANDAO commitment (last accepted reveal); 0 if unknown.
+    /// @param node The node.
+    function randaoCommitOf(address node) external view returns (bytes32) {
+        uint256 ip = _indexPlusOne[node];
+        return ip == 0 ? bytes32(0) : _randaoCommit[ip - 1];
+    }
+
+    /// @notice Number of commit transactions that accepted at least one header.
+    function commitCount() external view returns (uint64) {
+        return _commitCount;
+    }
+
+    /// @notice The history accumulator after the latest commit transaction (0 before any).
+    function historyAcc() external view returns (bytes32) {
+        return _historyAcc;
+    }
+
+    /// @notice The history accumulator after commit transaction HISTORY_WINDOW·w + HISTORY_WINDOW − 1
+    ///         (0 until that commit).
+    /// @param w The window.
+    function historyCheckpoint(uint256 w) external view returns (bytes32) {
+        return _checkpoints[w];
+    }
+
+    /// @notice True iff `header` was committed (at its streamId and number) by commit transaction
+    ///         `proof.commitIndex`: its hash is `proof.headerHashes[proof.position]`, and folding
+    ///         keccak256(headerHashes) onto `proof.prevAcc`, then `proof.laterRoots`, ends at a
+    ///         checkpoint (when the last folded commit closes a window) or at `historyAcc()` (when it
+    ///         is the latest commit). Since a commit needs number == head + 1, at most one header is
+    ///         ever committed at a (stream, number).
+    /// @param header The header.
+    /// @param proof The history proof.
+    function verifyHeaderCommitted(Header calldata header, HistoryProof calldata proof) public view returns (bool) {
+        return _committed(MiniblockTypes.hashHeader(header), proof);
+    }
+
+    function _committed(bytes32 hh, HistoryProof calldata proof) internal view returns (bool) {
+        uint256 last = uint256(proof.commitIndex) + proof.laterRoots.length;
+        uint256 count = _commitCount;
+        if (last >= count || proof.position >= proof.headerHashes.length) return false;
+        if (proof.headerHashes[proof.position] != hh) return false;
+        bytes32 acc = History.fold(proof.prevAcc, proof.headerHashes, proof.laterRoots);
+        if (last == count - 1 && acc == _historyAcc) return true;
+        return last % HISTORY_WINDOW == HISTORY_WINDOW - 1 && acc == _checkpoints[last / HISTORY_WINDOW];
+    }
+
+    /// @notice hashStruct(Event).
+    /// @param e The event.
+    function hashEvent(Event calldata e) external pure returns (bytes32) {
+        return MiniblockTypes.hashEvent(e);
+    }
+
+    /// @notice hashStruct(Header).
+    /// @param h The header.
+    function hashHeader(Header calldata h) external pure returns (bytes32) {
+        return MiniblockTypes.hashHeader(h);
+    }
+
+    /// @notice The EIP-712 digest an event author signs (domain version "2").
+    /// @param e The event.
+    function eventDigest(Event calldata e) external view returns (bytes32) {
+        return _hashTypedDataV4(MiniblockTypes.hashEvent(e));
+    }
+
+    /// @notice The EIP-712 digest leaders and attesters sign (domain version "2").
+    /// @param h The header.
+    function headerDigest(Header calldata h) external view returns (bytes32) {
+        return _hashTypedDataV4(MiniblockTypes.hashHeader(h));
+    }
+
+    /// @notice Merkle root over ordered event hashes.
+    /// @param eventHashes The event hashes in block order.
+    function merkleRoot(bytes32[] calldata eventHashes) external pure returns (bytes32) {
+        return Merkle.root(eventHashes);
+    }
+
+    /// @notice Verifies a Merkle proof for `eventHash` at `index` of `count` events.
+    /// @param root The root.
+    /// @param count Number of leaves.
+    /// @param index Leaf index.
+    /// @param eventHash The event hash.
+    /// @param proof Siblings bottom-up.
+    function verifyMerkleProof(bytes32 root, uint256 count, uint256 index, bytes32 eventHash, bytes32[] calldata proof)
+        external
+        pure
+        returns (bool)
+    {
+        return Merkle.verify(root, count, index, eventHash, proof);
+    }
+
+    /// @notice True iff `header` was committed (history proof `hp`), index < eventCount, and the
+    ///         event proof holds against its eventsRoot.
+    /// @param header The header.
+    /// @param hp History proof of the header.
+    /// @param proof Event Merkle siblings bottom-up.
+    /// @param index The event's index in the block.
+    /// @param eventHash The event hash.
+    function verifyInclusion(
+        Header calldata header,
+        HistoryProof calldata hp,
+        bytes32[] calldata proof,
+        uint256 index,
+        bytes32 eventHash
+    ) external view returns (bool) {
+        if (!_committed(MiniblockTypes.hashHeader(header), hp)) return false;
+        if (index >= header.eventCount) return false;
+        return Merkle.verify(header.eventsRoot, header.eventCount, index, eventHash, proof);
+    }
+}

@@ -1,0 +1,284 @@
+"""Registry v2 encodings (docs/protocol.md, "Version 2"): the packed commit batch, EIP-2098 compact
+signatures, the commit log, and the history (a root per commit transaction, an accumulator with
+checkpoints) with its proofs.
+
+The header itself (fields, EIP-712 type, hash) is v1's; only the domain version ("2"), the calldata
+and the history are new. Everything here is pure and mirrors MiniblockRegistryV2.sol and
+contracts/src/lib/HistoryProof.sol byte for byte.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .eip712 import SignatureError
+from .hashing import keccak
+from .types import DOMAIN_NAME, ZERO32, Domain, Header
+
+DOMAIN_VERSION_V2 = "2"
+RECORD_FIXED = 138
+HEAD_HASH_BITS = 160
+HISTORY_WINDOW = 8
+# prevHash[0:18] comes from the head slot; prevHash[18:32] is sent, its bytes 18 and 19 overlapping
+# the stored 20-byte prefix (the BadParent check).
+PREV_SENT_FROM = 18
+MAX_BATCH = 256
+_HALF_N = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0
+
+
+def domain_v2(chain_id: int, registry: str) -> Domain:
+    """The EIP-712 domain of a v2 registry."""
+    return Domain(chain_id, registry, DOMAIN_NAME, DOMAIN_VERSION_V2)
+
+
+# --- compact signatures (EIP-2098) ---------------------------------------------------------------
+
+
+def to_compact(sig65: bytes) -> bytes:
+    """r ‖ s ‖ v (v in {27, 28}, low s) -> r ‖ (yParity << 255 | s)."""
+    if len(sig65) != 65 or sig65[64] not in (27, 28):
+        raise SignatureError("expected a 65-byte signature with v in {27, 28}")
+    s = int.from_bytes(sig65[32:64], "big")
+    if s > _HALF_N:
+        raise SignatureError("high-s signature")
+    return sig65[:32] + (s | ((sig65[64] - 27) << 255)).to_bytes(32, "big")
+
+
+def from_compact(sig64: bytes) -> bytes:
+    """r ‖ yParityAndS -> r ‖ s ‖ v."""
+    if len(sig64) != 64:
+        raise SignatureError("compact signature must be 64 bytes")
+    vs = int.from_bytes(sig64[32:], "big")
+    return sig64[:32] + (vs & ((1 << 255) - 1)).to_bytes(32, "big") + bytes([27 + (vs >> 255)])
+
+
+# --- the packed batch ------------------------------------------------------------------------------
+
+
+class BatchError(ValueError):
+    """A batch that the contract would revert (TruncatedBatch, TrailingBytes, BadBatchSize)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One header of a batch: the header, its leader's replica position, its reveal-table index, the
+    bitmap of attesting replica positions (leader excluded) and the compact signatures (leader
+    first, then attesters by ascending position)."""
+
+    header: Header
+    leader_pos: int
+    reveal_index: int
+    attesters: int
+    signatures: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedRecord:
+    """A record as calldata carries it (the leader address and the reveal are resolved on chain)."""
+
+    stream_id: bytes
+    prev_tail: bytes  # prevHash[18:32]; prevHash[0:18] is the head slot's
+    events_root: bytes
+    state_root: bytes
+    number: int
+    epoch: int
+    event_count: int
+    attempt: int
+    leader_pos: int
+    reveal_index: int
+    attesters: int
+    signatures: tuple[bytes, ...]
+
+
+def encode_record(r: Record) -> bytes:
+    """streamId ‖ eventsRoot ‖ stateRoot ‖ number ‖ epoch ‖ eventCount ‖ attempt ‖ leaderPos ‖
+    revealIndex ‖ attesters ‖ prevHash[18:32] ‖ signatures (the contract takes prevHash[0:18] from
+    the stream's head slot)."""
+    h = r.header
+    if len(r.signatures) != 1 + bin(r.attesters).count("1"):
+        raise BatchError("one signature for the leader and one per attester bit")
+    out = h.stream_id + h.events_root + h.state_root
+    out += h.number.to_bytes(8, "big") + h.epoch.to_bytes(8, "big")
+    out += h.event_count.to_bytes(4, "big") + h.attempt.to_bytes(4, "big")
+    out += bytes([r.leader_pos, r.reveal_index]) + r.attesters.to_bytes(2, "big")
+    out += h.prev_hash[PREV_SENT_FROM:]
+    for s in r.signatures:
+        if len(s) != 64:
+            raise BatchError("signatures are 64-byte compact ones")
+        out += s
+    return out
+
+
+def encode_batch(records: Sequence[Record], reveals: Sequence[bytes]) -> bytes:
+    """uint16 n ‖ uint8 k ‖ k reveals ‖ n records (the `batch` argument of commitMiniblocks)."""
+    if not 1 <= len(records) <= MAX_BATCH or len(reveals) > 255:
+        raise BatchError("1..256 records and at most 255 reveals")
+    out = len(records).to_bytes(2, "big") + bytes([len(reveals)]) + b"".join(reveals)
+    return out + b"".join(encode_record(r) for r in records)
+
+
+def decode_batch(batch: bytes) -> tuple[list[bytes], list[DecodedRecord]]:
+    """The reveals and records of a batch; raises BatchError where the contract reverts."""
+    if len(batch) < 3:
+        raise BatchError("TruncatedBatch(0)")
+    n = int.from_bytes(batch[:2], "big")
+    k = batch[2]
+    if not 1 <= n <= MAX_BATCH:
+        raise BatchError(f"BadBatchSize({n})")
+    o = 3 + 32 * k
+    if o > len(batch):
+        raise BatchError("TruncatedBatch(3)")
+    reveals = [batch[3 + 32 * j : 35 + 32 * j] for j in range(k)]
+    recs: list[DecodedRecord] = []
+    for _ in range(n):
+        if o + RECORD_FIXED > len(batch):
+            raise BatchError(f"TruncatedBatch({o})")
+        b = batch[o : o + RECORD_FIXED]
+        attesters = int.from_bytes(b[122:124], "big")
+        nsig = 1 + bin(attesters).count("1")
+        end = o + RECORD_FIXED + 64 * nsig
+        if end > len(batch):
+            raise BatchError(f"TruncatedBatch({o})")
+        sigs = tuple(batch[o + RECORD_FIXED + 64 * i : o + RECORD_FIXED + 64 * (i + 1)] for i in range(nsig))
+        recs.append(
+            DecodedRecord(
+                stream_id=b[0:32],
+                events_root=b[32:64],
+                state_root=b[64:96],
+                number=int.from_bytes(b[96:104], "big"),
+                epoch=int.from_bytes(b[104:112], "big"),
+                event_count=int.from_bytes(b[112:116], "big"),
+                attempt=int.from_bytes(b[116:120], "big"),
+                leader_pos=b[120],
+                reveal_index=b[121],
+                attesters=attesters,
+                prev_tail=b[124:138],
+                signatures=sigs,
+            )
+        )
+        o = end
+    if o != len(batch):
+        raise BatchError(f"TrailingBytes({o})")
+    return reveals, recs
+
+
+# --- the commit log and the history --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CommitLog:
+    """The data of MiniblocksCommitted(uint64 indexed commitIndex, bytes32 historyRoot,
+    bytes32 historyAcc, uint256 accepted, bytes32 mix, bytes32[] headerHashes)."""
+
+    commit_index: int
+    history_root: bytes
+    history_acc: bytes
+    accepted: int  # bit i: record i of the batch was accepted
+    mix: bytes
+    header_hashes: tuple[bytes, ...]
+
+
+def decode_commit_log(commit_index: int, data: bytes) -> CommitLog:
+    """The log's ABI-encoded data (root, acc, accepted, mix, offset 0xa0, m, m hashes)."""
+    if len(data) < 0xC0 or len(data) % 32 or int.from_bytes(data[0x80:0xA0], "big") != 0xA0:
+        raise ValueError("not a MiniblocksCommitted data field")
+    m = int.from_bytes(data[0xA0:0xC0], "big")
+    if len(data) != 0xC0 + 32 * m:
+        raise ValueError("headerHashes length does not match the data")
+    hashes = tuple(data[0xC0 + 32 * i : 0xE0 + 32 * i] for i in range(m))
+    return CommitLog(commit_index, data[0:32], data[32:64], int.from_bytes(data[64:96], "big"), data[96:128], hashes)
+
+
+def accepted_records(batch: bytes, log: CommitLog) -> list[tuple[DecodedRecord, bytes]]:
+    """The accepted records of a commit transaction's input with their header hashes (from its log):
+    (streamId, number) from the input, headerHash from the log."""
+    _, recs = decode_batch(batch)
+    picked = [r for i, r in enumerate(recs) if log.accepted >> i & 1]
+    if len(picked) != len(log.header_hashes) or log.accepted >> len(recs):
+        raise ValueError("the log's accepted bitmap does not match the batch")
+    return list(zip(picked, log.header_hashes, strict=True))
+
+
+def prev_hash_of(head_prefix20: bytes, prev_tail: bytes) -> bytes:
+    """The prevHash the contract hashes: the head slot's first 18 bytes ‖ the record's 14 bytes."""
+    if len(head_prefix20) != 20 or len(prev_tail) != 32 - PREV_SENT_FROM:
+        raise ValueError("a 20-byte head prefix and a 14-byte tail")
+    return head_prefix20[:PREV_SENT_FROM] + prev_tail
+
+
+def history_root(header_hashes: Sequence[bytes]) -> bytes:
+    """keccak256(h_0 ‖ ... ‖ h_{m-1}) over a commit transaction's accepted header hashes."""
+    if not header_hashes:
+        raise ValueError("a commit without accepted headers has no history root")
+    return keccak(b"".join(header_hashes))
+
+
+def acc_step(acc: bytes, root: bytes) -> bytes:
+    """The history accumulator after one more commit: keccak256(acc ‖ root)."""
+    return keccak(acc + root)
+
+
+def history_acc(roots: Sequence[bytes]) -> bytes:
+    """historyAcc after the commits whose roots are `roots` (0 for none)."""
+    acc = ZERO32
+    for r in roots:
+        acc = acc_step(acc, r)
+    return acc
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryProof:
+    """The contract's HistoryProof struct: (commitIndex, position, headerHashes, prevAcc, laterRoots)."""
+
+    commit_index: int
+    position: int
+    header_hashes: tuple[bytes, ...]
+    prev_acc: bytes
+    later_roots: tuple[bytes, ...]
+
+    def as_abi(self) -> tuple[int, int, list[bytes], bytes, list[bytes]]:
+        return (self.commit_index, self.position, list(self.header_hashes), self.prev_acc, list(self.later_roots))
+
+
+def history_proof(
+    roots: Sequence[bytes], hashes: Sequence[bytes], commit_index: int, position: int,
+    window: int = HISTORY_WINDOW,
+) -> HistoryProof:
+    """The proof of header `position` of commit `commit_index`, given every commit's root so far
+    (`roots`, by commit index) and that commit's accepted header hashes: to the checkpoint of its
+    window when that window is closed, else to the latest commit (then it must be extended, or
+    rebuilt, once later commits arrive)."""
+    if not 0 <= commit_index < len(roots) or not 0 <= position < len(hashes):
+        raise IndexError("no such commit or position")
+    if history_root(hashes) != roots[commit_index]:
+        raise ValueError("the hashes are not that commit's")
+    last = min((commit_index // window + 1) * window - 1, len(roots) - 1)
+    return HistoryProof(
+        commit_index, position, tuple(hashes), history_acc(roots[:commit_index]),
+        tuple(roots[commit_index + 1 : last + 1]),
+    )
+
+
+def verify_history(
+    header_hash: bytes, proof: HistoryProof, *, commit_count: int, acc_now: bytes,
+    checkpoint: bytes | None, window: int = HISTORY_WINDOW,
+) -> bool:
+    """verifyHeaderCommitted of the contract, given its state: commitCount(), historyAcc() and
+    historyCheckpoint((commitIndex + len(laterRoots)) // window) (None if not read)."""
+    last = proof.commit_index + len(proof.later_roots)
+    if last >= commit_count or not 0 <= proof.position < len(proof.header_hashes):
+        return False
+    if proof.header_hashes[proof.position] != header_hash:
+        return False
+    acc = acc_step(proof.prev_acc, history_root(proof.header_hashes))
+    for r in proof.later_roots:
+        acc = acc_step(acc, r)
+    if last == commit_count - 1 and acc == acc_now:
+        return True
+    return last % window == window - 1 and checkpoint is not None and acc == checkpoint
+
+
+def head_prefix(header_hash: bytes) -> bytes:
+    """The 20 bytes of a header hash the head slot keeps (streamHead's `hashPrefix`)."""
+    return header_hash[: HEAD_HASH_BITS // 8]
