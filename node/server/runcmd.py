@@ -52,6 +52,14 @@ def main(
     unknown_stream_ttl_s: float | None = typer.Option(None, help="how long 'no such stream' is remembered, s"),
     max_author_events: int | None = typer.Option(None, help="leader's cap on one author's events per block"),
     catch_up_s: float | None = typer.Option(None, help="bounded wait to catch up before refusing a MESSAGE, s"),
+    snapshot_every: int | None = typer.Option(None, help="snapshot stream state every N blocks (0: never)"),
+    snapshot_keep: int | None = typer.Option(None, help="snapshots kept per stream"),
+    snapshot_sync: bool | None = typer.Option(None, "--snapshot-sync/--no-snapshot-sync",
+                                              help="start a far-behind stream from a peer snapshot"),
+    snapshot_agree: int | None = typer.Option(None, help="peers that must serve the same snapshot digest"),
+    snapshot_page_bytes: int | None = typer.Option(None, help="bytes per /peer/snapshot page"),
+    snapshot_max_bytes: int | None = typer.Option(None, help="largest peer snapshot body accepted, bytes"),
+    retain_blocks: int | None = typer.Option(None, help="keep events of the last N blocks (0: all)"),
 ) -> None:
     """Run a mini-block node."""
     from node.server.app import run
@@ -71,6 +79,9 @@ def main(
                      max_fetch_bytes=max_fetch_bytes, max_blocks_bytes=max_blocks_bytes,
                      max_vote_hashes=max_vote_hashes, pool_quota_author=pool_quota_author,
                      pool_quota_stream=pool_quota_stream, unknown_stream_ttl_s=unknown_stream_ttl_s,
-                     max_author_events=max_author_events, catch_up_s=catch_up_s)
+                     max_author_events=max_author_events, catch_up_s=catch_up_s, snapshot_every=snapshot_every,
+                     snapshot_keep=snapshot_keep, snapshot_sync=snapshot_sync, snapshot_agree=snapshot_agree,
+                     snapshot_page_bytes=snapshot_page_bytes, snapshot_max_bytes=snapshot_max_bytes,
+                     retain_blocks=retain_blocks)
     cfg = load_config(config, overrides)
     run(cfg)
