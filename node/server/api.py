@@ -44,6 +44,7 @@ from .models import (
     hx,
     unhex,
 )
+from .snapshots import install_routes as install_snapshots
 from .subscribe import install as install_subscriptions
 
 log = logging.getLogger("node.api")
@@ -246,8 +247,16 @@ def build_api(node: Node) -> FastAPI:
         sid = _hash_param(stream_id, "stream_id")
         b = block_out(sid, number, events)
         if b is None:
+            pruned_check(sid, number)
             raise Rejected(404, "unknown_block", f"block {number} of {stream_id} is not stored here")
         return JSONResponse(b)
+
+    def pruned_check(sid: bytes, number: int) -> None:
+        """410 `pruned` for a block older than this node's history base (retain_blocks, or a snapshot start)."""
+        base = node.storage.history_base(sid)
+        if 1 <= number < base:
+            raise Rejected(410, "pruned", f"block {number} of {hx(sid)} is older than the history kept here "
+                                          f"(from #{base}; its state is in the snapshots: /peer/snapshot)")
 
     # ---- peer -----------------------------------------------------------------------------------
     # Every /peer/* request was authenticated by node.server.peer_auth.PeerAuth: request.state.peer is the
@@ -348,6 +357,7 @@ def build_api(node: Node) -> FastAPI:
         passes about max_blocks_bytes (at least one block)."""
         sender(request)
         sid = _hash_param(stream_id, "stream_id")
+        pruned_check(sid, first)
         last = min(last, first + 63)
         out: list[Any] = []
         size = 0
@@ -381,4 +391,5 @@ def build_api(node: Node) -> FastAPI:
         return Response(node.metrics.render(), media_type="text/plain; version=0.0.4")
 
     install_subscriptions(app, node)  # /v1/subscribe: WebSocket + SSE (node/server/subscribe.py)
+    install_snapshots(app, node)  # /peer/snapshot (node/server/snapshots.py)
     return app

@@ -50,7 +50,8 @@ class Node:
     - `attest`: attested_at (read by the producer: let an earlier attempt's leader finish).
     - `intake`: accepted_at (note_accepted; `sync.on_applied` pops it for the latency histogram),
       gossip_queues, gossip_senders.
-    - `sync`: sync_locks, pruned_at.
+    - `sync`: sync_locks, pruned_at.  `snapshots`: snapshot_tried (when a stream last tried a peer
+      snapshot), snapshot_stuck (sync passes in a row that applied nothing while behind).
     """
 
     cfg: NodeConfig
@@ -77,6 +78,8 @@ class Node:
     gossip_queues: dict[str, list[dict]] = field(default_factory=lambda: BoundedDict(MAP_BOUND["per_peer"]))
     gossip_senders: dict[str, asyncio.Task] = field(default_factory=lambda: BoundedDict(MAP_BOUND["per_peer"]))
     pruned_at: dict[bytes, float] = field(default_factory=lambda: BoundedDict(MAP_BOUND["per_stream"]))
+    snapshot_tried: dict[bytes, float] = field(default_factory=lambda: BoundedDict(MAP_BOUND["per_stream"]))
+    snapshot_stuck: dict[bytes, int] = field(default_factory=lambda: BoundedDict(MAP_BOUND["per_stream"]))
     # (stream, number) -> (attempt, when)
     attested_at: dict[tuple[bytes, int], tuple[int, float]] = field(
         default_factory=lambda: BoundedDict(MAP_BOUND["per_slot"]))

@@ -32,6 +32,9 @@ class Metrics:
         self.quota_refused = Counter("node_quota_refused", "Events refused by a mini-pool quota (429)", ["quota"],
                                      registry=r)
         self.streams_behind = Gauge("node_streams_behind", "Streams whose local head is behind the chain", registry=r)
+        self.snapshots = Counter("node_snapshots", "Snapshots taken here, installed from a peer, or refused",
+                                 ["result"], registry=r)
+        self.events_pruned = Counter("node_events_pruned", "Committed events dropped by retain_blocks", registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

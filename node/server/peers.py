@@ -130,5 +130,12 @@ class Peers:
     async def blocks(self, url: str, sid_hex: str, first: int, last: int) -> dict:
         return await self._req("GET", url, f"/peer/blocks/{sid_hex}", params={"from": first, "to": last})
 
+    async def snapshots(self, url: str, sid_hex: str) -> dict:
+        """The snapshots a peer holds for a stream (node/server/snapshots.py)."""
+        return await self._req("GET", url, f"/peer/snapshot/{sid_hex}")
+
+    async def snapshot_page(self, url: str, sid_hex: str, number: int, offset: int) -> dict:
+        return await self._req("GET", url, f"/peer/snapshot/{sid_hex}", params={"number": number, "offset": offset})
+
     async def health(self, url: str) -> dict:
         return await self._req("GET", url, "/healthz", timeout=1.0)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from node.protocol.member_tree import MemberTree
+from node.protocol.snapshot import Snapshot
 from node.protocol.state import StateDelta
 from node.protocol.types import Event, Header
 
@@ -101,6 +102,30 @@ CREATE TABLE IF NOT EXISTS proposals (
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
+# Snapshots and pruning (docs/node.md, "Snapshots"). `history.base`: the first block whose block row and
+# events are stored here (older ones were pruned, or came before the snapshot this node started from);
+# no row = 1. `used_nonces`: the (author, nonce) of committed events no longer in `events` (pruned, or
+# carried by a snapshot): the replay rule still needs them. `snapshots`: zlib(body), newest few per stream.
+SNAPSHOT_SCHEMA = """
+CREATE TABLE IF NOT EXISTS history (stream_id BLOB PRIMARY KEY, base INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS used_nonces (
+    stream_id BLOB NOT NULL,
+    author    TEXT NOT NULL,
+    nonce     INTEGER NOT NULL,
+    PRIMARY KEY (stream_id, author, nonce)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS snapshots (
+    stream_id   BLOB NOT NULL,
+    number      INTEGER NOT NULL,
+    header_hash BLOB NOT NULL,
+    digest      BLOB NOT NULL,
+    size        INTEGER NOT NULL,
+    data        BLOB NOT NULL,
+    created     REAL NOT NULL,
+    PRIMARY KEY (stream_id, number)
+);
+"""
+
 
 @dataclass(slots=True)
 class StoredEvent:
@@ -182,11 +207,15 @@ class Storage:
         self.db.execute("PRAGMA foreign_keys=OFF")
         self._migrate()
         self.db.executescript(SCHEMA)
+        self.db.executescript(SNAPSHOT_SCHEMA)
         self._streams: dict[bytes, StreamRow | None] = {}  # cache of stream rows (this class is the only writer)
         # stream states (member trees) in step with the head: this class is the only writer
         self._states: dict[bytes, StreamState] = BoundedDict(MAP_BOUND["per_stream"])
         # told, right after the commit, of each applied block and of newly stored events (node/server/feed.py)
         self.listeners: list[Any] = []
+        # history.base per stream with a row (pruned or started from a snapshot); only those have used_nonces
+        self._bases: dict[bytes, int] = {bytes(r[0]): r[1]
+                                         for r in self.db.execute("SELECT stream_id, base FROM history")}
 
     def _migrate(self) -> None:
         """Columns added since a data dir was created (the member set moved to the members table)."""
@@ -229,6 +258,9 @@ class Storage:
                 if row is not None:
                     out.append("known" if bytes(row[0]) == h else "replay")
                     continue
+                if ev.stream_id in self._bases and self._nonce_used(ev):
+                    out.append("replay")
+                    continue
                 cur.execute("INSERT INTO events(hash, stream_id, author, nonce, kind, payload, signature, received,"
                             " gossiped) VALUES(?,?,?,?,?,?,?,?,?)",
                             (h, ev.stream_id, ev.author, ev.nonce, ev.kind, ev.payload, sig, now,
@@ -246,14 +278,22 @@ class Storage:
         row = self.db.execute("SELECT hash FROM events WHERE stream_id=? AND author=? AND nonce=?",
                               (ev.stream_id, ev.author, ev.nonce)).fetchone()
         if row is None:
-            return None
+            return "replay" if ev.stream_id in self._bases and self._nonce_used(ev) else None
         return "known" if bytes(row[0]) == h else "replay"
 
     def committed_with_nonce(self, ev: Event, h: bytes) -> bytes | None:
-        """The hash of another event of the same (stream, author, nonce) already in a block, if any."""
+        """The hash of another event of the same (stream, author, nonce) already in a block, if any
+        (bytes32(0) when only the nonce is known here: that event was pruned or predates our snapshot)."""
         row = self.db.execute("SELECT hash FROM events WHERE stream_id=? AND author=? AND nonce=? AND hash<>?"
                               " AND block IS NOT NULL", (ev.stream_id, ev.author, ev.nonce, h)).fetchone()
+        if row is None and ev.stream_id in self._bases and self._nonce_used(ev):
+            return bytes(32)
         return None if row is None else bytes(row[0])
+
+    def _nonce_used(self, ev: Event) -> bool:
+        """(stream, author, nonce) of a committed event that is no longer in `events`."""
+        return self.db.execute("SELECT 1 FROM used_nonces WHERE stream_id=? AND author=? AND nonce=?",
+                               (ev.stream_id, ev.author, ev.nonce)).fetchone() is not None
 
     def _row_event(self, r) -> StoredEvent:
         h, sid, author, nonce, kind, payload, sig, block, idx, received = r
@@ -514,3 +554,101 @@ class Storage:
         return [self._row_block(r) for r in self.db.execute(
             f"SELECT {self._BL_COLS} FROM blocks WHERE stream_id=? AND number BETWEEN ? AND ? ORDER BY number",
             (stream_id, first, last))]
+
+    # ---- snapshots and pruning (docs/node.md, "Snapshots"; node/server/snapshots.py) -------------------
+    def history_base(self, stream_id: bytes) -> int:
+        """The first block number whose block and events are stored here (1 unless pruned or snapshot-started)."""
+        return self._bases.get(stream_id, 1)
+
+    def used_nonces_up_to(self, stream_id: bytes, number: int) -> list[tuple[str, int]]:
+        """Every (author, nonce) committed in blocks 1..number: the stored events' and the `used_nonces`."""
+        rows = self.db.execute(
+            "SELECT author, nonce FROM events WHERE stream_id=? AND block IS NOT NULL AND block<=?"
+            " UNION SELECT author, nonce FROM used_nonces WHERE stream_id=?", (stream_id, number, stream_id))
+        return [(a, n) for a, n in rows]
+
+    def save_snapshot(self, stream_id: bytes, number: int, header_hash: bytes, digest: bytes, size: int,
+                      data: bytes, keep: int) -> None:
+        """Store a snapshot (zlib form, `size` = body bytes) and keep only the newest `keep` of the stream."""
+        self.db.execute("BEGIN")
+        self.db.execute("INSERT OR REPLACE INTO snapshots(stream_id, number, header_hash, digest, size, data, created)"
+                        " VALUES(?,?,?,?,?,?,?)", (stream_id, number, header_hash, digest, size, data, time.time()))
+        self.db.execute("DELETE FROM snapshots WHERE stream_id=? AND number NOT IN (SELECT number FROM snapshots"
+                        " WHERE stream_id=? ORDER BY number DESC LIMIT ?)", (stream_id, stream_id, max(1, keep)))
+        self.db.execute("COMMIT")
+
+    def snapshots_of(self, stream_id: bytes) -> list[tuple[int, bytes, bytes, int, int]]:
+        """(number, header_hash, digest, body size, stored bytes) of the stream's snapshots, newest first."""
+        return [(r[0], bytes(r[1]), bytes(r[2]), r[3], r[4]) for r in self.db.execute(
+            "SELECT number, header_hash, digest, size, length(data) FROM snapshots WHERE stream_id=?"
+            " ORDER BY number DESC", (stream_id,))]
+
+    def snapshot_data(self, stream_id: bytes, number: int, offset: int = 0, length: int | None = None) -> bytes | None:
+        """Bytes [offset, offset+length) of a stored snapshot's zlib form; None if not stored."""
+        n = -1 if length is None else length
+        r = self.db.execute("SELECT substr(data, ?, ?) FROM snapshots WHERE stream_id=? AND number=?",
+                            (offset + 1, n, stream_id, number)).fetchone()
+        return None if r is None else bytes(r[0])
+
+    def install_snapshot(self, snap: Snapshot, header_hash: bytes, digest: bytes, size: int, data: bytes) -> None:
+        """Start the stream from a checked snapshot (node/protocol/snapshot.check_snapshot), atomically: the
+        head moves to its block, the member rows, policy and used nonces become its, older blocks and committed
+        events of the stream are dropped (history base = number + 1), and pending events whose nonce it says
+        is used leave the pool. Only for a head behind the snapshot."""
+        sid, number = snap.stream_id, snap.number
+        self._streams.pop(sid, None)
+        self._states.pop(sid, None)
+        cur = self.db.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            r = cur.execute("SELECT head_number FROM streams WHERE stream_id=?", (sid,)).fetchone()
+            if r is None or r[0] >= number:
+                raise RuntimeError(f"snapshot #{number} is not ahead of the head {r and r[0]}")
+            cur.execute("DELETE FROM blocks WHERE stream_id=?", (sid,))
+            cur.execute("DELETE FROM events WHERE stream_id=? AND block IS NOT NULL", (sid,))
+            cur.execute("DELETE FROM members WHERE stream_id=?", (sid,))
+            # A slot whose member left holds bytes32(0): its address is not in the snapshot ('' here).
+            cur.executemany("INSERT INTO members(stream_id, slot, member, joined_at, left_at) VALUES(?,?,?,?,?)",
+                            [(sid, i, m or "", number, None if m else number) for i, m in enumerate(snap.slots)])
+            cur.execute("DELETE FROM used_nonces WHERE stream_id=?", (sid,))
+            cur.executemany("INSERT INTO used_nonces(stream_id, author, nonce) VALUES(?,?,?)",
+                            [(sid, a, n) for a, n in snap.used()])
+            cur.execute("DELETE FROM events WHERE stream_id=? AND block IS NULL AND EXISTS (SELECT 1 FROM used_nonces u"
+                        " WHERE u.stream_id=events.stream_id AND u.author=events.author AND u.nonce=events.nonce)",
+                        (sid,))
+            cur.execute("UPDATE streams SET head_number=?, head_hash=?, invite_only=? WHERE stream_id=?",
+                        (number, header_hash, int(snap.invite_only), sid))
+            cur.execute("INSERT OR REPLACE INTO history(stream_id, base) VALUES(?,?)", (sid, number + 1))
+            cur.execute("INSERT OR REPLACE INTO snapshots(stream_id, number, header_hash, digest, size, data, created)"
+                        " VALUES(?,?,?,?,?,?,?)", (sid, number, header_hash, digest, size, data, time.time()))
+            cur.execute("DELETE FROM proposals WHERE stream_id=? AND number<=?", (sid, number))
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        finally:
+            self._streams.pop(sid, None)
+            self._states.pop(sid, None)
+        self._bases[sid] = number + 1
+
+    def prune_history(self, stream_id: bytes, up_to: int, chunk: int = 64) -> int:
+        """Drop the block rows and committed events of blocks base..up_to, keeping their (author, nonce) in
+        `used_nonces` (the replay rule), `chunk` blocks per transaction. Returns the events dropped."""
+        base, dropped = self.history_base(stream_id), 0
+        while base <= up_to:
+            last = min(up_to, base + chunk - 1)
+            cur = self.db.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                cur.execute("INSERT OR IGNORE INTO used_nonces(stream_id, author, nonce) SELECT stream_id, author,"
+                            " nonce FROM events WHERE stream_id=? AND block BETWEEN ? AND ?", (stream_id, base, last))
+                dropped += cur.execute("DELETE FROM events WHERE stream_id=? AND block BETWEEN ? AND ?",
+                                       (stream_id, base, last)).rowcount
+                cur.execute("DELETE FROM blocks WHERE stream_id=? AND number BETWEEN ? AND ?", (stream_id, base, last))
+                cur.execute("INSERT OR REPLACE INTO history(stream_id, base) VALUES(?,?)", (stream_id, last + 1))
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            self._bases[stream_id] = base = last + 1
+        return dropped

@@ -36,6 +36,7 @@ ERRORS: dict[str, tuple[int, int]] = {
     "subscribe_timeout": (4408, 408),
     "too_many_streams": (4413, 413),
     "cursor_past_head": (4416, 416),
+    "cursor_pruned": (4410, 410),
     "too_many_subscribers": (4429, 429),
     "chain_unavailable": (4503, 503),
     "slow_consumer": (4001, 0),
@@ -163,6 +164,10 @@ async def resolve(node: Node, want: Want) -> dict[bytes, int]:
             if frm > known + 1:
                 raise SubError("cursor_past_head", f"from {frm} is past the head of {hx(sid)} (#{known}): "
                                                    f"at most {known + 1}")
+        base = node.storage.history_base(sid)
+        if max(frm, 1) < base:  # older blocks were pruned here (retain_blocks) or predate its snapshot start
+            raise SubError("cursor_pruned", f"from {frm}: blocks of {hx(sid)} before #{base} are not kept on "
+                                            f"this node; subscribe from {base} or later, or ask a node that keeps them")
         out[sid] = frm
     return out
 
@@ -202,6 +207,8 @@ class Session:
         while self.cursors[sid] <= last:
             first = self.cursors[sid]
             rows = st.get_blocks(sid, first, min(last, first + self.page - 1))
+            if first < st.history_base(sid):  # pruned while this subscriber was catching up
+                raise SubError("cursor_pruned", f"block {first} of {hx(sid)} was pruned here meanwhile")
             if not rows or rows[0].header.number != first:
                 raise SubError("internal", f"block {first} of {hx(sid)} is not stored here")
             for row in rows:
@@ -408,7 +415,7 @@ header fields, `header_hash`, `tx_hash`, `chain_block`, `events` in block order)
 stream, `caught_up` once the stored blocks are sent, then live `block`s (and `pending` event batches with
 `"pending": true`), `keepalive` when idle. Send `{"op": "ping"}` for a `pong`. Resume with `from` = last block
 number + 1. Errors end with an `error` message and a close code: 4400 bad_frame, 4404 unknown_stream, 4408
-subscribe_timeout, 4413 too_many_streams, 4416 cursor_past_head, 4429 too_many_subscribers, 4503
+subscribe_timeout, 4410 cursor_pruned, 4413 too_many_streams, 4416 cursor_past_head, 4429 too_many_subscribers, 4503
 chain_unavailable, 4001 slow_consumer, 1001 node_stopping. The same messages as Server-Sent Events:
 `GET /v1/subscribe` below."""
 
@@ -449,8 +456,8 @@ def install(app: FastAPI, node: Node) -> Feed:
         `id:` = the next block number per stream in request order, which EventSource sends back as
         Last-Event-ID to resume). The same messages as the WebSocket at `ws://HOST/v1/subscribe`
         (docs/node.md "Subscriptions"). Errors before the stream starts: 400 bad_frame, 404 unknown_stream,
-        413 too_many_streams, 416 cursor_past_head, 429 too_many_subscribers, 503 chain_unavailable; a slow
-        client gets `event: error` (slow_consumer) and the response ends."""
+        410 cursor_pruned, 413 too_many_streams, 416 cursor_past_head, 429 too_many_subscribers, 503
+        chain_unavailable; a slow client gets `event: error` (slow_consumer) and the response ends."""
         try:
             if feed.full():
                 raise SubError("too_many_subscribers",

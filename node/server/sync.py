@@ -19,6 +19,7 @@ from node.protocol.merkle import merkle_root
 from node.protocol.state import StateDelta, state_delta
 from node.protocol.types import Domain, Event, EventEntry, Header
 
+from . import snapshots
 from .core import Node
 from .fastpath import check_event_signature, parse_wire
 from .models import HeaderOut, hx, unhex
@@ -107,7 +108,11 @@ async def sync_stream(node: Node, sid: bytes, max_blocks: int = 512) -> int:
     """Apply committed blocks after the local head, in order, as far as data allows. Returns blocks applied."""
     lock = node.sync_locks.setdefault(sid, asyncio.Lock())
     async with lock:
-        return await _sync_stream(node, sid, max_blocks)
+        if snapshots.wanted(node, sid):  # far behind, or peers pruned the blocks it needs
+            await snapshots.start_from_snapshot(node, sid)
+        n = await _sync_stream(node, sid, max_blocks)
+        snapshots.note_pass(node, sid, n)
+        return n
 
 
 async def _sync_stream(node: Node, sid: bytes, max_blocks: int) -> int:
@@ -143,11 +148,15 @@ async def _sync_stream(node: Node, sid: bytes, max_blocks: int) -> int:
                 for h in await node.chain.headers_of_tx(c.tx_hash):
                     if h.stream_id == sid and h.number == n and hash_header(h) == c.header_hash:
                         header = h
-                        break
+                    elif h.stream_id == sid and h.number > n and h.event_count == 0:
+                        # later empty blocks of this tx need nothing else: kept, checked against the chain when used
+                        prefetched.setdefault(h.number, (h, [], {}))
             except Exception as exc:  # noqa: BLE001 - any RPC failure: retried on the next pass
                 log.warning("cannot read commit tx of %s #%d: %s", hx(sid), n, exc)
             if header is None:
                 return applied
+        if hashes is None and header.event_count == 0:
+            hashes = []  # an empty block's event list is known from its header alone
         if hashes is None:
             return applied  # no peer could tell the event list yet; retry later
         if merkle_root(hashes) != header.events_root or len(hashes) != header.event_count:
@@ -188,6 +197,7 @@ def apply_committed(node: Node, row: StreamRow, header: Header, header_hash: byt
     delta = delta or StateDelta()
     node.storage.apply_block(header, header_hash, list(entries), delta, tx_hash)
     on_applied(node, header, [e[0] for e in entries], bool(delta))
+    snapshots.on_applied(node, header, header_hash)
     return delta
 
 
