@@ -49,6 +49,8 @@ def main(
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     from bench import scenarios as sc
+    from bench.calibrate import annotate
+    from bench.calibrate import measure as calibrate
     from bench.plot import plot
 
     mode = "tiny" if tiny else "quick" if quick else "full"
@@ -68,10 +70,11 @@ def main(
         print(f"bench: {s}", file=sys.stderr, flush=True)
 
     def emit(new: list[dict[str, Any]]) -> None:
+        cal = calibrate(5) if new else {}  # the box's speed now: every row carries it (bench/calibrate.py)
         with results.open("a") as fh:
             for r in new:
                 la = os.getloadavg()  # the box is shared: its load when the figures were taken
-                r = {**r, "mode": mode, "loadavg_1m": round(la[0], 2), "loadavg_5m": round(la[1], 2)}
+                r = {**annotate(r, cal), "mode": mode, "loadavg_1m": round(la[0], 2), "loadavg_5m": round(la[1], 2)}
                 rows.append(r)
                 line = json.dumps(r)
                 print(line, flush=True)
