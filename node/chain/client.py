@@ -36,7 +36,7 @@ from .logs import (
     TxResult,
 )
 from .rpc import BlockId, RegistryError, Rpc, RpcError, block_param, hex_bytes, hex_int
-from .tx import TxSender, revert_error
+from .tx import FeePolicy, TxSender, revert_error
 
 COMMIT_GAS_BASE = 150_000
 COMMIT_GAS_PER_HEADER = 160_000
@@ -140,11 +140,12 @@ class RegistryClient:
         self._estimate_next = False
 
     @classmethod
-    def for_node(cls, rpc_url: str, address: str, abi: AbiList | None, account: LocalAccount) -> RegistryClient:
+    def for_node(cls, rpc_url: str | Sequence[str], address: str, abi: AbiList | None, account: LocalAccount, *,
+                 rpc_timeout: float = 10.0, rpc_retries: int = 4, fees: FeePolicy | None = None) -> RegistryClient:
         """The node's client: its own key, a fixed commit gas budget, estimates at the latest block."""
-        rpc = Rpc(rpc_url, timeout=30.0)
+        rpc = Rpc(rpc_url, timeout=rpc_timeout, retries=rpc_retries)
         sender = TxSender(rpc, account, gas_margin=1.25, gas_extra=50_000, receipt_timeout=60.0,
-                          estimate_block="latest", cap_to_block_limit=False)
+                          estimate_block="latest", cap_to_block_limit=False, fees=fees)
         return cls(rpc, address, abi, sender)
 
     def with_sender(self, sender: TxSender | None) -> RegistryClient:
@@ -416,12 +417,22 @@ class RegistryClient:
         return self.decoder.decode_all(await self.raw_logs(from_block, to_block, topics, chunk=chunk))
 
     async def scan(self, from_block: int, to_block: int) -> LogBatch:
-        """Every registry log of the range, decoded into a LogBatch (with the commits' block times)."""
-        evs = await self.events(from_block, to_block, chunk=max(1, to_block - from_block + 1))
+        """Every registry log of the range, decoded into a LogBatch (with the commits' block times and the
+        hashes of the blocks the logs are in)."""
+        raw = await self.raw_logs(from_block, to_block, chunk=max(1, to_block - from_block + 1))
+        evs = self.decoder.decode_all(raw)
+        hashes = {lg.block_number: lg.block_hash for lg in raw if lg.block_hash}
         times = {}
         for bn in sorted({e.block_number for e in evs if isinstance(e, (MiniblockCommitted, StreamCreated))}):
             times[bn] = await self.block_time(bn)
-        return LogBatch.of(to_block, evs, times)
+        return LogBatch.of(to_block, evs, times, hashes)
+
+    async def block_hash(self, block: BlockId) -> tuple[int, bytes] | None:
+        """(number, hash) of a block, None if the chain has no such block (any more)."""
+        b = await self.rpc.request("eth_getBlockByNumber", [block_param(block), False])
+        if not b:
+            return None
+        return hex_int(b["number"]), hex_bytes(b["hash"])
 
     async def committed_logs(
         self, from_block: int, to_block: BlockId = "latest", *, stream_id: bytes | None = None,
