@@ -151,7 +151,7 @@ class Rpc:
             async with self._session_here().post(url, json=body) as resp:
                 raw = await resp.read()
                 status = resp.status
-        except (TimeoutError, asyncio.TimeoutError) as e:
+        except TimeoutError as e:
             raise _Transient("timeout", f"{url}: no answer within {self.timeout:g}s") from e
         except (aiohttp.ClientError, OSError) as e:
             raise _Transient("connection", f"{url}: {type(e).__name__}: {e}") from e
