@@ -167,8 +167,8 @@ class Rpc:
         if err:
             self.stats.rpc_errors += 1
             if isinstance(err, dict):
-                e = cast(dict[str, Any], err)
-                raise RpcError(method, e.get("code"), str(e.get("message", "")), _revert_data(e))
+                d = cast(dict[str, Any], err)
+                raise RpcError(method, d.get("code"), str(d.get("message", "")), _revert_data(d))
             raise RpcError(method, None, str(err))
         return doc.get("result")
 
