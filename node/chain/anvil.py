@@ -260,3 +260,24 @@ class Anvil:
 
     def set_automine(self, on: bool) -> None:
         self.rpc("evm_setAutomine", [on])
+
+    def _time_offset(self) -> int:
+        return int(self.rpc("eth_getBlockByNumber", ["latest", False])["timestamp"], 16) - int(time.time())
+
+    def _keeping_time(self, method: str, params: list[Any]) -> None:
+        """Run a reorg-like call, then give the chain back the time offset it had: Anvil 1.7.1 drops an
+        `evm_increaseTime` warp on `anvil_reorg` / `anvil_rollback`, so chain time would jump backwards
+        (a real chain's never does), and a devnet warped to its epoch would fall back into an earlier one."""
+        before = self._time_offset()
+        self.rpc(method, params)
+        lost = before - self._time_offset()
+        if lost > 1:
+            self.increase_time(lost)
+
+    def reorg(self, depth: int, txs: list[Any] | None = None) -> None:
+        """Replace the last `depth` blocks (`anvil_reorg`); their transactions are gone unless given in `txs`."""
+        self._keeping_time("anvil_reorg", [int(depth), txs or []])
+
+    def rollback(self, depth: int) -> None:
+        """Remove the last `depth` blocks (`anvil_rollback`): the chain is shorter until new blocks come."""
+        self._keeping_time("anvil_rollback", [int(depth)])

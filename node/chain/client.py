@@ -193,6 +193,18 @@ class RegistryClient:
         self.observe_block_time(ts, seen)
         return hex_int(b["number"]), ts
 
+    async def latest_block_hash(self) -> tuple[int, bytes]:
+        """(number, hash) of the latest block; feeds the chain clock."""
+        seen = time.time()
+        b = await self.get_block("latest")
+        self.observe_block_time(hex_int(b["timestamp"]), seen)
+        return hex_int(b["number"]), hex_bytes(b["hash"])
+
+    def forget_blocks_after(self, number: int) -> None:
+        """Drop cached block times above `number` (a reorg replaced those blocks)."""
+        for n in [n for n in self._block_time_cache if n > number]:
+            del self._block_time_cache[n]
+
     async def chain_time(self) -> int:
         return hex_int((await self.get_block("latest"))["timestamp"])
 

@@ -193,7 +193,15 @@ def build_api(node: Node) -> FastAPI:
                 out.header_hash = hx(b.header_hash)
                 out.header = HeaderOut.of(b.header)
                 out.proof = [hx(p) for p in proof_of(se.event.stream_id, se.block, b.event_hashes, se.idx)]
+                out.chain_block, out.final = finality(se.event.stream_id, se.block)
         return out
+
+    def finality(sid: bytes, number: int) -> tuple[int | None, bool]:
+        """Where a block's commit is on chain, and whether it is final (node.server.reorg)."""
+        c = node.storage.get_commit(sid, number)
+        if c is None:
+            return None, False
+        return c.chain_block, node.is_final(c.chain_block)
 
     def stream_out(sid: bytes) -> StreamOut:
         row = node.storage.get_stream(sid)
@@ -203,7 +211,7 @@ def build_api(node: Node) -> FastAPI:
         return StreamOut(stream_id=hx(sid), head_number=row.head_number, head_hash=hx(row.head_hash),
                          chain_head_number=ch.number if ch else None, members=sorted(row.members),
                          replicas=node.replicas_of(sid), pool_size=node.storage.pool_size(sid),
-                         replicated_here=node.replicates(sid))
+                         replicated_here=node.replicates(sid), diverged_at=node.diverged.get(sid))
 
     @app.get("/v1/streams", response_model=StreamList, tags=["client"])
     async def list_streams():
@@ -223,9 +231,10 @@ def build_api(node: Node) -> FastAPI:
         if with_events:
             got = node.storage.get_events(b.event_hashes)
             evs = [to_wire(h, got[h].event, got[h].signature) for h in b.event_hashes if h in got]
+        chain_block, final = finality(sid, number)
         return {"header": HeaderOut.of(b.header).model_dump(), "header_hash": hx(b.header_hash),
                 "event_hashes": [hx(h) for h in b.event_hashes], "events": evs,
-                "tx_hash": hx(b.tx_hash) if b.tx_hash else None}
+                "tx_hash": hx(b.tx_hash) if b.tx_hash else None, "chain_block": chain_block, "final": final}
 
     @app.get("/v1/streams/{stream_id}/blocks/{number}", response_model=BlockOut, responses=ERR, tags=["client"])
     async def get_block(stream_id: str, number: int, events: bool = True):

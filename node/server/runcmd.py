@@ -50,6 +50,14 @@ def main(
     pool_quota_author: int | None = typer.Option(None, help="pending events per (stream, author) (then 429)"),
     pool_quota_stream: int | None = typer.Option(None, help="pending events per stream (then 429)"),
     unknown_stream_ttl_s: float | None = typer.Option(None, help="how long 'no such stream' is remembered, s"),
+    rpc_urls: str | None = typer.Option(None, help="more JSON-RPC endpoints, comma-separated (failover order)"),
+    rpc_timeout_s: float | None = typer.Option(None, help="one JSON-RPC try, s (then retried with back-off)"),
+    rpc_retries: int | None = typer.Option(None, help="retries of a failed JSON-RPC try"),
+    chain_wait_s: float | None = typer.Option(None, help="start-up: how long to wait for an unreachable chain, s"),
+    confirmations: int | None = typer.Option(None, help="chain blocks under the latest before a block is final"),
+    finality: str | None = typer.Option(None, help="depth | safe | finalized (block tag, with --confirmations)"),
+    max_fee_gwei: float | None = typer.Option(None, help="ceiling on maxFeePerGas, gwei"),
+    tx_replace_s: float | None = typer.Option(None, help="a transaction not mined this long is replaced, s"),
 ) -> None:
     """Run a mini-block node."""
     from node.server.app import run
@@ -68,6 +76,9 @@ def main(
                      max_concurrent_peer=max_concurrent_peer, max_fetch_hashes=max_fetch_hashes,
                      max_fetch_bytes=max_fetch_bytes, max_blocks_bytes=max_blocks_bytes,
                      max_vote_hashes=max_vote_hashes, pool_quota_author=pool_quota_author,
-                     pool_quota_stream=pool_quota_stream, unknown_stream_ttl_s=unknown_stream_ttl_s)
+                     pool_quota_stream=pool_quota_stream, unknown_stream_ttl_s=unknown_stream_ttl_s,
+                     rpc_urls=rpc_urls, rpc_timeout_s=rpc_timeout_s, rpc_retries=rpc_retries,
+                     chain_wait_s=chain_wait_s, confirmations=confirmations, finality=finality,
+                     max_fee_gwei=max_fee_gwei, tx_replace_s=tx_replace_s)
     cfg = load_config(config, overrides)
     run(cfg)

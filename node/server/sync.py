@@ -20,6 +20,7 @@ from node.protocol.types import Event, EventEntry, Header
 from .core import Node
 from .fastpath import parse_wire
 from .models import HeaderOut, hx, unhex
+from .reorg import note_rollbacks
 from .storage import CommitRow, StreamRow
 
 log = logging.getLogger("node.sync")
@@ -153,9 +154,31 @@ async def _sync_stream(node: Node, sid: bytes, max_blocks: int) -> int:
         row = node.storage.get_stream(sid)  # re-read: the producer may have applied it meanwhile
         if row is None or row.head_number != n - 1:
             continue
-        apply_committed(node, row, header, c.header_hash, ordered, c.tx_hash)
+        if header.prev_hash != row.head_hash:
+            orphaned_head(node, row, c)
+            return applied
+        try:
+            apply_committed(node, row, header, c.header_hash, ordered, c.tx_hash)
+        except StateMismatch:
+            return applied
         applied += 1
     return applied
+
+
+def orphaned_head(node: Node, row: StreamRow, c: CommitRow) -> None:
+    """The chain's block n builds on another n - 1 than the local head: the local head came from an
+    orphaned branch that the reorg check did not see (yet). Undo it and rescan the chain from there."""
+    prev = node.storage.get_commit(row.stream_id, row.head_number)
+    first = min(c.chain_block, prev.chain_block if prev else c.chain_block)
+    log.warning("%s #%d builds on %s, not on the local head %s: rolling back and rescanning from chain block %d",
+                hx(row.stream_id)[:10], c.number, hx(c.prev_hash)[:10], hx(row.head_hash)[:10], first)
+    rb = node.storage.rollback_stream(row.stream_id, max(0, row.head_number - 1))
+    node.rescan_from = first if node.rescan_from is None else min(node.rescan_from, first)
+    note_rollbacks(node, [rb] if rb else [], "parent mismatch")
+
+
+class StateMismatch(RuntimeError):
+    """A committed block's stateRoot is not the root of the members this node computes for it."""
 
 
 def apply_committed(node: Node, row: StreamRow, header: Header, header_hash: bytes, entries: Sequence[EventEntry],
@@ -166,8 +189,13 @@ def apply_committed(node: Node, row: StreamRow, header: Header, header_hash: byt
     if members_after is None:
         members_after = apply_membership(row.members, [e[1] for e in entries], strict=False)
         if members_root(members_after) != header.state_root:
-            log.error("stateRoot of %s #%d differs from the members computed here; applying the chain's block",
-                      hx(header.stream_id), header.number)
+            # Applying it would make this node enforce members the replicas did not attest: stop this stream
+            # here (loudly: log, metric, /v1/streams diverged_at) rather than diverge silently.
+            node.metrics.state_mismatch.inc()
+            node.diverged[header.stream_id] = header.number
+            log.error("stateRoot of %s #%d differs from the members computed here: not applied; this node stops "
+                      "following the stream (resync its data dir)", hx(header.stream_id), header.number)
+            raise StateMismatch(f"stateRoot mismatch at {hx(header.stream_id)} #{header.number}")
     node.storage.apply_block(header, header_hash, list(entries), members_after, tx_hash)
     on_applied(node, header, [e[0] for e in entries], members_after, members_after != row.members)
     return members_after
