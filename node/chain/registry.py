@@ -10,6 +10,8 @@ share between threads: sends are serialised per sender.
 
 from __future__ import annotations
 
+import atexit
+
 from collections.abc import Iterable, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -54,6 +56,16 @@ __all__ = [
 ]
 
 _rpcs: dict[tuple[str, float], Rpc] = {}
+
+
+@atexit.register
+def _close_rpcs() -> None:
+    """Close the shared transports' HTTP sessions on the private loop before the interpreter ends."""
+    for rpc in list(_rpcs.values()):
+        try:
+            run_sync(rpc.close())
+        except Exception:  # noqa: BLE001 - at exit the loop may be gone already; nothing left to protect
+            pass
 
 
 def _rpc(w3_or_url: Any, timeout: float = 60.0) -> Rpc:
