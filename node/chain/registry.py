@@ -11,7 +11,6 @@ share between threads: sends are serialised per sender.
 from __future__ import annotations
 
 import atexit
-
 from collections.abc import Iterable, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
