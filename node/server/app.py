@@ -67,7 +67,7 @@ async def connect_chain(cfg: NodeConfig, registry: str, chain_id: int | None, ab
                         key: bytes) -> tuple[RegistryClient, int, RegistryParams]:
     """The chain client, checked before anything is stored: the endpoint answers JSON-RPC (waited for with
     back-off up to `chain_wait_s`: a chain restarting, an RPC that hangs or answers garbage), it is the
-    expected chain, and a MiniblockRegistry is at the address. Otherwise a clear SystemExit (code 2), so a
+    expected chain, and a MiniblockRegistry is at the address. Otherwise a clear SystemExit, so a
     supervisor restarting the node does not loop fast and no store is touched."""
     urls = cfg.endpoints()
     fees = FeePolicy.gwei(cfg.max_fee_gwei, replace_after_s=cfg.tx_replace_s)
@@ -103,7 +103,7 @@ async def connect_chain(cfg: NodeConfig, registry: str, chain_id: int | None, ab
 
 
 class StartupError(SystemExit):
-    """A start-up check failed: the message says what to fix; exit code 2."""
+    """A start-up check failed: the message (on stderr, exit code 1) says what to fix."""
 
     def __init__(self, message: str) -> None:
         log.error("%s", message)
