@@ -101,8 +101,8 @@ class EventStatus(BaseModel):
     header_hash: str | None = None
     header: HeaderOut | None = None
     proof: list[str] | None = Field(None, description="Merkle siblings bottom-up (docs/protocol.md)")
-    chain_block: int | None = Field(None, description="the chain block holding the block's commit")
-    final: bool | None = Field(None, description="the commit is as deep as the node's finality setting asks; "
+    chain_block: int | None = Field(default=None, description="the chain block holding the block's commit")
+    final: bool | None = Field(default=None, description="the commit is as deep as the node's finality setting asks; "
                                "a block that is not final may still be rolled back by a reorg")
 
 
@@ -115,7 +115,7 @@ class StreamOut(BaseModel):
     replicas: list[str]
     pool_size: int
     replicated_here: bool
-    diverged_at: int | None = Field(None, description="a block whose stateRoot differs from the members computed "
+    diverged_at: int | None = Field(default=None, description="a block whose stateRoot differs from the members computed "
                                     "here: the node stopped following the stream there")
 
 
