@@ -115,8 +115,8 @@ class StreamOut(BaseModel):
     replicas: list[str]
     pool_size: int
     replicated_here: bool
-    diverged_at: int | None = Field(default=None, description="a block whose stateRoot differs from the members computed "
-                                    "here: the node stopped following the stream there")
+    diverged_at: int | None = Field(default=None, description="a block whose stateRoot differs from the members "
+                                    "computed here: the node stopped following the stream there")
 
 
 class StreamList(BaseModel):
