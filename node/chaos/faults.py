@@ -168,9 +168,9 @@ class Faults:
         self.left.add(i)
         self.leaves += 1
         # It serves until its leave epoch, then it is out: stop it then.
-        self.pending.append(Recovery(time.monotonic() + self.net.epoch_length + 2, f"stop left node{i}",
+        self.pending.append(Recovery(time.monotonic() + self.net.epoch_length + 8, f"stop left node{i}",
                                      lambda: self.cluster.stop(i)))
-        self.log(f"leave: node{i} requested to leave; stopped after the epoch boundary")
+        self.log(f"leave: node{i} requested to leave; stopped after the epoch boundary (and its hand-off)")
         return True
 
     def _bury(self) -> None:

@@ -15,6 +15,7 @@ from node.protocol.merkle import merkle_levels, proof_from_levels
 
 from .attest import AttestRefused, attest
 from .core import Node
+from .handoff import refusing_clients
 from .intake import RETRY_AFTER_S, Rejected, accept, catch_up, decode, parse_batch, to_wire
 from .models import (
     Accepted,
@@ -143,9 +144,16 @@ def build_api(node: Node) -> FastAPI:
                            domain_version=d.version, epoch=node.current_epoch() if node.params else None,
                            public_url=node.cfg.public_url, chain_time=node.chain_now())
 
+    def serving() -> None:
+        """A node on its way out takes no client events (node.server.handoff): 503, post elsewhere."""
+        why = refusing_clients(node)
+        if why is not None:
+            raise Rejected(503, "leaving", why, {"Retry-After": "1"})
+
     @app.post("/v1/events", response_model=Accepted, status_code=202, responses=ERR, tags=["client"])
     async def post_event(body: SignedEvent):
         """Post one signed event. It is stored durably before the answer and forwarded to the replicas."""
+        serving()
         item = decode(body, node.cfg.max_payload)
         [(st, rej)] = await accept(node, [item], "client", client=True)
         if rej is not None:
@@ -157,6 +165,7 @@ def build_api(node: Node) -> FastAPI:
     @app.post("/v1/events/batch", response_model=BatchResult, responses=ERR, tags=["client"])
     async def post_batch(body: EventBatch, response: Response):
         """Post many signed events; each gets its own result (invalid ones change nothing)."""
+        serving()
         if len(body.events) > node.cfg.max_batch_events:
             raise Rejected(413, "batch_too_large", f"at most {node.cfg.max_batch_events} events per batch")
         items, errs = parse_batch(node, body.events)

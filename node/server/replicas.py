@@ -11,6 +11,7 @@ import logging
 import time
 
 from .core import Node
+from .handoff import handoff_once
 from .models import hx
 
 log = logging.getLogger("node.replicas")
@@ -59,6 +60,7 @@ async def upkeep_loop(node: Node, interval: float = 1.0) -> None:
     while not node.stopping:
         try:
             await upkeep_once(node)
+            await handoff_once(node)
         except Exception:  # noqa: BLE001 - the loop must outlive any failure of one round
             log.exception("replica upkeep failed")
         await asyncio.sleep(interval)
