@@ -293,9 +293,10 @@ class DevChain:
         return int(self.rpc("eth_getBlockByNumber", ["latest", False])["timestamp"], 16) - int(time.time())
 
     def _keeping_time(self, method: str, params: list[Any]) -> None:
-        """Run a reorg-like call, then give the chain back the time offset it had: Anvil 1.7.1 drops an
-        `evm_increaseTime` warp on `anvil_reorg` / `anvil_rollback`, so chain time would jump backwards
-        (a real chain's never does), and a devnet warped to its epoch would fall back into an earlier one."""
+        """Run a reorg-like call, then give the chain back the time offset it had: Anvil 1.7.1 restores its
+        time state to the fork point's, so a reorg to before an `evm_increaseTime` warp drops the warp and
+        chain time jumps backwards (a real chain's never does: a devnet warped to its epoch would fall back
+        into an earlier one). A no-op when the offset survived."""
         before = self._time_offset()
         self.rpc(method, params)
         lost = before - self._time_offset()

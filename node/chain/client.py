@@ -159,6 +159,11 @@ class RegistryClient:
 
     # ---- time -----------------------------------------------------------------------------
     def observe_block_time(self, ts: int, seen_at: float | None = None) -> None:
+        """Raise the chain clock's offset to `ts - seen_at`. `seen_at` must be a moment after the block
+        existed (default: now), so the estimate is a lower bound of the true offset: a time taken before
+        the request would overestimate it by the request's duration, and a process stopped (SIGSTOP)
+        during a transaction would push its clock ahead of every other node's for good (the offset
+        only grows), until peer authentication and epochs disagree between nodes."""
         est = ts - (time.time() if seen_at is None else seen_at)
         if self.clock_offset is None or est > self.clock_offset:
             self.clock_offset = est
@@ -187,17 +192,15 @@ class RegistryClient:
 
     async def latest_block(self) -> tuple[int, int]:
         """(number, timestamp) of the latest block; feeds the chain clock."""
-        seen = time.time()
         b = await self.get_block("latest")
         ts = hex_int(b["timestamp"])
-        self.observe_block_time(ts, seen)
+        self.observe_block_time(ts)
         return hex_int(b["number"]), ts
 
     async def latest_block_hash(self) -> tuple[int, bytes]:
         """(number, hash) of the latest block; feeds the chain clock."""
-        seen = time.time()
         b = await self.get_block("latest")
-        self.observe_block_time(hex_int(b["timestamp"]), seen)
+        self.observe_block_time(hex_int(b["timestamp"]))
         return hex_int(b["number"]), hex_bytes(b["hash"])
 
     def forget_blocks_after(self, number: int) -> None:
@@ -517,14 +520,13 @@ class RegistryClient:
 
         ``check``: a mined but failed (status 0) transaction raises RegistryError."""
         sender = self._require_sender()
-        seen = time.time()
         receipt = await sender.send(self.address, self.calldata(name, *args), gas=gas,
                                     decode_error=self.codec.decode_error, what=name)
         assert isinstance(receipt, Receipt)
         ts: int | None = None
         try:
             ts = await self.block_time(receipt.block_number)
-            self.observe_block_time(ts, seen)
+            self.observe_block_time(ts)
         except (TimeoutError, RpcError, OSError):  # timing only
             pass
         result = TxResult.of(receipt, self.decoder, ts)
