@@ -64,6 +64,12 @@ def _register() -> None:
         bench_cmd.main
     )
 
+    from node.commands import chaos as chaos_cmd
+
+    app.command("chaos", help="A devnet under load and random faults, then checks: nothing lost, nodes = chain.")(
+        chaos_cmd.main
+    )
+
     from node.server import runcmd as run_cmd
 
     app.command("run", help="Run a mini-block node (--config node.toml; flags; NODE_* env).")(run_cmd.main)

@@ -1,11 +1,13 @@
-"""Run a local Anvil (node_modules/.bin/anvil) on a free loopback port.
+"""Run a local dev chain on a free loopback port: Anvil (node_modules/.bin/anvil) or Hardhat's node
+(npm `hardhat@2`), behind one interface (`DevChain`; `launch_chain("anvil" | "hardhat", ...)`).
 
     with Anvil(block_time=None) as anvil:       # automine: one block per tx
         w3 = anvil.w3()
         ...
 
-Used by tests, the devnet and benchmarks.  Anvil's ten dev accounts come from the
-well-known test mnemonic; their keys are in DEV_KEYS.
+Used by tests, the devnet and benchmarks. Both chains use the well-known test mnemonic and chain id
+31337; the ten dev accounts' keys are in DEV_KEYS. Hardhat is found through $HARDHAT_BIN, else
+node_modules/.bin/hardhat (not installed by ./dev setup yet: `hardhat_binary()` says how to get it).
 """
 
 from __future__ import annotations
@@ -59,16 +61,34 @@ def anvil_binary() -> str:
     return found
 
 
+def hardhat_binary() -> str:
+    """$HARDHAT_BIN, else node_modules/.bin/hardhat (npm `hardhat@2`; v3 needs Node.js 22+)."""
+    env = os.environ.get("HARDHAT_BIN")
+    for cand in ([Path(env)] if env else []) + [ROOT / "node_modules" / ".bin" / "hardhat"]:
+        if cand.exists() and os.access(cand, os.X_OK):
+            return str(cand)
+    raise FileNotFoundError("hardhat not found: set HARDHAT_BIN to a hardhat@2 binary "
+                            "(npm install --prefix DIR hardhat@2; DIR/node_modules/.bin/hardhat) or add hardhat@2 "
+                            "to package.json")
+
+
 class AnvilError(RuntimeError):
     pass
 
 
-class Anvil:
-    """A child Anvil process.  ``block_time=None`` means automine (a block per tx).
+ChainError = AnvilError
 
-    ``timestamp`` sets the genesis block's time; ``extra_args`` go to anvil as-is;
-    ``log_path`` collects anvil's output (a temp file by default, shown on failure).
+
+class DevChain:
+    """A child dev-chain process on loopback.  ``block_time=None`` means automine (a block per tx).
+
+    ``timestamp`` sets the genesis block's time; ``extra_args`` go to the chain as-is;
+    ``log_path`` collects its output (a temp file by default, shown on failure). Subclasses give
+    `args()` (and `cwd()`); the rest (start, readiness, stop, raw RPC, dev controls) is shared.
     """
+
+    kind = "chain"
+    supports_reorg = False  # anvil_reorg / anvil_rollback
 
     def __init__(
         self,
@@ -115,6 +135,12 @@ class Anvil:
 
     # -- lifecycle --------------------------------------------------------
     def args(self) -> list[str]:
+        raise NotImplementedError
+
+    def cwd(self) -> str | None:
+        return None
+
+    def _anvil_args(self) -> list[str]:
         a = [anvil_binary(), "--host", self.host, "--port", str(self.port)]
         if self.block_time is not None:
             a += ["--block-time", str(self.block_time)]
@@ -128,7 +154,7 @@ class Anvil:
             a += ["--gas-limit", str(self.gas_limit)]
         return a + self.extra_args
 
-    def start(self) -> Anvil:
+    def start(self) -> DevChain:
         if self.proc is not None:
             return self
         attempts = 1 if self.port else 5
@@ -143,6 +169,7 @@ class Anvil:
                 self._own_log = True
             self.proc = subprocess.Popen(
                 self.args(),
+                cwd=self.cwd(),
                 stdin=subprocess.DEVNULL,
                 stdout=self._log,
                 stderr=subprocess.STDOUT,
@@ -152,7 +179,7 @@ class Anvil:
                 return self
             last = self.log_text()
             self.stop()
-        raise AnvilError(f"anvil did not start on {self.host}:{self.port}:\n{last[-2000:]}")
+        raise AnvilError(f"{self.kind} did not start on {self.host}:{self.port}:\n{last[-2000:]}")
 
     def _wait_ready(self) -> bool:
         deadline = time.monotonic() + self.startup_timeout
@@ -205,13 +232,13 @@ class Anvil:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def __enter__(self) -> Anvil:
+    def __enter__(self) -> DevChain:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def __del__(self) -> None:  # last resort; never leave an orphan anvil behind
+    def __del__(self) -> None:  # last resort; never leave an orphan chain behind
         try:
             self.stop(timeout=2)
         except Exception:  # noqa: BLE001 -- __del__ may run at interpreter exit, when anything can fail
@@ -237,7 +264,8 @@ class Anvil:
         return http_web3(self.http_url, timeout)
 
     def mine(self, blocks: int = 1) -> None:
-        self.rpc("anvil_mine", [hex(blocks)])
+        for _ in range(blocks):
+            self.rpc("evm_mine")
 
     def increase_time(self, seconds: int) -> None:
         """Move chain time forward; the next block carries it (call mine() to seal one)."""
@@ -254,3 +282,96 @@ class Anvil:
 
     def set_automine(self, on: bool) -> None:
         self.rpc("evm_setAutomine", [on])
+
+    def _time_offset(self) -> int:
+        return int(self.rpc("eth_getBlockByNumber", ["latest", False])["timestamp"], 16) - int(time.time())
+
+    def _keeping_time(self, method: str, params: list[Any]) -> None:
+        """Run a reorg-like call, then give the chain back the time offset it had: Anvil 1.7.1 restores its
+        time state to the fork point's, so a reorg to before an `evm_increaseTime` warp drops the warp and
+        chain time jumps backwards (a real chain's never does: a devnet warped to its epoch would fall back
+        into an earlier one). A no-op when the offset survived."""
+        before = self._time_offset()
+        self.rpc(method, params)
+        lost = before - self._time_offset()
+        if lost > 1:
+            self.increase_time(lost)
+
+    def reorg(self, depth: int, txs: list[Any] | None = None) -> None:
+        """Replace the last `depth` blocks (`anvil_reorg`); their transactions are gone unless given in `txs`."""
+        self._keeping_time("anvil_reorg", [int(depth), txs or []])
+
+    def rollback(self, depth: int) -> None:
+        """Remove the last `depth` blocks (`anvil_rollback`): the chain is shorter until new blocks come."""
+        self._keeping_time("anvil_rollback", [int(depth)])
+
+
+class Anvil(DevChain):
+    """A child Anvil process (reorgs on demand: `reorg`, `rollback`)."""
+
+    kind = "anvil"
+    supports_reorg = True
+
+    def args(self) -> list[str]:
+        return self._anvil_args()
+
+    def mine(self, blocks: int = 1) -> None:
+        self.rpc("anvil_mine", [hex(blocks)])
+
+    def __enter__(self) -> Anvil:
+        self.start()
+        return self
+
+
+class Hardhat(DevChain):
+    """A child Hardhat node (npm hardhat@2, EDR): `hardhat --config CFG node --hostname H --port P`.
+
+    Hardhat refuses to run outside a project that installed it (HH12), so the process runs in the folder
+    holding the node_modules it comes from, with a one-line config in a temporary folder."""
+
+    kind = "hardhat"
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self._cfg_dir: tempfile.TemporaryDirectory[str] | None = None
+
+    def _binary(self) -> str:
+        return hardhat_binary()
+
+    def cwd(self) -> str | None:
+        b = Path(self._binary())
+        return str(b.parent.parent.parent) if b.parent.name == ".bin" else None
+
+    def args(self) -> list[str]:
+        if self._cfg_dir is None:
+            self._cfg_dir = tempfile.TemporaryDirectory(prefix="hardhat-cfg-")
+        cfg = Path(self._cfg_dir.name) / "hardhat.config.js"
+        if self.block_time is not None:  # interval mining, in ms; automine off
+            cfg.write_text("module.exports = { networks: { hardhat: { mining: { auto: false, interval: "
+                           f"{int(self.block_time * 1000)} }} }} }};\n")
+        else:
+            cfg.write_text("module.exports = {};\n")
+        return [self._binary(), "--config", str(cfg), "node", "--hostname", self.host, "--port", str(self.port),
+                *self.extra_args]
+
+    def stop(self, timeout: float = 10.0) -> None:
+        super().stop(timeout)
+        if self._cfg_dir is not None:
+            self._cfg_dir.cleanup()
+            self._cfg_dir = None
+
+    def __enter__(self) -> Hardhat:
+        self.start()
+        return self
+
+
+CHAINS: dict[str, type[DevChain]] = {"anvil": Anvil, "hardhat": Hardhat}
+
+
+def launch_chain(kind: str = "anvil", **kw: Any) -> DevChain:
+    """A started dev chain of `kind` ("anvil" or "hardhat"); keyword arguments as DevChain's."""
+    try:
+        cls = CHAINS[kind]
+    except KeyError:
+        raise ValueError(f"unknown chain {kind!r} (one of {', '.join(CHAINS)})") from None
+    return cls(**kw).start()

@@ -36,7 +36,7 @@ from .logs import (
     TxResult,
 )
 from .rpc import BlockId, RegistryError, Rpc, RpcError, block_param, hex_bytes, hex_int
-from .tx import TxSender, revert_error
+from .tx import FeePolicy, TxSender, revert_error
 
 COMMIT_GAS_BASE = 150_000
 COMMIT_GAS_PER_HEADER = 160_000
@@ -140,11 +140,12 @@ class RegistryClient:
         self._estimate_next = False
 
     @classmethod
-    def for_node(cls, rpc_url: str, address: str, abi: AbiList | None, account: LocalAccount) -> RegistryClient:
+    def for_node(cls, rpc_url: str | Sequence[str], address: str, abi: AbiList | None, account: LocalAccount, *,
+                 rpc_timeout: float = 10.0, rpc_retries: int = 4, fees: FeePolicy | None = None) -> RegistryClient:
         """The node's client: its own key, a fixed commit gas budget, estimates at the latest block."""
-        rpc = Rpc(rpc_url, timeout=30.0)
+        rpc = Rpc(rpc_url, timeout=rpc_timeout, retries=rpc_retries)
         sender = TxSender(rpc, account, gas_margin=1.25, gas_extra=50_000, receipt_timeout=60.0,
-                          estimate_block="latest", cap_to_block_limit=False)
+                          estimate_block="latest", cap_to_block_limit=False, fees=fees)
         return cls(rpc, address, abi, sender)
 
     def with_sender(self, sender: TxSender | None) -> RegistryClient:
@@ -158,6 +159,11 @@ class RegistryClient:
 
     # ---- time -----------------------------------------------------------------------------
     def observe_block_time(self, ts: int, seen_at: float | None = None) -> None:
+        """Raise the chain clock's offset to `ts - seen_at`. `seen_at` must be a moment after the block
+        existed (default: now), so the estimate is a lower bound of the true offset: a time taken before
+        the request would overestimate it by the request's duration, and a process stopped (SIGSTOP)
+        during a transaction would push its clock ahead of every other node's for good (the offset
+        only grows), until peer authentication and epochs disagree between nodes."""
         est = ts - (time.time() if seen_at is None else seen_at)
         if self.clock_offset is None or est > self.clock_offset:
             self.clock_offset = est
@@ -186,11 +192,21 @@ class RegistryClient:
 
     async def latest_block(self) -> tuple[int, int]:
         """(number, timestamp) of the latest block; feeds the chain clock."""
-        seen = time.time()
         b = await self.get_block("latest")
         ts = hex_int(b["timestamp"])
-        self.observe_block_time(ts, seen)
+        self.observe_block_time(ts)
         return hex_int(b["number"]), ts
+
+    async def latest_block_hash(self) -> tuple[int, bytes]:
+        """(number, hash) of the latest block; feeds the chain clock."""
+        b = await self.get_block("latest")
+        self.observe_block_time(hex_int(b["timestamp"]))
+        return hex_int(b["number"]), hex_bytes(b["hash"])
+
+    def forget_blocks_after(self, number: int) -> None:
+        """Drop cached block times above `number` (a reorg replaced those blocks)."""
+        for n in [n for n in self._block_time_cache if n > number]:
+            del self._block_time_cache[n]
 
     async def chain_time(self) -> int:
         return hex_int((await self.get_block("latest"))["timestamp"])
@@ -416,12 +432,22 @@ class RegistryClient:
         return self.decoder.decode_all(await self.raw_logs(from_block, to_block, topics, chunk=chunk))
 
     async def scan(self, from_block: int, to_block: int) -> LogBatch:
-        """Every registry log of the range, decoded into a LogBatch (with the commits' block times)."""
-        evs = await self.events(from_block, to_block, chunk=max(1, to_block - from_block + 1))
+        """Every registry log of the range, decoded into a LogBatch (with the commits' block times and the
+        hashes of the blocks the logs are in)."""
+        raw = await self.raw_logs(from_block, to_block, chunk=max(1, to_block - from_block + 1))
+        evs = self.decoder.decode_all(raw)
+        hashes = {lg.block_number: lg.block_hash for lg in raw if lg.block_hash}
         times = {}
         for bn in sorted({e.block_number for e in evs if isinstance(e, (MiniblockCommitted, StreamCreated))}):
             times[bn] = await self.block_time(bn)
-        return LogBatch.of(to_block, evs, times)
+        return LogBatch.of(to_block, evs, times, hashes)
+
+    async def block_hash(self, block: BlockId) -> tuple[int, bytes] | None:
+        """(number, hash) of a block, None if the chain has no such block (any more)."""
+        b = await self.rpc.request("eth_getBlockByNumber", [block_param(block), False])
+        if not b:
+            return None
+        return hex_int(b["number"]), hex_bytes(b["hash"])
 
     async def committed_logs(
         self, from_block: int, to_block: BlockId = "latest", *, stream_id: bytes | None = None,
@@ -494,14 +520,13 @@ class RegistryClient:
 
         ``check``: a mined but failed (status 0) transaction raises RegistryError."""
         sender = self._require_sender()
-        seen = time.time()
         receipt = await sender.send(self.address, self.calldata(name, *args), gas=gas,
                                     decode_error=self.codec.decode_error, what=name)
         assert isinstance(receipt, Receipt)
         ts: int | None = None
         try:
             ts = await self.block_time(receipt.block_number)
-            self.observe_block_time(ts, seen)
+            self.observe_block_time(ts)
         except (TimeoutError, RpcError, OSError):  # timing only
             pass
         result = TxResult.of(receipt, self.decoder, ts)

@@ -66,6 +66,7 @@ class RawLog:
     block_number: int
     tx_hash: bytes
     log_index: int
+    block_hash: bytes = b""  # the chain block the log is in (reorg detection compares it)
 
     @classmethod
     def from_rpc(cls, lg: Mapping[str, Any]) -> RawLog:
@@ -76,6 +77,7 @@ class RawLog:
             block_number=hex_int(lg.get("blockNumber")),
             tx_hash=hex_bytes(lg.get("transactionHash")),
             log_index=hex_int(lg.get("logIndex")),
+            block_hash=hex_bytes(lg.get("blockHash")),
         )
 
 
@@ -287,9 +289,12 @@ class LogBatch:
     replaced: list[ReplicaReplaced] = field(default_factory=list)
     nodes_changed: bool = False
     block_times: Mapping[int, int] = field(default_factory=dict)
+    # chain block number -> its hash, for the blocks the logs came from (a reorg changes them)
+    block_hashes: Mapping[int, bytes] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, to_block: int, events: Iterable[LogMeta], block_times: Mapping[int, int] | None = None) -> LogBatch:
+    def of(cls, to_block: int, events: Iterable[LogMeta], block_times: Mapping[int, int] | None = None,
+           block_hashes: Mapping[int, bytes] | None = None) -> LogBatch:
         evs = list(events)
         return cls(
             to_block=to_block,
@@ -299,6 +304,7 @@ class LogBatch:
             replaced=[e for e in evs if isinstance(e, ReplicaReplaced)],
             nodes_changed=any(isinstance(e, NODE_EVENTS) for e in evs),
             block_times=dict(block_times or {}),
+            block_hashes=dict(block_hashes or {}),
         )
 
 
@@ -311,6 +317,7 @@ class Receipt:
     effective_gas_price: int
     contract_address: str | None
     logs: tuple[RawLog, ...]
+    block_hash: bytes = b""
 
     @classmethod
     def from_rpc(cls, r: Mapping[str, Any]) -> Receipt:
@@ -323,6 +330,7 @@ class Receipt:
             effective_gas_price=hex_int(r.get("effectiveGasPrice")),
             contract_address=to_checksum_address(ca) if ca else None,
             logs=tuple(RawLog.from_rpc(lg) for lg in r.get("logs", ())),
+            block_hash=hex_bytes(r.get("blockHash")),
         )
 
 
@@ -339,6 +347,7 @@ class TxResult(_Record):
     rejected: list[MiniblockRejected] = field(default_factory=list)
     events: list[LogMeta] = field(default_factory=list)
     block_timestamp: int | None = None
+    block_hash: bytes = b""
 
     @classmethod
     def of(cls, receipt: Receipt, decoder: LogDecoder, block_timestamp: int | None = None) -> TxResult:
@@ -348,8 +357,9 @@ class TxResult(_Record):
             effective_gas_price=receipt.effective_gas_price, status=receipt.status,
             committed=[e for e in evs if isinstance(e, MiniblockCommitted)],
             rejected=[e for e in evs if isinstance(e, MiniblockRejected)],
-            events=evs, block_timestamp=block_timestamp,
+            events=evs, block_timestamp=block_timestamp, block_hash=receipt.block_hash,
         )
 
     def batch(self) -> LogBatch:
-        return LogBatch.of(self.block_number, self.events)
+        hashes = {self.block_number: self.block_hash} if self.block_hash else {}
+        return LogBatch.of(self.block_number, self.events, block_hashes=hashes)

@@ -72,6 +72,10 @@ def main(
     leader_timeout: int = typer.Option(4, "--leader-timeout", help="Seconds before the next replica may lead."),
     fund_eth: float = typer.Option(0.0, "--fund-eth", help="ETH sent to each node key for gas (default: 10 on "
                                    "dev chains, 0.05 otherwise)."),
+    chain: str = typer.Option("anvil", "--chain", help="The dev chain to start: anvil, or hardhat (npm hardhat@2: "
+                              "node_modules/.bin/hardhat or $HARDHAT_BIN)."),
+    block_time: float | None = typer.Option(None, "--block-time", min=0.1, help="Seconds per chain block (a real "
+                                            "chain's cadence; default: automine, a block per transaction)."),
 ) -> None:
     """Run a local devnet: Anvil, the registry, N nodes, streams, a load generator and live progress."""
     from rich.console import Console
@@ -83,6 +87,10 @@ def main(
     from node.devnet.stats import Stats
     from node.devnet.watcher import Watcher
 
+    if chain not in ("anvil", "hardhat"):
+        raise typer.BadParameter("--chain is anvil or hardhat")
+    if rpc_url is not None and (chain != "anvil" or block_time is not None):
+        raise typer.BadParameter("--chain / --block-time choose the chain the devnet starts; not with --rpc-url")
     # keys: own Anvil or --dev -> Anvil dev key 0; else a keystore
     if rpc_url is None:
         if keystore:
@@ -108,7 +116,7 @@ def main(
     net = Network(base, n_nodes=nodes, streams=[parse_stream_id(f"devnet/stream-{i}") for i in range(streams)],
                   epoch_length=epoch_length, leader_timeout=leader_timeout, rpc_url=rpc_url, account=account,
                   warp=dev, node_keys=[secrets.token_bytes(32) for _ in range(nodes)], fund_wei=fund_wei,
-                  watchdog=True, read_replicas=True, health_timeout=90)
+                  watchdog=True, read_replicas=True, health_timeout=90, chain=chain, block_time=block_time)
 
     # Ctrl-C and SIGTERM/SIGHUP end the run the same way: the finally below stops every child.
     def _term(_sig: int, _frm: FrameType | None) -> None:
@@ -170,7 +178,7 @@ def main(
             out.print(render(stats, net.replicas))
         if watcher is not None:
             watcher.close()
-        say("stopping nodes" + (" and anvil" if net.anvil else "") + " ...")
+        say("stopping nodes" + (f" and {chain}" if net.anvil else "") + " ...")
         net.stop()
         if own_dir and not keep:
             shutil.rmtree(base, ignore_errors=True)
@@ -279,6 +287,8 @@ def _result(stats: Stats, net: Network, checked: int, failure: str | None, inter
             "interrupted": interrupted,
             "chain_id": dep.chain_id,
             "rpc_url": net.rpc_url,
+            "chain": net.chain if net.anvil is not None else None,
+            "block_time": net.block_time,
             "registry": dep.registry,
             "deployment": str(net.deployment_path) if keep else None,
             "node_urls": net.urls if net.cluster else [],

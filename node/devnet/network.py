@@ -29,7 +29,7 @@ from .watchdog import Watchdog
 if TYPE_CHECKING:
     from eth_account.signers.local import LocalAccount
 
-    from node.chain.anvil import Anvil
+    from node.chain.anvil import DevChain
     from node.chain.deployment import Deployment
     from node.chain.registry import Registry, TxSender
 
@@ -73,7 +73,10 @@ class Network:
     replication_factor: int | None = None  # default min(3, n_nodes)
     settings: dict[str, Any] = field(default_factory=dict)  # [node] settings for every node
     extra_nodes: int = 0
-    rpc_url: str | None = None  # an existing chain; None: start an Anvil
+    rpc_url: str | None = None  # an existing chain; None: start a dev chain of kind `chain`
+    chain: str = "anvil"  # "anvil" or "hardhat" (node.chain.anvil.launch_chain)
+    block_time: float | None = None  # None: automine (a block per transaction); else seconds per block
+    node_rpc_url: str | None = None  # the URL the nodes use (e.g. a proxy in front of the chain); None: the chain's
     account: LocalAccount | None = None  # the deployer; default Anvil's dev account 0
     warp: bool = True  # a dev chain: warp time to the epoch where the nodes are active
     node_keys: Sequence[bytes] | None = None  # default Anvil's dev accounts 1..
@@ -82,7 +85,7 @@ class Network:
     read_replicas: bool = False  # fill `replicas` (one call per stream)
     health_timeout: float = 60.0
     # what start() made
-    anvil: Anvil | None = None
+    anvil: DevChain | None = None  # the chain started here (Anvil or Hardhat)
     w3: Any = None
     ws_url: str | None = None
     sender: TxSender | None = None
@@ -98,7 +101,7 @@ class Network:
         from eth_account import Account
 
         from node.build import load_artifact
-        from node.chain.anvil import DEV_KEYS, Anvil
+        from node.chain.anvil import DEV_KEYS, launch_chain
         from node.chain.deploy import deploy
         from node.chain.deployment import Deployment
         from node.chain.registry import TxSender
@@ -112,10 +115,12 @@ class Network:
         account = self.account if self.account is not None else Account.from_key(DEV_KEYS[0])
         art = load_artifact("MiniblockRegistry")
         if self.rpc_url is None:
-            self.anvil = Anvil(log_path=self.base_dir / "anvil.log").start()
+            self.anvil = launch_chain(self.chain, log_path=self.base_dir / f"{self.chain}.log",
+                                      block_time=self.block_time)
             self._record_children()
             self.rpc_url, self.ws_url = self.anvil.http_url, self.anvil.ws_url
-            log(f"anvil started: {self.rpc_url} (chain id {self.anvil.chain_id_value})")
+            cadence = "automine" if self.block_time is None else f"a block every {self.block_time:g}s"
+            log(f"{self.chain} started: {self.rpc_url} (chain id {self.anvil.chain_id_value}, {cadence})")
             self.w3 = self.anvil.w3()
         else:
             if self.rpc_url.startswith("http"):
@@ -137,7 +142,11 @@ class Network:
         if self.read_replicas:
             reg = self.registry()
             self.replicas = {s: reg.replicas_of(s) for s in self.streams}
-        self.cluster = Cluster(self.deployment_path, self.setups, dict(self.settings))
+        settings = dict(self.settings)
+        if self.node_rpc_url is not None:
+            settings.setdefault("rpc_url", self.node_rpc_url)
+            settings.setdefault("ws_url", "ws" + self.node_rpc_url[4:])
+        self.cluster = Cluster(self.deployment_path, self.setups, settings)
         for i in range(self.n_nodes):
             self.cluster.start(i)
         self._record_children()

@@ -17,6 +17,7 @@ from node.protocol.merkle import merkle_levels, proof_from_levels
 
 from .attest import AttestRefused, attest
 from .core import Node
+from .handoff import refusing_clients
 from .intake import RETRY_AFTER_S, Rejected, accept, decode, parse_batch, to_wire
 from .models import (
     Accepted,
@@ -148,9 +149,16 @@ def build_api(node: Node) -> FastAPI:
                            domain_version=d.version, epoch=node.current_epoch() if node.params else None,
                            public_url=node.cfg.public_url, chain_time=node.chain_now())
 
+    def serving() -> None:
+        """A node on its way out takes no client events (node.server.handoff): 503, post elsewhere."""
+        why = refusing_clients(node)
+        if why is not None:
+            raise Rejected(503, "leaving", why, {"Retry-After": "1"})
+
     @app.post("/v1/events", response_model=Accepted, status_code=202, responses=ERR, tags=["client"])
     async def post_event(body: SignedEvent):
         """Post one signed event. It is stored durably before the answer and forwarded to the replicas."""
+        serving()
         item = decode(body, node.cfg.max_payload)
         [(st, rej)] = await accept(node, [item], "client", client=True)
         if rej is not None:
@@ -162,6 +170,7 @@ def build_api(node: Node) -> FastAPI:
     @app.post("/v1/events/batch", response_model=BatchResult, responses=ERR, tags=["client"])
     async def post_batch(body: EventBatch, response: Response):
         """Post many signed events; each gets its own result (invalid ones change nothing)."""
+        serving()
         if len(body.events) > node.cfg.max_batch_events:
             raise Rejected(413, "batch_too_large", f"at most {node.cfg.max_batch_events} events per batch")
         items, errs = parse_batch(node, body.events)
@@ -199,12 +208,19 @@ def build_api(node: Node) -> FastAPI:
                 out.header = HeaderOut.of(b.header)
                 assert se.idx is not None, "a committed event has an index"
                 out.proof = [hx(p) for p in proof_of(se.event.stream_id, se.block, b.event_hashes, se.idx)]
+                out.chain_block, out.final = finality(se.event.stream_id, se.block)
         return out
 
     def members_of(sid: bytes) -> list[str]:
         """The members after the head (at most MEMBERS_SHOWN of them: a stream may have millions)."""
         st = node.storage.state(sid)
         return [] if st is None else list(islice(st.members, MEMBERS_SHOWN))
+    def finality(sid: bytes, number: int) -> tuple[int | None, bool]:
+        """Where a block's commit is on chain, and whether it is final (node.server.reorg)."""
+        c = node.storage.get_commit(sid, number)
+        if c is None:
+            return None, False
+        return c.chain_block, node.is_final(c.chain_block)
 
     def stream_out(sid: bytes) -> StreamOut:
         row = node.storage.get_stream(sid)
@@ -217,7 +233,7 @@ def build_api(node: Node) -> FastAPI:
                          member_count=len(st.members) if st else 0, creator=st.creator if st else None,
                          invite_only=st.invite_only if st else False,
                          replicas=node.replicas_of(sid), pool_size=node.storage.pool_size(sid),
-                         replicated_here=node.replicates(sid))
+                         replicated_here=node.replicates(sid), diverged_at=node.diverged.get(sid))
 
     @app.get("/v1/streams", response_model=StreamList, tags=["client"])
     async def list_streams():
@@ -237,9 +253,10 @@ def build_api(node: Node) -> FastAPI:
         if with_events:
             got = node.storage.get_events(b.event_hashes)
             evs = [to_wire(h, got[h].event, got[h].signature) for h in b.event_hashes if h in got]
+        chain_block, final = finality(sid, number)
         return {"header": HeaderOut.of(b.header).model_dump(), "header_hash": hx(b.header_hash),
                 "event_hashes": [hx(h) for h in b.event_hashes], "events": evs,
-                "tx_hash": hx(b.tx_hash) if b.tx_hash else None}
+                "tx_hash": hx(b.tx_hash) if b.tx_hash else None, "chain_block": chain_block, "final": final}
 
     @app.get("/v1/streams/{stream_id}/blocks/{number}", response_model=BlockOut, responses=ERR, tags=["client"])
     async def get_block(stream_id: str, number: int, events: bool = True):

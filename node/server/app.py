@@ -15,6 +15,8 @@ import uvicorn
 from eth_account import Account
 
 from node.chain.client import RegistryClient
+from node.chain.rpc import RegistryError, RpcError, RpcUnavailable
+from node.chain.tx import FeePolicy
 from node.protocol.registry import RegistryParams
 from node.protocol.types import Domain
 
@@ -61,21 +63,79 @@ def resolve_chain(cfg: NodeConfig) -> tuple[str, int | None, list, str | None]:
     return registry, chain_id, abi, ws
 
 
+async def connect_chain(cfg: NodeConfig, registry: str, chain_id: int | None, abi: list,
+                        key: bytes) -> tuple[RegistryClient, int, RegistryParams]:
+    """The chain client, checked before anything is stored: the endpoint answers JSON-RPC (waited for with
+    back-off up to `chain_wait_s`: a chain restarting, an RPC that hangs or answers garbage), it is the
+    expected chain, and a MiniblockRegistry is at the address. Otherwise a clear SystemExit, so a
+    supervisor restarting the node does not loop fast and no store is touched."""
+    urls = cfg.endpoints()
+    fees = FeePolicy.gwei(cfg.max_fee_gwei, replace_after_s=cfg.tx_replace_s)
+    chain = RegistryClient.for_node(urls, registry, abi, Account.from_key(key), rpc_timeout=cfg.rpc_timeout_s,
+                                    rpc_retries=cfg.rpc_retries, fees=fees)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + cfg.chain_wait_s
+    delay = 0.5
+    while True:
+        try:
+            actual = await chain.get_chain_id()
+            break
+        except RpcUnavailable as exc:
+            if loop.time() + delay > deadline:
+                raise StartupError(f"the chain at {', '.join(urls)} gave no JSON-RPC answer within "
+                                   f"{cfg.chain_wait_s:g}s: {exc}") from exc
+            log.warning("chain not answering (%s); retrying in %.1fs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+        except RpcError as exc:
+            raise StartupError(f"{chain.rpc.url} is not an Ethereum JSON-RPC endpoint: {exc}") from exc
+    if chain_id is not None and chain_id != actual:
+        raise StartupError(f"chain id mismatch: the deployment says {chain_id}, {chain.rpc.url} is chain {actual}")
+    if not await chain.code_at():
+        raise StartupError(f"no contract at the registry address {registry} on chain {actual} ({chain.rpc.url}): "
+                           "a wrong address, or the wrong chain")
+    try:
+        params = RegistryParams.from_mapping(await chain.params())
+    except RegistryError as exc:  # RpcUnavailable included: the checks above just got answers
+        raise StartupError(f"the contract at {registry} does not answer as a MiniblockRegistry: {exc}") from exc
+    await chain.latest_block()
+    return chain, actual, params
+
+
+class StartupError(SystemExit):
+    """A start-up check failed: the message (on stderr, exit code 1) says what to fix."""
+
+    def __init__(self, message: str) -> None:
+        log.error("%s", message)
+        super().__init__(f"node: {message}")
+
+
+IDENTITY_KEY = "chain_identity"
+
+
+def check_store(storage: Storage, chain_id: int, registry: str, data_dir: Path) -> None:
+    """A data dir serves one registry on one chain: refuse to mix another's state into it."""
+    ident = f"{chain_id}:{registry.lower()}"
+    old = storage.get_kv(IDENTITY_KEY)
+    if old is None:
+        storage.set_kv(IDENTITY_KEY, ident)
+    elif old != ident:
+        storage.close()
+        raise StartupError(f"{data_dir} holds the state of chain:registry {old}, not {ident}; use another data_dir")
+
+
 async def build_node(cfg: NodeConfig) -> Node:
     key = load_private_key(cfg)
     Path(cfg.data_dir).mkdir(parents=True, exist_ok=True)
     onion = load_onion(cfg)
     registry, chain_id, abi, _ws = resolve_chain(cfg)
     assert cfg.rpc_url is not None  # resolve_chain set it
-    chain = RegistryClient.for_node(cfg.rpc_url, registry, abi, Account.from_key(key))
-    actual = await chain.get_chain_id()
-    if chain_id is not None and chain_id != actual:
-        raise SystemExit(f"chain id mismatch: deployment says {chain_id}, {cfg.rpc_url} is {actual}")
-    params = RegistryParams.from_mapping(await chain.params())
-    await chain.latest_block()
+    chain, actual, params = await connect_chain(cfg, registry, chain_id, abi, key)
     storage = Storage(Path(cfg.data_dir) / "node.sqlite", cfg.sqlite_sync)
+    check_store(storage, actual, registry, Path(cfg.data_dir))
     node = Node(cfg=cfg, key=key, onion=onion, storage=storage, chain=chain, peers=Peers(cfg.peer_timeout_s),
                 domain=Domain(actual, registry), params=params)
+    node.metrics.watch_chain(chain.rpc.stats, chain.sender.stats if chain.sender else None)
     await node.refresh_nodes()
     rec = node.view.nodes.get(node.me)
     if rec is None and cfg.self_register:

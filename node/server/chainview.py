@@ -8,6 +8,7 @@ One writer, this class; everyone else reads. Its inputs:
   lists, commits), where sync finds them.
 - `load_head(...)`: a stream's head and replicas read from the registry's views (at start-up, and after
   a commit failed or was rejected, when the logs may not tell the whole story yet).
+- `reset_head(...)`: the head read from the registry after a reorg rolled the stream back (may go down).
 - `load_nodes(...)`: the registry's node records (at start-up, on node events, at each new epoch).
 - `load_seed(...)`: an epoch's seed once a view confirmed it (seeds never change once set).
 """
@@ -24,7 +25,7 @@ from node.protocol.commit import StreamHead
 
 from .bounded import MAP_BOUND, BoundedDict
 from .models import hx
-from .storage import CommitRow, Storage
+from .storage import CommitRow, Rollback, Storage
 
 log = logging.getLogger("node.chainview")
 
@@ -64,10 +65,11 @@ class ChainView:
         return r
 
     # ---- writes -------------------------------------------------------------------------------
-    def apply_logs(self, batch: LogBatch, block_time: Callable[[int], int | None] | None = None) -> None:
+    def apply_logs(self, batch: LogBatch, block_time: Callable[[int], int | None] | None = None) -> list[Rollback]:
         """Record what the chain says (streams, replica changes, commits); blocks are applied by sync.
 
-        A head's timestamp is its chain block's: from the batch, else `block_time` (a cache lookup), else 0."""
+        A head's timestamp is its chain block's: from the batch, else `block_time` (a cache lookup), else 0.
+        Returns the streams storage rolled back because a commit replaced another at the same number."""
         st = self._storage
 
         def ts(block: int) -> int:
@@ -88,14 +90,18 @@ class ChainView:
                 st.set_replicas(r.stream_id, reps)
                 self._replicas[r.stream_id] = reps
                 log.info("stream %s: replica %d %s -> %s", hx(r.stream_id), r.index, r.old_node, r.new_node)
+        rollbacks: list[Rollback] = []
         if batch.committed:
-            st.add_commits([CommitRow(c.stream_id, c.number, c.header_hash, c.prev_hash, c.events_root,
-                                      c.event_count, c.leader, c.tx_hash, c.block_number)
-                            for c in batch.committed])
+            hashes = batch.block_hashes
+            rollbacks = st.add_commits([CommitRow(c.stream_id, c.number, c.header_hash, c.prev_hash, c.events_root,
+                                                  c.event_count, c.leader, c.tx_hash, c.block_number,
+                                                  hashes.get(c.block_number, b""))
+                                        for c in batch.committed])
             for c in batch.committed:
                 cur = self._heads.get(c.stream_id)
-                if cur is None or c.number > cur.number:
+                if cur is None or c.number >= cur.number:  # >=: a replacement header at the same number
                     self._heads[c.stream_id] = StreamHead(c.number, c.header_hash, ts(c.block_number))
+        return rollbacks
 
     def load_head(self, sid: bytes, head: StreamHead, replicas: list[str]) -> None:
         """A head and replica list read from the registry's views (not older than what is known)."""
@@ -105,6 +111,10 @@ class ChainView:
         cur = self._heads.get(sid)
         if cur is None or head.number >= cur.number:
             self._heads[sid] = head
+
+    def reset_head(self, sid: bytes, head: StreamHead) -> None:
+        """After a reorg: the chain's head as read now, even if lower than the one known (it was orphaned)."""
+        self._heads[sid] = head
 
     def load_nodes(self, records: Iterable[NodeRecord]) -> None:
         self._nodes = {r.address: r for r in records}

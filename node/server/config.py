@@ -20,6 +20,16 @@ class NodeConfig(BaseModel):
 
     # chain
     rpc_url: str | None = None  # default: the deployment's, else http://127.0.0.1:8545
+    rpc_urls: list[str] = []  # several endpoints, tried in order on failures (failover); rpc_url goes first
+    rpc_timeout_s: float = 10.0  # one JSON-RPC try; then a retry with back-off on the next URL
+    rpc_retries: int = 4  # retries of a failed try (timeout, refused, HTTP error, garbage) before giving up
+    chain_wait_s: float = 120.0  # at start-up: how long to wait (with back-off) for a chain that does not answer
+    # finality (docs/node.md): a block is final once its commit is this many chain blocks deep ...
+    confirmations: int = 0
+    finality: str = "depth"  # ... and, with "safe" / "finalized", at or below that block tag too
+    # transactions
+    max_fee_gwei: float | None = None  # ceiling on maxFeePerGas (None: none)
+    tx_replace_s: float = 6.0  # a commit not mined this long is re-sent or replaced with a bumped fee
     ws_url: str | None = None  # WebSocket endpoint for log subscription (wake-ups); polling is the fallback
     deployment: Path | None = None  # deployment file (registry address, chain id, start block)
     registry: str | None = None  # registry address, if no deployment file
@@ -92,6 +102,27 @@ class NodeConfig(BaseModel):
     sub_keepalive_s: float = 15.0  # SSE comment / WebSocket keepalive message when idle this long
     sub_send_timeout_s: float = 30.0  # a client that takes longer to take one message is dropped (slow_consumer)
     sub_close_timeout_s: float = 10.0  # time to get the error message and close frame out to a dropped client
+    @field_validator("rpc_urls", mode="before")
+    @classmethod
+    def _urls(cls, v: Any) -> Any:
+        if isinstance(v, str):  # NODE_RPC_URLS="http://a,http://b"
+            return [u.strip() for u in v.split(",") if u.strip()]
+        return v
+
+    @field_validator("finality")
+    @classmethod
+    def _finality(cls, v: str) -> str:
+        if v not in ("depth", "safe", "finalized"):
+            raise ValueError("finality must be depth, safe or finalized")
+        return v
+
+    def endpoints(self) -> list[str]:
+        """The RPC URLs in failover order (rpc_url first), without repeats."""
+        out: list[str] = []
+        for u in [self.rpc_url, *self.rpc_urls]:
+            if u and u not in out:
+                out.append(u)
+        return out
 
     @field_validator("sqlite_sync")
     @classmethod
@@ -138,6 +169,9 @@ def dump_toml(values: dict[str, Any]) -> str:
             continue
         if isinstance(v, bool):
             lines.append(f"{k} = {'true' if v else 'false'}")
+        elif isinstance(v, (list, tuple)):
+            items = ", ".join('"' + str(x).replace("\\", "\\\\").replace('"', '\\"') + '"' for x in v)
+            lines.append(f"{k} = [{items}]")
         elif isinstance(v, (int, float)):
             lines.append(f"{k} = {v}")
         else:

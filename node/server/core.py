@@ -43,7 +43,8 @@ class Node:
     - `view` (chain heads, replicas, node records, seeds): written only by its own methods, fed by
       `watcher` (log batches, start-up heads, node records), `producer` (its commit receipt's logs,
       heads after a rejection) and `seed_for` below (seeds); see node/server/chainview.py.
-    - `watcher`: chain_block, ready.  `app`: stopping.  `wake_sync`/`wake_gossip`: set by anyone, waited
+    - `watcher` (with `reorg`): chain_block, final_block, heads_to_reload, nodes_stale, reorg_depths, ready.
+      `sync`: diverged.  `app`: stopping.  `wake_sync`/`wake_gossip`: set by anyone, waited
       on by the watcher / the gossip loop.
     - `producer`: randao_commit (the chain's commitment of this node, None = re-read), onion_alarm,
       invalid_events; `tried` (producer's slots and `replicas` upkeep's replaceReplica keys).
@@ -84,6 +85,15 @@ class Node:
     attested_at: dict[tuple[bytes, int], tuple[int, float]] = field(
         default_factory=lambda: BoundedDict(MAP_BOUND["per_slot"]))
     onion_alarm: float = 0.0  # last time an onion problem was logged
+    # reorg (node.server.reorg, the watcher): the newest chain block counted final; streams whose chain head
+    # must be re-read after a rollback; node records to re-read; depths of the reorgs seen (bounded)
+    final_block: int = -1
+    heads_to_reload: set[bytes] = field(default_factory=set)
+    nodes_stale: bool = False
+    reorg_depths: list[int] = field(default_factory=list)
+    # sync: streams whose computed members disagree with a block's stateRoot (number), not applied further
+    diverged: dict[bytes, int] = field(default_factory=dict)
+    rescan_from: int | None = None  # sync -> watcher: rescan the chain from this block (a parent mismatch)
     # dropped by the validity filter, until
     invalid_events: dict[bytes, float] = field(default_factory=lambda: BoundedDict(MAP_BOUND["invalid_events"]))
     view: ChainView = field(init=False)
@@ -178,6 +188,13 @@ class Node:
             if u:
                 out.append((a, u))
         return out
+
+    def is_final(self, chain_block: int) -> bool:
+        """A commit in `chain_block` is final here (confirmations = 0 with finality "depth": every commit seen,
+        as on an automining dev chain)."""
+        if self.cfg.confirmations <= 0 and self.cfg.finality == "depth":
+            return True
+        return chain_block <= self.final_block
 
     def note_accepted(self, hashes: list[bytes]) -> None:
         now = time.time()

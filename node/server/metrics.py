@@ -2,7 +2,41 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+
+class ChainCollector(Collector):
+    """The chain client's plain counters (node.chain.rpc.RpcStats, node.chain.tx.TxStats) read at scrape
+    time: node/chain stays free of prometheus."""
+
+    def __init__(self, rpc: Any, tx: Any | None) -> None:
+        self.rpc, self.tx = rpc, tx
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        r = self.rpc
+        yield CounterMetricFamily("node_rpc_requests", "JSON-RPC requests made", value=r.requests)
+        retries = CounterMetricFamily("node_rpc_retries", "JSON-RPC tries retried, by failure", labels=["kind"])
+        for kind, n in sorted(r.retries.items()):
+            retries.add_metric([kind], n)
+        yield retries
+        yield CounterMetricFamily("node_rpc_failovers", "Switches to the next RPC URL", value=r.failovers)
+        yield CounterMetricFamily("node_rpc_unavailable", "Requests failed after every retry", value=r.unavailable)
+        yield CounterMetricFamily("node_rpc_errors", "JSON-RPC error answers", value=r.rpc_errors)
+        if self.tx is None:
+            return
+        t = self.tx
+        tx = CounterMetricFamily("node_tx", "Transaction sender events", labels=["event"])
+        for name in ("sent", "replaced", "resent", "gaps", "nonce_resyncs", "underpriced", "fee_capped",
+                     "receipt_timeouts"):
+            tx.add_metric([name], getattr(t, name))
+        yield tx
+        yield GaugeMetricFamily("node_tx_in_flight_at_start", "Own transactions pending when the node started",
+                                value=t.in_flight_at_start)
 
 
 class Metrics:
@@ -31,10 +65,21 @@ class Metrics:
                                     registry=r)
         self.quota_refused = Counter("node_quota_refused", "Events refused by a mini-pool quota (429)", ["quota"],
                                      registry=r)
+        self.final_block = Gauge("node_final_block", "Newest chain block counted final (confirmations/tag)",
+                                 registry=r)
+        self.reorgs = Counter("node_reorgs", "Chain reorgs detected under the cursor or of own commits", registry=r)
+        self.rolled_back_blocks = Counter("node_rolled_back_blocks", "Mini-blocks undone by a reorg", registry=r)
+        self.rolled_back_events = Counter("node_rolled_back_events", "Events returned to the pool by a reorg",
+                                          registry=r)
+        self.state_mismatch = Counter("node_state_mismatch", "Committed blocks whose stateRoot differs from the"
+                                      " members computed here (not applied)", registry=r)
         self.streams_behind = Gauge("node_streams_behind", "Streams whose local head is behind the chain", registry=r)
         self.snapshots = Counter("node_snapshots", "Snapshots taken here, installed from a peer, or refused",
                                  ["result"], registry=r)
         self.events_pruned = Counter("node_events_pruned", "Committed events dropped by retain_blocks", registry=r)
+
+    def watch_chain(self, rpc_stats: Any, tx_stats: Any | None) -> None:
+        self.registry.register(ChainCollector(rpc_stats, tx_stats))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

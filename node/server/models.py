@@ -101,6 +101,9 @@ class EventStatus(BaseModel):
     header_hash: str | None = None
     header: HeaderOut | None = None
     proof: list[str] | None = Field(default=None, description="Merkle siblings bottom-up (docs/protocol.md)")
+    chain_block: int | None = Field(default=None, description="the chain block holding the block's commit")
+    final: bool | None = Field(default=None, description="the commit is as deep as the node's finality setting asks; "
+                               "a block that is not final may still be rolled back by a reorg")
 
 
 class StreamOut(BaseModel):
@@ -115,6 +118,8 @@ class StreamOut(BaseModel):
     replicas: list[str]
     pool_size: int
     replicated_here: bool
+    diverged_at: int | None = Field(default=None, description="a block whose stateRoot differs from the members "
+                                    "computed here: the node stopped following the stream there")
 
 
 class StreamList(BaseModel):
@@ -127,6 +132,8 @@ class BlockOut(BaseModel):
     event_hashes: list[str]
     events: list[SignedEvent] | None = None
     tx_hash: str | None = None
+    chain_block: int | None = None
+    final: bool | None = None
 
 
 class BlockList(BaseModel):

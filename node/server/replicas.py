@@ -11,9 +11,17 @@ import logging
 import time
 
 from .core import Node
+from .handoff import handoff_once
 from .models import hx
 
 log = logging.getLogger("node.replicas")
+
+
+def needs_replacing(node: Node, sid: bytes, addr: str, epoch: int) -> bool:
+    """The one rule for "this replica of `sid` should be replaced": today, not active in `epoch` (left or
+    never joined). A contract rule for a registered-but-dead replica (issue 10) is one more condition here
+    (e.g. it led none of its elected slots for K epochs), the call below staying `replaceReplica`."""
+    return not node.is_active(addr, epoch)
 
 
 async def upkeep_once(node: Node) -> int:
@@ -26,7 +34,7 @@ async def upkeep_once(node: Node) -> int:
     sent = 0
     for row in node.storage.all_streams():
         reps = node.replicas_of(row.stream_id)
-        stale = [i for i, a in enumerate(reps) if not node.is_active(a, epoch)]
+        stale = [i for i, a in enumerate(reps) if needs_replacing(node, row.stream_id, a, epoch)]
         if not stale:
             continue
         acting = next((a for a in reps if node.is_active(a, epoch)), active_nodes[0] if active_nodes else None)
@@ -52,6 +60,7 @@ async def upkeep_loop(node: Node, interval: float = 1.0) -> None:
     while not node.stopping:
         try:
             await upkeep_once(node)
+            await handoff_once(node)
         except Exception:  # noqa: BLE001 - the loop must outlive any failure of one round
             log.exception("replica upkeep failed")
         await asyncio.sleep(interval)

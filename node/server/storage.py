@@ -11,7 +11,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Container, Iterable, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from typing import Any
 from node.protocol.member_tree import MemberTree
 from node.protocol.snapshot import Snapshot
 from node.protocol.state import StateDelta
-from node.protocol.types import Event, Header
+from node.protocol.types import Event, EventKind, Header
 
 from .bounded import MAP_BOUND, BoundedDict
 from .fastpath import trusted_event
@@ -100,6 +100,7 @@ CREATE TABLE IF NOT EXISTS proposals (
     created      REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS chain_blocks (number INTEGER PRIMARY KEY, hash BLOB NOT NULL);
 """
 
 # Snapshots and pruning (docs/node.md, "Snapshots"). `history.base`: the first block whose block row and
@@ -125,6 +126,8 @@ CREATE TABLE IF NOT EXISTS snapshots (
     PRIMARY KEY (stream_id, number)
 );
 """
+CURSOR_KEY = "chain_cursor"
+CHAIN_BLOCKS_KEPT = 512  # chain block hashes kept below the cursor (deepest reorg that rolls back exactly)
 
 
 @dataclass(slots=True)
@@ -177,6 +180,22 @@ class CommitRow:
     leader: str
     tx_hash: bytes
     chain_block: int
+    block_hash: bytes = b""  # the hash of chain block `chain_block` when the commit was seen there
+
+
+@dataclass(slots=True)
+class Rollback:
+    """Blocks a stream gave back: its head went back to `head_number`; the events of the blocks after it
+    are in the mini-pool again."""
+
+    stream_id: bytes
+    head_number: int
+    blocks: int
+    events: int
+
+
+class ParentMismatch(RuntimeError):
+    """A block does not build on the local head (its prev_hash is not the head's hash)."""
 
 
 def split_hashes(blob: bytes) -> list[bytes]:
@@ -208,6 +227,7 @@ class Storage:
         self._migrate()
         self.db.executescript(SCHEMA)
         self.db.executescript(SNAPSHOT_SCHEMA)
+        self._migrate_commits()
         self._streams: dict[bytes, StreamRow | None] = {}  # cache of stream rows (this class is the only writer)
         # stream states (member trees) in step with the head: this class is the only writer
         self._states: dict[bytes, StreamState] = BoundedDict(MAP_BOUND["per_stream"])
@@ -233,6 +253,12 @@ class Storage:
 
     def close(self) -> None:
         self.db.close()
+
+    def _migrate_commits(self) -> None:
+        """Columns that stores written before reorg handling lack."""
+        cols = {r[1] for r in self.db.execute("PRAGMA table_info(commits)")}
+        if "block_hash" not in cols:
+            self.db.execute("ALTER TABLE commits ADD COLUMN block_hash BLOB NOT NULL DEFAULT x''")
 
     # ---- kv / cursors -------------------------------------------------------------------------
     def get_kv(self, key: str, default: str | None = None) -> str | None:
@@ -428,22 +454,148 @@ class Storage:
             " ORDER BY created_block, stream_id")]
 
     # ---- on-chain commits seen ----------------------------------------------------------------
-    def add_commits(self, rows: Sequence[CommitRow]) -> None:
+    def add_commits(self, rows: Sequence[CommitRow]) -> list[Rollback]:
+        """Record commits seen on chain. The same header seen again (its transaction mined again in another
+        chain block) updates where it is; a different header for a number already recorded replaces it,
+        after rolling the stream back below that number (the chain holds the new one now)."""
+        out: list[Rollback] = []
+        for c in rows:
+            old = self.get_commit(c.stream_id, c.number)
+            if old is not None and old.header_hash != c.header_hash:
+                rb = self.rollback_stream(c.stream_id, c.number - 1)
+                if rb is not None:
+                    out.append(rb)
         self.db.execute("BEGIN")
-        self.db.executemany(
-            "INSERT OR IGNORE INTO commits(stream_id, number, header_hash, prev_hash, events_root, event_count,"
-            " leader, tx_hash, chain_block) VALUES(?,?,?,?,?,?,?,?,?)",
-            [(c.stream_id, c.number, c.header_hash, c.prev_hash, c.events_root, c.event_count, c.leader, c.tx_hash,
-              c.chain_block) for c in rows])
-        self.db.execute("COMMIT")
+        try:
+            self.db.executemany(
+                "INSERT INTO commits(stream_id, number, header_hash, prev_hash, events_root, event_count,"
+                " leader, tx_hash, chain_block, block_hash) VALUES(?,?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT(stream_id, number) DO UPDATE SET header_hash=excluded.header_hash,"
+                " prev_hash=excluded.prev_hash, events_root=excluded.events_root, event_count=excluded.event_count,"
+                " leader=excluded.leader, tx_hash=excluded.tx_hash, chain_block=excluded.chain_block,"
+                " block_hash=excluded.block_hash",
+                [(c.stream_id, c.number, c.header_hash, c.prev_hash, c.events_root, c.event_count, c.leader,
+                  c.tx_hash, c.chain_block, c.block_hash) for c in rows])
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return out
+
+    _CM_COLS = ("stream_id, number, header_hash, prev_hash, events_root, event_count, leader, tx_hash, chain_block,"
+                " block_hash")
+
+    @staticmethod
+    def _row_commit(r: Sequence) -> CommitRow:
+        return CommitRow(bytes(r[0]), r[1], bytes(r[2]), bytes(r[3]), bytes(r[4]), r[5], r[6], bytes(r[7]), r[8],
+                         bytes(r[9] or b""))
 
     def get_commit(self, stream_id: bytes, number: int) -> CommitRow | None:
-        r = self.db.execute("SELECT stream_id, number, header_hash, prev_hash, events_root, event_count, leader,"
-                            " tx_hash, chain_block FROM commits WHERE stream_id=? AND number=?",
+        r = self.db.execute(f"SELECT {self._CM_COLS} FROM commits WHERE stream_id=? AND number=?",
                             (stream_id, number)).fetchone()
-        if r is None:
-            return None
-        return CommitRow(bytes(r[0]), r[1], bytes(r[2]), bytes(r[3]), bytes(r[4]), r[5], r[6], bytes(r[7]), r[8])
+        return None if r is None else self._row_commit(r)
+
+    def commits_after_block(self, chain_block: int) -> list[CommitRow]:
+        """Commits seen in chain blocks after `chain_block` (not yet covered by the watcher's cursor)."""
+        return [self._row_commit(r) for r in self.db.execute(
+            f"SELECT {self._CM_COLS} FROM commits WHERE chain_block>? ORDER BY stream_id, number", (chain_block,))]
+
+    def rollback_after_block(self, chain_block: int) -> list[Rollback]:
+        """Roll back every stream to below its first commit seen after chain block `chain_block`."""
+        firsts = self.db.execute("SELECT stream_id, min(number) FROM commits WHERE chain_block>? GROUP BY stream_id",
+                                 (chain_block,)).fetchall()
+        out = []
+        for sid, first in firsts:
+            rb = self.rollback_stream(bytes(sid), first - 1)
+            if rb is not None:
+                out.append(rb)
+        return out
+
+    def rollback_stream(self, stream_id: bytes, keep: int) -> Rollback | None:
+        """Undo the stream's blocks and commits after number `keep`, atomically: their events return to the
+        mini-pool (to be forwarded again), the head and the members go back to block `keep`'s. The undone
+        blocks stay as local proposals, so a re-mined commit of the same header is applied again at once.
+        None if there was nothing after `keep`."""
+        self._streams.pop(stream_id, None)
+        cur = self.db.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            r = cur.execute("SELECT head_number, genesis_hash FROM streams WHERE stream_id=?", (stream_id,)).fetchone()
+            n_commits = cur.execute("SELECT count(*) FROM commits WHERE stream_id=? AND number>?",
+                                    (stream_id, keep)).fetchone()[0]
+            if r is None or (r[0] <= keep and n_commits == 0):
+                cur.execute("COMMIT")
+                return None
+            head, genesis = r[0], bytes(r[1])
+            undone = cur.execute(f"SELECT {self._BL_COLS} FROM blocks WHERE stream_id=? AND number>?",
+                                 (stream_id, keep)).fetchall()
+            now = time.time()
+            for row in undone:
+                b = self._row_block(row)
+                cur.execute("INSERT OR IGNORE INTO proposals(header_hash, stream_id, number, header, event_hashes,"
+                            " created) VALUES(?,?,?,?,?,?)", (b.header_hash, stream_id, b.header.number,
+                                                              header_to_json(b.header), b"".join(b.event_hashes), now))
+            n_events = cur.execute("UPDATE events SET block=NULL, idx=NULL, gossiped=0 WHERE stream_id=? AND block>?",
+                                   (stream_id, keep)).rowcount
+            cur.execute("DELETE FROM blocks WHERE stream_id=? AND number>?", (stream_id, keep))
+            cur.execute("DELETE FROM commits WHERE stream_id=? AND number>?", (stream_id, keep))
+            cur.execute("DELETE FROM snapshots WHERE stream_id=? AND number>?", (stream_id, keep))
+            if head > keep:
+                hb = cur.execute("SELECT header_hash FROM blocks WHERE stream_id=? AND number=?",
+                                 (stream_id, keep)).fetchone()
+                head_hash = genesis if keep == 0 or hb is None else bytes(hb[0])
+                # the state after block `keep`: member rows joined later go, leaves after it are undone, and
+                # the policy is the last POLICY event applied up to `keep` (open if none)
+                cur.execute("DELETE FROM members WHERE stream_id=? AND joined_at>?", (stream_id, keep))
+                cur.execute("UPDATE members SET left_at=NULL WHERE stream_id=? AND left_at>?", (stream_id, keep))
+                pol = cur.execute("SELECT payload FROM events WHERE stream_id=? AND kind=? AND block IS NOT NULL"
+                                  " AND block<=? ORDER BY block DESC, idx DESC LIMIT 1",
+                                  (stream_id, int(EventKind.POLICY), keep)).fetchone()
+                if pol is not None or cur.execute("SELECT 1 FROM events WHERE stream_id=? AND kind=? AND block>?",
+                                                  (stream_id, int(EventKind.POLICY), keep)).fetchone():
+                    cur.execute("UPDATE streams SET invite_only=? WHERE stream_id=?",
+                                (int(pol is not None and bytes(pol[0])[:1] == b"\x01"), stream_id))
+                cur.execute("UPDATE streams SET head_number=?, head_hash=? WHERE stream_id=?",
+                            (keep, head_hash, stream_id))
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        finally:
+            self._states.pop(stream_id, None)  # the member tree is rebuilt from the rows on next use
+        return Rollback(stream_id, min(head, keep), len(undone), n_events)
+
+    # ---- the chain cursor and the block hashes under it -----------------------------------------
+    def cursor(self) -> tuple[int | None, bytes | None]:
+        """The last chain block scanned, and its hash (None before the first scan, or from an older store)."""
+        v = self.get_kv(CURSOR_KEY)
+        if v is None:
+            return None, None
+        n = int(v)
+        r = self.db.execute("SELECT hash FROM chain_blocks WHERE number=?", (n,)).fetchone()
+        return n, (bytes(r[0]) if r else None)
+
+    def set_cursor(self, number: int, block_hash: bytes | None, seen: Mapping[int, bytes] | None = None) -> None:
+        """Move the cursor (and record its hash and those of the blocks logs came from) in one transaction;
+        hashes above the cursor (an orphaned branch) and far below it are dropped."""
+        rows = dict(seen or {})
+        if block_hash:
+            rows[number] = block_hash
+        self.db.execute("BEGIN")
+        try:
+            self.db.execute("DELETE FROM chain_blocks WHERE number>? OR number<?", (number, number - CHAIN_BLOCKS_KEPT))
+            self.db.executemany("INSERT INTO chain_blocks(number, hash) VALUES(?,?) ON CONFLICT(number) DO UPDATE"
+                                " SET hash=excluded.hash", [(n, h) for n, h in rows.items() if n <= number])
+            self.set_kv(CURSOR_KEY, str(number))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def chain_block_hashes(self) -> list[tuple[int, bytes]]:
+        """The recorded (number, hash) of chain blocks at or below the cursor, newest first."""
+        rows = self.db.execute("SELECT number, hash FROM chain_blocks ORDER BY number DESC")
+        return [(r[0], bytes(r[1])) for r in rows]
 
     def chain_heads(self) -> dict[bytes, int]:
         """Highest committed number seen on-chain per stream."""
@@ -476,9 +628,13 @@ class Storage:
         cur = self.db.cursor()
         cur.execute("BEGIN IMMEDIATE")
         try:
-            r = cur.execute("SELECT head_number FROM streams WHERE stream_id=?", (header.stream_id,)).fetchone()
+            r = cur.execute("SELECT head_number, head_hash FROM streams WHERE stream_id=?",
+                            (header.stream_id,)).fetchone()
             if r is None or r[0] != header.number - 1:
                 raise RuntimeError(f"apply out of order: head {r and r[0]}, block {header.number}")
+            if bytes(r[1]) != header.prev_hash:
+                raise ParentMismatch(f"block {header.number} builds on {header.prev_hash.hex()[:12]}, the head here is"
+                                     f" {bytes(r[1]).hex()[:12]}")
             now = time.time()
             # Events held here: just mark them (the unique (stream, author, nonce) index guarantees no other
             # event of theirs exists). Others: drop a conflicting pending event, then insert.

@@ -23,6 +23,7 @@ from . import snapshots
 from .core import Node
 from .fastpath import check_event_signature, parse_wire
 from .models import HeaderOut, hx, unhex
+from .reorg import note_rollbacks
 from .storage import CommitRow, StreamRow
 
 log = logging.getLogger("node.sync")
@@ -177,9 +178,31 @@ async def _sync_stream(node: Node, sid: bytes, max_blocks: int) -> int:
         row = node.storage.get_stream(sid)  # re-read: the producer may have applied it meanwhile
         if row is None or row.head_number != n - 1:
             continue
-        apply_committed(node, row, header, c.header_hash, ordered, c.tx_hash)
+        if header.prev_hash != row.head_hash:
+            orphaned_head(node, row, c)
+            return applied
+        try:
+            apply_committed(node, row, header, c.header_hash, ordered, c.tx_hash)
+        except StateMismatch:
+            return applied
         applied += 1
     return applied
+
+
+def orphaned_head(node: Node, row: StreamRow, c: CommitRow) -> None:
+    """The chain's block n builds on another n - 1 than the local head: the local head came from an
+    orphaned branch that the reorg check did not see (yet). Undo it and rescan the chain from there."""
+    prev = node.storage.get_commit(row.stream_id, row.head_number)
+    first = min(c.chain_block, prev.chain_block if prev else c.chain_block)
+    log.warning("%s #%d builds on %s, not on the local head %s: rolling back and rescanning from chain block %d",
+                hx(row.stream_id)[:10], c.number, hx(c.prev_hash)[:10], hx(row.head_hash)[:10], first)
+    rb = node.storage.rollback_stream(row.stream_id, max(0, row.head_number - 1))
+    node.rescan_from = first if node.rescan_from is None else min(node.rescan_from, first)
+    note_rollbacks(node, [rb] if rb else [], "parent mismatch")
+
+
+class StateMismatch(RuntimeError):
+    """A committed block's stateRoot is not the root of the members this node computes for it."""
 
 
 def apply_committed(node: Node, row: StreamRow, header: Header, header_hash: bytes, entries: Sequence[EventEntry],
@@ -187,13 +210,20 @@ def apply_committed(node: Node, row: StreamRow, header: Header, header_hash: byt
     """Apply a block the chain committed on the local head `row` (block number - 1): store it, move the
     head and the stream state (member rows and tree, policy), prune the pool, count it. The one path of
     the leader's own blocks (producer.commit, which passes the delta it built the block with) and of
-    synced ones. Cost: the block's events and changed member slots, not the member count."""
+    synced ones. Cost: the block's events and changed member slots, not the member count.
+
+    A block whose stateRoot differs from the state computed here is not applied: this node would enforce
+    a state the replicas did not attest. It stops following the stream instead (loudly: log, metric,
+    /v1/streams diverged_at) rather than diverge silently."""
     state = node.storage.state(header.stream_id)
     if delta is None and state is not None:
         delta = state_delta(state.members, [e[1] for e in entries], node.rules_of(state), strict=False)
         if state.members.root_after(delta.members) != header.state_root:
-            log.error("stateRoot of %s #%d differs from the members computed here; applying the chain's block",
-                      hx(header.stream_id), header.number)
+            node.metrics.state_mismatch.inc()
+            node.diverged[header.stream_id] = header.number
+            log.error("stateRoot of %s #%d differs from the state computed here: not applied; this node stops "
+                      "following the stream (resync its data dir)", hx(header.stream_id), header.number)
+            raise StateMismatch(f"stateRoot mismatch at {hx(header.stream_id)} #{header.number}")
     delta = delta or StateDelta()
     node.storage.apply_block(header, header_hash, list(entries), delta, tx_hash)
     on_applied(node, header, [e[0] for e in entries], bool(delta))

@@ -1,7 +1,9 @@
 """Chain watcher: registry logs from a cursor (stored), woken early by a WebSocket subscription.
 
 Log polling by block range is the source of truth; the WebSocket subscription (newHeads) only wakes
-the loop, and if it fails the loop still polls every poll_ms.
+the loop, and if it fails the loop still polls every poll_ms. Each poll first checks that the chain under
+the cursor is still the one scanned (node.server.reorg: a reorg rolls back what orphaned blocks brought),
+then scans to the latest block, recording the block hashes with the cursor.
 """
 
 from __future__ import annotations
@@ -15,18 +17,20 @@ from node.protocol.commit import StreamHead
 
 from .core import Node
 from .models import hx
+from .reorg import check_reorg, final_block, note_rollbacks, reload_heads
 from .sync import sync_all
 
 log = logging.getLogger("node.watcher")
 
-CURSOR = "chain_cursor"
 MAX_RANGE = 2000
 
 
 def apply_log_batch(node: Node, batch: LogBatch) -> None:
     """Record what the chain says (streams, replica changes, commits) in the node's chain view and
     storage; blocks are applied by sync. The one apply of registry logs (the producer's receipt too)."""
-    node.view.apply_logs(batch, node.chain.cached_block_time)
+    rollbacks = node.view.apply_logs(batch, node.chain.cached_block_time)
+    if rollbacks:
+        note_rollbacks(node, rollbacks, "replaced header")
 
 
 _poll_lock: asyncio.Lock | None = None
@@ -41,20 +45,35 @@ async def poll_once(node: Node) -> int:
 
 
 async def _poll_once(node: Node) -> int:
-    latest, _ts = await node.chain.latest_block()
-    cursor = int(node.storage.get_kv(CURSOR) or node.cfg.start_block - 1)
+    latest, latest_hash = await node.chain.latest_block_hash()
+    if node.rescan_from is not None:
+        stored, _h = node.storage.cursor()
+        if stored is not None and stored >= node.rescan_from:
+            node.storage.set_cursor(node.rescan_from - 1, None)
+        node.rescan_from = None
+    await check_reorg(node, latest)
+    stored, _h = node.storage.cursor()
+    cursor = node.cfg.start_block - 1 if stored is None else stored
     n = 0
     while cursor < latest:
         to = min(latest, cursor + MAX_RANGE)
+        if to == latest:
+            to_hash: bytes | None = latest_hash
+        else:
+            b = await node.chain.block_hash(to)
+            to_hash = b[1] if b else None
         batch = await node.chain.scan(cursor + 1, to)
         apply_log_batch(node, batch)
         if batch.nodes_changed:
             await node.refresh_nodes()
         cursor = to
-        node.storage.set_kv(CURSOR, str(cursor))
+        node.storage.set_cursor(cursor, to_hash, batch.block_hashes)
         n += len(batch.committed)
+    await reload_heads(node)
     node.chain_block = latest
+    node.final_block = await final_block(node, latest)
     node.metrics.chain_block.set(latest)
+    node.metrics.final_block.set(node.final_block)
     return n
 
 

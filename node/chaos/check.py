@@ -1,0 +1,91 @@
+"""End checks of a network, from the chain and from every node (used by the chaos run and the reorg tests).
+
+- every node's blocks 1..head of each stream are the chain's headers (`headerHashAt`), and its head is
+  the chain's head;
+- every event the clients got a 2xx for is in exactly one block of the canonical chain.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import httpx
+
+from node.protocol.hexutil import hx, unhex
+
+if TYPE_CHECKING:
+    from node.chain.registry import Registry
+
+
+@dataclass
+class CheckResult:
+    ok: bool = True
+    heads: dict[str, int] = field(default_factory=dict)  # stream -> chain head
+    committed: int = 0  # accepted events found in the canonical blocks
+    lost: list[str] = field(default_factory=list)  # accepted, in no canonical block
+    doubled: list[str] = field(default_factory=list)  # in more than one canonical block (or twice in one)
+    mismatches: list[str] = field(default_factory=list)  # a node's block that is not the chain's
+
+    def fail(self, why: str) -> None:
+        self.ok = False
+        if len(self.mismatches) < 50:
+            self.mismatches.append(why)
+
+
+def _block(http: httpx.Client, url: str, sid: bytes, n: int) -> dict | None:
+    try:
+        r = http.get(f"{url}/v1/streams/{hx(sid)}/blocks/{n}", params={"events": "false"})
+    except httpx.HTTPError:
+        return None
+    return r.json() if r.status_code == 200 else None
+
+
+def check_network(reg: Registry, urls: Sequence[str], streams: Iterable[bytes], accepted: Iterable[bytes],
+                  *, settle_s: float = 60.0) -> CheckResult:
+    """Wait up to `settle_s` for every node to reach the chain's heads, then compare. Every node's blocks
+    must equal the chain's headers; each accepted event must be in exactly one canonical block."""
+    res = CheckResult()
+    want = set(accepted)
+    seen: Counter[bytes] = Counter()
+    with httpx.Client(timeout=10.0, trust_env=False) as http:
+        for sid in streams:
+            head = reg.stream_head(sid).number
+            res.heads[hx(sid)] = head
+            deadline = time.monotonic() + settle_s
+            while time.monotonic() < deadline:
+                behind = [u for u in urls if _head(http, u, sid) < head]
+                if not behind:
+                    break
+                time.sleep(0.5)
+            chain = {n: reg.header_hash_at(sid, n) for n in range(1, head + 1)}
+            for u in urls:
+                h = _head(http, u, sid)
+                if h != head:
+                    res.fail(f"{u}: head of {hx(sid)[:10]} is {h}, the chain's is {head}")
+            for n in range(1, head + 1):
+                blocks = [_block(http, u, sid, n) for u in urls]
+                for u, b in zip(urls, blocks, strict=True):
+                    if b is None or unhex(b["header_hash"]) != chain[n]:
+                        res.fail(f"{u}: block {n} of {hx(sid)[:10]} is "
+                                 f"{None if b is None else b['header_hash'][:12]}, the chain's is {hx(chain[n])[:12]}")
+                ref = next((b for b in blocks if b is not None and unhex(b["header_hash"]) == chain[n]), None)
+                if ref is not None:
+                    seen.update(unhex(x) for x in ref["event_hashes"])
+    res.committed = sum(1 for h in want if seen[h] >= 1)
+    res.lost = [hx(h) for h in want if seen[h] == 0]
+    res.doubled = [hx(h) for h, k in seen.items() if k > 1]
+    if res.lost or res.doubled:
+        res.ok = False
+    return res
+
+
+def _head(http: httpx.Client, url: str, sid: bytes) -> int:
+    try:
+        r = http.get(f"{url}/v1/streams/{hx(sid)}")
+    except httpx.HTTPError:
+        return -1
+    return int(r.json()["head_number"]) if r.status_code == 200 else -1
