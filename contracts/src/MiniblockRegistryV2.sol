@@ -111,12 +111,11 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
     /// @notice Seconds after the head's commit time at which each further attempt opens.
     uint64 public immutable leaderTimeout;
 
-    uint64 internal _epoch; // materialised epoch
-    /// @notice Replica count of new streams (capped by the active node count).
-    uint8 public replicationFactor;
-    uint64 internal _commitCount; // shares the slot read by every commit
-    bytes32 internal _seed;
-    bytes32 internal _mix;
+    // The two words every commit reads (one cold read each; only the second is written):
+    // _es = seed (top 192 bits) | replicationFactor [32,40) | materialised epoch [0,32);
+    // _mc = RANDAO mix (top 192 bits) | commitCount [0,64).
+    uint256 internal _es;
+    uint256 internal _mc;
 
     /// @notice Whether an address may register nodes.
     mapping(address => bool) public isOperator;
@@ -219,10 +218,9 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
         genesisTime = uint64(block.timestamp);
         epochLength = epochLength_;
         leaderTimeout = leaderTimeout_;
-        replicationFactor = replicationFactor_;
-        bytes32 seed = keccak256(abi.encode(block.chainid, address(this), block.prevrandao));
-        _seed = seed;
-        _mix = seed;
+        bytes32 seed = bytes32(uint256(keccak256(abi.encode(block.chainid, address(this), block.prevrandao))) & ONION_MASK);
+        _es = uint256(seed) | (uint256(replicationFactor_) << 32);
+        _mc = uint256(seed);
         emit ReplicationFactorSet(replicationFactor_);
         emit EpochAdvanced(0, seed);
     }
@@ -260,7 +258,7 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
     /// @param r New replication factor, 1..MAX_REPLICATION.
     function setReplicationFactor(uint8 r) external onlyOwner advancing {
         if (r == 0 || r > MAX_REPLICATION) revert InvalidReplicationFactor(r);
-        replicationFactor = r;
+        _es = (_es & ~(uint256(0xff) << 32)) | (uint256(r) << 32);
         emit ReplicationFactorSet(r);
     }
 
@@ -277,7 +275,7 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
     function registerNode(address node, string calldata url, bytes32 randaoCommit) external onlyOperator advancing {
         if (node == address(0)) revert ZeroAddress();
         if (_liveCount >= MAX_NODES) revert TooManyNodes();
-        uint256 e = _epoch;
+        uint256 e = _epoch();
         uint256 ip = _indexPlusOne[node];
         uint256 idx;
         uint256 refs;
@@ -325,7 +323,7 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
         uint256 ip = _indexPlusOne[node];
         if (ip == 0) revert NodeNotRegistered(node);
         if (_meta[node].operator != msg.sender) revert NotNodeOperator(msg.sender, node);
-        uint256 e = _epoch;
+        uint256 e = _epoch();
         if (e >= ((_nodeWords[ip - 1] >> 192) & NEVER32)) revert NodeHasLeft(node);
         uint64 usableFrom = uint64(e + 1);
         uint256 o = _onion[ip - 1];
@@ -365,7 +363,7 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
     function _scheduleLeave(address node, uint256 idx) internal returns (uint64 leaveEpoch) {
         uint256 w = _nodeWords[idx];
         if ((w >> 192) & NEVER32 != NEVER32) revert NodeAlreadyLeaving(node);
-        leaveEpoch = _epoch + 1;
+        leaveEpoch = _epoch() + 1;
         _nodeWords[idx] = (w & ~(NEVER32 << 192)) | (uint256(leaveEpoch) << 192);
         --_liveCount;
     }
@@ -375,7 +373,7 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
     /// @notice Materialises the current epoch (its seed becomes the current mix). Reverts
     ///         `EpochNotOver` if the stored epoch is already current.
     function advanceEpoch() external {
-        if (!_advance()) revert EpochNotOver(_epoch);
+        if (!_advance()) revert EpochNotOver(_epoch());
     }
 
     function _epochAt(uint256 t) internal view returns (uint64) {
@@ -385,10 +383,10 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
     /// @dev Lazy advance; true if it moved.
     function _advance() internal returns (bool) {
         uint64 e = _epochAt(block.timestamp);
-        if (e <= _epoch) return false;
-        bytes32 seed = _mix;
-        _epoch = e;
-        _seed = seed;
+        uint256 es = _es;
+        if (e <= es & NEVER32) return false;
+        bytes32 seed = bytes32(_mc & ONION_MASK);
+        _es = uint256(seed) | (es & (uint256(0xff) << 32)) | e;
         emit EpochAdvanced(e, seed);
         return true;
     }
@@ -402,7 +400,7 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
     function createStream(bytes32 streamId) external advancing {
         if (streamId == bytes32(0)) revert InvalidStreamId();
         if (_heads[streamId] != 0) revert StreamAlreadyExists(streamId);
-        uint64 e = _epoch;
+        uint64 e = _epoch();
         uint256 n = _nodeWords.length;
         uint256[] memory act = new uint256[](n);
         uint256 m;
@@ -413,9 +411,9 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
         assembly ("memory-safe") {
             mstore(act, m)
         }
-        uint256 k = replicationFactor;
+        uint256 k = replicationFactor();
         if (k > m) k = m;
-        Election.pick(act, k, _seed, streamId);
+        Election.pick(act, k, _seed(), streamId);
 
         bytes32 gh = MiniblockTypes.genesisHash(streamId, e);
         uint256 head = (uint256(gh) & PREFIX_MASK) | (uint256(uint32(block.timestamp)) << 32) | (k << 64);
@@ -449,7 +447,7 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
         uint256 r = uint8(head >> 64);
         if (index >= r) revert InvalidReplicaIndex(index);
         uint256 hi = r > LOW_REPLICAS ? _replicasHi[streamId] : 0;
-        uint64 e = _epoch;
+        uint64 e = _epoch();
         uint256 oldIdx = _replicaAt(head, hi, index);
         uint256 oldWord = _nodeWords[oldIdx];
         address oldNode = address(uint160(oldWord));
@@ -487,7 +485,7 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
             if (_eligible(i, e) && _positionOf(head, hi, r, i) == NOT_FOUND) cand[m++] = i;
         }
         if (m == 0) revert NoReplacementCandidate();
-        return cand[uint256(keccak256(abi.encode(_seed, streamId, index))) % m];
+        return cand[uint256(keccak256(abi.encode(_seed(), streamId, index))) % m];
     }
 
     // ----------------------------------------------------------------- commit
@@ -531,8 +529,9 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
     /// @param batch The packed batch.
     function commitMiniblocks(bytes calldata batch) external {
         _advance();
-        uint256 epoch = _epoch;
-        bytes32 seed = _seed;
+        uint256 es = _es;
+        uint256 epoch = es & NEVER32;
+        bytes32 seed = bytes32(es & ONION_MASK);
         bytes32 ds = _domainSeparatorV4();
         uint256 timeout = leaderTimeout;
         bytes32 th = MiniblockTypes.HEADER_TYPEHASH;
@@ -818,10 +817,9 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                 mstore(0x20, root)
                 let hacc := keccak256(0x00, 0x40)
                 sstore(_historyAcc.slot, hacc)
-                // _commitCount: bits [72, 136) of the _epoch slot
-                let s := sload(_epoch.slot)
-                let idx := and(shr(72, s), 0xffffffffffffffff)
-                sstore(_epoch.slot, add(s, shl(72, 1)))
+                // commitCount: the low 64 bits of _mc (the mix's slot, written below)
+                let mc := sload(_mc.slot)
+                let idx := and(mc, 0xffffffffffffffff)
                 if eq(mod(idx, HISTORY_WINDOW), sub(HISTORY_WINDOW, 1)) {
                     mstore(0x00, div(idx, HISTORY_WINDOW))
                     mstore(0x20, _checkpoints.slot)
@@ -829,7 +827,7 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                 }
 
                 // reveals: the leader's new commitment and the mix, once per used entry, in table order
-                let mix := sload(_mix.slot)
+                let mix := and(mc, not(0xffffffffffffffff))
                 for { let j := 0 } lt(j, k) { j := add(j, 1) } {
                     let own := mload(add(M_OWNERS, shl(5, j)))
                     if own {
@@ -838,10 +836,10 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                         sstore(add(_onion.slot, sub(own, 1)), or(shl(64, shr(64, reveal)), and(mload(M_EPOCH), 0xffffffff)))
                         mstore(0x00, mix)
                         mstore(0x20, reveal)
-                        mix := keccak256(0x00, 0x40)
+                        mix := and(keccak256(0x00, 0x40), not(0xffffffffffffffff))
                     }
                 }
-                sstore(_mix.slot, mix)
+                sstore(_mc.slot, or(mix, add(idx, 1)))
 
                 mstore(logp, root)
                 mstore(add(logp, 0x20), hacc)
@@ -885,8 +883,8 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
 
     function _viewEpochSeed() internal view returns (uint64 e, bytes32 seed) {
         e = _epochAt(block.timestamp);
-        if (e > _epoch) return (e, _mix);
-        return (_epoch, _seed);
+        if (e > _epoch()) return (e, bytes32(_mc & ONION_MASK));
+        return (_epoch(), _seed());
     }
 
     function _streamHeadOrRevert(bytes32 streamId) internal view returns (uint256 head, uint256 hi) {
@@ -907,6 +905,19 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
 
     // ------------------------------------------------------------------ views
 
+    function _epoch() internal view returns (uint64) {
+        return uint64(_es & NEVER32);
+    }
+
+    function _seed() internal view returns (bytes32) {
+        return bytes32(_es & ONION_MASK);
+    }
+
+    /// @notice Replica count of new streams (capped by the eligible node count).
+    function replicationFactor() public view returns (uint8) {
+        return uint8(_es >> 32);
+    }
+
     /// @notice The current epoch (as if advanced).
     function currentEpoch() external view returns (uint64 e) {
         (e,) = _viewEpochSeed();
@@ -919,7 +930,7 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
 
     /// @notice The current RANDAO mix.
     function randaoMix() external view returns (bytes32) {
-        return _mix;
+        return bytes32(_mc & ONION_MASK);
     }
 
     /// @notice The replica elected to lead block `number` of a stream at `attempt` in the current epoch
@@ -1085,7 +1096,7 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
 
     /// @notice Number of commit transactions that accepted at least one header.
     function commitCount() external view returns (uint64) {
-        return _commitCount;
+        return uint64(_mc);
     }
 
     /// @notice The history accumulator after the latest commit transaction (0 before any).
@@ -1114,7 +1125,7 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
 
     function _committed(bytes32 hh, HistoryProof calldata proof) internal view returns (bool) {
         uint256 last = uint256(proof.commitIndex) + proof.laterRoots.length;
-        uint256 count = _commitCount;
+        uint256 count = uint64(_mc);
         if (last >= count || proof.position >= proof.headerHashes.length) return false;
         if (proof.headerHashes[proof.position] != hh) return false;
         bytes32 acc = History.fold(proof.prevAcc, proof.headerHashes, proof.laterRoots);
