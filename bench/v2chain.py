@@ -125,6 +125,12 @@ class V2Chain:
                 bits |= 1 << k
         return Signed(h, pos, bits)
 
+    def _next_reveal(self, node: str) -> bytes:
+        """The next layer of `node`'s onion after the registry's commitment (v2 keeps its top 192 bits)."""
+        on = self.keys[node].onion
+        pos = v2.onion_position([on.layer(i) for i in range(on.depth + 1)], bytes(self.call("randaoCommitOf", node)))
+        return on.layer(pos - 1)
+
     def batch(self, items: Sequence[Signed], domain: Domain | None = None) -> tuple[bytes, list[Signed]]:
         """Assigns one reveal per distinct leader (its next onion layer), signs and packs."""
         dom = domain or self.domain
@@ -132,7 +138,7 @@ class V2Chain:
         for it in items:
             if it.header.leader not in leaders:
                 leaders.append(it.header.leader)
-        reveals = [self.keys[a].onion.next_reveal(bytes(self.call("randaoCommitOf", a))) for a in leaders]
+        reveals = [self._next_reveal(a) for a in leaders]
         out: list[Signed] = []
         records: list[v2.Record] = []
         for it in items:

@@ -46,8 +46,15 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
 
     // -------------------------------------------------------------- constants
 
-    /// @notice Most nodes ever registered (node indices fit 8 bits).
+    /// @notice Most live nodes (registered, no leave or eviction scheduled); also the number of node
+    ///         slots (node indices fit 8 bits). A slot is reused once its node has left and no stream
+    ///         names it any more (docs/protocol.md "Version 2", "Membership").
     uint256 public constant MAX_NODES = 256;
+    /// @notice A replica is dead (replaceable by anyone) once it has missed at least DEAD_MISSES slots
+    ///         since it last led a committed header ...
+    uint256 public constant DEAD_MISSES = 3;
+    /// @notice ... and led nothing for DEAD_EPOCHS epochs (docs/protocol.md "Version 2", "Dead replicas").
+    uint256 public constant DEAD_EPOCHS = 2;
     /// @notice Most replicas of a stream.
     uint256 public constant MAX_REPLICATION = 16;
     /// @notice Most headers in one commitMiniblocks call.
@@ -79,8 +86,14 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
     uint8 internal constant R_BAD_RANDAO_REVEAL = 13;
     uint8 internal constant R_TOO_MANY_EVENTS = 14;
 
-    // Node word: address [0,160) | joinEpoch [160,208) | leaveEpoch [208,256).
-    uint256 internal constant NEVER48 = (1 << 48) - 1;
+    // Node word: address [0,160) | joinEpoch [160,192) | leaveEpoch [192,224) | refs [224,256)
+    // (refs = how many (stream, replica position) pairs name this slot).
+    uint256 internal constant NEVER32 = (1 << 32) - 1;
+    uint256 internal constant ADDR_MASK = (1 << 160) - 1;
+    // Onion word, by node index: the top 192 bits of the RANDAO commitment | misses [32,64) |
+    // lastLedEpoch [0,32) (the last epoch it led a committed header, or the first epoch its onion is
+    // usable, whichever is later).
+    uint256 internal constant ONION_MASK = ~uint256((1 << 64) - 1);
     // Stream head slot: number [0,32) | timestamp [32,64) | replica count [64,72) |
     // replica k < 3 node index at [72 + 8k, 80 + 8k) | top 160 bits of the head's header hash [96,256).
     // Replica k >= 3 in _replicasHi at [8(k-3), 8(k-2)).
@@ -98,12 +111,11 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
     /// @notice Seconds after the head's commit time at which each further attempt opens.
     uint64 public immutable leaderTimeout;
 
-    uint64 internal _epoch; // materialised epoch
-    /// @notice Replica count of new streams (capped by the active node count).
-    uint8 public replicationFactor;
-    uint64 internal _commitCount; // shares the slot read by every commit
-    bytes32 internal _seed;
-    bytes32 internal _mix;
+    // The two words every commit reads (one cold read each; only the second is written):
+    // _es = seed (top 192 bits) | replicationFactor [32,40) | materialised epoch [0,32);
+    // _mc = RANDAO mix (top 192 bits) | commitCount [0,64).
+    uint256 internal _es;
+    uint256 internal _mc;
 
     /// @notice Whether an address may register nodes.
     mapping(address => bool) public isOperator;
@@ -111,7 +123,8 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
     uint256[] internal _nodeWords; // by node index, see above
     mapping(address => uint256) internal _indexPlusOne;
     mapping(address => NodeMeta) internal _meta;
-    bytes32[MAX_NODES] internal _randaoCommit; // by node index
+    uint256[MAX_NODES] internal _onion; // by node index, see above
+    uint256 internal _liveCount; // registered nodes with no leave scheduled
 
     bytes32[] internal _streamIds;
     mapping(bytes32 => uint256) internal _heads; // packed, see above
@@ -127,9 +140,21 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
     event NodeRegistered(address indexed node, address indexed operator, string url, uint64 joinEpoch);
     event NodeUrlChanged(address indexed node, string url);
     event NodeLeaveRequested(address indexed node, uint64 leaveEpoch);
+    /// @notice The owner evicted `node`: it is no longer active from `leaveEpoch` (as a leave).
+    event NodeEvicted(address indexed node, uint64 leaveEpoch);
+    /// @notice `node`'s slot `index` went to a new node (`node` had left and no stream named it).
+    event NodeSlotReclaimed(uint256 indexed index, address indexed node);
+    /// @notice `node`'s RANDAO commitment is now `commitPrefix` (its top 192 bits), usable from `usableFrom`.
+    event OnionRenewed(address indexed node, bytes32 commitPrefix, uint64 usableFrom);
+    /// @notice An accepted header of `streamId` at `number` was led at an attempt >= 1: each replica
+    ///         position with bit p of `positions` (the leaders of the attempts before, at most r - 1)
+    ///         was charged one missed slot.
+    event SlotsMissed(bytes32 indexed streamId, uint64 indexed number, uint256 positions);
     event EpochAdvanced(uint64 indexed epoch, bytes32 seed);
     event StreamCreated(bytes32 indexed streamId, address creator, uint64 epoch, address[] replicas, bytes32 genesisHash);
-    event ReplicaReplaced(bytes32 indexed streamId, uint256 index, address oldNode, address newNode);
+    /// @notice `cause`: 1 = the old replica was not active (it left, was evicted or re-registered),
+    ///         2 = it was dead (DEAD_MISSES / DEAD_EPOCHS).
+    event ReplicaReplaced(bytes32 indexed streamId, uint256 index, address oldNode, address newNode, uint8 cause);
     /// @notice One per commit transaction that accepted headers. `accepted` has bit i set for each
     ///         accepted record i of the batch (in the transaction's input), `headerHashes` their hashes
     ///         in batch order; `historyRoot` = keccak256 of `headerHashes` concatenated;
@@ -164,7 +189,11 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
     error UnknownStream(bytes32 streamId);
     error NoActiveNodes();
     error InvalidReplicaIndex(uint256 index);
-    error ReplicaStillActive(address node);
+    /// @notice The replica is active and not dead (`misses` < DEAD_MISSES or led within DEAD_EPOCHS).
+    error ReplicaNotDead(address node, uint256 misses, uint256 lastLedEpoch);
+    /// @notice Every node slot is held by a node that has not left or is still named by a stream.
+    error NoFreeSlot();
+    error NodeHasLeft(address node);
     error NoReplacementCandidate();
     error BadBatchSize(uint256 size);
     /// @notice The packed batch ends inside the record (or reveal table) starting at `offset`.
@@ -189,10 +218,9 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
         genesisTime = uint64(block.timestamp);
         epochLength = epochLength_;
         leaderTimeout = leaderTimeout_;
-        replicationFactor = replicationFactor_;
-        bytes32 seed = keccak256(abi.encode(block.chainid, address(this), block.prevrandao));
-        _seed = seed;
-        _mix = seed;
+        bytes32 seed = bytes32(uint256(keccak256(abi.encode(block.chainid, address(this), block.prevrandao))) & ONION_MASK);
+        _es = uint256(seed) | (uint256(replicationFactor_) << 32);
+        _mc = uint256(seed);
         emit ReplicationFactorSet(replicationFactor_);
         emit EpochAdvanced(0, seed);
     }
@@ -230,27 +258,77 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
     /// @param r New replication factor, 1..MAX_REPLICATION.
     function setReplicationFactor(uint8 r) external onlyOwner advancing {
         if (r == 0 || r > MAX_REPLICATION) revert InvalidReplicationFactor(r);
-        replicationFactor = r;
+        _es = (_es & ~(uint256(0xff) << 32)) | (uint256(r) << 32);
         emit ReplicationFactorSet(r);
     }
 
     // ------------------------------------------------------------- membership
 
-    /// @notice Registers `node` (operator only); it becomes active from the next epoch.
+    /// @notice Registers `node` (operator only); it becomes active from the next epoch. An address whose
+    ///         earlier registration has left registers again into its own slot (streams that still
+    ///         name it get it back). A new address takes a fresh slot, or else the first slot whose
+    ///         node has left and that no stream names (that node's record is dropped).
     /// @param node The node's signing address.
     /// @param url The node's HTTP endpoint.
-    /// @param randaoCommit keccak256^K(secret), the top of the node's RANDAO hash onion.
+    /// @param randaoCommit keccak256^K(secret), the top of the node's RANDAO hash onion (its top
+    ///        192 bits are kept).
     function registerNode(address node, string calldata url, bytes32 randaoCommit) external onlyOperator advancing {
         if (node == address(0)) revert ZeroAddress();
-        if (_indexPlusOne[node] != 0) revert NodeAlreadyRegistered(node);
-        uint256 idx = _nodeWords.length;
-        if (idx >= MAX_NODES) revert TooManyNodes();
-        uint64 joinEpoch = _epoch + 1;
-        _nodeWords.push(uint256(uint160(node)) | (uint256(joinEpoch) << 160) | (NEVER48 << 208));
-        _indexPlusOne[node] = idx + 1;
-        _randaoCommit[idx] = randaoCommit;
+        if (_liveCount >= MAX_NODES) revert TooManyNodes();
+        uint256 e = _epoch();
+        uint256 ip = _indexPlusOne[node];
+        uint256 idx;
+        uint256 refs;
+        if (ip != 0) {
+            idx = ip - 1;
+            uint256 w = _nodeWords[idx];
+            if (e < ((w >> 192) & NEVER32)) revert NodeAlreadyRegistered(node);
+            refs = w >> 224;
+        } else {
+            idx = _nodeWords.length;
+            if (idx < MAX_NODES) {
+                _nodeWords.push();
+            } else {
+                idx = _reclaimableSlot(e);
+                address old = address(uint160(_nodeWords[idx]));
+                delete _indexPlusOne[old];
+                delete _meta[old];
+                emit NodeSlotReclaimed(idx, old);
+            }
+            _indexPlusOne[node] = idx + 1;
+        }
+        uint64 joinEpoch = uint64(e + 1);
+        _nodeWords[idx] = uint256(uint160(node)) | (uint256(joinEpoch) << 160) | (NEVER32 << 192) | (refs << 224);
+        _onion[idx] = (uint256(randaoCommit) & ONION_MASK) | joinEpoch;
+        ++_liveCount;
         _meta[node] = NodeMeta({operator: msg.sender, url: url});
         emit NodeRegistered(node, msg.sender, url, joinEpoch);
+    }
+
+    /// @dev The first slot whose node has left (as of epoch e) and that no stream names (bounded: MAX_NODES).
+    function _reclaimableSlot(uint256 e) internal view returns (uint256) {
+        for (uint256 i; i < MAX_NODES; ++i) {
+            uint256 w = _nodeWords[i];
+            if (w >> 224 == 0 && ((w >> 192) & NEVER32) <= e) return i;
+        }
+        revert NoFreeSlot();
+    }
+
+    /// @notice Renews `node`'s RANDAO hash onion (its operator only): `randaoCommit` (its top 192 bits)
+    ///         replaces the commitment at once, and the node may reveal against it from the next epoch
+    ///         on (it leads nothing before). Restarts its DEAD_EPOCHS clock, keeps its misses.
+    /// @param node The node (registered, not left).
+    /// @param randaoCommit The new onion's top layer.
+    function renewOnion(address node, bytes32 randaoCommit) external advancing {
+        uint256 ip = _indexPlusOne[node];
+        if (ip == 0) revert NodeNotRegistered(node);
+        if (_meta[node].operator != msg.sender) revert NotNodeOperator(msg.sender, node);
+        uint256 e = _epoch();
+        if (e >= ((_nodeWords[ip - 1] >> 192) & NEVER32)) revert NodeHasLeft(node);
+        uint64 usableFrom = uint64(e + 1);
+        uint256 o = _onion[ip - 1];
+        _onion[ip - 1] = (uint256(randaoCommit) & ONION_MASK) | (o & (NEVER32 << 32)) | usableFrom;
+        emit OnionRenewed(node, bytes32(uint256(randaoCommit) & ONION_MASK), usableFrom);
     }
 
     /// @notice Changes a node's URL (its operator only).
@@ -270,11 +348,24 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
         uint256 ip = _indexPlusOne[node];
         if (ip == 0) revert NodeNotRegistered(node);
         if (msg.sender != node && msg.sender != _meta[node].operator) revert NotNodeOrOperator(msg.sender, node);
-        uint256 w = _nodeWords[ip - 1];
-        if (w >> 208 != NEVER48) revert NodeAlreadyLeaving(node);
-        uint64 leaveEpoch = _epoch + 1;
-        _nodeWords[ip - 1] = (w & ((1 << 208) - 1)) | (uint256(leaveEpoch) << 208);
-        emit NodeLeaveRequested(node, leaveEpoch);
+        emit NodeLeaveRequested(node, _scheduleLeave(node, ip - 1));
+    }
+
+    /// @notice Evicts `node` (owner only): it stops being active at the next epoch boundary, exactly as
+    ///         if it had asked to leave; its streams then replace it with `replaceReplica`.
+    /// @param node The node.
+    function evictNode(address node) external onlyOwner advancing {
+        uint256 ip = _indexPlusOne[node];
+        if (ip == 0) revert NodeNotRegistered(node);
+        emit NodeEvicted(node, _scheduleLeave(node, ip - 1));
+    }
+
+    function _scheduleLeave(address node, uint256 idx) internal returns (uint64 leaveEpoch) {
+        uint256 w = _nodeWords[idx];
+        if ((w >> 192) & NEVER32 != NEVER32) revert NodeAlreadyLeaving(node);
+        leaveEpoch = _epoch() + 1;
+        _nodeWords[idx] = (w & ~(NEVER32 << 192)) | (uint256(leaveEpoch) << 192);
+        --_liveCount;
     }
 
     // ----------------------------------------------------------------- epochs
@@ -282,7 +373,7 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
     /// @notice Materialises the current epoch (its seed becomes the current mix). Reverts
     ///         `EpochNotOver` if the stored epoch is already current.
     function advanceEpoch() external {
-        if (!_advance()) revert EpochNotOver(_epoch);
+        if (!_advance()) revert EpochNotOver(_epoch());
     }
 
     function _epochAt(uint256 t) internal view returns (uint64) {
@@ -292,36 +383,37 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
     /// @dev Lazy advance; true if it moved.
     function _advance() internal returns (bool) {
         uint64 e = _epochAt(block.timestamp);
-        if (e <= _epoch) return false;
-        bytes32 seed = _mix;
-        _epoch = e;
-        _seed = seed;
+        uint256 es = _es;
+        if (e <= es & NEVER32) return false;
+        bytes32 seed = bytes32(_mc & ONION_MASK);
+        _es = uint256(seed) | (es & (uint256(0xff) << 32)) | e;
         emit EpochAdvanced(e, seed);
         return true;
     }
 
     // ---------------------------------------------------------------- streams
 
-    /// @notice Creates a stream with min(replicationFactor, active nodes) replicas picked by the seeded
-    ///         partial Fisher-Yates shuffle of v1, and stores its genesis head.
+    /// @notice Creates a stream with min(replicationFactor, eligible nodes) replicas picked by the
+    ///         seeded partial Fisher-Yates shuffle of v1 over the eligible nodes (active and not dead),
+    ///         and stores its genesis head.
     /// @param streamId The new stream's id (non-zero, unused).
     function createStream(bytes32 streamId) external advancing {
         if (streamId == bytes32(0)) revert InvalidStreamId();
         if (_heads[streamId] != 0) revert StreamAlreadyExists(streamId);
-        uint64 e = _epoch;
+        uint64 e = _epoch();
         uint256 n = _nodeWords.length;
         uint256[] memory act = new uint256[](n);
         uint256 m;
         for (uint256 i; i < n; ++i) {
-            if (_wordActive(_nodeWords[i], e)) act[m++] = i;
+            if (_eligible(i, e)) act[m++] = i;
         }
         if (m == 0) revert NoActiveNodes();
         assembly ("memory-safe") {
             mstore(act, m)
         }
-        uint256 k = replicationFactor;
+        uint256 k = replicationFactor();
         if (k > m) k = m;
-        Election.pick(act, k, _seed, streamId);
+        Election.pick(act, k, _seed(), streamId);
 
         bytes32 gh = MiniblockTypes.genesisHash(streamId, e);
         uint256 head = (uint256(gh) & PREFIX_MASK) | (uint256(uint32(block.timestamp)) << 32) | (k << 64);
@@ -329,7 +421,9 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
         address[] memory reps = new address[](k);
         for (uint256 i; i < k; ++i) {
             uint256 idx = act[i];
-            reps[i] = address(uint160(_nodeWords[idx]));
+            uint256 w = _nodeWords[idx];
+            _nodeWords[idx] = w + (1 << 224);
+            reps[i] = address(uint160(w));
             if (i < LOW_REPLICAS) head |= idx << (72 + 8 * i);
             else hi |= idx << (8 * (i - LOW_REPLICAS));
         }
@@ -339,9 +433,12 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
         emit StreamCreated(streamId, msg.sender, e, reps, gh);
     }
 
-    /// @notice Replaces the replica at `index` of a stream, if it is no longer active, by an active
-    ///         non-replica (v1's rule: candidates in node-list order,
-    ///         pick uint256(keccak256(abi.encode(seed, streamId, index))) % count).
+    /// @notice Replaces the replica at `index` of a stream by an eligible non-replica, if the replica is
+    ///         not active (it left, was evicted, or re-registered and is pending) or is dead: it was
+    ///         charged at least DEAD_MISSES missed slots since it last led a committed header, and
+    ///         the current epoch is at least lastLedEpoch + DEAD_EPOCHS. Anyone may call it. The new
+    ///         replica is v1's pick: candidates = eligible nodes that are not replicas of the stream,
+    ///         in node-index order, pick uint256(keccak256(abi.encode(seed, streamId, index))) % count.
     /// @param streamId The stream.
     /// @param index Position in the stream's replica list.
     function replaceReplica(bytes32 streamId, uint256 index) external advancing {
@@ -350,19 +447,18 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
         uint256 r = uint8(head >> 64);
         if (index >= r) revert InvalidReplicaIndex(index);
         uint256 hi = r > LOW_REPLICAS ? _replicasHi[streamId] : 0;
-        uint64 e = _epoch;
+        uint64 e = _epoch();
         uint256 oldIdx = _replicaAt(head, hi, index);
-        address oldNode = address(uint160(_nodeWords[oldIdx]));
-        if (_wordActive(_nodeWords[oldIdx], e)) revert ReplicaStillActive(oldNode);
-
-        uint256 n = _nodeWords.length;
-        uint256[] memory cand = new uint256[](n);
-        uint256 m;
-        for (uint256 i; i < n; ++i) {
-            if (_wordActive(_nodeWords[i], e) && _positionOf(head, hi, r, i) == NOT_FOUND) cand[m++] = i;
+        uint256 oldWord = _nodeWords[oldIdx];
+        address oldNode = address(uint160(oldWord));
+        uint8 cause = 1;
+        if (_wordActive(oldWord, e)) {
+            uint256 o = _onion[oldIdx];
+            if (!_dead(o, e)) revert ReplicaNotDead(oldNode, (o >> 32) & NEVER32, o & NEVER32);
+            cause = 2;
         }
-        if (m == 0) revert NoReplacementCandidate();
-        uint256 newIdx = cand[uint256(keccak256(abi.encode(_seed, streamId, index))) % m];
+
+        uint256 newIdx = _pickReplacement(head, hi, e, streamId, index);
         if (index < LOW_REPLICAS) {
             uint256 shift = 72 + 8 * index;
             _heads[streamId] = (head & ~(uint256(0xff) << shift)) | (newIdx << shift);
@@ -370,7 +466,26 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
             uint256 shift = 8 * (index - LOW_REPLICAS);
             _replicasHi[streamId] = (hi & ~(uint256(0xff) << shift)) | (newIdx << shift);
         }
-        emit ReplicaReplaced(streamId, index, oldNode, address(uint160(_nodeWords[newIdx])));
+        _nodeWords[oldIdx] = oldWord - (1 << 224);
+        uint256 nw = _nodeWords[newIdx] + (1 << 224);
+        _nodeWords[newIdx] = nw;
+        emit ReplicaReplaced(streamId, index, oldNode, address(uint160(nw)), cause);
+    }
+
+    function _pickReplacement(uint256 head, uint256 hi, uint256 e, bytes32 streamId, uint256 index)
+        internal
+        view
+        returns (uint256)
+    {
+        uint256 r = uint8(head >> 64);
+        uint256 n = _nodeWords.length;
+        uint256[] memory cand = new uint256[](n);
+        uint256 m;
+        for (uint256 i; i < n; ++i) {
+            if (_eligible(i, e) && _positionOf(head, hi, r, i) == NOT_FOUND) cand[m++] = i;
+        }
+        if (m == 0) revert NoReplacementCandidate();
+        return cand[uint256(keccak256(abi.encode(_seed(), streamId, index))) % m];
     }
 
     // ----------------------------------------------------------------- commit
@@ -378,6 +493,7 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
     // Event topics and error selectors used from assembly (checked against the Solidity selectors
     // in contracts/test/MiniblockRegistryV2.t.sol).
     bytes32 internal constant T_REJECTED = 0x9739ff058b934552672f34b3215c1b167b63b4e3f7d598f3ab1d1cc213bd0497;
+    bytes32 internal constant T_MISSED = 0xa29ebc7a3044c9796792a7805206ffe63f299dddbeddbdf636aae1d3eb593e36;
     bytes32 internal constant T_COMMITTED = 0x1aaedc6395c08a0f4040c11a5afce9c0d76128481b3bbe69f1b46e8c3ec0e65f;
     uint256 internal constant E_TRUNCATED = 0x461b65d5;
     uint256 internal constant E_TRAILING = 0x10865ed0;
@@ -413,8 +529,9 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
     /// @param batch The packed batch.
     function commitMiniblocks(bytes calldata batch) external {
         _advance();
-        uint256 epoch = _epoch;
-        bytes32 seed = _seed;
+        uint256 es = _es;
+        uint256 epoch = es & NEVER32;
+        bytes32 seed = bytes32(es & ONION_MASK);
         bytes32 ds = _domainSeparatorV4();
         uint256 timeout = leaderTimeout;
         bytes32 th = MiniblockTypes.HEADER_TYPEHASH;
@@ -434,10 +551,35 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                     let nw := sload(add(mload(M_NW), idx))
                     let e := mload(M_EPOCH)
                     // active: joinEpoch <= e < leaveEpoch (joinEpoch >= 1 for every registered node)
-                    let act := and(iszero(gt(and(shr(160, nw), 0xffffffffffff), e)), gt(shr(208, nw), e))
+                    let act := and(iszero(gt(and(shr(160, nw), 0xffffffff), e)), gt(and(shr(192, nw), 0xffffffff), e))
                     ce := or(or(shl(168, add(idx, 1)), shl(160, act)), and(nw, 0xffffffffffffffffffffffffffffffffffffffff))
                     mstore(slot, ce)
                 }
+            }
+
+            // charges one miss to each leader of the min(attempt, r - 1) attempts before this one
+            function missed(p, head, w, r) {
+                let sid := calldataload(p)
+                mstore(0x00, sid)
+                let reps := shr(72, head)
+                if gt(r, LOW_REPLICAS) {
+                    mstore(0x20, _replicasHi.slot)
+                    reps := or(and(reps, 0xffffff), shl(24, sload(keccak256(0x00, 0x40))))
+                    mstore(0x20, _heads.slot)
+                }
+                let a := and(shr(32, w), 0xffffffff)
+                if gt(a, sub(r, 1)) { a := sub(r, 1) }
+                let pos := and(shr(24, w), 0xff)
+                let bits := 0
+                for { let j := 1 } iszero(gt(j, a)) { j := add(j, 1) } {
+                    let q := mod(sub(add(pos, r), j), r)
+                    bits := or(bits, shl(q, 1))
+                    let slot := add(_onion.slot, and(shr(shl(3, q), reps), 0xff))
+                    let v := sload(slot)
+                    if lt(and(shr(32, v), 0xffffffff), 0xffffffff) { sstore(slot, add(v, shl(32, 1))) }
+                }
+                mstore(0x00, bits)
+                log3(0x00, 0x20, T_MISSED, sid, shr(160, w))
             }
 
             // the reason of a record whose checks 1..6, 14, 9, 10, 12 did not all pass (in order)
@@ -629,12 +771,14 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                         break
                     }
                     if and(mload(M_REVEALED), shl(lidx, 1)) { break }
-                    let c := sload(add(_randaoCommit.slot, lidx))
+                    let c := sload(add(_onion.slot, lidx))
+                    // the onion is usable from its lastLedEpoch field on (a renewal waits an epoch)
+                    if gt(and(c, 0xffffffff), mload(M_EPOCH)) { break }
                     let x := mload(add(M_H, 0x120))
                     for { let d := 0 } lt(d, MAX_REVEAL_SKIP) { d := add(d, 1) } {
                         mstore(0x00, x)
                         x := keccak256(0x00, 0x20)
-                        if eq(x, c) {
+                        if iszero(shr(64, xor(x, c))) {
                             reason := 0
                             break
                         }
@@ -651,6 +795,8 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                     mstore(hp, hh)
                     hp := add(hp, 0x20)
                     mstore(M_BITS, or(mload(M_BITS), shl(i, 1)))
+                    // attempt a >= 1: the leaders of the min(a, r - 1) attempts before missed their slot
+                    if and(shr(32, w), 0xffffffff) { missed(p, head, w, r) }
                 }
                 default {
                     mstore(0x00, hh)
@@ -671,10 +817,9 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                 mstore(0x20, root)
                 let hacc := keccak256(0x00, 0x40)
                 sstore(_historyAcc.slot, hacc)
-                // _commitCount: bits [72, 136) of the _epoch slot
-                let s := sload(_epoch.slot)
-                let idx := and(shr(72, s), 0xffffffffffffffff)
-                sstore(_epoch.slot, add(s, shl(72, 1)))
+                // commitCount: the low 64 bits of _mc (the mix's slot, written below)
+                let mc := sload(_mc.slot)
+                let idx := and(mc, 0xffffffffffffffff)
                 if eq(mod(idx, HISTORY_WINDOW), sub(HISTORY_WINDOW, 1)) {
                     mstore(0x00, div(idx, HISTORY_WINDOW))
                     mstore(0x20, _checkpoints.slot)
@@ -682,18 +827,19 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                 }
 
                 // reveals: the leader's new commitment and the mix, once per used entry, in table order
-                let mix := sload(_mix.slot)
+                let mix := and(mc, not(0xffffffffffffffff))
                 for { let j := 0 } lt(j, k) { j := add(j, 1) } {
                     let own := mload(add(M_OWNERS, shl(5, j)))
                     if own {
                         let reveal := calldataload(add(add(mload(M_BASE), 3), shl(5, j)))
-                        sstore(add(_randaoCommit.slot, sub(own, 1)), reveal)
+                        // the reveal's top 192 bits, misses 0, lastLedEpoch = this epoch
+                        sstore(add(_onion.slot, sub(own, 1)), or(shl(64, shr(64, reveal)), and(mload(M_EPOCH), 0xffffffff)))
                         mstore(0x00, mix)
                         mstore(0x20, reveal)
-                        mix := keccak256(0x00, 0x40)
+                        mix := and(keccak256(0x00, 0x40), not(0xffffffffffffffff))
                     }
                 }
-                sstore(_mix.slot, mix)
+                sstore(_mc.slot, or(mix, add(idx, 1)))
 
                 mstore(logp, root)
                 mstore(add(logp, 0x20), hacc)
@@ -709,8 +855,18 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
     // ---------------------------------------------------------------- helpers
 
     function _wordActive(uint256 w, uint256 e) internal pure returns (bool) {
-        uint256 joinEpoch = (w >> 160) & NEVER48;
-        return joinEpoch != 0 && joinEpoch <= e && e < (w >> 208);
+        uint256 joinEpoch = (w >> 160) & NEVER32;
+        return joinEpoch != 0 && joinEpoch <= e && e < ((w >> 192) & NEVER32);
+    }
+
+    /// @dev Dead: at least DEAD_MISSES misses since its last lead, and no lead for DEAD_EPOCHS epochs.
+    function _dead(uint256 onion, uint256 e) internal pure returns (bool) {
+        return (onion >> 32) & NEVER32 >= DEAD_MISSES && e >= (onion & NEVER32) + DEAD_EPOCHS;
+    }
+
+    /// @dev Eligible as a new replica: active and not dead.
+    function _eligible(uint256 idx, uint256 e) internal view returns (bool) {
+        return _wordActive(_nodeWords[idx], e) && !_dead(_onion[idx], e);
     }
 
     function _replicaAt(uint256 head, uint256 hi, uint256 k) internal pure returns (uint256) {
@@ -727,8 +883,8 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
 
     function _viewEpochSeed() internal view returns (uint64 e, bytes32 seed) {
         e = _epochAt(block.timestamp);
-        if (e > _epoch) return (e, _mix);
-        return (_epoch, _seed);
+        if (e > _epoch()) return (e, bytes32(_mc & ONION_MASK));
+        return (_epoch(), _seed());
     }
 
     function _streamHeadOrRevert(bytes32 streamId) internal view returns (uint256 head, uint256 hi) {
@@ -738,16 +894,29 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
     }
 
     function _status(uint256 w, uint64 e) internal pure returns (NodeStatus) {
-        uint256 joinEpoch = (w >> 160) & NEVER48;
-        uint256 leaveEpoch = w >> 208;
+        uint256 joinEpoch = (w >> 160) & NEVER32;
+        uint256 leaveEpoch = (w >> 192) & NEVER32;
         if (joinEpoch == 0) return NodeStatus.None;
         if (e >= leaveEpoch) return NodeStatus.Left;
         if (e < joinEpoch) return NodeStatus.Pending;
-        if (leaveEpoch != NEVER48) return NodeStatus.Leaving;
+        if (leaveEpoch != NEVER32) return NodeStatus.Leaving;
         return NodeStatus.Active;
     }
 
     // ------------------------------------------------------------------ views
+
+    function _epoch() internal view returns (uint64) {
+        return uint64(_es & NEVER32);
+    }
+
+    function _seed() internal view returns (bytes32) {
+        return bytes32(_es & ONION_MASK);
+    }
+
+    /// @notice Replica count of new streams (capped by the eligible node count).
+    function replicationFactor() public view returns (uint8) {
+        return uint8(_es >> 32);
+    }
 
     /// @notice The current epoch (as if advanced).
     function currentEpoch() external view returns (uint64 e) {
@@ -761,7 +930,7 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
 
     /// @notice The current RANDAO mix.
     function randaoMix() external view returns (bytes32) {
-        return _mix;
+        return bytes32(_mc & ONION_MASK);
     }
 
     /// @notice The replica elected to lead block `number` of a stream at `attempt` in the current epoch
@@ -848,7 +1017,7 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
         return _streamIds[i];
     }
 
-    /// @notice Number of registered nodes (any status).
+    /// @notice Number of node slots in use (any status; at most MAX_NODES, slots are reused).
     function nodeCount() external view returns (uint256) {
         return _nodeWords.length;
     }
@@ -869,15 +1038,15 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
         uint256 w = _nodeWords[ip - 1];
         (uint64 e,) = _viewEpochSeed();
         NodeMeta storage m = _meta[node];
-        uint256 leaveEpoch = w >> 208;
+        uint256 leaveEpoch = (w >> 192) & NEVER32;
         info = NodeInfo({
             node: node,
             operator: m.operator,
             url: m.url,
             status: _status(w, e),
-            joinEpoch: uint64((w >> 160) & NEVER48),
-            leaveEpoch: leaveEpoch == NEVER48 ? type(uint64).max : uint64(leaveEpoch),
-            randaoCommit: _randaoCommit[ip - 1]
+            joinEpoch: uint64((w >> 160) & NEVER32),
+            leaveEpoch: leaveEpoch == NEVER32 ? type(uint64).max : uint64(leaveEpoch),
+            randaoCommit: bytes32(_onion[ip - 1] & ONION_MASK)
         });
     }
 
@@ -892,16 +1061,42 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
         for (uint256 i = offset; i < end; ++i) out[i - offset] = getNode(address(uint160(_nodeWords[i])));
     }
 
-    /// @notice A node's current RANDAO commitment (last accepted reveal); 0 if unknown.
+    /// @notice The top 192 bits of a node's current RANDAO commitment (its last accepted reveal, or
+    ///         its registered or renewed onion top), low 64 bits zero; 0 if unknown. A reveal opens it
+    ///         iff the top 192 bits of keccak256^d(reveal) equal these, 1 <= d <= MAX_REVEAL_SKIP.
     /// @param node The node.
     function randaoCommitOf(address node) external view returns (bytes32) {
         uint256 ip = _indexPlusOne[node];
-        return ip == 0 ? bytes32(0) : _randaoCommit[ip - 1];
+        return ip == 0 ? bytes32(0) : bytes32(_onion[ip - 1] & ONION_MASK);
+    }
+
+    /// @notice A node's liveness record: slots missed since it last led a committed header, the last
+    ///         epoch it led one (or the first epoch its onion is usable, whichever is later), and
+    ///         whether it is dead now (its streams may replace it). Zeros for an unknown node.
+    /// @param node The node.
+    function livenessOf(address node) external view returns (uint256 misses, uint64 lastLedEpoch, bool dead) {
+        uint256 ip = _indexPlusOne[node];
+        if (ip == 0) return (0, 0, false);
+        uint256 o = _onion[ip - 1];
+        (uint64 e,) = _viewEpochSeed();
+        return ((o >> 32) & NEVER32, uint64(o & NEVER32), _wordActive(_nodeWords[ip - 1], e) && _dead(o, e));
+    }
+
+    /// @notice How many (stream, replica position) pairs name `node`'s slot (0 if unknown).
+    /// @param node The node.
+    function streamRefsOf(address node) external view returns (uint256) {
+        uint256 ip = _indexPlusOne[node];
+        return ip == 0 ? 0 : _nodeWords[ip - 1] >> 224;
+    }
+
+    /// @notice Registered nodes with no leave or eviction scheduled (what MAX_NODES bounds).
+    function liveNodeCount() external view returns (uint256) {
+        return _liveCount;
     }
 
     /// @notice Number of commit transactions that accepted at least one header.
     function commitCount() external view returns (uint64) {
-        return _commitCount;
+        return uint64(_mc);
     }
 
     /// @notice The history accumulator after the latest commit transaction (0 before any).
@@ -930,7 +1125,7 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
 
     function _committed(bytes32 hh, HistoryProof calldata proof) internal view returns (bool) {
         uint256 last = uint256(proof.commitIndex) + proof.laterRoots.length;
-        uint256 count = _commitCount;
+        uint256 count = uint64(_mc);
         if (last >= count || proof.position >= proof.headerHashes.length) return false;
         if (proof.headerHashes[proof.position] != hh) return false;
         bytes32 acc = History.fold(proof.prevAcc, proof.headerHashes, proof.laterRoots);

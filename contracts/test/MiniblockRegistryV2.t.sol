@@ -58,7 +58,7 @@ contract MiniblockRegistryV2Test is RegistryV2Fixture {
         assertEq(num, 1, "head number");
         assertTrue(prefix == bytes20(hh), "head prefix");
         assertTrue(reg.isHead(S, 1, hh), "isHead");
-        assertEq(reg.randaoCommitOf(rs[0].h.leader), rs[0].h.randaoReveal, "reveal stored");
+        assertEq(reg.randaoCommitOf(rs[0].h.leader), _top192(rs[0].h.randaoReveal), "reveal stored");
         assertEq(reg.commitCount(), 1, "one commit");
         HistoryProof memory hp = _historyProof(0, 0);
         Header memory h = rs[0].h;
@@ -389,7 +389,7 @@ contract MiniblockRegistryV2Test is RegistryV2Fixture {
         uint8[] memory rr = _reasons(vm.getRecordedLogs());
         assertEq(rr.length, 1, "second rejected");
         assertEq(rr[0], 13, "one reveal per leader per tx");
-        assertEq(reg.randaoCommitOf(L), reveals[0], "first reveal stored");
+        assertEq(reg.randaoCommitOf(L), _top192(reveals[0]), "first reveal stored");
     }
 
     function test_reject_14_tooManyEvents() public {

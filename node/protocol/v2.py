@@ -279,6 +279,31 @@ def verify_history(
     return last % window == window - 1 and checkpoint is not None and acc == checkpoint
 
 
+# --- RANDAO commitments as v2 keeps them ------------------------------------------------------------
+
+COMMIT_PREFIX_BYTES = 24  # the registry keeps a commitment's top 192 bits (randaoCommitOf: low 8 bytes 0)
+
+
+def onion_position(layers: Sequence[bytes], stored_commit: bytes) -> int:
+    """The index of the onion layer whose top 192 bits are the registry's `randaoCommitOf` (the
+    next reveal is layer index - 1); ValueError if none is."""
+    want = stored_commit[:COMMIT_PREFIX_BYTES]
+    for i in range(len(layers) - 1, -1, -1):
+        if layers[i][:COMMIT_PREFIX_BYTES] == want:
+            return i
+    raise ValueError("the on-chain commitment is not a layer of this onion")
+
+
+def reveal_opens(reveal: bytes, stored_commit: bytes, max_skip: int = 8) -> bool:
+    """Check 13 of v2: the top 192 bits of keccak256^d(reveal) are the stored ones, 1 <= d <= max_skip."""
+    h = reveal
+    for _ in range(max_skip):
+        h = keccak(h)
+        if h[:COMMIT_PREFIX_BYTES] == stored_commit[:COMMIT_PREFIX_BYTES]:
+            return True
+    return False
+
+
 def head_prefix(header_hash: bytes) -> bytes:
     """The 20 bytes of a header hash the head slot keeps (streamHead's `hashPrefix`)."""
     return header_hash[: HEAD_HASH_BITS // 8]

@@ -173,6 +173,11 @@ abstract contract RegistryV2Fixture is TestBase {
         return _encode(rs, reveals);
     }
 
+    /// @dev What the registry keeps of a RANDAO commitment: its top 192 bits.
+    function _top192(bytes32 x) internal pure returns (bytes32) {
+        return bytes32(bytes24(x));
+    }
+
     function _one(Rec memory r) internal pure returns (Rec[] memory rs) {
         rs = new Rec[](1);
         rs[0] = r;
