@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from node.protocol.eip712 import SignatureError, hash_event, hash_header
 from node.protocol.merkle import merkle_root
 from node.protocol.state import StateDelta, state_delta
+from node.protocol.state_root import root_after
 from node.protocol.types import Domain, Event, EventEntry, Header
 
 from . import snapshots
@@ -190,9 +191,11 @@ def apply_committed(node: Node, row: StreamRow, header: Header, header_hash: byt
     synced ones. Cost: the block's events and changed member slots, not the member count."""
     state = node.storage.state(header.stream_id)
     if delta is None and state is not None:
-        delta = state_delta(state.members, [e[1] for e in entries], node.rules_of(state), strict=False)
-        if state.members.root_after(delta.members) != header.state_root:
-            log.error("stateRoot of %s #%d differs from the members computed here; applying the chain's block",
+        events = [e[1] for e in entries]
+        rules = node.rules_of(state)
+        delta = state_delta(state.members, events, rules, strict=False)
+        if root_after(state.members, rules.invite_only, state.nonces, delta, events) != header.state_root:
+            log.error("stateRoot of %s #%d differs from the state computed here; applying the chain's block",
                       hx(header.stream_id), header.number)
     delta = delta or StateDelta()
     node.storage.apply_block(header, header_hash, list(entries), delta, tx_hash)
