@@ -20,7 +20,8 @@ from node.protocol.eip712 import address_of, hash_event, hash_header, sign_event
 from node.protocol.election import elected_leader
 from node.protocol.merkle import merkle_proof, merkle_root
 from node.protocol.onion import HashOnion
-from node.protocol.state import apply_membership, members_root
+from node.protocol.state import state_delta
+from node.protocol.state_root import state_root_of
 from node.protocol.types import Event, EventKind, Header, RejectReason
 
 NODE_KEYS = [bytes.fromhex(k[2:]) for k in DEV_KEYS[1:5]]
@@ -63,7 +64,8 @@ class _Builder:
         self.onions = onions
         self.keys = keys
         self.domain = reg.domain()
-        self.members: dict[bytes, frozenset[str]] = {}
+        # per stream: member slots, policy and used nonces (what stateRoot commits to)
+        self.state: dict[bytes, tuple[list[str | None], bool, list[tuple[str, int]]]] = {}
         self.nonce: dict[tuple[bytes, str], int] = {}
         self.commit: dict[str, bytes] = {}  # leader -> its on-chain commitment as the batch goes
 
@@ -88,16 +90,19 @@ class _Builder:
         leader = elected_leader(seed, sid, num, 0, replicas)
         commit = self.commit.get(leader) or self.reg.randao_commit_of(leader)
         reveal = self.onions[leader].next_reveal(commit)
-        before = self.members.get(sid, frozenset())
-        after = apply_membership(before, events)
+        slots, policy, used = self.state.get(sid, ([], False, []))
+        delta = state_delta({s for s in slots if s is not None}, events, strict=False)
+        after = ([None if s in delta.members.left else s for s in slots] + list(delta.members.joined),
+                 policy if delta.invite_only is None else delta.invite_only,
+                 used + [(e.author, e.nonce) for e in events])
         hashes = [hash_event(e) for e in events]
         h = Header(
             stream_id=sid, number=num, prev_hash=head.header_hash if parent is None else parent,
             events_root=merkle_root(hashes), event_count=len(hashes), epoch=self.reg.current_epoch(),
-            attempt=0, leader=leader, randao_reveal=reveal, state_root=members_root(after),
+            attempt=0, leader=leader, randao_reveal=reveal, state_root=state_root_of(*after),
         )
         if apply:
-            self.members[sid] = after
+            self.state[sid] = after
             self.commit[leader] = reveal
         return h, hashes
 

@@ -15,11 +15,12 @@ from node.protocol.member_tree import MemberTree
 from node.protocol.merkle import merkle_root
 from node.protocol.registry import RegistryParams
 from node.protocol.state import members_root
+from node.protocol.state_root import state_root_of
 from node.protocol.types import ZERO32, Domain, Event, EventEntry, EventKind, Header
 from node.server import attest as A
 from node.server.attest import AttestRefused, Refusal
 from node.server.models import AttestIn, HeaderOut
-from node.server.storage import StoredEvent, StreamRow
+from node.server.storage import StoredEvent, StreamRow, StreamState
 
 SID = b"\x11" * 32
 DOMAIN = Domain(31337, "0x" + "22" * 20)
@@ -178,5 +179,11 @@ def test_check_events_valid():
 
 def test_check_state_root():
     join = entry(0, EventKind.JOIN)
-    A.check_state_root(header(state_root=members_root([AUTHOR.address])), MemberTree(), [join])
-    refused(Refusal.BAD_STATE_ROOT, A.check_state_root, header(state_root=ZERO32), MemberTree(), [join])
+    empty = StreamState(4, MemberTree(), None, False)
+    good = state_root_of([AUTHOR.address], False, [(AUTHOR.address, 0)])
+    A.check_state_root(header(state_root=good), empty, [join])
+    refused(Refusal.BAD_STATE_ROOT, A.check_state_root, header(state_root=ZERO32), empty, [join])
+    # the members alone (the old stateRoot) no longer pass, nor a root over another policy or other nonces
+    for bad in (members_root([AUTHOR.address]), state_root_of([AUTHOR.address], True, [(AUTHOR.address, 0)]),
+                state_root_of([AUTHOR.address], False, [(AUTHOR.address, 1)])):
+        refused(Refusal.BAD_STATE_ROOT, A.check_state_root, header(state_root=bad), empty, [join])

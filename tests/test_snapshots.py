@@ -2,7 +2,8 @@
 node processes: 5,000 blocks of history (real headers committed straight to the registry by the elected
 leaders' keys, node.chain.devtools-style, on top of real blocks the nodes made), a node restarted from an
 empty data dir syncs from a peer snapshot plus the blocks after it; pruning drops old events and the
-network keeps working; a tampered snapshot is refused.
+network keeps working; a snapshot with tampered policy and nonces is refused by the chain check although
+every peer serves it.
 
 Tests run in file order on one network (each leaves every node running).
 """
@@ -24,9 +25,9 @@ from node.protocol import snapshot as fmt
 from node.protocol.eip712 import hash_header, sign_header
 from node.protocol.election import elected_leader
 from node.protocol.hexutil import hx
-from node.protocol.member_tree import slots_root
 from node.protocol.onion import HashOnion
 from node.protocol.snapshot import Snapshot, SnapshotError, check_snapshot
+from node.protocol.state_root import state_root_of
 from node.protocol.types import ZERO32, EventKind, Header
 from node.server.client import Author, NodeClient
 
@@ -46,10 +47,10 @@ def _snap(slots=("0x1111111111111111111111111111111111111111", None), number: in
     from eth_utils.address import to_checksum_address
 
     slots = tuple(None if s is None else to_checksum_address(s) for s in slots)
-    h = Header(SID, number, b"\x01" * 32, ZERO32, 0, 3, 0, to_checksum_address(A2), b"\x02" * 32, slots_root(slots))
-    nonces = fmt.group_nonces([(to_checksum_address(A1), 5), (to_checksum_address(A1), 2),
-                               (to_checksum_address(A2), 9)])
-    return Snapshot(SID, number, h, to_checksum_address(A2), True, slots, nonces), hash_header(h)
+    used = ((to_checksum_address(A1), 5), (to_checksum_address(A1), 2), (to_checksum_address(A2), 9))
+    h = Header(SID, number, b"\x01" * 32, ZERO32, 0, 3, 0, to_checksum_address(A2), b"\x02" * 32,
+               state_root_of(slots, True, used))
+    return Snapshot(SID, number, h, to_checksum_address(A2), True, slots, used), hash_header(h)
 
 
 def test_snapshot_round_trip_and_chain_check():
@@ -57,7 +58,7 @@ def test_snapshot_round_trip_and_chain_check():
     body = fmt.encode(s)
     assert fmt.decode(fmt.unpack(fmt.pack(body), 1 << 20)) == s
     check_snapshot(fmt.decode(body), stream_id=SID, header_hash=hh, creator=s.creator)
-    assert json.loads(body)["nonces"][0][1] == [2, 3]  # delta-encoded
+    assert json.loads(body)["nonces"] == [[0, 5], [0, 2], [1, 9]]  # commit order, over the sorted authors
 
 
 def test_tampered_snapshot_is_refused():
@@ -65,9 +66,13 @@ def test_tampered_snapshot_is_refused():
     from eth_utils.address import to_checksum_address
 
     extra = Snapshot(s.stream_id, s.number, s.header, s.creator, s.invite_only,
-                     s.slots + (to_checksum_address(A1[:-1] + "3"),), s.nonces)
-    with pytest.raises(SnapshotError, match="stateRoot"):
-        check_snapshot(extra, stream_id=SID, header_hash=hh, creator=s.creator)
+                     s.slots + (to_checksum_address(A1[:-1] + "3"),), s.used)
+    policy = Snapshot(s.stream_id, s.number, s.header, s.creator, not s.invite_only, s.slots, s.used)
+    nonce = Snapshot(s.stream_id, s.number, s.header, s.creator, s.invite_only, s.slots,
+                     s.used[:1] + ((s.used[1][0], s.used[1][1] + 1),) + s.used[2:])
+    for bad in (extra, policy, nonce):
+        with pytest.raises(SnapshotError, match="stateRoot"):
+            check_snapshot(bad, stream_id=SID, header_hash=hh, creator=s.creator)
     with pytest.raises(SnapshotError, match="header hash"):
         check_snapshot(s, stream_id=SID, header_hash=b"\x09" * 32, creator=s.creator)
     with pytest.raises(SnapshotError, match="creator"):
@@ -258,11 +263,12 @@ def test_pruned_node_drops_old_events_keeps_working_and_refuses_replays(net, cli
 
 
 def test_tampered_snapshot_from_peers_is_refused(net, clients, history, reg):
-    """Every peer's newest snapshot is replaced by one with an extra member (digests recomputed, so the
-    peers agree): the stateRoot check refuses it, and the restarted node starts from the older one."""
+    """Every peer's newest snapshot is replaced by the same forgery -- the JOIN policy flipped and one used
+    nonce changed (a replay it would let through), digests recomputed, so all peers agree on it: the stateRoot
+    check against the chain refuses it, and the restarted node starts from the older one."""
     y = 3
     net.cluster.stop(y)
-    newest, intruder = None, Author(net.domain).address
+    newest = None
     for i in range(3):
         with db(net, i) as con:
             number, blob = con.execute("SELECT number, data FROM snapshots WHERE stream_id=? ORDER BY number DESC",
@@ -270,8 +276,11 @@ def test_tampered_snapshot_from_peers_is_refused(net, clients, history, reg):
             newest = number if newest is None else newest
             assert number == newest
             s = fmt.decode(fmt.unpack(bytes(blob), 1 << 30))
-            bad = Snapshot(s.stream_id, s.number, s.header, s.creator, s.invite_only,
-                           s.slots + (intruder,), s.nonces)
+            a, n = s.used[0]
+            forged = (a, n + 2**32)  # a nonce the author never used: the real one would pass as unused
+            assert forged not in s.used
+            bad = Snapshot(s.stream_id, s.number, s.header, s.creator, not s.invite_only, s.slots,
+                           (forged,) + s.used[1:])
             body = fmt.encode(bad)
             con.execute("UPDATE snapshots SET data=?, digest=?, size=? WHERE stream_id=? AND number=?",
                         (fmt.pack(body), fmt.digest(body), len(body), SID, number))
@@ -288,6 +297,10 @@ def test_tampered_snapshot_from_peers_is_refused(net, clients, history, reg):
     log = (Path(net.setups[y].data_dir) / "node.log").read_text()
     assert "stateRoot" in log and "refused" in log
     assert sorted(clients[y].stream(SID)["members"]) == sorted(clients[0].stream(SID)["members"])
+    assert clients[y].stream(SID)["invite_only"] == clients[0].stream(SID)["invite_only"] is False
+    for _h, body in history["joins"]:  # every used nonce came through: replays still refused on the new node
+        r = clients[y].post_event(body)
+        assert r.status_code == 409 and r.json()["error"] == "replayed_nonce", r.text
 
 
 def test_clean_up_tampering(net):

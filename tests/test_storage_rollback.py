@@ -53,6 +53,9 @@ def test_rollback_returns_events_to_the_pool_and_restores_head_and_members(st):
     m1 = Event(SID, A, 1, int(EventKind.MESSAGE), b"x")
     jb = Event(SID, B, 0, int(EventKind.JOIN), b"")
     h1 = block(st, 1, GEN, [j], frozenset({A}))
+    state1 = st.state(SID)
+    assert state1 is not None
+    nonces1 = state1.nonces.root
     h2 = block(st, 2, h1, [m1, jb], frozenset({A, B}))
     block(st, 3, h2, [], frozenset({A, B}))
     assert st.pool_size(SID) == 0
@@ -61,6 +64,8 @@ def test_rollback_returns_events_to_the_pool_and_restores_head_and_members(st):
     assert [(r.head_number, r.blocks, r.events) for r in rbs] == [(1, 2, 2)]
     row = st.get_stream(SID)
     assert row is not None and (row.head_number, row.head_hash, members(st)) == (1, h1, frozenset({A}))
+    state = st.state(SID)  # the whole stream state is block 1's again: members, policy, used nonces
+    assert state is not None and state.nonces.root == nonces1 and not state.invite_only
     assert set(st.pool_hashes(SID)) == {hash_event(m1), hash_event(jb)}
     assert st.get_block(SID, 2) is None and st.get_commit(SID, 2) is None
     assert st.get_proposal(h2) is not None  # a re-mined commit of the same header applies again at once

@@ -1,4 +1,5 @@
-"""The members tree behind stateRoot (docs/protocol.md, "Stream state"), kept incrementally.
+"""The members tree behind membersRoot, one part of stateRoot (docs/protocol.md, "Stream state"), kept
+incrementally.
 
 The tree is the events Merkle tree (node.protocol.merkle) over the stream's member *slots*: slot i is
 the i-th JOIN ever applied in the stream (in block order), its leaf input `keccak256(address)` while
@@ -26,7 +27,7 @@ def member_leaf_input(address: str) -> bytes:
 
 
 def slots_root(slots: Iterable[str | None]) -> bytes:
-    """stateRoot from scratch: the Merkle root over the slots in order (None = a member that left)."""
+    """membersRoot from scratch: the Merkle root over the slots in order (None = a member that left)."""
     return merkle_root([ZERO32 if s is None else member_leaf_input(s) for s in slots])
 
 
@@ -117,7 +118,7 @@ class MemberTree:
         return out
 
     def root_after(self, delta: MemberDelta) -> bytes:
-        """stateRoot if `delta` were applied; the tree is not changed."""
+        """membersRoot if `delta` were applied; the tree is not changed."""
         if not delta:
             return self.root
         leaves, count = self._changes(delta)

@@ -1,25 +1,25 @@
 """Stream snapshots (docs/protocol.md, "Snapshots"): the format, its canonical bytes and its check.
 
-A snapshot is the state a stream's next block is judged by, after block `number`: the member slots
-(behind stateRoot), the creator and the JOIN policy, and the nonces already used per author (the
-replay rule: a (stream, author, nonce) is committed at most once, ever). A node that has it, and the
-blocks after it, can check and build every later block without the stream's older history.
+A snapshot is the state a stream's next block is judged by, after block `number`: the member slots, the
+creator and the JOIN policy, and every (author, nonce) committed in blocks 1..number in commit order (the
+replay rule: a (stream, author, nonce) is committed at most once, ever). A node that has it, and the blocks
+after it, can check and build every later block without the stream's older history.
 
-What the chain vouches for: `header` must hash to the registry's header hash at `number`, and the
-member slots must give that header's stateRoot. The policy and the nonces are not under stateRoot (the
-header format is kept as it is), so a node takes them only from a snapshot that several peers serve
-with the same digest (node/server/snapshots.py); `check_snapshot` checks all that the chain can.
+What the chain vouches for: `header` must hash to the registry's header hash at `number`, and the snapshot's
+members, policy and nonce list must give that header's stateRoot (node.protocol.state_root, which commits
+to all three); the creator is the StreamCreated log's. So `check_snapshot` alone decides whether a snapshot
+is true: no peer has to be trusted, or agree with another.
 
-Bytes: `body` = canonical JSON (sorted keys, no spaces; nonces delta-encoded per author), `digest` =
-keccak256(body), and the wire/storage form is zlib(body). Every honest node builds the same body for
-the same (stream, number), so digests can be compared across peers.
+Bytes: `body` = canonical JSON (sorted keys, no spaces; the nonces as [author index, nonce] pairs in commit
+order over a sorted author table), `digest` = keccak256(body), and the wire/storage form is zlib(body).
+Every honest node builds the same body for the same (stream, number), so digests can be compared across peers.
 """
 
 from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,9 +29,10 @@ from .eip712 import hash_header
 from .hashing import keccak
 from .hexutil import hx, unhex
 from .member_tree import slots_root
+from .state_root import NonceFrontier, nonce_leaf, state_root
 from .types import Header
 
-VERSION = 1
+VERSION = 2  # 1: nonces grouped per author, not under stateRoot
 
 
 class SnapshotError(ValueError):
@@ -42,8 +43,8 @@ class SnapshotError(ValueError):
 class Snapshot:
     """The state of `stream_id` after block `number` (see the module docstring).
 
-    slots: member slots in join order (None: that member left); nonces: per author (ascending addresses),
-    the nonces of its events committed in blocks 1..number, ascending."""
+    slots: member slots in join order (None: that member left); used: the (author, nonce) of every event of
+    blocks 1..number, in commit order (block number, then index in the block), no pair twice."""
 
     stream_id: bytes
     number: int
@@ -51,24 +52,15 @@ class Snapshot:
     creator: str | None
     invite_only: bool
     slots: tuple[str | None, ...]
-    nonces: tuple[tuple[str, tuple[int, ...]], ...]
+    used: tuple[tuple[str, int], ...]
 
     @property
     def nonce_count(self) -> int:
-        return sum(len(ns) for _a, ns in self.nonces)
+        return len(self.used)
 
-    def used(self) -> Iterable[tuple[str, int]]:
-        for a, ns in self.nonces:
-            for n in ns:
-                yield a, n
-
-
-def group_nonces(pairs: Iterable[tuple[str, int]]) -> tuple[tuple[str, tuple[int, ...]], ...]:
-    """(author, nonce) pairs in any order -> the snapshot's sorted, de-duplicated form."""
-    by: dict[str, set[int]] = {}
-    for a, n in pairs:
-        by.setdefault(a, set()).add(n)
-    return tuple((a, tuple(sorted(by[a]))) for a in sorted(by))
+    def frontier(self) -> NonceFrontier:
+        """The nonce accumulator after block `number`, rebuilt from the list: O(nonces)."""
+        return NonceFrontier.of(nonce_leaf(a, n) for a, n in self.used)
 
 
 # ---- bytes ------------------------------------------------------------------------------------------
@@ -80,15 +72,14 @@ def _header_json(h: Header) -> dict[str, Any]:
             "state_root": hx(h.state_root)}
 
 
-def _deltas(ns: Sequence[int]) -> list[int]:
-    return [ns[0]] + [b - a for a, b in zip(ns, ns[1:], strict=False)] if ns else []
-
-
 def encode(s: Snapshot) -> bytes:
-    """The canonical body (what the digest is over)."""
+    """The canonical body (what the digest is over): `authors` = the distinct authors of `used`, ascending;
+    `nonces` = [index in `authors`, nonce] per used nonce, in commit order."""
+    authors = sorted({a for a, _n in s.used})
+    index = {a: i for i, a in enumerate(authors)}
     obj = {"v": VERSION, "stream_id": hx(s.stream_id), "number": s.number, "header": _header_json(s.header),
-           "creator": s.creator, "invite_only": s.invite_only, "slots": list(s.slots),
-           "nonces": [[a, _deltas(ns)] for a, ns in s.nonces]}
+           "creator": s.creator, "invite_only": s.invite_only, "slots": list(s.slots), "authors": authors,
+           "nonces": [[index[a], n] for a, n in s.used]}
     return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
 
 
@@ -163,30 +154,28 @@ def decode(body: bytes) -> Snapshot:
         creator = _addr(creator, "creator")
     if not isinstance(o.get("invite_only"), bool):
         raise SnapshotError("invite_only: not a boolean")
-    raw_slots, raw_nonces = o.get("slots"), o.get("nonces")
-    if not isinstance(raw_slots, list) or not isinstance(raw_nonces, list):
-        raise SnapshotError("slots and nonces must be lists")
+    raw_slots, raw_authors, raw_nonces = o.get("slots"), o.get("authors"), o.get("nonces")
+    if not isinstance(raw_slots, list) or not isinstance(raw_authors, list) or not isinstance(raw_nonces, list):
+        raise SnapshotError("slots, authors and nonces must be lists")
     slots = tuple(None if s is None else _addr(s, "slot") for s in raw_slots)
     present = [s for s in slots if s is not None]
     if len(set(present)) != len(present):
         raise SnapshotError("a member holds two slots")
-    nonces: list[tuple[str, tuple[int, ...]]] = []
+    authors = [_addr(a, "authors") for a in raw_authors]
+    if any(a >= b for a, b in zip(authors, authors[1:], strict=False)):
+        raise SnapshotError("authors: not strictly ascending")
+    used: list[tuple[str, int]] = []
     for item in raw_nonces:
-        if not isinstance(item, list) or len(item) != 2 or not isinstance(item[1], list) or not item[1]:
-            raise SnapshotError("nonces: each item is [author, [first, delta, ...]]")
-        author = _addr(item[0], "nonces author")
-        if nonces and author <= nonces[-1][0]:
-            raise SnapshotError("nonces: authors not in ascending order")
-        ns, cur = [], -1
-        for k, d in enumerate(item[1]):
-            d = _int(d, "nonce")
-            if k and d == 0:
-                raise SnapshotError("nonces: not strictly ascending")
-            cur = d if k == 0 else cur + d
-            ns.append(_int(cur, "nonce"))
-        nonces.append((author, tuple(ns)))
+        if not isinstance(item, list) or len(item) != 2:
+            raise SnapshotError("nonces: each item is [author index, nonce]")
+        k = _int(item[0], "nonces author index", 32)
+        if k >= len(authors):
+            raise SnapshotError(f"nonces: author index {k} out of range")
+        used.append((authors[k], _int(item[1], "nonce")))
+    if len(set(used)) != len(used):
+        raise SnapshotError("nonces: an (author, nonce) used twice")
     snap = Snapshot(_b32(o.get("stream_id"), "stream_id"), _int(o.get("number"), "number"), _header(o.get("header")),
-                    creator, o["invite_only"], slots, tuple(nonces))
+                    creator, o["invite_only"], slots, tuple(used))
     if encode(snap) != body:
         raise SnapshotError("body is not in canonical form")
     return snap
@@ -194,17 +183,20 @@ def decode(body: bytes) -> Snapshot:
 
 # ---- the check ------------------------------------------------------------------------------------
 
-def check_snapshot(snap: Snapshot, *, stream_id: bytes, header_hash: bytes, creator: str | None) -> None:
+def check_snapshot(snap: Snapshot, *, stream_id: bytes, header_hash: bytes, creator: str | None) -> NonceFrontier:
     """Raise SnapshotError unless the chain vouches for `snap`: `header_hash` is the registry's header hash
-    of (stream_id, snap.number), the snapshot's header hashes to it, and its member slots give that header's
-    stateRoot; `creator` (the StreamCreated log's, None if not known here) must be the snapshot's."""
+    of (stream_id, snap.number), the snapshot's header hashes to it, and its member slots, policy and nonce
+    list give that header's stateRoot; `creator` (the StreamCreated log's, None if not known here) must be
+    the snapshot's. Returns the nonce accumulator it rebuilt (what the node keeps)."""
     if snap.stream_id != stream_id or snap.header.stream_id != stream_id:
         raise SnapshotError("snapshot of another stream")
     if snap.number < 1 or snap.header.number != snap.number:
         raise SnapshotError(f"header #{snap.header.number} is not block {snap.number}")
     if hash_header(snap.header) != header_hash:
         raise SnapshotError(f"header of #{snap.number} does not hash to the chain's header hash {hx(header_hash)}")
-    if slots_root(snap.slots) != snap.header.state_root:
-        raise SnapshotError(f"member slots do not give the committed stateRoot of #{snap.number}")
+    frontier = snap.frontier()
+    if state_root(slots_root(snap.slots), snap.invite_only, frontier.root) != snap.header.state_root:
+        raise SnapshotError(f"members, policy and nonces do not give the committed stateRoot of #{snap.number}")
     if creator is not None and snap.creator != creator:
         raise SnapshotError(f"creator {snap.creator} is not the stream's creator {creator}")
+    return frontier

@@ -1,8 +1,9 @@
-"""A stream's state: its member set, its JOIN policy, and stateRoot (docs/protocol.md, "Stream state").
+"""A stream's state: its member set and its JOIN policy (docs/protocol.md, "Stream state").
 
 Every rule on who may post what is here, once: `check_membership` judges one event against the state
 after the previous block, `state_delta` turns a block into what it changes (for the incremental
-members tree of node.protocol.member_tree, which computes stateRoot).
+members tree of node.protocol.member_tree; node.protocol.state_root puts members, policy and the used
+nonces under stateRoot).
 """
 
 from __future__ import annotations
@@ -143,5 +144,6 @@ def apply_membership(members: Iterable[str], events: Iterable[Event], *, strict:
 
 
 def members_root(slots: Iterable[str | None]) -> bytes:
-    """stateRoot of the member slots in join order (None: a member that left); see member_tree."""
+    """membersRoot of the member slots in join order (None: a member that left), one part of stateRoot
+    (node.protocol.state_root); see member_tree."""
     return slots_root(slots)

@@ -22,7 +22,8 @@ status and an error code, answered as {"error", "detail"}), and signs only if no
     check_nonce_unused        409 replayed_nonce     no fetched event replays a committed nonce
     check_events_valid        409 invalid_event      the block rules hold (order, membership, JOIN policy,
                                                      nonces, the per-author cap, the block caps)
-    check_state_root          409 bad_state_root     stateRoot is the members tree after the block
+    check_state_root          409 bad_state_root     stateRoot commits to the members, policy and used
+                                                     nonces after the block
 """
 
 from __future__ import annotations
@@ -36,10 +37,10 @@ from node.protocol.block_rules import check_block_events
 from node.protocol.commit import NodeTerms, StreamHead
 from node.protocol.eip712 import hash_header, recover_event_signer, sign_header
 from node.protocol.election import attempt_opens_at, elected_leader
-from node.protocol.member_tree import MemberTree
 from node.protocol.merkle import merkle_root
 from node.protocol.registry import RegistryParams, is_active
 from node.protocol.state import OPEN, StreamRules, state_delta
+from node.protocol.state_root import root_after
 from node.protocol.types import Domain, Event, EventEntry, Header
 
 from .core import Node
@@ -200,12 +201,15 @@ def check_events_valid(members: Container[str], entries: Sequence[EventEntry], r
         raise AttestRefused(Refusal.INVALID_EVENT, why)
 
 
-def check_state_root(header: Header, members: MemberTree, entries: Sequence[EventEntry],
+def check_state_root(header: Header, state: StreamState, entries: Sequence[EventEntry],
                      rules: StreamRules = OPEN) -> None:
-    """The members tree after the block (computed over the changed slots only, node.protocol.member_tree)."""
-    delta = state_delta(members, [e[1] for e in entries], rules, strict=False)
-    if members.root_after(delta.members) != header.state_root:
-        raise AttestRefused(Refusal.BAD_STATE_ROOT, "stateRoot does not match the members after the block")
+    """stateRoot after the block (node.protocol.state_root.root_after: the changed slots and the block's
+    nonces only), from the state after the parent."""
+    events = [e[1] for e in entries]
+    delta = state_delta(state.members, events, rules, strict=False)
+    if root_after(state.members, rules.invite_only, state.nonces, delta, events) != header.state_root:
+        raise AttestRefused(Refusal.BAD_STATE_ROOT,
+                            "stateRoot does not match the members, policy and used nonces after the block")
 
 
 CHECKS = (
@@ -280,7 +284,7 @@ async def attest(node: Node, req: AttestIn) -> tuple[bytes, bytes]:
     state = current_state(node, sid, header)
     rules = node.rules_of(state)
     check_events_valid(state.members, entries, rules)
-    check_state_root(header, state.members, entries, rules)
+    check_state_root(header, state, entries, rules)
 
     # No one-header-per-slot rule: a leader rebuilds its header for the same slot after a transient
     # rejection (new RANDAO reveal), and the contract takes at most one header per number anyway.

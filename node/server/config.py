@@ -87,7 +87,8 @@ class NodeConfig(BaseModel):
     snapshot_every: int = 256  # snapshot each stream's state after every block number divisible by this (0: never)
     snapshot_keep: int = 2  # snapshots kept per stream (newest)
     snapshot_sync: bool = True  # a stream more than snapshot_every blocks behind starts from a peer's snapshot
-    snapshot_agree: int = 2  # peers that must serve the same snapshot digest (fewer answering: all of them)
+    snapshot_agree: int = 1  # optional filter: peers that must list a snapshot digest before it is fetched
+    # (fewer answering: all of them); not needed for correctness, check_snapshot verifies it against the chain
     snapshot_page_bytes: int = 4 * 1024 * 1024  # /peer/snapshot answer: at most this many bytes per page
     snapshot_max_bytes: int = 512 * 1024 * 1024  # a peer's snapshot body (decompressed) larger than this is refused
     retain_blocks: int = 0  # keep events of the last this many blocks (and all after the newest snapshot); 0: all

@@ -15,6 +15,7 @@ from node.protocol.eip712 import hash_header, recover_header_signer, sign_header
 from node.protocol.merkle import merkle_root
 from node.protocol.onion import OnionExhausted
 from node.protocol.state import StateDelta, state_delta
+from node.protocol.state_root import root_after
 from node.protocol.types import MAX_BATCH, MAX_REVEAL_SKIP, EventEntry, Header, RejectReason
 
 from .core import Node
@@ -147,8 +148,10 @@ async def draft_block(node: Node, sid: bytes, number: int, attempt: int, epoch: 
             node.invalid_events[h] = time.time() + 5.0
     if not good:
         return None
-    delta = state_delta(state.members, [e for _, e, _ in good], rules, strict=False)
-    return Draft(sid, number, attempt, epoch, row.head_hash, good, delta, state.members.root_after(delta.members))
+    events = [e for _, e, _ in good]
+    delta = state_delta(state.members, events, rules, strict=False)
+    return Draft(sid, number, attempt, epoch, row.head_hash, good, delta,
+                 root_after(state.members, rules.invite_only, state.nonces, delta, events))
 
 
 async def collect_attestations(node: Node, d: Draft) -> list[bytes] | None:

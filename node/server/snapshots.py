@@ -3,12 +3,13 @@ that is far behind (new replica, empty data dir, replacement) instead of replayi
 pruning of old events (`retain_blocks`). Format and check: node/protocol/snapshot.py; docs/node.md,
 "Snapshots".
 
-A peer's snapshot is taken only if (1) the number of peers that answered, or `snapshot_agree` if fewer,
-serve the same digest for that block number (the policy and nonces are not under stateRoot, so one
-peer alone must not decide them), (2) its bytes hash to that digest, and (3) `check_snapshot` passes
-against the chain: its header hashes to the registry's header hash at that number (from the
-`MiniblockCommitted` logs this node scanned), its member slots give that header's stateRoot. The blocks
-after it are then applied by the normal sync path, each checked against the chain as always.
+A peer's snapshot is taken only if (1) its bytes hash to the digest the peer listed, and (2)
+`check_snapshot` passes against the chain: its header hashes to the registry's header hash at that number
+(from the `MiniblockCommitted` logs this node scanned), and its members, policy and nonce list give that
+header's stateRoot (which commits to all three). That check alone decides: one peer is enough, and peers
+that all serve the same forged snapshot are refused all the same. `snapshot_agree` (default 1) is only a
+first filter an operator may raise: candidates listed by fewer peers are not fetched. The blocks after it
+are then applied by the normal sync path, each checked against the chain as always.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 
 from node.protocol import snapshot as fmt
-from node.protocol.snapshot import Snapshot, SnapshotError, check_snapshot, group_nonces
+from node.protocol.snapshot import Snapshot, SnapshotError, check_snapshot
 from node.protocol.types import Header
 
 from .core import Node
@@ -45,9 +46,9 @@ def build(node: Node, header: Header) -> Snapshot | None:
     state = node.storage.state(sid)
     if state is None or state.number != header.number:
         return None
-    nonces = group_nonces(node.storage.used_nonces_up_to(sid, header.number))
+    used = tuple(node.storage.used_nonces_up_to(sid, header.number))
     return Snapshot(sid, header.number, header, state.creator, state.invite_only, tuple(state.members.slots),
-                    nonces)
+                    used)
 
 
 def take(node: Node, header: Header, header_hash: bytes) -> bool:
@@ -204,7 +205,7 @@ async def start_from_snapshot(node: Node, sid: bytes) -> bool:
                 offers[(n, d)].append(url)
     need = max(1, min(node.cfg.snapshot_agree, answered))
     for (n, d), urls in sorted(offers.items(), key=lambda kv: (-kv[0][0], -len(kv[1]))):
-        if len(urls) < need:  # peers still applying that block disagree too: not worth a warning
+        if len(urls) < need:  # the operator's optional first filter (module docstring)
             log.info("snapshot %s #%d digest %s offered by %d peer(s), %d needed; not used", hx(sid), n, hx(d),
                      len(urls), need)
             continue
@@ -220,7 +221,7 @@ async def start_from_snapshot(node: Node, sid: bytes) -> bool:
                 if fmt.digest(body) != d:
                     raise SnapshotError("bytes do not hash to the digest offered")
                 snap = fmt.decode(body)
-                check_snapshot(snap, stream_id=sid, header_hash=c.header_hash, creator=creator)
+                nonces = check_snapshot(snap, stream_id=sid, header_hash=c.header_hash, creator=creator)
             except Exception as exc:  # noqa: BLE001 - any failure of this peer's copy: refuse it, ask the next
                 node.metrics.snapshots.labels("refused").inc()
                 log.warning("snapshot of %s #%d from %s refused: %s", hx(sid), n, url, exc)
@@ -228,9 +229,9 @@ async def start_from_snapshot(node: Node, sid: bytes) -> bool:
             cur = node.storage.get_stream(sid)
             if cur is None or cur.head_number >= n:
                 return False  # the head moved past it meanwhile (another path applied blocks)
-            node.storage.install_snapshot(snap, c.header_hash, d, len(body), blob)
+            node.storage.install_snapshot(snap, c.header_hash, d, len(body), blob, nonces)
             node.metrics.snapshots.labels("installed").inc()
             log.info("stream %s started from the snapshot at #%d of %s (%d slots, %d nonces, %d bytes; %d peers "
-                     "agreed)", hx(sid), n, url, len(snap.slots), snap.nonce_count, len(body), len(urls))
+                     "listed it)", hx(sid), n, url, len(snap.slots), snap.nonce_count, len(body), len(urls))
             return True
     return False

@@ -19,6 +19,7 @@ from typing import Any
 from node.protocol.member_tree import MemberTree
 from node.protocol.snapshot import Snapshot
 from node.protocol.state import StateDelta
+from node.protocol.state_root import NonceFrontier, block_leaves, nonce_leaf
 from node.protocol.types import Event, EventKind, Header
 
 from .bounded import MAP_BOUND, BoundedDict
@@ -106,14 +107,28 @@ CREATE TABLE IF NOT EXISTS chain_blocks (number INTEGER PRIMARY KEY, hash BLOB N
 # Snapshots and pruning (docs/node.md, "Snapshots"). `history.base`: the first block whose block row and
 # events are stored here (older ones were pruned, or came before the snapshot this node started from);
 # no row = 1. `used_nonces`: the (author, nonce) of committed events no longer in `events` (pruned, or
-# carried by a snapshot): the replay rule still needs them. `snapshots`: zlib(body), newest few per stream.
+# carried by a snapshot): the replay rule still needs them; `seq` is the leaf index in the nonce accumulator
+# (commit order: these are exactly blocks 1..base-1, so they precede every stored event). `snapshots`:
+# zlib(body), newest few per stream. `state_frontier` (docs/node.md, "Stream state on disk"): the nonce
+# accumulator and the policy after block `number`, a row per block that had events (and at a snapshot), the
+# newest at or below head - STATE_HISTORY_DEPTH and every later one kept: start-up reads the newest, a
+# rollback to any block of the last STATE_HISTORY_DEPTH reads the newest at or below it.
 SNAPSHOT_SCHEMA = """
 CREATE TABLE IF NOT EXISTS history (stream_id BLOB PRIMARY KEY, base INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS used_nonces (
     stream_id BLOB NOT NULL,
     author    TEXT NOT NULL,
     nonce     INTEGER NOT NULL,
+    seq       INTEGER,
     PRIMARY KEY (stream_id, author, nonce)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS state_frontier (
+    stream_id   BLOB NOT NULL,
+    number      INTEGER NOT NULL,
+    invite_only INTEGER NOT NULL,
+    leaves      INTEGER NOT NULL,
+    peaks       BLOB NOT NULL,
+    PRIMARY KEY (stream_id, number)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS snapshots (
     stream_id   BLOB NOT NULL,
@@ -128,6 +143,8 @@ CREATE TABLE IF NOT EXISTS snapshots (
 """
 CURSOR_KEY = "chain_cursor"
 CHAIN_BLOCKS_KEPT = 512  # chain block hashes kept below the cursor (deepest reorg that rolls back exactly)
+
+STATE_HISTORY_DEPTH = 64  # blocks of state_frontier rows kept behind the head (rollback without recomputing)
 
 
 @dataclass(slots=True)
@@ -151,14 +168,17 @@ class StreamRow:
 
 @dataclass(slots=True)
 class StreamState:
-    """A stream's state after block `number`: its member tree (stateRoot), creator and JOIN policy.
+    """A stream's state after block `number`: its member tree, creator, JOIN policy and nonce accumulator
+    (the three parts of stateRoot, node/protocol/state_root.py).
 
-    Loaded once from the member rows, then kept in step by `apply_block` (never rebuilt per block)."""
+    Loaded once from the member rows and the newest `state_frontier` row, then kept in step by
+    `apply_block` (never rebuilt per block)."""
 
     number: int
     members: MemberTree
     creator: str | None
     invite_only: bool
+    nonces: NonceFrontier = NonceFrontier()
 
 
 @dataclass(slots=True)
@@ -243,6 +263,9 @@ class Storage:
         if cols and "creator" not in cols:
             self.db.execute("ALTER TABLE streams ADD COLUMN creator TEXT")
             self.db.execute("ALTER TABLE streams ADD COLUMN invite_only INTEGER NOT NULL DEFAULT 0")
+        cols = {r[1] for r in self.db.execute("PRAGMA table_info(used_nonces)")}
+        if cols and "seq" not in cols:  # rows from before: their order is unknown (rebuild gives up on them)
+            self.db.execute("ALTER TABLE used_nonces ADD COLUMN seq INTEGER")
 
     def _notify(self, what: str, *args: Any) -> None:
         for lst in self.listeners:
@@ -431,9 +454,31 @@ class Storage:
             return None
         slots: list[str | None] = [m if left is None else None for m, left in self.db.execute(
             "SELECT member, left_at FROM members WHERE stream_id=? ORDER BY slot", (stream_id,))]
-        st = StreamState(r[0], MemberTree.from_slots(slots), r[1], bool(r[2]))
+        f = self.db.execute("SELECT leaves, peaks FROM state_frontier WHERE stream_id=? ORDER BY number DESC LIMIT 1",
+                            (stream_id,)).fetchone()
+        nonces = NonceFrontier.from_stored(f[0], bytes(f[1])) if f else self.rebuild_nonces(stream_id, r[0])
+        st = StreamState(r[0], MemberTree.from_slots(slots), r[1], bool(r[2]), nonces)
         self._states[stream_id] = st
         return st
+
+    def rebuild_nonces(self, stream_id: bytes, number: int) -> NonceFrontier:
+        """The nonce accumulator after block `number` from scratch: `used_nonces` in `seq` order, then the
+        stored committed events of blocks base..number in (block, idx) order. O(nonces); for a data dir
+        without `state_frontier` rows, and a rollback deeper than STATE_HISTORY_DEPTH (only to a block at or
+        after base - 1: older blocks are gone)."""
+        return NonceFrontier.of(nonce_leaf(a, n) for a, n in self.used_nonces_up_to(stream_id, number))
+
+    def state_at(self, stream_id: bytes, number: int) -> tuple[bool, NonceFrontier] | None:
+        """(policy, nonce accumulator) after block `number`, for a rollback to it: the newest `state_frontier`
+        row at or below it (blocks without events write none: they change neither). None if the rows kept
+        no longer reach back that far; then the nonces come from `rebuild_nonces` and the policy from the
+        POLICY events of the blocks held (or a snapshot). A rollback to b also deletes the rows above b.
+        The members need no history: their rows carry joined_at / left_at."""
+        if number == 0:
+            return False, NonceFrontier()
+        r = self.db.execute("SELECT invite_only, leaves, peaks FROM state_frontier WHERE stream_id=? AND number<=?"
+                            " ORDER BY number DESC LIMIT 1", (stream_id, number)).fetchone()
+        return None if r is None else (bool(r[0]), NonceFrontier.from_stored(r[1], bytes(r[2])))
 
     def get_stream(self, stream_id: bytes) -> StreamRow | None:
         if stream_id in self._streams:
@@ -544,17 +589,23 @@ class Storage:
                 hb = cur.execute("SELECT header_hash FROM blocks WHERE stream_id=? AND number=?",
                                  (stream_id, keep)).fetchone()
                 head_hash = genesis if keep == 0 or hb is None else bytes(hb[0])
-                # the state after block `keep`: member rows joined later go, leaves after it are undone, and
-                # the policy is the last POLICY event applied up to `keep` (open if none)
+                # The state after block `keep` (docs/node.md, "Stream state on disk"): member rows joined
+                # later go and later leaves are undone; the policy and the nonce accumulator are those of the
+                # newest state_frontier row at or below `keep` (the rows above it go). Deeper than the rows
+                # kept: the nonces are rebuilt from the events on next use and the policy is the last POLICY
+                # event applied up to `keep` (open if none).
+                at = self.state_at(stream_id, keep)
                 cur.execute("DELETE FROM members WHERE stream_id=? AND joined_at>?", (stream_id, keep))
                 cur.execute("UPDATE members SET left_at=NULL WHERE stream_id=? AND left_at>?", (stream_id, keep))
-                pol = cur.execute("SELECT payload FROM events WHERE stream_id=? AND kind=? AND block IS NOT NULL"
-                                  " AND block<=? ORDER BY block DESC, idx DESC LIMIT 1",
-                                  (stream_id, int(EventKind.POLICY), keep)).fetchone()
-                if pol is not None or cur.execute("SELECT 1 FROM events WHERE stream_id=? AND kind=? AND block>?",
-                                                  (stream_id, int(EventKind.POLICY), keep)).fetchone():
-                    cur.execute("UPDATE streams SET invite_only=? WHERE stream_id=?",
-                                (int(pol is not None and bytes(pol[0])[:1] == b"\x01"), stream_id))
+                cur.execute("DELETE FROM state_frontier WHERE stream_id=? AND number>?", (stream_id, keep))
+                if at is not None:
+                    invite_only = at[0]
+                else:
+                    pol = cur.execute("SELECT payload FROM events WHERE stream_id=? AND kind=? AND block IS NOT NULL"
+                                      " AND block<=? ORDER BY block DESC, idx DESC LIMIT 1",
+                                      (stream_id, int(EventKind.POLICY), keep)).fetchone()
+                    invite_only = pol is not None and bytes(pol[0])[:1] == b"\x01"
+                cur.execute("UPDATE streams SET invite_only=? WHERE stream_id=?", (int(invite_only), stream_id))
                 cur.execute("UPDATE streams SET head_number=?, head_hash=? WHERE stream_id=?",
                             (keep, head_hash, stream_id))
             cur.execute("COMMIT")
@@ -619,12 +670,14 @@ class Storage:
     def apply_block(self, header: Header, header_hash: bytes, events: Sequence[tuple[bytes, Event, bytes]],
                     delta: StateDelta, tx_hash: bytes | None) -> None:
         """Store a committed block, move its events out of the mini-pool, advance the head and apply the
-        block's state delta (member rows, policy, the member tree): atomically.
+        block's state delta (member rows, policy, the member tree) and its nonces (the accumulator and its
+        `state_frontier` row): atomically.
 
         Pending events that conflict (same author and nonce, other hash) with a committed one are dropped.
         """
         self._streams.pop(header.stream_id, None)
         state = self.state(header.stream_id)
+        nonces = state.nonces.appended(block_leaves(ev for _h, ev, _s in events)) if state is not None else None
         cur = self.db.cursor()
         cur.execute("BEGIN IMMEDIATE")
         try:
@@ -666,15 +719,19 @@ class Storage:
                         (header.number, header_hash, header.stream_id))
             if state is not None and delta:
                 self._write_delta(cur, header, state, delta)
+            if state is not None and nonces is not None and events:
+                policy = state.invite_only if delta.invite_only is None else delta.invite_only
+                self._write_frontier(cur, header.stream_id, header.number, policy, nonces)
             cur.execute("DELETE FROM proposals WHERE stream_id=? AND number<=?", (header.stream_id, header.number))
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")
             self._states.pop(header.stream_id, None)  # reloaded from the rows on next use
             raise
-        if state is not None:
+        if state is not None and nonces is not None:
             state.members.apply(delta.members)
             state.number = header.number
+            state.nonces = nonces
             if delta.invite_only is not None:
                 state.invite_only = delta.invite_only
         if self.listeners:
@@ -691,6 +748,15 @@ class Storage:
                         [(sid, first + i, a, header.number) for i, a in enumerate(delta.members.joined)])
         if delta.invite_only is not None:
             cur.execute("UPDATE streams SET invite_only=? WHERE stream_id=?", (int(delta.invite_only), sid))
+
+    @staticmethod
+    def _write_frontier(cur: sqlite3.Cursor, sid: bytes, number: int, invite_only: bool,
+                        nonces: NonceFrontier) -> None:
+        """The state_frontier row of block `number`, and the trim to STATE_HISTORY_DEPTH (SNAPSHOT_SCHEMA)."""
+        cur.execute("INSERT OR REPLACE INTO state_frontier(stream_id, number, invite_only, leaves, peaks)"
+                    " VALUES(?,?,?,?,?)", (sid, number, int(invite_only), nonces.count, nonces.peaks_blob()))
+        cur.execute("DELETE FROM state_frontier WHERE stream_id=? AND number < (SELECT max(number) FROM"
+                    " state_frontier WHERE stream_id=? AND number<=?)", (sid, sid, number - STATE_HISTORY_DEPTH))
 
     def _row_block(self, r) -> BlockRow:
         (sid, number, hh, prev, root, count, epoch, attempt, leader, reveal, state, ehs, tx) = r
@@ -717,11 +783,15 @@ class Storage:
         return self._bases.get(stream_id, 1)
 
     def used_nonces_up_to(self, stream_id: bytes, number: int) -> list[tuple[str, int]]:
-        """Every (author, nonce) committed in blocks 1..number: the stored events' and the `used_nonces`."""
-        rows = self.db.execute(
+        """Every (author, nonce) committed in blocks 1..number in commit order (the nonce accumulator's leaves):
+        the `used_nonces` (blocks before the history base) by `seq`, then the stored events by (block, idx).
+        `number` must be at or after base - 1."""
+        old = self.db.execute("SELECT author, nonce FROM used_nonces WHERE stream_id=? ORDER BY seq", (stream_id,))
+        out = [(a, n) for a, n in old]
+        out += [(a, n) for a, n in self.db.execute(
             "SELECT author, nonce FROM events WHERE stream_id=? AND block IS NOT NULL AND block<=?"
-            " UNION SELECT author, nonce FROM used_nonces WHERE stream_id=?", (stream_id, number, stream_id))
-        return [(a, n) for a, n in rows]
+            " ORDER BY block, idx", (stream_id, number))]
+        return out
 
     def save_snapshot(self, stream_id: bytes, number: int, header_hash: bytes, digest: bytes, size: int,
                       data: bytes, keep: int) -> None:
@@ -746,11 +816,14 @@ class Storage:
                             (offset + 1, n, stream_id, number)).fetchone()
         return None if r is None else bytes(r[0])
 
-    def install_snapshot(self, snap: Snapshot, header_hash: bytes, digest: bytes, size: int, data: bytes) -> None:
-        """Start the stream from a checked snapshot (node/protocol/snapshot.check_snapshot), atomically: the
-        head moves to its block, the member rows, policy and used nonces become its, older blocks and committed
+    def install_snapshot(self, snap: Snapshot, header_hash: bytes, digest: bytes, size: int, data: bytes,
+                         nonces: NonceFrontier | None = None) -> None:
+        """Start the stream from a checked snapshot (node/protocol/snapshot.check_snapshot, which returns
+        `nonces`, its accumulator; rebuilt if not given), atomically: the head moves to its block, the member
+        rows, policy, used nonces (in commit order) and accumulator become its, older blocks and committed
         events of the stream are dropped (history base = number + 1), and pending events whose nonce it says
         is used leave the pool. Only for a head behind the snapshot."""
+        nonces = snap.frontier() if nonces is None else nonces
         sid, number = snap.stream_id, snap.number
         self._streams.pop(sid, None)
         self._states.pop(sid, None)
@@ -767,8 +840,10 @@ class Storage:
             cur.executemany("INSERT INTO members(stream_id, slot, member, joined_at, left_at) VALUES(?,?,?,?,?)",
                             [(sid, i, m or "", number, None if m else number) for i, m in enumerate(snap.slots)])
             cur.execute("DELETE FROM used_nonces WHERE stream_id=?", (sid,))
-            cur.executemany("INSERT INTO used_nonces(stream_id, author, nonce) VALUES(?,?,?)",
-                            [(sid, a, n) for a, n in snap.used()])
+            cur.executemany("INSERT INTO used_nonces(stream_id, author, nonce, seq) VALUES(?,?,?,?)",
+                            [(sid, a, n, i) for i, (a, n) in enumerate(snap.used)])
+            cur.execute("DELETE FROM state_frontier WHERE stream_id=?", (sid,))
+            self._write_frontier(cur, sid, number, snap.invite_only, nonces)
             cur.execute("DELETE FROM events WHERE stream_id=? AND block IS NULL AND EXISTS (SELECT 1 FROM used_nonces u"
                         " WHERE u.stream_id=events.stream_id AND u.author=events.author AND u.nonce=events.nonce)",
                         (sid,))
@@ -796,8 +871,12 @@ class Storage:
             cur = self.db.cursor()
             cur.execute("BEGIN IMMEDIATE")
             try:
-                cur.execute("INSERT OR IGNORE INTO used_nonces(stream_id, author, nonce) SELECT stream_id, author,"
-                            " nonce FROM events WHERE stream_id=? AND block BETWEEN ? AND ?", (stream_id, base, last))
+                # seq continues the accumulator's leaf order: used_nonces hold exactly the blocks before base
+                seq = cur.execute("SELECT coalesce(max(seq), -1) + 1 FROM used_nonces WHERE stream_id=?",
+                                  (stream_id,)).fetchone()[0]
+                cur.execute("INSERT OR IGNORE INTO used_nonces(stream_id, author, nonce, seq) SELECT stream_id,"
+                            " author, nonce, ? + row_number() OVER (ORDER BY block, idx) - 1 FROM events"
+                            " WHERE stream_id=? AND block BETWEEN ? AND ?", (seq, stream_id, base, last))
                 dropped += cur.execute("DELETE FROM events WHERE stream_id=? AND block BETWEEN ? AND ?",
                                        (stream_id, base, last)).rowcount
                 cur.execute("DELETE FROM blocks WHERE stream_id=? AND number BETWEEN ? AND ?", (stream_id, base, last))

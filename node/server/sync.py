@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from node.protocol.eip712 import SignatureError, hash_event, hash_header
 from node.protocol.merkle import merkle_root
 from node.protocol.state import StateDelta, state_delta
+from node.protocol.state_root import root_after
 from node.protocol.types import Domain, Event, EventEntry, Header
 
 from . import snapshots
@@ -217,8 +218,10 @@ def apply_committed(node: Node, row: StreamRow, header: Header, header_hash: byt
     /v1/streams diverged_at) rather than diverge silently."""
     state = node.storage.state(header.stream_id)
     if delta is None and state is not None:
-        delta = state_delta(state.members, [e[1] for e in entries], node.rules_of(state), strict=False)
-        if state.members.root_after(delta.members) != header.state_root:
+        events = [e[1] for e in entries]
+        rules = node.rules_of(state)
+        delta = state_delta(state.members, events, rules, strict=False)
+        if root_after(state.members, rules.invite_only, state.nonces, delta, events) != header.state_root:
             node.metrics.state_mismatch.inc()
             node.diverged[header.stream_id] = header.number
             log.error("stateRoot of %s #%d differs from the state computed here: not applied; this node stops "
