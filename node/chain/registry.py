@@ -158,7 +158,7 @@ class Registry:
     def with_account(self, account: LocalAccount | TxSender) -> Registry:
         """The same registry, sending from another account."""
         r = Registry(self.w3_or_url, self.address, self.abi, account)
-        r.core._domain = self.core._domain
+        r.core = self.core.with_sender(None if r.sender is None else r.sender.core)  # keeps the cached domain
         return r
 
     # -- errors, raw chain --------------------------------------------------------------
