@@ -5,6 +5,7 @@ in file order)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import queue
 import re
@@ -448,8 +449,8 @@ def test_bad_input_gets_documented_close_codes_and_changes_nothing(net, clients,
                 ws.recv(timeout=10)
         assert ei.value.rcvd is not None and ei.value.rcvd.code == 4400
     # too many subscribers (3 on this node): the 4th is refused on WS (4429) and SSE (429)
-    held = [connect(ws_url(url), compression=None) for _ in range(3)]
-    try:
+    with contextlib.ExitStack() as stack:
+        held = [stack.enter_context(connect(ws_url(url), compression=None)) for _ in range(3)]
         for w in held:
             w.send(sub_frame(hx(S1)))
             assert json.loads(w.recv(timeout=10))["type"] == "subscribed"
@@ -465,9 +466,6 @@ def test_bad_input_gets_documented_close_codes_and_changes_nothing(net, clients,
             while m["type"] != "block":
                 m = json.loads(w.recv(timeout=30))
             assert m["events"][0]["event"]["author"] == a.address
-    finally:
-        for w in held:
-            w.close()
     end = time.monotonic() + 10
     while metric(clients[2], "node_subscribers ") != 0 and time.monotonic() < end:
         time.sleep(0.2)
