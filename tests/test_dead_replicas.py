@@ -54,7 +54,7 @@ def test_two_of_three_replicas_killed_for_good_stream_commits_again(net, clients
         h, body = a.event(sid, EventKind.JOIN)
         assert clients[posters[0]].post_event(body).status_code == 202
         before.append((sid, h, posters[0]))
-    for sid, h, p in before:
+    for _sid, h, p in before:
         clients[p].wait_committed([h], timeout=30)
     s_head0 = reg.stream_head(S).number
     accepted_s = [h for sid, h, _ in before if sid == S]

@@ -262,13 +262,15 @@ class EIP712DomainChanged(LogMeta):
 
 EVENT_TYPES: dict[str, type[LogMeta]] = {t.EVENT: t for t in (
     MiniblockCommitted, MiniblockRejected, StreamCreated, ReplicaReplaced, NodeRegistered, NodeUrlChanged,
-    NodeLeaveRequested, NodeEvicted, OnionRenewed, SlotsMissed, NodeSlotReclaimed, EpochAdvanced, OperatorAllowed, OperatorRevoked, ReplicationFactorSet,
+    NodeLeaveRequested, NodeEvicted, OnionRenewed, SlotsMissed, NodeSlotReclaimed, EpochAdvanced, OperatorAllowed,
+    OperatorRevoked, ReplicationFactorSet,
     OwnershipTransferStarted, OwnershipTransferred, EIP712DomainChanged,
 )}
 
 # Events after which the node re-reads the node list.
-NODE_EVENTS = (NodeRegistered, NodeUrlChanged, NodeLeaveRequested, NodeEvicted, OnionRenewed, NodeSlotReclaimed,
-               EpochAdvanced)
+NODE_EVENTS = (
+    NodeRegistered, NodeUrlChanged, NodeLeaveRequested, NodeEvicted, OnionRenewed, NodeSlotReclaimed, EpochAdvanced,
+)
 
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 
