@@ -61,14 +61,14 @@ def test_replica_replaced_logs(d, anvil):
     reg.request_leave(leaving)
     with pytest.raises(RegistryError) as ei:
         reg.replace_replica(sid, 1)
-    assert ei.value.error == "ReplicaStillActive"
+    assert ei.value.error == "ReplicaNotDead" and ei.value.error_args[0] == leaving
     anvil.increase_time(reg.epoch_length())
     anvil.mine()
     reg.replace_replica(sid, 1)
     new = reg.replicas_of(sid)
     assert new[0] == reps[0] and new[2] == reps[2] and new[1] not in reps
     (log,) = reg.replica_replaced_logs(start)
-    assert (log.stream_id, log.index, log.old_node, log.new_node) == (sid, 1, leaving, new[1])
+    assert (log.stream_id, log.index, log.old_node, log.new_node, log.cause) == (sid, 1, leaving, new[1], 1)
     assert reg.replica_replaced_logs(start, stream_id=d.streams[1]) == []
 
 

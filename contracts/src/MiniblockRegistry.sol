@@ -36,11 +36,16 @@ contract MiniblockRegistry is Ownable2Step, EIP712 {
         bytes32 randaoCommit;
     }
 
-    /// @dev The per-node data the commit path reads: one slot.
+    /// @dev The per-node data the commit path reads: one slot. Word layout (read raw by `_nodeWord`):
+    ///      index [0,16) | joinEpoch [16,80) | leaveEpoch [80,144) | lastLedEpoch [144,208) |
+    ///      misses [208,224) | refs [224,256).
     struct NodeRec {
-        uint16 index; // position in _nodeList
+        uint16 index; // position in _nodeList (its slot)
         uint64 joinEpoch; // 0 = not registered (a real joinEpoch is always >= 1)
-        uint64 leaveEpoch; // type(uint64).max until a leave is requested
+        uint64 leaveEpoch; // type(uint64).max until a leave (or eviction) is scheduled
+        uint64 lastLedEpoch; // last epoch it led a committed header, or the first epoch its onion is usable
+        uint16 misses; // slots it was skipped in since it last led (saturating)
+        uint32 refs; // how many (stream, replica position) pairs name its slot
     }
 
     /// @dev Cold per-node data.
@@ -51,7 +56,9 @@ contract MiniblockRegistry is Ownable2Step, EIP712 {
 
     // -------------------------------------------------------------- constants
 
-    /// @notice Most nodes ever registered.
+    /// @notice Most live nodes (registered, no leave or eviction scheduled); also the number of node
+    ///         slots. A slot is reused once its node has left and no stream names it (docs/protocol.md
+    ///         "Contract surface", membership rules shared with version 2).
     uint256 public constant MAX_NODES = 256;
     /// @notice Most replicas of a stream.
     uint256 public constant MAX_REPLICATION = 16;
@@ -77,8 +84,13 @@ contract MiniblockRegistry is Ownable2Step, EIP712 {
     uint8 internal constant R_NO_QUORUM = 12;
     uint8 internal constant R_BAD_RANDAO_REVEAL = 13;
     uint8 internal constant R_TOO_MANY_EVENTS = 14;
+    // Not a rejection: accepted with the leader's renewed onion (internal to commitMiniblocks).
+    uint8 internal constant A_RENEWED_ONION = 255;
 
     uint64 internal constant NEVER = type(uint64).max;
+    // lastLedEpoch and misses together, in the node word (a leader's reset writes both).
+    uint256 internal constant LED_SHIFT = 144;
+    uint256 internal constant LED_MASK = 0xffffffffffffffffffff000000000000000000000000000000000000; // 80 bits at LED_SHIFT
     uint256 internal constant NOT_FOUND = type(uint256).max;
     // Packed stream head slot: number [0,64) | timestamp [64,128) | replica count [128,136) |
     // replica node index k (k < 7) at [136 + 16k, 152 + 16k). Replica k >= 7 in the second slot at 16(k-7).
@@ -93,6 +105,11 @@ contract MiniblockRegistry is Ownable2Step, EIP712 {
     uint64 public immutable epochLength;
     /// @notice Seconds after the head's commit time at which each further attempt opens.
     uint64 public immutable leaderTimeout;
+    /// @notice A replica is dead (replaceable by anyone) once it was skipped in at least `deadMisses`
+    ///         slots since it last led a committed header ...
+    uint256 public immutable deadMisses;
+    /// @notice ... and led nothing for `deadEpochs` epochs (docs/protocol.md "Streams").
+    uint256 public immutable deadEpochs;
 
     uint64 internal _epoch; // materialised epoch
     /// @notice Replica count of new streams (capped by the active node count).
@@ -103,9 +120,11 @@ contract MiniblockRegistry is Ownable2Step, EIP712 {
     /// @notice Whether an address may register nodes.
     mapping(address => bool) public isOperator;
 
-    address[] internal _nodeList;
+    address[] internal _nodeList; // by slot; at most MAX_NODES, slots are reused
+    uint256 internal _liveCount; // registered nodes with no leave or eviction scheduled
     mapping(address => NodeRec) internal _nodes;
-    mapping(address => bytes32) internal _randaoCommit;
+    mapping(address => bytes32) internal _randaoCommit; // 0 while a renewal is pending
+    mapping(address => bytes32) internal _renewedOnion; // renewOnion's commitment until first used
     mapping(address => NodeMeta) internal _meta;
 
     bytes32[] internal _streamIds;
@@ -123,7 +142,18 @@ contract MiniblockRegistry is Ownable2Step, EIP712 {
     event NodeLeaveRequested(address indexed node, uint64 leaveEpoch);
     event EpochAdvanced(uint64 indexed epoch, bytes32 seed);
     event StreamCreated(bytes32 indexed streamId, address creator, uint64 epoch, address[] replicas, bytes32 genesisHash);
-    event ReplicaReplaced(bytes32 indexed streamId, uint256 index, address oldNode, address newNode);
+    /// @notice `cause`: 1 = the old replica was not active (it left, was evicted or re-registered),
+    ///         2 = it was dead (deadMisses / deadEpochs).
+    event ReplicaReplaced(bytes32 indexed streamId, uint256 index, address oldNode, address newNode, uint8 cause);
+    /// @notice The owner evicted `node`: it is no longer active from `leaveEpoch` (as a leave).
+    event NodeEvicted(address indexed node, uint64 leaveEpoch);
+    /// @notice `node`'s operator renewed its RANDAO onion; it may reveal against it from `usableFrom`.
+    event OnionRenewed(address indexed node, bytes32 randaoCommit, uint64 usableFrom);
+    /// @notice A header accepted at attempt a >= 1: each replica position set in `positions` (bit k =
+    ///         replica k) led an earlier attempt of it and was charged one missed slot.
+    event SlotsMissed(bytes32 indexed streamId, uint64 indexed number, uint256 positions);
+    /// @notice Slot `index` of a node that has left and that no stream names was given to a new node.
+    event NodeSlotReclaimed(uint256 indexed index, address oldNode);
     event MiniblockCommitted(
         bytes32 indexed streamId,
         uint64 indexed number,
@@ -153,7 +183,10 @@ contract MiniblockRegistry is Ownable2Step, EIP712 {
     error UnknownStream(bytes32 streamId);
     error NoActiveNodes();
     error InvalidReplicaIndex(uint256 index);
-    error ReplicaStillActive(address node);
+    /// @notice The replica is active and not dead (misses < deadMisses or it led within deadEpochs).
+    error ReplicaNotDead(address node, uint256 misses, uint64 lastLedEpoch);
+    error NodeHasLeft(address node);
+    error NoFreeSlot();
     error NoReplacementCandidate();
     error BadBatchSize(uint256 size);
     error LengthMismatch(uint256 headers, uint256 signatures);
@@ -164,11 +197,22 @@ contract MiniblockRegistry is Ownable2Step, EIP712 {
     /// @param epochLength_ Epoch length in seconds (> 0).
     /// @param leaderTimeout_ Seconds between consecutive election attempts (> 0).
     /// @param replicationFactor_ Replicas per new stream, 1..MAX_REPLICATION.
-    constructor(uint64 epochLength_, uint64 leaderTimeout_, uint8 replicationFactor_)
-        Ownable(msg.sender)
-        EIP712("MiniblockRegistry", "1")
-    {
+    /// @param deadMisses_ Missed slots that, with `deadEpochs_` epochs without a lead, make a replica
+    ///        dead, 1..65535 (node/chain/deploy.py's default: 3).
+    /// @param deadEpochs_ Epochs without a lead, >= 1 (default 2).
+    constructor(
+        uint64 epochLength_,
+        uint64 leaderTimeout_,
+        uint8 replicationFactor_,
+        uint256 deadMisses_,
+        uint256 deadEpochs_
+    ) Ownable(msg.sender) EIP712("MiniblockRegistry", "1") {
         if (epochLength_ == 0 || leaderTimeout_ == 0) revert InvalidConfig();
+        if (deadMisses_ == 0 || deadMisses_ > type(uint16).max || deadEpochs_ == 0 || deadEpochs_ > type(uint32).max) {
+            revert InvalidConfig();
+        }
+        deadMisses = deadMisses_;
+        deadEpochs = deadEpochs_;
         if (replicationFactor_ == 0 || replicationFactor_ > MAX_REPLICATION) {
             revert InvalidReplicationFactor(replicationFactor_);
         }
@@ -222,21 +266,84 @@ contract MiniblockRegistry is Ownable2Step, EIP712 {
 
     // ------------------------------------------------------------- membership
 
-    /// @notice Registers `node` (operator only); it becomes active from the next epoch.
+    /// @notice Registers `node` (operator only); it becomes active from the next epoch. An address whose
+    ///         earlier registration has left registers again into its own slot (streams that still
+    ///         name it get it back). A new address takes a fresh slot, or else the first slot whose
+    ///         node has left and that no stream names (that node's record is dropped).
     /// @param node The node's signing address.
     /// @param url The node's HTTP endpoint.
     /// @param randaoCommit keccak256^K(secret), the top of the node's RANDAO hash onion.
     function registerNode(address node, string calldata url, bytes32 randaoCommit) external onlyOperator advancing {
         if (node == address(0)) revert ZeroAddress();
-        if (_nodes[node].joinEpoch != 0) revert NodeAlreadyRegistered(node);
-        uint256 idx = _nodeList.length;
-        if (idx >= MAX_NODES) revert TooManyNodes();
-        uint64 joinEpoch = _epoch + 1;
-        _nodes[node] = NodeRec({index: uint16(idx), joinEpoch: joinEpoch, leaveEpoch: NEVER});
+        if (_liveCount >= MAX_NODES) revert TooManyNodes();
+        uint64 e = _epoch;
+        NodeRec memory rec = _nodes[node];
+        uint256 idx;
+        if (rec.joinEpoch != 0) {
+            // leave and register again: same slot, its stream references kept
+            if (e < rec.leaveEpoch) revert NodeAlreadyRegistered(node);
+            idx = rec.index;
+        } else {
+            idx = _nodeList.length;
+            if (idx < MAX_NODES) {
+                _nodeList.push(node);
+            } else {
+                idx = _reclaimableSlot(e);
+                address old = _nodeList[idx];
+                delete _nodes[old];
+                delete _meta[old];
+                delete _randaoCommit[old];
+                delete _renewedOnion[old];
+                _nodeList[idx] = node;
+                emit NodeSlotReclaimed(idx, old);
+            }
+        }
+        uint64 joinEpoch = e + 1;
+        _nodes[node] = NodeRec({
+            index: uint16(idx),
+            joinEpoch: joinEpoch,
+            leaveEpoch: NEVER,
+            lastLedEpoch: joinEpoch,
+            misses: 0,
+            refs: rec.refs
+        });
+        ++_liveCount;
         _randaoCommit[node] = randaoCommit;
+        if (rec.joinEpoch != 0) delete _renewedOnion[node];
         _meta[node] = NodeMeta({operator: msg.sender, url: url});
-        _nodeList.push(node);
         emit NodeRegistered(node, msg.sender, url, joinEpoch);
+    }
+
+    /// @dev The first slot whose node has left (as of epoch e) and that no stream names. Bounded: the
+    ///      node list never exceeds MAX_NODES, and this runs only once all MAX_NODES slots were used.
+    function _reclaimableSlot(uint64 e) internal view returns (uint256) {
+        for (uint256 i; i < MAX_NODES; ++i) {
+            NodeRec storage rec = _nodes[_nodeList[i]];
+            if (rec.refs == 0 && rec.leaveEpoch <= e) return i;
+        }
+        revert NoFreeSlot();
+    }
+
+    /// @notice Renews `node`'s RANDAO hash onion (its operator only): `randaoCommit` (non-zero) replaces
+    ///         the commitment at once, and the node may reveal against it from the next epoch on (its
+    ///         headers are rejected `BadRandaoReveal` before). Restarts its deadEpochs clock, keeps its
+    ///         misses. Safe against grinding: the new onion is fixed before the seed it first mixes
+    ///         into (the next epoch's, the mix at the boundary) is known, exactly like the onion of a
+    ///         fresh registration, which also joins at the next epoch (docs/protocol.md "Epochs").
+    /// @param node The node (registered, not left).
+    /// @param randaoCommit The new onion's top layer.
+    function renewOnion(address node, bytes32 randaoCommit) external advancing {
+        NodeRec storage rec = _nodes[node];
+        if (rec.joinEpoch == 0) revert NodeNotRegistered(node);
+        if (_meta[node].operator != msg.sender) revert NotNodeOperator(msg.sender, node);
+        uint64 e = _epoch;
+        if (e >= rec.leaveEpoch) revert NodeHasLeft(node);
+        if (randaoCommit == 0) revert InvalidConfig();
+        uint64 usableFrom = e + 1;
+        rec.lastLedEpoch = usableFrom;
+        _randaoCommit[node] = 0; // no reveal against the old onion any more
+        _renewedOnion[node] = randaoCommit;
+        emit OnionRenewed(node, randaoCommit, usableFrom);
     }
 
     /// @notice Changes a node's URL (its operator only).
@@ -253,13 +360,26 @@ contract MiniblockRegistry is Ownable2Step, EIP712 {
     /// @notice Asks `node` to leave (its operator or the node itself); effective from the next epoch.
     /// @param node The node.
     function requestLeave(address node) external advancing {
-        NodeRec storage rec = _nodes[node];
-        if (rec.joinEpoch == 0) revert NodeNotRegistered(node);
+        if (_nodes[node].joinEpoch == 0) revert NodeNotRegistered(node);
         if (msg.sender != node && msg.sender != _meta[node].operator) revert NotNodeOrOperator(msg.sender, node);
+        emit NodeLeaveRequested(node, _scheduleLeave(node));
+    }
+
+    /// @notice Evicts `node` (owner only): it stops being active at the next epoch boundary, exactly as
+    ///         if it had asked to leave; its streams then replace it with `replaceReplica` (cause 1).
+    /// @param node The node.
+    function evictNode(address node) external onlyOwner advancing {
+        if (_nodes[node].joinEpoch == 0) revert NodeNotRegistered(node);
+        emit NodeEvicted(node, _scheduleLeave(node));
+    }
+
+    /// @dev leaveEpoch = next epoch; frees its place in the live-node cap at once.
+    function _scheduleLeave(address node) internal returns (uint64 leaveEpoch) {
+        NodeRec storage rec = _nodes[node];
         if (rec.leaveEpoch != NEVER) revert NodeAlreadyLeaving(node);
-        uint64 leaveEpoch = _epoch + 1;
+        leaveEpoch = _epoch + 1;
         rec.leaveEpoch = leaveEpoch;
-        emit NodeLeaveRequested(node, leaveEpoch);
+        --_liveCount;
     }
 
     // ----------------------------------------------------------------- epochs
@@ -287,8 +407,9 @@ contract MiniblockRegistry is Ownable2Step, EIP712 {
 
     // ---------------------------------------------------------------- streams
 
-    /// @notice Creates a stream with min(replicationFactor, active nodes) replicas picked by a seeded
-    ///         partial Fisher-Yates shuffle of the active node list, and stores its genesis header.
+    /// @notice Creates a stream with min(replicationFactor, eligible nodes) replicas picked by a seeded
+    ///         partial Fisher-Yates shuffle of the eligible (active and not dead) node list, and stores
+    ///         its genesis header.
     /// @param streamId The new stream's id (non-zero, unused).
     function createStream(bytes32 streamId) external advancing {
         if (streamId == bytes32(0)) revert InvalidStreamId();
@@ -298,7 +419,7 @@ contract MiniblockRegistry is Ownable2Step, EIP712 {
         uint256[] memory act = new uint256[](n);
         uint256 m;
         for (uint256 i; i < n; ++i) {
-            if (_isActive(_nodes[_nodeList[i]], e)) act[m++] = i;
+            if (_eligible(_nodes[_nodeList[i]], e)) act[m++] = i;
         }
         if (m == 0) revert NoActiveNodes();
         assembly ("memory-safe") {
@@ -313,7 +434,9 @@ contract MiniblockRegistry is Ownable2Step, EIP712 {
         address[] memory reps = new address[](k);
         for (uint256 i; i < k; ++i) {
             uint256 idx = act[i];
-            reps[i] = _nodeList[idx];
+            address a = _nodeList[idx];
+            reps[i] = a;
+            ++_nodes[a].refs;
             if (i < LOW_REPLICAS) head |= idx << (136 + 16 * i);
             else hi |= idx << (16 * (i - LOW_REPLICAS));
         }
@@ -325,8 +448,12 @@ contract MiniblockRegistry is Ownable2Step, EIP712 {
         emit StreamCreated(streamId, msg.sender, e, reps, gh);
     }
 
-    /// @notice Replaces the replica at `index` of a stream, if it is no longer active, by an active
-    ///         non-replica: candidates in node-list order, pick uint256(keccak256(abi.encode(seed, streamId, index))) % count.
+    /// @notice Replaces the replica at `index` of a stream by an eligible non-replica, if the replica is
+    ///         not active (it left, was evicted, or re-registered and is pending: cause 1) or is dead
+    ///         (cause 2): it was skipped in at least `deadMisses` slots since it last led a committed
+    ///         header, and the current epoch is at least lastLedEpoch + `deadEpochs`. Anyone may call
+    ///         it. Candidates = eligible (active, not dead) nodes that are not replicas of the stream,
+    ///         in node-list order, pick uint256(keccak256(abi.encode(seed, streamId, index))) % count.
     /// @param streamId The stream.
     /// @param index Position in the stream's replica list.
     function replaceReplica(bytes32 streamId, uint256 index) external advancing {
@@ -337,16 +464,15 @@ contract MiniblockRegistry is Ownable2Step, EIP712 {
         uint256 hi = r > LOW_REPLICAS ? _replicasHi[streamId] : 0;
         uint64 e = _epoch;
         address oldNode = _nodeList[_replicaAt(head, hi, index)];
-        if (_isActive(_nodes[oldNode], e)) revert ReplicaStillActive(oldNode);
-
-        uint256 n = _nodeList.length;
-        uint256[] memory cand = new uint256[](n);
-        uint256 m;
-        for (uint256 i; i < n; ++i) {
-            if (_isActive(_nodes[_nodeList[i]], e) && _positionOf(head, hi, r, i) == NOT_FOUND) cand[m++] = i;
+        uint8 cause = 1;
+        {
+            NodeRec memory old = _nodes[oldNode];
+            if (_isActive(old, e)) {
+                if (!_dead(old, e)) revert ReplicaNotDead(oldNode, old.misses, old.lastLedEpoch);
+                cause = 2;
+            }
         }
-        if (m == 0) revert NoReplacementCandidate();
-        uint256 newIdx = cand[uint256(keccak256(abi.encode(_seed, streamId, index))) % m];
+        uint256 newIdx = _pickReplacement(head, hi, e, streamId, index);
         if (index < LOW_REPLICAS) {
             uint256 shift = 136 + 16 * index;
             _head[streamId] = (head & ~(uint256(0xffff) << shift)) | (newIdx << shift);
@@ -354,7 +480,26 @@ contract MiniblockRegistry is Ownable2Step, EIP712 {
             uint256 shift = 16 * (index - LOW_REPLICAS);
             _replicasHi[streamId] = (hi & ~(uint256(0xffff) << shift)) | (newIdx << shift);
         }
-        emit ReplicaReplaced(streamId, index, oldNode, _nodeList[newIdx]);
+        address newNode = _nodeList[newIdx];
+        --_nodes[oldNode].refs;
+        ++_nodes[newNode].refs;
+        emit ReplicaReplaced(streamId, index, oldNode, newNode, cause);
+    }
+
+    function _pickReplacement(uint256 head, uint256 hi, uint64 e, bytes32 streamId, uint256 index)
+        internal
+        view
+        returns (uint256)
+    {
+        uint256 r = uint8(head >> 128);
+        uint256 n = _nodeList.length;
+        uint256[] memory cand = new uint256[](n);
+        uint256 m;
+        for (uint256 i; i < n; ++i) {
+            if (_eligible(_nodes[_nodeList[i]], e) && _positionOf(head, hi, r, i) == NOT_FOUND) cand[m++] = i;
+        }
+        if (m == 0) revert NoReplacementCandidate();
+        return cand[uint256(keccak256(abi.encode(_seed, streamId, index))) % m];
     }
 
     // ----------------------------------------------------------------- commit
@@ -381,10 +526,25 @@ contract MiniblockRegistry is Ownable2Step, EIP712 {
             Header calldata h = headers[i];
             bytes32 hh = MiniblockTypes.hashHeaderCalldata(h);
             (uint8 reason, uint256 head) = _check(h, signatures[i], hh, e, seed);
-            if (reason != 0) {
+            if (reason != 0 && reason != A_RENEWED_ONION) {
                 emit MiniblockRejected(h.streamId, h.number, hh, reason);
             } else {
+                if (reason != 0) delete _renewedOnion[h.leader]; // A_RENEWED_ONION: used up
                 mix = _accept(h, hh, head, mix);
+                uint256 attempt;
+                assembly ("memory-safe") {
+                    // Leading resets the leader's liveness (misses 0, lastLedEpoch e). Its node slot is
+                    // warm (read by the checks) and written only when it changes: once per epoch per
+                    // leader, or after a miss. Fields read raw: hashHeaderCalldata refused dirty ones.
+                    mstore(0x00, calldataload(add(h, 0xe0))) // leader
+                    mstore(0x20, _nodes.slot)
+                    let slot := keccak256(0x00, 0x40)
+                    let w := sload(slot)
+                    let want := shl(LED_SHIFT, e)
+                    if xor(and(w, LED_MASK), want) { sstore(slot, or(and(w, not(LED_MASK)), want)) }
+                    attempt := calldataload(add(h, 0xc0))
+                }
+                if (attempt != 0) _chargeMisses(h, head, seed);
             }
             assembly ("memory-safe") {
                 mstore(0x40, fmp)
@@ -413,6 +573,28 @@ contract MiniblockRegistry is Ownable2Step, EIP712 {
         return mix;
     }
 
+    /// @dev A header accepted at attempt a >= 1: the leaders of the min(a, r - 1) attempts before it
+    ///      (replica positions pos - 1, ..., pos - a mod r) missed their slot; one saturating increment
+    ///      each (one SSTORE per skipped leader: exactly one at attempt 1, none at attempt 0).
+    function _chargeMisses(Header calldata h, uint256 head, bytes32 seed) internal {
+        uint256 r = uint8(head >> 128);
+        uint256 a = h.attempt;
+        if (a > r - 1) a = r - 1;
+        if (a == 0) return;
+        bytes32 sid = h.streamId;
+        uint256 hi = r > LOW_REPLICAS ? _replicasHi[sid] : 0;
+        uint256 pos = Election.leaderPosition(seed, sid, h.number, h.attempt, r);
+        uint256 bits;
+        for (uint256 d = 1; d <= a; ++d) {
+            uint256 q = (pos + r - d) % r;
+            bits |= 1 << q;
+            NodeRec storage rec = _nodes[_nodeList[_replicaAt(head, hi, q)]];
+            uint16 m = rec.misses;
+            if (m != type(uint16).max) rec.misses = m + 1;
+        }
+        emit SlotsMissed(sid, h.number, bits);
+    }
+
     /// @dev Checks 1..11 of docs/protocol.md; returns 0 or the rejection reason, and the stream's packed head.
     function _check(Header calldata h, bytes[] calldata sigs, bytes32 hh, uint64 e, bytes32 seed)
         internal
@@ -435,14 +617,25 @@ contract MiniblockRegistry is Ownable2Step, EIP712 {
         }
         uint8 reason = _checkSignatures(h, sigs, hh, head, e, seed);
         if (reason != 0) return (reason, head);
-        return (_checkTail(h), head);
+        return (_checkTail(h, e), head);
     }
 
-    /// @dev Checks 10..11: RANDAO reveal, event count.
-    function _checkTail(Header calldata h) internal view returns (uint8) {
-        if (!_revealOk(h.randaoReveal, _randaoCommit[h.leader])) return R_BAD_RANDAO_REVEAL;
+    /// @dev Checks 10..11: RANDAO reveal (against the current commitment, else against a renewed onion
+    ///      once usable: from the leader's lastLedEpoch on), event count. Returns 0, a rejection
+    ///      reason, or A_RENEWED_ONION (accepted, and the renewed onion is used up).
+    function _checkTail(Header calldata h, uint64 e) internal view returns (uint8) {
+        uint8 ok;
+        if (!_revealOk(h.randaoReveal, _randaoCommit[h.leader])) {
+            // A renewed onion (renewOnion revoked the commitment): read only when the current
+            // commitment fails, so attempt-0 headers of unrenewed nodes pay nothing for renewal.
+            bytes32 next = _renewedOnion[h.leader];
+            if (next == 0 || uint64(_nodeWord(h.leader) >> LED_SHIFT) > e || !_revealOk(h.randaoReveal, next)) {
+                return R_BAD_RANDAO_REVEAL;
+            }
+            ok = A_RENEWED_ONION;
+        }
         if (h.eventCount > MAX_EVENTS_PER_BLOCK) return R_TOO_MANY_EVENTS;
-        return 0;
+        return ok;
     }
 
     /// @dev Checks 6..9: elected leader, leader signature, attestations, quorum.
@@ -532,6 +725,16 @@ contract MiniblockRegistry is Ownable2Step, EIP712 {
 
     function _isActive(NodeRec memory rec, uint64 e) internal pure returns (bool) {
         return rec.joinEpoch != 0 && rec.joinEpoch <= e && e < rec.leaveEpoch;
+    }
+
+    /// @dev Dead: at least deadMisses misses since its last lead, and no lead for deadEpochs epochs.
+    function _dead(NodeRec memory rec, uint64 e) internal view returns (bool) {
+        return rec.misses >= deadMisses && uint256(e) >= uint256(rec.lastLedEpoch) + deadEpochs;
+    }
+
+    /// @dev Eligible as a new replica: active and not dead.
+    function _eligible(NodeRec memory rec, uint64 e) internal view returns (bool) {
+        return _isActive(rec, e) && !_dead(rec, e);
     }
 
     function _replicaAt(uint256 head, uint256 hi, uint256 k) internal pure returns (uint256) {
@@ -657,9 +860,32 @@ contract MiniblockRegistry is Ownable2Step, EIP712 {
         return _streamIds[i];
     }
 
-    /// @notice Number of registered nodes (any status).
+    /// @notice Number of node slots in use (any status; at most MAX_NODES, slots are reused), the
+    ///         length `getNodes` pages over.
     function nodeCount() external view returns (uint256) {
         return _nodeList.length;
+    }
+
+    /// @notice Registered nodes with no leave or eviction scheduled (what MAX_NODES bounds).
+    function liveNodeCount() external view returns (uint256) {
+        return _liveCount;
+    }
+
+    /// @notice A node's liveness record: slots missed since it last led a committed header, the last
+    ///         epoch it led one (or the first epoch its onion is usable, whichever is later), and
+    ///         whether it is dead now (its streams may replace it). Zeros for an unknown node.
+    /// @param node The node.
+    function livenessOf(address node) external view returns (uint256 misses, uint64 lastLedEpoch, bool dead) {
+        NodeRec memory rec = _nodes[node];
+        if (rec.joinEpoch == 0) return (0, 0, false);
+        (uint64 e,) = _viewEpochSeed();
+        return (rec.misses, rec.lastLedEpoch, _isActive(rec, e) && _dead(rec, e));
+    }
+
+    /// @notice How many (stream, replica position) pairs name `node`'s slot (0 if unknown).
+    /// @param node The node.
+    function streamRefsOf(address node) external view returns (uint256) {
+        return _nodes[node].refs;
     }
 
     /// @notice A node's record (status `None` and zero fields if unknown).
@@ -676,7 +902,7 @@ contract MiniblockRegistry is Ownable2Step, EIP712 {
             status: _status(rec, e),
             joinEpoch: rec.joinEpoch,
             leaveEpoch: rec.leaveEpoch,
-            randaoCommit: _randaoCommit[node]
+            randaoCommit: _commitOf(node)
         });
     }
 
@@ -691,10 +917,17 @@ contract MiniblockRegistry is Ownable2Step, EIP712 {
         for (uint256 i = offset; i < end; ++i) out[i - offset] = getNode(_nodeList[i]);
     }
 
-    /// @notice A node's current RANDAO commitment (last accepted reveal).
+    /// @notice A node's current RANDAO commitment (last accepted reveal), or its renewed onion's top
+    ///         while a renewal is pending (usable from `livenessOf(node).lastLedEpoch`).
     /// @param node The node.
     function randaoCommitOf(address node) external view returns (bytes32) {
-        return _randaoCommit[node];
+        return _commitOf(node);
+    }
+
+    /// @dev The commitment the node's next reveal opens: the current one, or a pending renewed onion.
+    function _commitOf(address node) internal view returns (bytes32) {
+        bytes32 c = _randaoCommit[node];
+        return c == 0 ? _renewedOnion[node] : c;
     }
 
     /// @notice hashStruct(Event).

@@ -74,6 +74,30 @@ contract CommitGasTest is RegistryFixture {
         assertLe(per, 80_000, "per-header gas regression");
     }
 
+    /// @dev The same shape at batch 1 and 8 (with batch 64 above: the per-header cost at 1/8/64).
+    function _distinct(uint256 size, string memory what) internal {
+        address L = nodes[0];
+        Header[] memory hs = new Header[](size);
+        bytes[][] memory ss = new bytes[][](size);
+        uint256 l = layerOf[L];
+        for (uint256 i; i < size; ++i) {
+            hs[i] = _header(ids[i]);
+            hs[i].randaoReveal = _layer(L, l - 1 - i);
+            hs[i].eventCount = 100;
+            ss[i] = _sigs(hs[i], 3);
+        }
+        vm.warp(block.timestamp + 1);
+        _measure(what, hs, ss);
+    }
+
+    function test_gas_batch1_oneLeader() public {
+        _distinct(1, "1 stream");
+    }
+
+    function test_gas_batch8_distinctStreams_oneLeader() public {
+        _distinct(8, "8 streams, one leader");
+    }
+
     /// @dev 64 consecutive blocks of one stream in one batch (leaders vary).
     function test_gas_batch64_oneStreamChain() public {
         bytes32 sid = ids[0];

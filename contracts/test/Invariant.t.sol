@@ -42,6 +42,27 @@ contract RegistryHandler is RegistryFixture {
         return STREAMS;
     }
 
+    uint256 public badReplacements; // replaceReplica succeeded on an active replica that was not dead
+    uint256 public replacements;
+
+    /// @dev Anyone tries to replace a replica: it must succeed only for an inactive or dead one.
+    function replace(uint256 streamSeed, uint256 index) external {
+        bytes32 sid = streams[bound(streamSeed, 0, STREAMS - 1)];
+        address[] memory reps = reg.replicasOf(sid);
+        index = bound(index, 0, reps.length - 1);
+        (,, bool dead) = reg.livenessOf(reps[index]);
+        bool active = uint8(reg.getNode(reps[index]).status) == uint8(MiniblockRegistry.NodeStatus.Active)
+            || uint8(reg.getNode(reps[index]).status) == uint8(MiniblockRegistry.NodeStatus.Leaving);
+        try reg.replaceReplica(sid, index) {
+            ++replacements;
+            if (active && !dead) ++badReplacements;
+        } catch {}
+    }
+
+    function nodeList() external view returns (address[] memory) {
+        return nodes;
+    }
+
     /// @dev Moves chain time forward (across attempts and epochs).
     function warp(uint256 dt) external {
         vm.warp(block.timestamp + bound(dt, 0, 2 * EPOCH));
@@ -211,6 +232,28 @@ contract RegistryInvariantTest is TestBase {
             assertEq(head, handler.ghostHash(sid, num), "head hash");
             assertEq(reg.headerHashAt(sid, num + 1), bytes32(0), "nothing past the head");
         }
+    }
+
+    /// @dev A node's `refs` equals the (stream, position) pairs naming it, and the live count the
+    ///      registered nodes with no leave scheduled (what MAX_NODES bounds; slot reuse relies on refs).
+    function invariant_refsAndLiveCount() public view {
+        address[] memory ns = handler.nodeList();
+        uint256 live;
+        for (uint256 j; j < ns.length; ++j) {
+            uint256 refs;
+            for (uint256 i; i < handler.streamCount(); ++i) {
+                address[] memory reps = reg.replicasOf(handler.streams(i));
+                for (uint256 k; k < reps.length; ++k) if (reps[k] == ns[j]) ++refs;
+            }
+            assertEq(reg.streamRefsOf(ns[j]), refs, "refs");
+            if (reg.getNode(ns[j]).leaveEpoch == type(uint64).max) ++live;
+        }
+        assertEq(reg.liveNodeCount(), live, "live count");
+    }
+
+    /// @dev replaceReplica only ever replaced an inactive or dead replica.
+    function invariant_onlyDeadOrInactiveReplaced() public view {
+        assertEq(handler.badReplacements(), 0, "live replica replaced");
     }
 
     /// @dev Only an elected leader with a majority of distinct replicas commits; valid headers commit.

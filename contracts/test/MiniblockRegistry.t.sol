@@ -35,18 +35,18 @@ contract MiniblockRegistryTest is RegistryFixture {
 
     function test_constructor_rejectsBadConfig() public {
         vm.expectRevert(MiniblockRegistry.InvalidConfig.selector);
-        new MiniblockRegistry(0, 10, 3);
+        new MiniblockRegistry(0, 10, 3, 3, 2);
         vm.expectRevert(MiniblockRegistry.InvalidConfig.selector);
-        new MiniblockRegistry(100, 0, 3);
+        new MiniblockRegistry(100, 0, 3, 3, 2);
         vm.expectRevert(abi.encodeWithSelector(MiniblockRegistry.InvalidReplicationFactor.selector, uint8(0)));
-        new MiniblockRegistry(100, 10, 0);
+        new MiniblockRegistry(100, 10, 0, 3, 2);
         vm.expectRevert(abi.encodeWithSelector(MiniblockRegistry.InvalidReplicationFactor.selector, uint8(17)));
-        new MiniblockRegistry(100, 10, 17);
+        new MiniblockRegistry(100, 10, 17, 3, 2);
     }
 
     function test_genesisSeed() public {
         vm.prevrandao(bytes32(uint256(0xC0FFEE)));
-        MiniblockRegistry r2 = new MiniblockRegistry(EPOCH, TIMEOUT, 3);
+        MiniblockRegistry r2 = new MiniblockRegistry(EPOCH, TIMEOUT, 3, 3, 2);
         bytes32 expect = keccak256(abi.encode(block.chainid, address(r2), uint256(0xC0FFEE)));
         assertEq(r2.currentSeed(), expect, "genesis seed");
         assertEq(r2.randaoMix(), expect, "genesis mix");
@@ -359,7 +359,7 @@ contract MiniblockRegistryTest is RegistryFixture {
         reg.createStream(bytes32(0));
         vm.expectRevert(abi.encodeWithSelector(MiniblockRegistry.StreamAlreadyExists.selector, S));
         reg.createStream(S);
-        MiniblockRegistry r2 = new MiniblockRegistry(EPOCH, TIMEOUT, 3);
+        MiniblockRegistry r2 = new MiniblockRegistry(EPOCH, TIMEOUT, 3, 3, 2);
         vm.expectRevert(MiniblockRegistry.NoActiveNodes.selector);
         r2.createStream(S);
         vm.expectRevert(abi.encodeWithSelector(MiniblockRegistry.IndexOutOfRange.selector, uint256(1)));
@@ -440,7 +440,8 @@ contract MiniblockRegistryTest is RegistryFixture {
         address[] memory reps = reg.replicasOf(S);
         uint256 idx = 1;
         address gone = reps[idx];
-        vm.expectRevert(abi.encodeWithSelector(MiniblockRegistry.ReplicaStillActive.selector, gone));
+        (uint256 misses, uint64 led,) = reg.livenessOf(gone);
+        vm.expectRevert(abi.encodeWithSelector(MiniblockRegistry.ReplicaNotDead.selector, gone, misses, led));
         reg.replaceReplica(S, idx);
         vm.prank(gone);
         reg.requestLeave(gone);
@@ -454,7 +455,7 @@ contract MiniblockRegistryTest is RegistryFixture {
         }
         address expectNew = cand[uint256(keccak256(abi.encode(reg.currentSeed(), S, idx))) % m];
         vm.expectEmit(true, true, true, true, address(reg));
-        emit MiniblockRegistry.ReplicaReplaced(S, idx, gone, expectNew);
+        emit MiniblockRegistry.ReplicaReplaced(S, idx, gone, expectNew, 1);
         reg.replaceReplica(S, idx);
         address[] memory after_ = reg.replicasOf(S);
         assertEq(after_.length, 3, "len");
@@ -474,7 +475,7 @@ contract MiniblockRegistryTest is RegistryFixture {
     }
 
     function test_replaceReplica_noCandidate() public {
-        MiniblockRegistry r2 = new MiniblockRegistry(EPOCH, TIMEOUT, 3);
+        MiniblockRegistry r2 = new MiniblockRegistry(EPOCH, TIMEOUT, 3, 3, 2);
         r2.allowOperator(operator);
         vm.startPrank(operator);
         for (uint256 i; i < 3; ++i) r2.registerNode(address(uint160(0x100 + i)), "", 0);
@@ -801,7 +802,7 @@ contract MiniblockRegistryTest is RegistryFixture {
     }
 
     function test_reject_9_otherVerifyingContract() public {
-        MiniblockRegistry other = new MiniblockRegistry(EPOCH, TIMEOUT, 3);
+        MiniblockRegistry other = new MiniblockRegistry(EPOCH, TIMEOUT, 3, 3, 2);
         Header memory h = _header(S);
         bytes32 digest = other.headerDigest(h);
         bytes[] memory sigs = _quorumSigs(h);

@@ -349,6 +349,22 @@ class RegistryClient:
 
     randao_commit = randao_commit_of
 
+    async def liveness_of(self, node: str, block: BlockId = "latest") -> tuple[int, int, bool]:
+        """(misses, lastLedEpoch, dead): slots the node was skipped in since it last led, the last epoch it
+        led (or its onion became usable), and whether its streams may replace it now (replaceReplica)."""
+        m, led, dead = await self.call("livenessOf", to_checksum_address(node), block=block)
+        return int(m), int(led), bool(dead)
+
+    async def live_node_count(self, block: BlockId = "latest") -> int:
+        return int(await self._one("liveNodeCount", block=block))
+
+    async def stream_refs_of(self, node: str, block: BlockId = "latest") -> int:
+        return int(await self._one("streamRefsOf", to_checksum_address(node), block=block))
+
+    async def dead_params(self) -> tuple[int, int]:
+        """(deadMisses, deadEpochs): immutable, set at deployment."""
+        return int(await self._one("deadMisses")), int(await self._one("deadEpochs"))
+
     async def hash_event(self, event: Event) -> bytes:
         return bytes(await self._one("hashEvent", event_abi(event)))
 
@@ -571,6 +587,14 @@ class RegistryClient:
 
     async def request_leave(self, node: str) -> TxResult:
         return await self.transact("requestLeave", to_checksum_address(node))
+
+    async def evict_node(self, node: str, *, check: bool = True) -> TxResult:
+        """Owner: `node` stops being active at the next epoch boundary (NodeEvicted)."""
+        return await self.transact("evictNode", to_checksum_address(node), check=check)
+
+    async def renew_onion(self, node: str, randao_commit: bytes | str, *, check: bool = True) -> TxResult:
+        """Operator: a new onion top for `node`, usable from the next epoch (OnionRenewed)."""
+        return await self.transact("renewOnion", to_checksum_address(node), b32(randao_commit), check=check)
 
     async def advance_epoch(self) -> TxResult:
         return await self.transact("advanceEpoch")

@@ -64,6 +64,12 @@ def parse_node_spec(s: str) -> NodeSpec:
     return NodeSpec(to_checksum_address(addr), url, c)
 
 
+# The dead-replica rule's defaults (constructor parameters of MiniblockRegistry): a replica skipped in
+# DEAD_MISSES slots since it last led, that led nothing for DEAD_EPOCHS epochs, may be replaced by anyone.
+DEAD_MISSES = 3
+DEAD_EPOCHS = 2
+
+
 def deploy_registry(
     sender: TxSender,
     *,
@@ -71,9 +77,12 @@ def deploy_registry(
     leader_timeout: int,
     replication_factor: int,
     artifact: dict[str, Any],
+    dead_misses: int = DEAD_MISSES,
+    dead_epochs: int = DEAD_EPOCHS,
 ) -> tuple[str, Receipt]:
-    """Deploy the contract; returns (address, receipt)."""
-    receipt = sender.deploy(artifact, epoch_length, leader_timeout, replication_factor)
+    """Deploy the contract; returns (address, receipt). `dead_misses`/`dead_epochs` are the dead-replica
+    rule's immutables (a test shortens them; production keeps the defaults)."""
+    receipt = sender.deploy(artifact, epoch_length, leader_timeout, replication_factor, dead_misses, dead_epochs)
     assert receipt.contract_address is not None
     return receipt.contract_address, receipt
 
@@ -127,6 +136,8 @@ def deploy(
     epoch_length: int,
     leader_timeout: int,
     replication_factor: int,
+    dead_misses: int = DEAD_MISSES,
+    dead_epochs: int = DEAD_EPOCHS,
     operators: Sequence[str] = (),
     nodes: Sequence[NodeSpec] = (),
     streams: Sequence[bytes] = (),
@@ -147,7 +158,7 @@ def deploy(
     sender = account if isinstance(account, TxSender) else TxSender(w3, account)
     address, receipt = deploy_registry(
         sender, epoch_length=epoch_length, leader_timeout=leader_timeout,
-        replication_factor=replication_factor, artifact=art,
+        replication_factor=replication_factor, artifact=art, dead_misses=dead_misses, dead_epochs=dead_epochs,
     )
     log(f"registry deployed at {address} (block {receipt.block_number})")
     reg = Registry(w3, address, art["abi"], sender)

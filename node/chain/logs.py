@@ -137,8 +137,51 @@ class ReplicaReplaced(LogMeta):
     index: int
     old_node: str
     new_node: str
+    cause: int = 1  # 1: the old replica was not active; 2: it was dead (missed slots, no lead for epochs)
 
     EVENT: ClassVar[str] = "ReplicaReplaced"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeEvicted(LogMeta):
+    """The owner evicted a node: inactive from `leave_epoch`, exactly like a leave."""
+
+    node: str
+    leave_epoch: int
+
+    EVENT: ClassVar[str] = "NodeEvicted"
+
+
+@dataclass(frozen=True, slots=True)
+class OnionRenewed(LogMeta):
+    """The operator renewed a node's RANDAO onion; reveals against it are accepted from `usable_from`."""
+
+    node: str
+    randao_commit: bytes
+    usable_from: int
+
+    EVENT: ClassVar[str] = "OnionRenewed"
+
+
+@dataclass(frozen=True, slots=True)
+class SlotsMissed(LogMeta):
+    """A header accepted at attempt >= 1 charged a missed slot to the replica positions set in `positions`."""
+
+    stream_id: bytes
+    number: int
+    positions: int
+
+    EVENT: ClassVar[str] = "SlotsMissed"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSlotReclaimed(LogMeta):
+    """A node slot (left, named by no stream) was given to a new node; `old_node` is unknown from now on."""
+
+    index: int
+    old_node: str
+
+    EVENT: ClassVar[str] = "NodeSlotReclaimed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,12 +262,15 @@ class EIP712DomainChanged(LogMeta):
 
 EVENT_TYPES: dict[str, type[LogMeta]] = {t.EVENT: t for t in (
     MiniblockCommitted, MiniblockRejected, StreamCreated, ReplicaReplaced, NodeRegistered, NodeUrlChanged,
-    NodeLeaveRequested, EpochAdvanced, OperatorAllowed, OperatorRevoked, ReplicationFactorSet,
+    NodeLeaveRequested, NodeEvicted, OnionRenewed, SlotsMissed, NodeSlotReclaimed, EpochAdvanced, OperatorAllowed,
+    OperatorRevoked, ReplicationFactorSet,
     OwnershipTransferStarted, OwnershipTransferred, EIP712DomainChanged,
 )}
 
 # Events after which the node re-reads the node list.
-NODE_EVENTS = (NodeRegistered, NodeUrlChanged, NodeLeaveRequested, EpochAdvanced)
+NODE_EVENTS = (
+    NodeRegistered, NodeUrlChanged, NodeLeaveRequested, NodeEvicted, OnionRenewed, NodeSlotReclaimed, EpochAdvanced,
+)
 
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 

@@ -233,6 +233,12 @@ class Registry:
     def request_leave(self, node: str) -> TxResult:
         return run_sync(self.core.request_leave(node))
 
+    def evict_node(self, node: str) -> TxResult:
+        return run_sync(self.core.evict_node(node))
+
+    def renew_onion(self, node: str, randao_commit: bytes | str) -> TxResult:
+        return run_sync(self.core.renew_onion(node, randao_commit))
+
     def advance_epoch(self) -> TxResult:
         return run_sync(self.core.advance_epoch())
 
@@ -326,6 +332,18 @@ class Registry:
 
     def randao_commit_of(self, node: str, block: BlockId = "latest") -> bytes:
         return run_sync(self.core.randao_commit_of(node, block))
+
+    def liveness_of(self, node: str, block: BlockId = "latest") -> tuple[int, int, bool]:
+        return run_sync(self.core.liveness_of(node, block))
+
+    def live_node_count(self, block: BlockId = "latest") -> int:
+        return run_sync(self.core.live_node_count(block))
+
+    def stream_refs_of(self, node: str, block: BlockId = "latest") -> int:
+        return run_sync(self.core.stream_refs_of(node, block))
+
+    def dead_params(self) -> tuple[int, int]:
+        return run_sync(self.core.dead_params())
 
     def hash_event(self, event: Event) -> bytes:
         return run_sync(self.core.hash_event(event))

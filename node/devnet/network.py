@@ -71,6 +71,8 @@ class Network:
     epoch_length: int = 3600
     leader_timeout: int = 4
     replication_factor: int | None = None  # default min(3, n_nodes)
+    dead_misses: int = 3  # the dead-replica rule (node.chain.deploy.DEAD_MISSES); a test shortens it
+    dead_epochs: int = 2  # node.chain.deploy.DEAD_EPOCHS
     settings: dict[str, Any] = field(default_factory=dict)  # [node] settings for every node
     extra_nodes: int = 0
     rpc_url: str | None = None  # an existing chain; None: start a dev chain of kind `chain`
@@ -135,6 +137,7 @@ class Network:
         self.deployment_path = self.base_dir / "deployment.json"
         deploy(self.w3, self.sender, epoch_length=self.epoch_length, leader_timeout=self.leader_timeout,
                replication_factor=self.replication_factor or min(3, self.n_nodes),
+               dead_misses=self.dead_misses, dead_epochs=self.dead_epochs,
                nodes=[s.spec() for s in self.setups[:self.n_nodes]], streams=self.streams, artifact=art,
                rpc_url=self.rpc_url, ws_url=self.ws_url, out=self.deployment_path, warp=self.warp,
                epoch_timeout=max(120.0, 3.0 * self.epoch_length), log=log)

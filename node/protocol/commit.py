@@ -10,7 +10,7 @@ tests/test_validate_header.py holds it equal to the contract, one test per rejec
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from .eip712 import SignatureError, header_digest, recover_digest
@@ -50,7 +50,10 @@ class CommitView:
     heads: Mapping[bytes, StreamHead]  # the existing streams
     replicas: Mapping[bytes, Sequence[str]]  # each stream's stored replica list, in order
     nodes: Mapping[str, NodeTerms]  # the registered nodes
-    randao_commits: Mapping[str, bytes]  # each node's current RANDAO commitment
+    randao_commits: Mapping[str, bytes]  # each node's current RANDAO commitment (randaoCommitOf)
+    # A node whose onion was renewed (renewOnion) reveals against it only from this epoch on
+    # (livenessOf's lastLedEpoch while it is > epoch); absent: usable now.
+    onion_usable_from: Mapping[str, int] = field(default_factory=dict)
 
 
 def _recover(digest32: bytes, signature: bytes) -> str | None:
@@ -115,7 +118,9 @@ def validate_header(view: CommitView, params: RegistryParams, domain: Domain, he
     # 9: the quorum of the stored replica count
     if len(counted) < quorum(len(replicas)):
         return RejectReason.NO_QUORUM
-    # 10-11: the RANDAO reveal, the event count
+    # 10-11: the RANDAO reveal (a renewed onion only from its usable epoch), the event count
+    if view.onion_usable_from.get(header.leader, 0) > view.epoch:
+        return RejectReason.BAD_RANDAO_REVEAL
     if not reveal_matches(header.randao_reveal, view.randao_commits.get(header.leader, ZERO32)):
         return RejectReason.BAD_RANDAO_REVEAL
     if header.event_count > MAX_EVENTS_PER_BLOCK:

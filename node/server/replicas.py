@@ -1,7 +1,15 @@
-"""Replica-set upkeep: a replica that is no longer active is replaced on-chain (replaceReplica).
+"""Replica-set upkeep: a replica that is no longer active, or that the contract holds dead, is replaced
+on-chain (replaceReplica).
 
-One node acts per stream to avoid a stampede: the first replica (in stored order) that is active; if
-none is, the first active node of the registry. A revert (already replaced, no candidate) is harmless.
+One node acts per stream to avoid a stampede: the first replica (in stored order) that is active and not
+known dead; if none is, the first such node of the registry. A revert (already replaced, not dead after
+all, no candidate) is harmless.
+
+Deadness is the contract's rule (livenessOf: skipped in deadMisses slots since it last led, and no lead
+for deadEpochs epochs); the node only reads it. To keep RPC cost bounded it reads it only for the
+replicas of streams this node stores, at most once per (replica, epoch), and again within an epoch only
+when one of the replica's streams has stalled (no commit for STALL_ATTEMPTS attempts), at most every
+`_requery_s` seconds.
 """
 
 from __future__ import annotations
@@ -16,12 +24,66 @@ from .models import hx
 
 log = logging.getLogger("node.replicas")
 
+# A stream counts as stalled once this many attempts' windows passed without a commit.
+STALL_ATTEMPTS = 3
+
+# addr -> (epoch read at, monotonic time read at, dead); per process, bounded by the node count.
+_liveness: dict[str, tuple[int, float, bool]] = {}
+
+
+def _requery_s(node: Node) -> float:
+    return float(max(1, node.params.leader_timeout))
+
+
+def known_dead(addr: str, epoch: int) -> bool:
+    """What the last liveness read said for `addr` in this epoch (False if not read this epoch)."""
+    got = _liveness.get(addr)
+    return got is not None and got[0] == epoch and got[2]
+
 
 def needs_replacing(node: Node, sid: bytes, addr: str, epoch: int) -> bool:
-    """The one rule for "this replica of `sid` should be replaced": today, not active in `epoch` (left or
-    never joined). A contract rule for a registered-but-dead replica (issue 10) is one more condition here
-    (e.g. it led none of its elected slots for K epochs), the call below staying `replaceReplica`."""
-    return not node.is_active(addr, epoch)
+    """The one rule for "this replica of `sid` should be replaced": not active in `epoch` (left, evicted or
+    never joined), or active but dead by the contract's rule (livenessOf, read by `refresh_liveness`).
+    Either way the call is `replaceReplica`, which checks the same rule on-chain."""
+    return not node.is_active(addr, epoch) or known_dead(addr, epoch)
+
+
+def _stalled(node: Node, sid: bytes) -> bool:
+    head = node.view.head(sid)
+    if head is None or not head.timestamp:
+        return False
+    return node.chain_now() >= head.timestamp + STALL_ATTEMPTS * node.params.leader_timeout
+
+
+async def refresh_liveness(node: Node, epoch: int) -> int:
+    """Reads livenessOf for the active replicas of this node's streams: once per (replica, epoch), and
+    again when one of its streams stalled and `_requery_s` passed. Returns the number of RPC reads."""
+    want: dict[str, bool] = {}
+    for row in node.storage.all_streams():
+        stalled = None
+        for a in node.replicas_of(row.stream_id):
+            if a == node.me or not node.is_active(a, epoch):
+                continue
+            got = _liveness.get(a)
+            if got is None or got[0] != epoch:
+                want[a] = True
+            elif not got[2] and time.monotonic() - got[1] >= _requery_s(node):
+                if stalled is None:
+                    stalled = _stalled(node, row.stream_id)
+                if stalled:
+                    want[a] = True
+    reads = 0
+    for a in want:
+        try:
+            _misses, _led, dead = await node.chain.liveness_of(a)
+        except Exception as exc:  # noqa: BLE001 - an RPC failure or an old registry: treat as alive, retry later
+            log.debug("livenessOf(%s) failed: %s", a, exc)
+            continue
+        reads += 1
+        _liveness[a] = (epoch, time.monotonic(), dead)
+        if dead:
+            log.info("replica %s is dead by the contract's rule (epoch %d)", a, epoch)
+    return reads
 
 
 async def upkeep_once(node: Node) -> int:
@@ -30,14 +92,16 @@ async def upkeep_once(node: Node) -> int:
     epoch = node.current_epoch()
     if not node.is_active(node.me, epoch):
         return 0
-    active_nodes = [a for a in node.view.nodes if node.is_active(a, epoch)]
+    await refresh_liveness(node, epoch)
+    active_nodes = [a for a in node.view.nodes if node.is_active(a, epoch) and not known_dead(a, epoch)]
     sent = 0
     for row in node.storage.all_streams():
         reps = node.replicas_of(row.stream_id)
         stale = [i for i, a in enumerate(reps) if needs_replacing(node, row.stream_id, a, epoch)]
         if not stale:
             continue
-        acting = next((a for a in reps if node.is_active(a, epoch)), active_nodes[0] if active_nodes else None)
+        acting = next((a for a in reps if node.is_active(a, epoch) and not known_dead(a, epoch)),
+                      active_nodes[0] if active_nodes else None)
         if acting != node.me:
             continue
         for i in stale:
@@ -49,6 +113,7 @@ async def upkeep_once(node: Node) -> int:
                 rc = await node.chain.replace_replica(row.stream_id, i, check=False)
                 node.metrics.gas_spent.inc(rc.gas_used)
                 log.info("replaced replica %d of %s (tx status %s)", i, hx(row.stream_id), rc.status)
+                _liveness.pop(reps[i], None)
                 sent += 1
             except Exception as exc:  # noqa: BLE001 - a revert (already replaced) or RPC failure: retried
                 log.info("replaceReplica(%s, %d) failed: %s", hx(row.stream_id), i, exc)

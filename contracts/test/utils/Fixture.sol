@@ -19,7 +19,7 @@ abstract contract RegistryFixture is TestBase {
     mapping(address => uint256) internal layerOf; // onion index of the node's current on-chain commit
 
     function _deploy(uint8 rf) internal {
-        reg = new MiniblockRegistry(EPOCH, TIMEOUT, rf);
+        reg = new MiniblockRegistry(EPOCH, TIMEOUT, rf, 3, 2);
         reg.allowOperator(operator);
     }
 
