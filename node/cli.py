@@ -54,6 +54,8 @@ def _register() -> None:
     app.command("register", help="Register a node (its RANDAO onion made in its data dir) as its operator.")(
         register_cmd.register
     )
+    app.command("evict", help="Evict a node at the next epoch boundary (registry owner).")(register_cmd.evict)
+    app.command("renew-onion", help="Give a node a fresh RANDAO onion (its operator).")(register_cmd.renew_onion)
     app.command("create-stream", help="Create streams; the registry picks their replicas.")(
         register_cmd.create_stream
     )

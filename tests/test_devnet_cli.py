@@ -271,6 +271,27 @@ def test_register_and_create_stream_commands(tmp_path):
         p = run("create-stream", "--rpc-url", rpc, "--registry", reg_addr, "--stream", "general", "--dev")
         assert p.returncode == 0, p.stderr
         assert "(general) replicas " + node_addr in p.stdout
+        # the operator renews the node's onion: on chain first, then the data dir (the old file kept)
+        p = run("renew-onion", "--rpc-url", rpc, "--registry", reg_addr, "--node", node_addr,
+                "--data-dir", str(tmp_path / "n1"), "--onion-depth", "64", "--dev", "--private-key", DEV_KEYS[1])
+        assert p.returncode == 0, p.stderr
+        blob2 = json.loads((tmp_path / "n1" / "onion.json").read_text())
+        renewed = HashOnion(bytes.fromhex(blob2["secret"][2:]), blob2["depth"])
+        assert renewed.commitment != onion.commitment and "usable from the next epoch" in p.stdout
+        assert bytes(reg.randao_commit_of(node_addr)) == renewed.commitment
+        assert list((tmp_path / "n1").glob("onion.json.replaced-*"))
+        # someone else cannot renew it, and the node's onion stays as it is
+        p = run("renew-onion", "--rpc-url", rpc, "--registry", reg_addr, "--node", node_addr,
+                "--data-dir", str(tmp_path / "n1"), "--dev", "--private-key", DEV_KEYS[2])
+        assert p.returncode == 1 and "unchanged" in p.stderr
+        assert json.loads((tmp_path / "n1" / "onion.json").read_text()) == blob2
+        # only the owner evicts; the node stops counting at the next boundary
+        p = run("evict", "--rpc-url", rpc, "--registry", reg_addr, "--node", node_addr, "--dev",
+                "--private-key", DEV_KEYS[1])
+        assert p.returncode == 1 and "evict failed" in p.stderr
+        p = run("evict", "--rpc-url", rpc, "--registry", reg_addr, "--node", node_addr, "--dev")
+        assert p.returncode == 0, p.stderr
+        assert reg.get_node(node_addr).leave_epoch == reg.current_epoch() + 1 and "inactive from epoch" in p.stdout
 
 
 def test_devnet_killed_outright_leaves_no_children(tmp_path):

@@ -133,3 +133,73 @@ def create_stream(
             typer.echo(f"createStream({name}) failed: {e}", err=True)
             raise typer.Exit(1) from None
         typer.echo(f"stream 0x{sid.hex()} ({name}) replicas {', '.join(reg.replicas_of(sid))}")
+
+
+def evict(
+    rpc_url: str = typer.Option(..., "--rpc-url", help="JSON-RPC endpoint."),
+    registry: str = typer.Option(..., "--registry", help="Registry address."),
+    node: str = typer.Option(..., "--node", help="The node to evict (its address)."),
+    keystore: Path | None = typer.Option(None, "--keystore", help="The registry owner's encrypted keystore."),
+    private_key: str | None = typer.Option(None, "--private-key", help="With --dev: an Anvil dev key."),
+    password_env: str = typer.Option(DEFAULT_PASSWORD_ENV, "--password-env"),
+    dev: bool = typer.Option(False, "--dev", help="Local dev chain: allow Anvil's dev keys."),
+) -> None:
+    """Evict a node (registry owner): it stops counting at the next epoch boundary, like a leave; its
+    streams then get new replicas through replaceReplica (docs/protocol.md, "Streams")."""
+    from node.chain.registry import RegistryError
+
+    addr = node_address(node, None)
+    account = load_account(private_key=private_key, keystore=keystore, password_env=password_env, dev=dev)
+    reg = _registry(rpc_url, registry, account)
+    try:
+        res = reg.evict_node(addr)
+    except RegistryError as e:
+        typer.echo(f"evict failed: {e}", err=True)
+        raise typer.Exit(1) from None
+    info = reg.get_node(addr)
+    typer.echo(f"node {addr} evicted by {account.address} (tx 0x{bytes(res.tx_hash).hex()}); "
+               f"inactive from epoch {info.leave_epoch}")
+
+
+def renew_onion(
+    rpc_url: str = typer.Option(..., "--rpc-url", help="JSON-RPC endpoint."),
+    registry: str = typer.Option(..., "--registry", help="Registry address."),
+    data_dir: Path = typer.Option(..., "--data-dir", help="The node's data dir (its onion.json is replaced)."),
+    node_keystore: Path | None = typer.Option(None, "--node-keystore", help="The node's keystore (address)."),
+    node: str | None = typer.Option(None, "--node", help="The node's address (instead of --node-keystore)."),
+    node_password_env: str = typer.Option("NODE_KEY_PASSWORD", "--node-password-env",
+                                          help="Env var with the node keystore's password (if it has no address)."),
+    onion_depth: int = typer.Option(10_000, "--onion-depth", help="Layers of the new onion (one per led block)."),
+    keystore: Path | None = typer.Option(None, "--keystore", help="The node operator's encrypted keystore."),
+    private_key: str | None = typer.Option(None, "--private-key", help="With --dev: an Anvil dev key."),
+    password_env: str = typer.Option(DEFAULT_PASSWORD_ENV, "--password-env"),
+    dev: bool = typer.Option(False, "--dev", help="Local dev chain: allow Anvil's dev keys."),
+) -> None:
+    """Give a node a fresh RANDAO hash onion (its operator): the new commitment goes on chain first, and
+    only once that succeeded is the node's onion.json replaced (the old one is kept beside it). Reveals of
+    the new onion count from the next epoch (docs/protocol.md, "Membership"); restart the node to use it."""
+    import secrets
+    import time
+
+    from node.chain.registry import RegistryError
+    from node.protocol.onion import HashOnion
+    from node.server.keys import onion_path, write_onion
+
+    addr = node_address(node, node_keystore, node_password_env)
+    account = load_account(private_key=private_key, keystore=keystore, password_env=password_env, dev=dev)
+    secret = secrets.token_bytes(32)
+    onion = HashOnion(secret, onion_depth)
+    reg = _registry(rpc_url, registry, account)
+    try:
+        res = reg.renew_onion(addr, onion.commitment)
+    except RegistryError as e:
+        typer.echo(f"renewOnion failed (the node's onion is unchanged): {e}", err=True)
+        raise typer.Exit(1) from None
+    p = onion_path(data_dir)
+    if p.exists():
+        kept = p.with_name(f"{p.name}.replaced-{int(time.time())}")
+        p.replace(kept)
+        typer.echo(f"old onion kept as {kept}", err=True)
+    write_onion(data_dir, secret, onion_depth)
+    typer.echo(f"node {addr}: new onion in {p}, commitment 0x{onion.commitment.hex()} "
+               f"(tx 0x{bytes(res.tx_hash).hex()}); usable from the next epoch; restart the node to use it")
