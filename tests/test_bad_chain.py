@@ -4,15 +4,13 @@ crash loop, no traceback), and no store is written for a chain that was never ch
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
+from bad_endpoints import bad_endpoints
 
 from node.chain.anvil import DEV_KEYS
 
@@ -41,37 +39,14 @@ def test_registry_without_code_is_a_clear_error(anvil, tmp_path):
     assert not (tmp_path / "node.sqlite").exists()
 
 
-class _Garbage(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        body = b"<html>502 bad gateway, or not a chain at all</html>"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *_a) -> None:
-        pass
-
-
 def test_garbage_and_hanging_endpoints_are_retried_with_back_off_then_a_clear_error(tmp_path):
-    srv = HTTPServer(("127.0.0.1", 0), _Garbage)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    hang = socket.socket()
-    hang.bind(("127.0.0.1", 0))
-    hang.listen(16)
-    try:
-        rc, err, took = run_node(tmp_path / "g", "--rpc-url", f"http://127.0.0.1:{srv.server_address[1]}",
-                                 "--registry", "0x" + "33" * 20)
+    with bad_endpoints() as (garbage, hanging):
+        rc, err, took = run_node(tmp_path / "g", "--rpc-url", garbage, "--registry", "0x" + "33" * 20)
         assert rc != 0 and "gave no JSON-RPC answer within 3s" in err and "not a JSON-RPC answer" in err
         assert "retrying in" in err and "Traceback" not in err and took < 30
-        rc, err, took = run_node(tmp_path / "h", "--rpc-url", f"http://127.0.0.1:{hang.getsockname()[1]}",
-                                 "--registry", "0x" + "33" * 20)
+        rc, err, took = run_node(tmp_path / "h", "--rpc-url", hanging, "--registry", "0x" + "33" * 20)
         assert rc != 0 and "no answer within 0.5s" in err and "Traceback" not in err and took < 30
         assert not (tmp_path / "g" / "node.sqlite").exists() and not (tmp_path / "h" / "node.sqlite").exists()
-    finally:
-        srv.shutdown()
-        hang.close()
 
 
 def test_a_data_dir_of_another_registry_is_refused(tmp_path):

@@ -5,13 +5,11 @@ back-off and failover over several RPC URLs, and endpoints that answer garbage o
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
+from bad_endpoints import bad_endpoints
 from eth_account import Account
 
 from node.chain.anvil import DEV_KEYS, Anvil, free_port
@@ -125,42 +123,21 @@ def test_failover_to_the_next_url(auto):
     assert int(cid, 16) == 31337 and stats.failovers == 1 and stats.retries.get("connection") == 1
 
 
-class _Garbage(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        body = b"<html>not json-rpc</html>"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *_a) -> None:
-        pass
-
-
 def test_garbage_and_hanging_endpoints_raise_a_clear_error_after_bounded_retries():
-    srv = HTTPServer(("127.0.0.1", 0), _Garbage)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    hang = socket.socket()
-    hang.bind(("127.0.0.1", 0))
-    hang.listen(8)  # accepts connections, never answers
-    try:
-        async def go(url: str) -> str:
-            rpc = Rpc(url, timeout=0.5, retries=2, backoff=0.01)
-            try:
-                await rpc.request("eth_chainId", [])
-            except RpcUnavailable as e:
-                return str(e)
-            finally:
-                await rpc.close()
-            return "answered"
+    async def go(url: str) -> str:
+        rpc = Rpc(url, timeout=0.5, retries=2, backoff=0.01)
+        try:
+            await rpc.request("eth_chainId", [])
+        except RpcUnavailable as e:
+            return str(e)
+        finally:
+            await rpc.close()
+        return "answered"
 
+    with bad_endpoints() as (garbage, hanging):
         t0 = time.monotonic()
-        g = asyncio.run(go(f"http://127.0.0.1:{srv.server_address[1]}"))
-        h = asyncio.run(go(f"http://127.0.0.1:{hang.getsockname()[1]}"))
+        g = asyncio.run(go(garbage))
+        h = asyncio.run(go(hanging))
         assert time.monotonic() - t0 < 10
         assert "not a JSON-RPC answer" in g and "3 tries" in g
         assert "no answer within" in h
-    finally:
-        srv.shutdown()
-        hang.close()
