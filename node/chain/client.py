@@ -238,6 +238,17 @@ class RegistryClient:
             raise RegistryError(f"no receipt for 0x{tx_hash.hex()}")
         return Receipt.from_rpc(r)
 
+    async def tx_result(self, tx_hash: bytes) -> TxResult:
+        """A mined transaction's result, read from this client's own endpoint (its receipt, the registry's
+        logs in it decoded, its block's time): how a node checks a commit someone else says they sent."""
+        receipt = await self.receipt(tx_hash)
+        ts: int | None = None
+        try:
+            ts = await self.block_time(receipt.block_number)
+        except (TimeoutError, RpcError, OSError):  # timing only
+            pass
+        return TxResult.of(receipt, self.decoder, ts)
+
     # ---- calls ----------------------------------------------------------------------------
     def calldata(self, name: str, *args: Any) -> bytes:
         return self.codec.encode_call(name, args)

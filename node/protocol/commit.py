@@ -10,10 +10,10 @@ tests/test_validate_header.py holds it equal to the contract, one test per rejec
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from .eip712 import SignatureError, header_digest, recover_digest
+from .eip712 import SignatureError, hash_header, header_digest, recover_digest
 from .election import attempt_opens_at, elected_leader
 from .onion import reveal_matches
 from .registry import RegistryParams, is_active, quorum
@@ -126,3 +126,23 @@ def validate_header(view: CommitView, params: RegistryParams, domain: Domain, he
     if header.event_count > MAX_EVENTS_PER_BLOCK:
         return RejectReason.TOO_MANY_EVENTS
     return None
+
+
+def validate_batch(view: CommitView, params: RegistryParams, domain: Domain, headers: Sequence[Header],
+                   signatures: Sequence[Sequence[bytes]]) -> list[RejectReason | None]:
+    """`validate_header` over a whole `commitMiniblocks` batch, in order, as the contract runs it: an
+    accepted header moves its stream's head (number, header hash, block time) and its leader's RANDAO
+    commitment (to its reveal) for the headers after it; a rejected one changes nothing."""
+    heads = dict(view.heads)
+    commits = dict(view.randao_commits)
+    usable = dict(view.onion_usable_from)
+    out: list[RejectReason | None] = []
+    for header, sigs in zip(headers, signatures, strict=True):
+        v = replace(view, heads=heads, randao_commits=commits, onion_usable_from=usable)
+        reason = validate_header(v, params, domain, header, sigs)
+        out.append(reason)
+        if reason is None:
+            heads[header.stream_id] = StreamHead(header.number, hash_header(header), view.now)
+            commits[header.leader] = header.randao_reveal
+            usable.pop(header.leader, None)  # leading makes lastLedEpoch the current epoch
+    return out

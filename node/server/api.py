@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from node.protocol.limits import MAX_BLOCK_EVENTS, event_size
 from node.protocol.merkle import merkle_levels, proof_from_levels
 
+from .aggregate import install_routes as install_aggregate
 from .attest import AttestRefused, attest
 from .core import Node
 from .handoff import refusing_clients
@@ -409,4 +410,5 @@ def build_api(node: Node) -> FastAPI:
 
     install_subscriptions(app, node)  # /v1/subscribe: WebSocket + SSE (node/server/subscribe.py)
     install_snapshots(app, node)  # /peer/snapshot (node/server/snapshots.py)
+    install_aggregate(app, node)  # /peer/commit (node/server/aggregate.py)
     return app

@@ -20,6 +20,7 @@ from node.chain.tx import FeePolicy
 from node.protocol.registry import RegistryParams
 from node.protocol.types import Domain
 
+from .aggregate import Aggregator
 from .api import BodyLimit, build_api
 from .config import NodeConfig
 from .core import Node
@@ -136,6 +137,7 @@ async def build_node(cfg: NodeConfig) -> Node:
     node = Node(cfg=cfg, key=key, onion=onion, storage=storage, chain=chain, peers=Peers(cfg.peer_timeout_s),
                 domain=Domain(actual, registry), params=params)
     node.metrics.watch_chain(chain.rpc.stats, chain.sender.stats if chain.sender else None)
+    node.aggregator = Aggregator(node)
     await node.refresh_nodes()
     rec = node.view.nodes.get(node.me)
     if rec is None and cfg.self_register:
@@ -178,9 +180,10 @@ async def serve(cfg: NodeConfig) -> None:
     server = _Server(uvicorn.Config(app, host=cfg.host, port=cfg.port,
                                            log_level="warning", access_log=False, lifespan="off",
                                            timeout_keep_alive=30, timeout_graceful_shutdown=2))
+    assert node.aggregator is not None  # build_node made it
     tasks = [asyncio.create_task(c, name=n) for n, c in (
         ("watch", watch_loop(node)), ("ws", ws_loop(node)), ("produce", produce_loop(node)),
-        ("gossip", gossip_loop(node)), ("upkeep", upkeep_loop(node)))]
+        ("gossip", gossip_loop(node)), ("upkeep", upkeep_loop(node)), ("aggregate", node.aggregator.loop()))]
     # Events accepted before a restart and not yet forwarded are forwarded again (gossiped flag).
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

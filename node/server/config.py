@@ -81,6 +81,15 @@ class NodeConfig(BaseModel):
     sync_all_streams: bool = True  # store every stream's blocks, not only those replicated here
     replace_replicas: bool = True
     produce: bool = True  # lead and commit blocks; False: intake, gossip, votes, attest and sync only (benchmarks)
+    # batches that fill (docs/node.md, "Transactions"): a leader hands its signed headers to the time slot's
+    # aggregator (an active node, round robin by chain time), which sends one commitMiniblocks per tick for all
+    aggregate: bool = True  # False: every leader sends its own headers (and refuses to aggregate others')
+    aggregate_ms: int = 250  # the aggregator's cadence: at most one commit tx per this many ms
+    aggregate_wait_ms: int = 2500  # a leader waits this long for the aggregator's commit, then sends it itself
+    aggregate_slot_s: float = 30.0  # the aggregator role moves to the next active node every this many seconds
+    aggregate_max_batch: int = 64  # headers per aggregator tx, and per hand-off request (<= MAX_BATCH 256)
+    aggregate_max_bytes: int = 96 * 1024  # calldata per aggregator tx, about (a header of r=3 is ~870 bytes)
+    aggregate_max_pending: int = 256  # headers waiting at the aggregator, all senders (each at most max_batch)
     log_level: str = "INFO"
 
     # snapshots and pruning (docs/node.md, "Snapshots")

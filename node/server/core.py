@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from eth_utils.address import to_checksum_address
 
@@ -28,6 +29,9 @@ from .models import hx
 from .peers import Peers
 from .storage import Storage, StreamState
 
+if TYPE_CHECKING:
+    from .aggregate import Aggregator
+
 log = logging.getLogger("node")
 
 BOUNDARY_GUARD_S = 1.0  # do not lead in the last second of an epoch (WrongEpoch risk)
@@ -47,7 +51,10 @@ class Node:
       `sync`: diverged.  `app`: stopping.  `wake_sync`/`wake_gossip`: set by anyone, waited
       on by the watcher / the gossip loop.
     - `producer`: randao_commit (the chain's commitment of this node, None = re-read), onion_alarm,
-      invalid_events; `tried` (producer's slots and `replicas` upkeep's replaceReplica keys).
+      invalid_events; `tried` (producer's slots and `replicas` upkeep's replaceReplica keys);
+      `delegate` (the producer's hand-off): aggregator_skip (aggregators that failed, until when).
+    - `aggregator`: set once by `app.build_node`; its waiting hand-offs are its own (node/server/aggregate.py),
+      and it feeds `view` its transactions' logs and heads it re-read.
     - `attest`: attested_at (read by the producer: let an earlier attempt's leader finish).
     - `intake`: accepted_at (note_accepted; `sync.on_applied` pops it for the latency histogram),
       gossip_queues, gossip_senders.
@@ -96,6 +103,8 @@ class Node:
     rescan_from: int | None = None  # sync -> watcher: rescan the chain from this block (a parent mismatch)
     # dropped by the validity filter, until
     invalid_events: dict[bytes, float] = field(default_factory=lambda: BoundedDict(MAP_BOUND["invalid_events"]))
+    aggregator: Aggregator | None = None
+    aggregator_skip: dict[str, float] = field(default_factory=lambda: BoundedDict(MAP_BOUND["per_peer"]))
     view: ChainView = field(init=False)
 
     def __post_init__(self) -> None:

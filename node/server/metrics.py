@@ -53,6 +53,14 @@ class Metrics:
         self.blocks_rejected = Counter("node_blocks_rejected", "Headers led here and rejected", ["reason"],
                                        registry=r)
         self.commit_txs = Counter("node_commit_txs", "commitMiniblocks transactions sent", ["result"], registry=r)
+        self.aggregate_txs = Counter("node_aggregate_txs", "commitMiniblocks sent as the slot's aggregator",
+                                     registry=r)
+        self.aggregate_headers = Counter("node_aggregate_headers", "Headers sent as the aggregator (all leaders)",
+                                         registry=r)
+        self.aggregate_dropped = Counter("node_aggregate_dropped", "Waiting headers left out: the contract would "
+                                         "reject them now (stale, or invalid)", registry=r)
+        self.handoffs = Counter("node_handoffs", "Hand-offs of this leader's headers to the aggregator, by outcome",
+                                ["result"], registry=r)
         self.gas_spent = Counter("node_gas_spent", "Gas used by this node's transactions", registry=r)
         self.commit_latency = Histogram("node_commit_latency_seconds",
                                         "Event accepted here -> its block applied here", registry=r,

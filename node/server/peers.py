@@ -124,6 +124,10 @@ class Peers:
     async def attest(self, url: str, body: dict, timeout: float | None = None) -> dict:
         return await self._req("POST", url, "/peer/attest", json=body, timeout=timeout, signed_answer=True)
 
+    async def commit(self, url: str, body: dict, timeout: float) -> dict:
+        """Hand signed headers to the aggregator at `url` (node/server/aggregate.py); it answers once mined."""
+        return await self._req("POST", url, "/peer/commit", json=body, timeout=timeout)
+
     async def gossip(self, url: str, events: list[dict]) -> dict:
         return await self._req("POST", url, "/peer/gossip", json={"events": events})
 

@@ -9,6 +9,7 @@ import logging
 import time
 from dataclasses import dataclass, replace
 
+from node.chain.logs import TxResult
 from node.protocol.block_rules import AgedEntry, age_order, block_event_cap, events_with_quorum, select_events
 from node.protocol.commit import StreamHead
 from node.protocol.eip712 import hash_header, recover_header_signer, sign_header
@@ -19,6 +20,7 @@ from node.protocol.state_root import root_after
 from node.protocol.types import MAX_BATCH, MAX_REVEAL_SKIP, EventEntry, Header, RejectReason
 
 from .core import Node
+from .delegate import hand_off
 from .models import HeaderOut, hx, unhex
 from .sync import apply_committed, fetch_events
 from .watcher import apply_log_batch
@@ -249,9 +251,24 @@ async def produce_once(node: Node) -> int:
 
 
 async def commit(node: Node, batch: list[Draft]) -> int:
+    """Commit the tick's headers: through the slot's aggregator (node/server/delegate.py) when it takes them,
+    else, or for what it did not commit within `aggregate_wait_ms`, in this node's own transaction."""
     node.metrics.blocks_led.inc(len(batch))
     for d in batch:  # one submission per slot: a rejected slot is given up, the next attempt takes over
         node.tried[(d.sid, d.number, d.attempt)] = float("inf")
+    done = 0
+    if node.cfg.aggregate:
+        pairs = [signed(d) for d in batch]
+        handed = await hand_off(node, [h for h, _ in pairs], [sigs for _, sigs in pairs])
+        if handed.result is not None:
+            done = await settle(node, batch, handed.result, apply_logs=not handed.applied)
+            seen = {c.header_hash for c in handed.result.committed} | {r.header_hash for r in handed.result.rejected}
+            batch = [d for d in batch if hash_header(signed(d)[0]) not in seen]
+        if batch and handed.waited:  # it may have landed after all (a slow aggregator): look before sending
+            await resync_heads(node, [d.sid for d in batch])
+            batch = [d for d in batch if (h := node.view.head(d.sid)) is None or h.number < d.number]
+        if not batch:
+            return done
     try:
         pairs = [signed(d) for d in batch]
         res = await node.chain.commit_budgeted([h for h, _ in pairs], [sigs for _, sigs in pairs])
@@ -262,11 +279,17 @@ async def commit(node: Node, batch: list[Draft]) -> int:
             node.tried[(d.sid, d.number, d.attempt)] = time.time() + 1.0
         node.randao_commit = None
         await resync_heads(node, [d.sid for d in batch])
-        return 0
+        return done
     node.metrics.gas_spent.inc(res.gas_used)
-    ok = res.status == 1
-    node.metrics.commit_txs.labels("ok" if ok else "reverted").inc()
-    if not ok:
+    node.metrics.commit_txs.labels("ok" if res.status == 1 else "reverted").inc()
+    return done + await settle(node, batch, res)
+
+
+async def settle(node: Node, batch: list[Draft], res: TxResult, apply_logs: bool = True) -> int:
+    """What a mined commit did to this leader's headers (`batch`; the tx may hold other leaders' too): its
+    logs go to the chain view (unless the aggregator here already applied them), its own blocks are applied
+    at once, rejected ones are retried or given up. Returns the number of its headers committed."""
+    if res.status != 1:
         node.randao_commit = None
         await resync_heads(node, [d.sid for d in batch])
         return 0
@@ -281,7 +304,8 @@ async def commit(node: Node, batch: list[Draft]) -> int:
         if mine is not None:
             node.randao_commit = signed(mine)[0].randao_reveal
             done += 1
-    apply_log_batch(node, logs)  # the same apply as the watcher's (commits, chain heads)
+    if apply_logs:
+        apply_log_batch(node, logs)  # the same apply as the watcher's (commits, chain heads)
     for c in logs.committed:  # apply our own blocks right away (same path as any committed block)
         mine = by_hash.get(c.header_hash)
         if mine is None:
@@ -290,16 +314,17 @@ async def commit(node: Node, batch: list[Draft]) -> int:
         if row is not None and row.head_number == mine.number - 1 and row.head_hash == mine.prev_hash:
             apply_committed(node, row, signed(mine)[0], c.header_hash, mine.items, c.tx_hash, mine.delta)
     node.metrics.blocks_led_committed.inc(done)
-    if logs.rejected:
-        for r in logs.rejected:
+    rejected = [r for r in logs.rejected if r.header_hash in by_hash]
+    if rejected:
+        for r in rejected:
             name = RejectReason(r.reason).name if r.reason in tuple(RejectReason) else str(r.reason)
             node.metrics.blocks_rejected.labels(name).inc()
             log.info("header %s #%d rejected: %s", hx(r.stream_id)[:10], r.number, name)
-            lost = by_hash.get(r.header_hash)
-            if lost is not None and r.reason in TRANSIENT:
+            lost = by_hash[r.header_hash]
+            if r.reason in TRANSIENT:
                 node.tried[(lost.sid, lost.number, lost.attempt)] = time.time() + 0.5
         node.randao_commit = None
-        await resync_heads(node, [r.stream_id for r in logs.rejected])
+        await resync_heads(node, [r.stream_id for r in rejected])
     return done
 
 

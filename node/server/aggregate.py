@@ -1,0 +1,330 @@
+"""The aggregator: one `commitMiniblocks` per tick for the signed headers of every leader.
+
+The contract checks each header's signatures, not the sender, so any node may send headers others
+signed. The role is deterministic (`aggregator_at`: the active nodes sorted by address, round robin
+by chain-time slot), so every leader knows where to hand its headers (`POST /peer/commit`, the
+leader's side is node/server/delegate.py). The aggregator checks each header as the contract will
+(`protocol.commit.validate_batch`, signatures included) before it takes it, and again just before
+each send, so an invalid or stale header never costs it gas; it sends at most one transaction per
+`aggregate_ms` with every header waiting (bounded by `aggregate_max_batch` and `aggregate_max_bytes`)
+and answers each hand-off with that transaction's hash once mined. It can only delay a header:
+its leader sends the header itself after `aggregate_wait_ms` (a duplicate is rejected `BadNumber`).
+
+Bounds: headers waiting per sender (`aggregate_max_batch`) and in all (`aggregate_max_pending`), one
+hand-off at most `aggregate_max_batch` headers, a header waits at most `aggregate_wait_ms` here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from node.chain.client import NodeRecord
+from node.chain.logs import TxResult
+from node.protocol.commit import CommitView, StreamHead, validate_batch
+from node.protocol.eip712 import hash_header
+from node.protocol.types import MAX_BATCH, MAX_REPLICATION, Header, RejectReason
+
+from .core import Node
+from .intake import Rejected
+from .models import HeaderOut, hx, unhex
+from .watcher import apply_log_batch
+
+log = logging.getLogger("node.aggregate")
+
+SLOT_TOLERANCE_S = 2.0  # a hand-off is taken by the aggregator of the slot at chain time, or 2 s either side
+STALE = (RejectReason.BAD_NUMBER, RejectReason.BAD_PARENT)  # the view here may be behind: re-read heads once
+
+
+def aggregator_at(nodes: Mapping[str, NodeRecord], epoch: int, t: float, slot_s: float) -> str | None:
+    """The aggregator at chain time `t`: the registry's active nodes with a URL, sorted, round robin by
+    `t // slot_s`. Every node derives the same answer from the registry's node list."""
+    active = sorted(a for a, r in nodes.items() if r.url and r.active(epoch))
+    if not active or slot_s <= 0:
+        return None
+    return active[int(t // slot_s) % len(active)]
+
+
+def calldata_bytes(signatures: Sequence[bytes]) -> int:
+    """ABI bytes of one header in commitMiniblocks: the 10-word struct, its signature array's offset and
+    length, and per 65-byte signature an offset, a length and 3 words."""
+    return 384 + 160 * len(signatures)
+
+
+# ---- the HTTP edge ---------------------------------------------------------------------------------
+
+SIG65 = r"^0x[0-9a-fA-F]{130}$"
+
+
+class SignedHeaderIn(BaseModel):
+    header: HeaderOut
+    signatures: list[str] = Field(min_length=1, max_length=MAX_REPLICATION,
+                                  description="the leader's signature first, then the attestations (65 bytes each)")
+
+
+class CommitIn(BaseModel):
+    headers: list[SignedHeaderIn] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class CommitOut(BaseModel):
+    tx_hash: str | None = Field(description="the mined commitMiniblocks carrying the headers; null: not sent")
+    block_number: int | None = None
+    dropped: dict[str, str] = Field(default_factory=dict,
+                                    description="header hash -> why it was left out (a stale header, a reason)")
+
+
+# ---- the aggregator ----------------------------------------------------------------------------------
+
+@dataclass
+class Outcome:
+    """What became of a hand-off: the mined transaction (None: nothing was sent for it) and the headers of
+    the hand-off left out of it, with the reason."""
+
+    result: TxResult | None
+    dropped: dict[bytes, str] = field(default_factory=dict)
+
+
+@dataclass
+class Offer:
+    sender: str
+    headers: list[Header]
+    sigs: list[list[bytes]]
+    hashes: list[bytes]
+    deadline: float
+    done: asyncio.Future[Outcome]
+
+    def resolve(self, outcome: Outcome) -> None:
+        if not self.done.done():
+            self.done.set_result(outcome)
+
+
+class Aggregator:
+    """The waiting hand-offs and the send loop. One writer: this class (`offer` from the endpoint and
+    from this node's own producer, `flush_once` from `loop`)."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self._offers: list[Offer] = []
+
+    # ---- reads --------------------------------------------------------------------------------
+    def pending(self, sender: str | None = None) -> int:
+        return sum(len(o.headers) for o in self._offers if sender is None or o.sender == sender)
+
+    def serving(self) -> bool:
+        """This node takes hand-offs: it aggregates, it commits, and the slot at chain time is (about) its."""
+        n, cfg = self.node, self.node.cfg
+        if not (cfg.aggregate and cfg.produce) or not n.is_active(n.me):
+            return False
+        now = n.chain_now()
+        epoch = n.epoch_at(now)
+        return any(aggregator_at(n.nodes, epoch, t, cfg.aggregate_slot_s) == n.me
+                   for t in (now, now - SLOT_TOLERANCE_S, now + SLOT_TOLERANCE_S))
+
+    async def view(self, headers: Sequence[Header]) -> CommitView | None:
+        """The registry as the next transaction will see it, for these headers' streams and leaders (the
+        leaders' RANDAO commitments and onion epochs read from the chain now). None: no seed yet."""
+        n = self.node
+        now = n.chain_now()
+        epoch = n.epoch_at(now)
+        seed = await n.seed_for(epoch)
+        if seed is None:
+            return None
+        leaders = sorted({h.leader for h in headers})
+        commits, usable = {}, {}
+        for a in leaders:
+            commits[a] = await n.chain.randao_commit_of(a)
+            _misses, led, _dead = await n.chain.liveness_of(a)
+            if led > epoch:
+                usable[a] = led
+        return CommitView(now=int(now), epoch=epoch, seed=seed, heads=n.view.heads,
+                          replicas={h.stream_id: list(n.replicas_of(h.stream_id)) for h in headers},
+                          nodes=n.nodes, randao_commits=commits, onion_usable_from=usable)
+
+    async def check(self, headers: list[Header], sigs: list[list[bytes]]) -> list[RejectReason | None]:
+        """The contract's verdict on these headers sent in this order now; a stale head is re-read once."""
+        n = self.node
+        view = await self.view(headers)
+        if view is None:
+            return [RejectReason.WRONG_EPOCH] * len(headers)
+        verdicts = validate_batch(view, n.params, n.domain, headers, sigs)
+        stale = {h.stream_id for h, v in zip(headers, verdicts, strict=True) if v in STALE}
+        if stale:
+            for sid in stale:  # the chain view may be behind the chain: the registry's views decide
+                num, hh, ts = await n.chain.stream_head(sid)
+                n.view.load_head(sid, StreamHead(num, hh, ts), await n.chain.replicas_of(sid))
+            verdicts = validate_batch(replace(view, heads=n.view.heads), n.params, n.domain, headers, sigs)
+        return verdicts
+
+    async def offer(self, sender: str, headers: list[Header], sigs: list[list[bytes]]) -> asyncio.Future[Outcome]:
+        """Take a hand-off (checked first: a Rejected with a 4xx says why it was not taken)."""
+        cfg = self.node.cfg
+        if len(headers) > cfg.aggregate_max_batch:
+            raise Rejected(413, "too_many_headers", f"at most {cfg.aggregate_max_batch} headers per hand-off")
+        if any(h.leader != sender for h in headers):
+            raise Rejected(403, "not_leader", f"{sender} may hand over only headers it leads")
+        if self.pending(sender) + len(headers) > cfg.aggregate_max_batch or \
+                self.pending() + len(headers) > cfg.aggregate_max_pending:
+            raise Rejected(429, "aggregator_full", "too many headers waiting here; send them yourself",
+                           {"Retry-After": "1"})
+        hashes = [hash_header(h) for h in headers]
+        waiting = {hh for o in self._offers for hh in o.hashes}
+        if len(set(hashes)) != len(hashes) or waiting.intersection(hashes):
+            raise Rejected(409, "duplicate_header", "a header of this hand-off is already waiting here")
+        verdicts = await self.check(headers, sigs)
+        bad = [(i, v) for i, v in enumerate(verdicts) if v is not None]
+        if bad:
+            i, v = bad[0]
+            raise Rejected(422, "invalid_header", f"header {i} ({hx(headers[i].stream_id)[:10]} #{headers[i].number}) "
+                                                  f"would be rejected: {v.name}")
+        # re-checked: the awaits above may have let another hand-off in
+        if self.pending() + len(headers) > cfg.aggregate_max_pending:
+            raise Rejected(429, "aggregator_full", "too many headers waiting here; send them yourself",
+                           {"Retry-After": "1"})
+        fut: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._offers.append(Offer(sender, headers, sigs, hashes, time.monotonic() + cfg.aggregate_wait_ms / 1000, fut))
+        return fut
+
+    def _take(self) -> list[Offer]:
+        """The waiting hand-offs that fit one transaction, oldest first, whole (a leader's headers stay in its
+        order: their RANDAO reveals follow one another); expired ones are answered and dropped."""
+        cfg, now = self.node.cfg, time.monotonic()
+        keep: list[Offer] = []
+        taken: list[Offer] = []
+        count = size = 0
+        for o in self._offers:
+            if o.deadline <= now:
+                o.resolve(Outcome(None, {hh: "expired" for hh in o.hashes}))
+                continue
+            osize = sum(calldata_bytes(s) for s in o.sigs)
+            fits = count + len(o.headers) <= cfg.aggregate_max_batch
+            if fits and (not taken or size + osize <= cfg.aggregate_max_bytes):
+                taken.append(o)
+                count += len(o.headers)
+                size += osize
+            else:
+                keep.append(o)
+        self._offers = keep
+        return taken
+
+    async def flush_once(self) -> int:
+        """One transaction for what is waiting. Returns the number of headers sent."""
+        taken = self._take()
+        if not taken:
+            return 0
+        node = self.node
+        headers = [h for o in taken for h in o.headers]
+        sigs = [s for o in taken for s in o.sigs]
+        try:
+            verdicts = await self.check(headers, sigs)
+        except Exception as exc:  # noqa: BLE001 - RPC failure: nothing sent, the leaders send themselves
+            log.warning("aggregate: cannot check %d headers: %s", len(headers), exc)
+            for o in taken:
+                o.resolve(Outcome(None, {hh: "unchecked" for hh in o.hashes}))
+            return 0
+        dropped: dict[bytes, str] = {}
+        send_h, send_s = [], []
+        i = 0
+        for o in taken:
+            for h, s, hh in zip(o.headers, o.sigs, o.hashes, strict=True):
+                v = verdicts[i]
+                i += 1
+                if v is None:
+                    send_h.append(h)
+                    send_s.append(s)
+                else:
+                    dropped[hh] = v.name
+        if dropped:
+            node.metrics.aggregate_dropped.inc(len(dropped))
+        if not send_h:
+            for o in taken:
+                o.resolve(Outcome(None, {hh: dropped.get(hh, "") for hh in o.hashes}))
+            return 0
+        try:
+            res = await node.chain.commit_budgeted(send_h, send_s)
+        except Exception as exc:  # noqa: BLE001 - any send failure: the leaders send themselves
+            log.warning("aggregate: commitMiniblocks of %d headers failed: %s", len(send_h), exc)
+            node.metrics.commit_txs.labels("error").inc()
+            for o in taken:
+                o.resolve(Outcome(None, {hh: "send failed" for hh in o.hashes}))
+            return 0
+        node.metrics.gas_spent.inc(res.gas_used)
+        node.metrics.commit_txs.labels("ok" if res.status == 1 else "reverted").inc()
+        node.metrics.aggregate_txs.inc()
+        node.metrics.aggregate_headers.inc(len(send_h))
+        if res.status == 1:
+            logs = res.batch()
+            ts = res.block_timestamp if res.block_timestamp is not None else int(node.chain_now())
+            apply_log_batch(node, replace(logs, block_times={**logs.block_times, res.block_number: ts}))
+            node.wake_sync.set()
+        senders = len({o.sender for o in taken})
+        log.info("aggregate: %d headers of %d leaders in tx %s (%d committed, %d rejected, %d dropped, gas %d)",
+                 len(send_h), senders, hx(res.tx_hash)[:12], len(res.committed), len(res.rejected), len(dropped),
+                 res.gas_used)
+        for o in taken:
+            o.resolve(Outcome(res, {hh: dropped[hh] for hh in o.hashes if hh in dropped}))
+        return len(send_h)
+
+    async def loop(self) -> None:
+        cfg = self.node.cfg
+        if not (cfg.aggregate and cfg.produce):
+            return
+        interval = max(cfg.aggregate_ms, 10) / 1000
+        while not self.node.stopping:
+            t0 = time.monotonic()
+            try:
+                await self.flush_once()
+            except Exception:  # noqa: BLE001 - the loop must outlive any failure of one tick
+                log.exception("aggregate tick failed")
+            await asyncio.sleep(max(0.0, interval - (time.monotonic() - t0)))
+        for o in self._offers:
+            o.resolve(Outcome(None, {hh: "stopping" for hh in o.hashes}))
+        self._offers = []
+
+
+def parse(body: CommitIn) -> tuple[list[Header], list[list[bytes]]]:
+    headers, sigs = [], []
+    for i, item in enumerate(body.headers):
+        try:
+            h = item.header.to_header()
+            ss = [unhex(s) for s in item.signatures]
+        except ValueError as exc:
+            raise Rejected(422, "malformed", f"header {i}: {exc}") from None
+        if any(len(s) != 65 for s in ss):
+            raise Rejected(422, "malformed", f"header {i}: signatures are 65 bytes (r, s, v)")
+        headers.append(h)
+        sigs.append(ss)
+    return headers, sigs
+
+
+def install_routes(app: FastAPI, node: Node) -> None:
+    """`POST /peer/commit`: a leader hands over its signed headers (authenticated by PeerAuth)."""
+
+    @app.post("/peer/commit", response_model=CommitOut, tags=["peer"])
+    async def peer_commit(body: CommitIn, request: Request):
+        """Take signed headers of the sender's own leading for this aggregator's next transaction; answer once
+        it is mined (its hash: check its receipt on your own endpoint) or the headers were left out. 409
+        `not_aggregator` when this node is not the slot's aggregator (send them yourself), 422
+        `invalid_header` with the contract's reason for a header it would reject, 429 when full."""
+        peer = getattr(request.state, "peer", None)
+        if peer is None:  # only without the middleware (never in a node)
+            raise Rejected(401, "unauthenticated", "peer request without proof")
+        agg = node.aggregator
+        if agg is None or not agg.serving():
+            raise Rejected(409, "not_aggregator", f"{node.me} is not the aggregator now")
+        headers, sigs = parse(body)
+        fut = await agg.offer(str(peer), headers, sigs)
+        try:
+            out = await asyncio.wait_for(asyncio.shield(fut), timeout=node.cfg.aggregate_wait_ms / 1000 + 1)
+        except TimeoutError:
+            out = Outcome(None)
+        res = out.result
+        return JSONResponse(CommitOut(tx_hash=hx(res.tx_hash) if res else None,
+                                      block_number=res.block_number if res else None,
+                                      dropped={hx(k): v for k, v in out.dropped.items()}).model_dump())
