@@ -83,6 +83,8 @@ def test_outsider_gets_401_or_403_on_every_peer_endpoint_and_changes_nothing(net
             ("POST", "/peer/votes", {"stream_id": hx(S1)}, None),
             ("POST", "/peer/events", {"hashes": [hx(h)]}, None),
             ("POST", "/peer/attest", forged_header(reg, S1, leader), None),
+            ("POST", "/peer/commit", {"headers": [{"header": forged_header(reg, S1, leader)["header"],
+                                                   "signatures": ["0x" + "00" * 65]}]}, None),
             ("GET", f"/peer/blocks/{hx(S1)}", None, {"from": 0, "to": 5})]
     before = [stored(net, i) for i in range(4)]
     for i, c in enumerate(clients):
