@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench.batching import headers_per_tx, median_gas_per_header
 from node.devnet.loadgen import KIND_JOIN, LoadGen
 from node.devnet.network import Network
 from node.devnet.stats import Stats
@@ -269,7 +270,8 @@ def run_load(net: Net, streams: list[bytes], *, clients: int, total: int, rate: 
             res["headers_per_s"] = round(hdr / fig["elapsed_s"], 1)
         res.update(commit_txs=len(txs), headers=hdr, headers_rejected=sum(t["rejected"] for t in txs),
                    gas_per_header=round(gas / hdr) if hdr else None, gas_per_event=round(gas / ev, 1) if ev else None,
-                   events_per_header=round(ev / hdr, 1) if hdr else None, gas_by_batch=gas_by_batch(txs))
+                   events_per_header=round(ev / hdr, 1) if hdr else None, gas_by_batch=gas_by_batch(txs),
+                   gas_per_header_median=median_gas_per_header(txs), headers_per_tx=headers_per_tx(txs))
     log(f"  {len(streams)} streams x {clients} clients: {fig.get('committed')}/{total} committed, "
         f"{fig.get('events_per_s')} ev/s, latency {fig.get('latency_ms')}" + (f"  [{error}]" if error else ""))
     return res

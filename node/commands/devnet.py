@@ -307,6 +307,7 @@ def _result(stats: Stats, net: Network, checked: int, failure: str | None, inter
             "events_per_s": round(stats.committed / el, 2) if stats.committed else 0.0,
             "commit_latency_ms": stats.latencies_ms(),
             "gas_per_header": stats.gas_per_header(),
+            "gas_per_event": stats.gas_per_event(),
             "status_checked": checked,
             "setup_s": round(net.setup_s, 2),
         }

@@ -34,6 +34,7 @@ def render(stats: Stats, replicas: dict[bytes, list[str]]) -> Group:
             t.add_row(short(hx(sid), 12), reps, str(stats.heads.get(sid, 0)), str(stats.blocks[sid]),
                       str(stats.block_events[sid]))
         gph = stats.gas_per_header()
+        gpe = stats.gas_per_event()
         rej = sum(stats.rejected.values())
         rejh = sum(stats.rejected_headers.values())
         rejwhy = ", ".join(f"{n} {r}" for r, n in sorted(stats.rejected_headers.items()))
@@ -46,7 +47,8 @@ def render(stats: Stats, replicas: dict[bytes, list[str]]) -> Group:
                       f"   {rate:,.1f} ev/s over {el:,.1f}s"),
         Text.assemble(("blocks   ", "bold"), f"{blocks:,} committed",
                       f" (+{rejh} rejected: {rejwhy})" if rejh else "",
-                      f"   {txs:,} commit txs   gas/header " + ("-" if gph is None else f"{gph:,}")),
+                      f"   {txs:,} commit txs   gas/header " + ("-" if gph is None else f"{gph:,}")
+                      + "   gas/event " + ("-" if gpe is None else f"{gpe:,.0f}")),
         Text.assemble(("latency  ", "bold"), f"p50 {_ms(lat['p50'])}   p99 {_ms(lat['p99'])}",
                       ("   (client post -> header on chain)", "dim")),
     ]

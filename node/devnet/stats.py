@@ -63,6 +63,11 @@ class Stats:
         n = self.headers_committed()
         return round(self.commit_gas / n) if n else None
 
+    def gas_per_event(self) -> float | None:
+        """Commit gas over the events in the blocks committed (JOINs included)."""
+        n = sum(self.block_events.values())
+        return round(self.commit_gas / n, 1) if n else None
+
     def latencies_ms(self) -> dict[str, float | None]:
         return quantiles_ms(self.latency.values(), mean=True)
 
