@@ -11,7 +11,7 @@ from eth_utils import keccak
 
 from node.chain.devtools import next_header, sign_header
 from node.protocol import eip712
-from node.protocol.commit import CommitView, StreamHead, validate_header
+from node.protocol.commit import CommitView, StreamHead, validate_batch, validate_header
 from node.protocol.registry import RegistryParams
 from node.protocol.types import MAX_EVENTS_PER_BLOCK, ZERO32, Header, RejectReason
 
@@ -136,6 +136,20 @@ def test_accepted(d):
     h, sigs = fresh(d, events_root=keccak(b"root"), event_count=3)
     assert_reason(d, h, sigs, None)
     assert d.registry.stream_head(d.streams[0]).header_hash == eip712.hash_header(h)
+
+
+def test_batch_in_order(d):
+    """validate_batch as the contract runs a batch: the same header twice is committed once, then BadNumber
+    (the head moved); a bad header before them changes nothing for the others."""
+    h, sigs = fresh(d, events_root=keccak(b"batch"), event_count=1)
+    view, params = view_of(d)
+    bad = dataclasses.replace(h, prev_hash=keccak(b"not the head"))
+    py = validate_batch(view, params, d.registry.domain(), [bad, h, h], [sigs, sigs, sigs])
+    assert py == [RejectReason.BAD_PARENT, None, RejectReason.BAD_NUMBER]
+    res = d.registry.commit_miniblocks([bad, h, h], [sigs, sigs, sigs])  # logs in call order
+    assert [c.header_hash for c in res.committed] == [eip712.hash_header(h)]
+    assert [(r.header_hash, RejectReason(r.reason)) for r in res.rejected] == [
+        (eip712.hash_header(bad), RejectReason.BAD_PARENT), (eip712.hash_header(h), RejectReason.BAD_NUMBER)]
 
 
 def test_inactive_attester(deployment_factory, anvil):
