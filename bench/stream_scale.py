@@ -83,7 +83,8 @@ class StreamMaker:
             gas += rc.gas_used
         self.made = max(self.made, n)
         dt = time.monotonic() - t0
-        self.log(f"  {n - first} streams created in {dt:.1f}s ({len(hashes)} txs, {gas / max(1, n - first):.0f} gas each)")
+        each = gas / max(1, n - first)
+        self.log(f"  {n - first} streams created in {dt:.1f}s ({len(hashes)} txs, {each:.0f} gas each)")
         return {"create_s": round(dt, 1), "create_txs": len(hashes),
                 "gas_per_stream": round(gas / (n - first)) if n > first else None}
 
@@ -215,7 +216,8 @@ def commit_latency(net: Net, streams: list[bytes], timeout: float, log: Log) -> 
             if not done:
                 errors += 1
     ms = sorted(x * 1000 for x in out)
-    res: dict[str, Any] = {"commit_samples": len(streams), "commit_ms_p50": round(statistics.median(ms)) if ms else None,
+    res: dict[str, Any] = {"commit_samples": len(streams),
+                           "commit_ms_p50": round(statistics.median(ms)) if ms else None,
                            "commit_ms_max": round(ms[-1]) if ms else None, "commit_ms": [round(x) for x in ms]}
     if errors:
         res["commit_errors"] = errors
