@@ -99,6 +99,6 @@ def test_restart_catches_up_on_streams_created_while_down(net, clients, domain, 
         assert c.post_event(body).status_code == 202
         msgs.append(eh)
     got = c.wait_committed(msgs, timeout=60)
-    for eh, st in got.items():
+    for st in got.values():
         sid = bytes.fromhex(st["stream_id"][2:])
         assert st["header_hash"] == hx(reg.header_hash_at(sid, st["block"]))
