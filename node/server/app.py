@@ -8,7 +8,7 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import uvicorn
@@ -31,7 +31,7 @@ from .peers import Peers
 from .producer import produce_loop
 from .replicas import upkeep_loop
 from .storage import Storage
-from .watcher import init_heads, poll_once, watch_loop, ws_loop
+from .watcher import init_heads, watch_loop, ws_loop
 
 log = logging.getLogger("node")
 
@@ -170,11 +170,11 @@ async def self_register(node: Node) -> None:
 
 async def serve(cfg: NodeConfig) -> None:
     node = await build_node(cfg)
+    # Heads and replicas from the store, then HTTP at once: the watch loop's first round scans the logs since
+    # the stored cursor and syncs what is behind; /healthz answers 503 until that round is done (`ready`),
+    # and the loops that lead, forward and replace replicas start only then (as they did after a scan
+    # made before HTTP, when a restart read two views per stream first).
     await init_heads(node)
-    try:
-        await poll_once(node)
-    except Exception as exc:  # noqa: BLE001 - any failure: the watch loop scans again
-        log.warning("first chain scan failed: %s", exc)
     api = install(node, build_api(node))  # /peer/* authenticated; outgoing peer requests signed
     app = Concurrency(BodyLimit(api, cfg.max_body), cfg.max_concurrent_client, cfg.max_concurrent_peer)
     server = _Server(uvicorn.Config(app, host=cfg.host, port=cfg.port,
@@ -182,8 +182,9 @@ async def serve(cfg: NodeConfig) -> None:
                                            timeout_keep_alive=30, timeout_graceful_shutdown=2))
     assert node.aggregator is not None  # build_node made it
     tasks = [asyncio.create_task(c, name=n) for n, c in (
-        ("watch", watch_loop(node)), ("ws", ws_loop(node)), ("produce", produce_loop(node)),
-        ("gossip", gossip_loop(node)), ("upkeep", upkeep_loop(node)), ("aggregate", node.aggregator.loop()))]
+        ("watch", watch_loop(node)), ("ws", ws_loop(node)), ("produce", once_ready(node, produce_loop)),
+        ("gossip", once_ready(node, gossip_loop)), ("upkeep", once_ready(node, upkeep_loop)),
+        ("aggregate", node.aggregator.loop()))]
     # Events accepted before a restart and not yet forwarded are forwarded again (gossiped flag).
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -204,6 +205,14 @@ async def serve(cfg: NodeConfig) -> None:
     await node.chain.rpc.close()
     node.storage.close()
     log.info("node %s stopped", node.me)
+
+
+async def once_ready(node: Node, loop_fn: Callable[[Node], Awaitable[None]]) -> None:
+    """Run a loop once the first chain round is done (`node.ready`): it then sees the chain's heads."""
+    while not node.ready and not node.stopping:
+        await asyncio.sleep(0.05)
+    if not node.stopping:
+        await loop_fn(node)
 
 
 class _Server(uvicorn.Server):

@@ -39,6 +39,21 @@ ATTEMPT_MARGIN_S = 1.0  # lead an attempt only once its window has been open thi
 
 
 @dataclass
+class UpkeepState:
+    """Replica upkeep's work lists (node.server.replicas, the only writer besides the view's hook): streams
+    whose replicas changed since upkeep looked (`dirty`); the streams with a replica to replace that this
+    node acts for (`stale`: stream -> replica indexes); per replica address, the oldest head timestamp of
+    its streams at the last look (`oldest`, a lower bound: the stall rule's re-reads); and the registry
+    inputs of the last full look (`key`: epoch, node records, dead replicas), a change of which makes the
+    next round look at every stream once."""
+
+    dirty: set[bytes] = field(default_factory=set)
+    stale: dict[bytes, list[int]] = field(default_factory=dict)
+    oldest: dict[str, int] = field(default_factory=dict)
+    key: tuple | None = None
+
+
+@dataclass
 class Node:
     """A running node. Who writes what:
 
@@ -58,7 +73,9 @@ class Node:
     - `attest`: attested_at (read by the producer: let an earlier attempt's leader finish).
     - `intake`: accepted_at (note_accepted; `sync.on_applied` pops it for the latency histogram),
       gossip_queues, gossip_senders.
-    - `sync`: sync_locks, pruned_at.  `snapshots`: snapshot_tried (when a stream last tried a peer
+    - `sync`: sync_locks, pruned_at, sync_todo (streams that may be behind: fed by the view's change hook
+      below, emptied by `sync.sync_all` as they catch up).  `replicas`: upkeep (its work lists, fed by the
+      same hook).  `snapshots`: snapshot_tried (when a stream last tried a peer
       snapshot), snapshot_stuck (sync passes in a row that applied nothing while behind).
     """
 
@@ -105,11 +122,20 @@ class Node:
     invalid_events: dict[bytes, float] = field(default_factory=lambda: BoundedDict(MAP_BOUND["invalid_events"]))
     aggregator: Aggregator | None = None
     aggregator_skip: dict[str, float] = field(default_factory=lambda: BoundedDict(MAP_BOUND["per_peer"]))
+    # work lists: what changed since the loops last looked (no loop scans every stream each round)
+    sync_todo: set[bytes] = field(default_factory=set)
+    upkeep: UpkeepState = field(default_factory=lambda: UpkeepState())
     view: ChainView = field(init=False)
 
     def __post_init__(self) -> None:
         self.me = address_of(self.key)
-        self.view = ChainView(self.storage)
+        self.view = ChainView(self.storage, self.me)
+        self.view.on_change.append(self._stream_changed)
+
+    def _stream_changed(self, sid: bytes) -> None:
+        """The chain view changed a stream's head or replicas: sync and upkeep look at it next round."""
+        self.sync_todo.add(sid)
+        self.upkeep.dirty.add(sid)
 
     # ---- the chain view, read-only ----------------------------------------------------------
     @property

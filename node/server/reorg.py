@@ -23,6 +23,7 @@ What makes it safe is the roll-back:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 
@@ -105,20 +106,26 @@ async def check_reorg(node: Node, latest: int) -> bool:
     return True
 
 
-async def reload_heads(node: Node) -> None:
-    """Heads and replica lists of rolled-back streams, read from the registry (authoritative now)."""
+async def reload_heads(node: Node, concurrency: int = 16) -> None:
+    """Heads and replica lists of rolled-back streams, read from the registry (authoritative now),
+    `concurrency` streams at a time (a deep reorg reloads every stream)."""
     if node.nodes_stale:
         await node.refresh_nodes()
         node.nodes_stale = False
     todo, node.heads_to_reload = node.heads_to_reload, set()
-    for sid in todo:
-        try:
-            n, h, ts = await node.chain.stream_head(sid)
-            node.view.reset_head(sid, StreamHead(n, h, ts))
-            node.view.load_head(sid, StreamHead(n, h, ts), await node.chain.replicas_of(sid))
-        except Exception as exc:  # noqa: BLE001 - any RPC failure: try again on the next poll
-            log.warning("head of %s after a rollback: %s", hx(sid), exc)
-            node.heads_to_reload.add(sid)
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(sid: bytes) -> None:
+        async with sem:
+            try:
+                n, h, ts = await node.chain.stream_head(sid)
+                node.view.reset_head(sid, StreamHead(n, h, ts))
+                node.view.load_head(sid, StreamHead(n, h, ts), await node.chain.replicas_of(sid))
+            except Exception as exc:  # noqa: BLE001 - any RPC failure: try again on the next poll
+                log.warning("head of %s after a rollback: %s", hx(sid), exc)
+                node.heads_to_reload.add(sid)
+
+    await asyncio.gather(*(one(sid) for sid in todo))
 
 
 async def final_block(node: Node, latest: int) -> int:

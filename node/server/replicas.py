@@ -48,30 +48,24 @@ def needs_replacing(node: Node, sid: bytes, addr: str, epoch: int) -> bool:
     return not node.is_active(addr, epoch) or known_dead(addr, epoch)
 
 
-def _stalled(node: Node, sid: bytes) -> bool:
-    head = node.view.head(sid)
-    if head is None or not head.timestamp:
-        return False
-    return node.chain_now() >= head.timestamp + STALL_ATTEMPTS * node.params.leader_timeout
+def _stalled_since(node: Node, head_ts: int) -> bool:
+    """A stream whose head has this timestamp has had no commit for STALL_ATTEMPTS attempts' windows."""
+    return bool(head_ts) and node.chain_now() >= head_ts + STALL_ATTEMPTS * node.params.leader_timeout
 
 
 async def refresh_liveness(node: Node, epoch: int) -> int:
     """Reads livenessOf for the active replicas of this node's streams: once per (replica, epoch), and
-    again when one of its streams stalled and `_requery_s` passed. Returns the number of RPC reads."""
-    want: dict[str, bool] = {}
-    for row in node.storage.all_streams():
-        stalled = None
-        for a in node.replicas_of(row.stream_id):
-            if a == node.me or not node.is_active(a, epoch):
-                continue
-            got = _liveness.get(a)
-            if got is None or got[0] != epoch:
-                want[a] = True
-            elif not got[2] and time.monotonic() - got[1] >= _requery_s(node):
-                if stalled is None:
-                    stalled = _stalled(node, row.stream_id)
-                if stalled:
-                    want[a] = True
+    again when one of its streams stalled and `_requery_s` passed. Returns the number of RPC reads.
+    The replicas and the oldest head of their streams come from upkeep's index (`look`), not a scan."""
+    want: list[str] = []
+    for a, oldest in list(node.upkeep.oldest.items()):
+        if a == node.me or not node.is_active(a, epoch):
+            continue
+        got = _liveness.get(a)
+        if got is None or got[0] != epoch:
+            want.append(a)
+        elif not got[2] and time.monotonic() - got[1] >= _requery_s(node) and _stalled_since(node, oldest):
+            want.append(a)
     reads = 0
     for a in want:
         try:
@@ -86,6 +80,46 @@ async def refresh_liveness(node: Node, epoch: int) -> int:
     return reads
 
 
+def _inputs(node: Node, epoch: int) -> tuple:
+    """What `needs_replacing` and the acting node depend on besides a stream's replicas."""
+    dead = frozenset(a for a in node.view.nodes if known_dead(a, epoch))
+    return epoch, tuple(node.view.nodes.values()), dead
+
+
+def look(node: Node, epoch: int) -> int:
+    """Bring upkeep's index up to date: every stream once when the epoch, the node records or the dead set
+    changed, else only the streams whose replicas changed since (the view's hook). Keeps the streams this
+    node must act for (a replica to replace, this node the first active, live replica or, if none, the
+    registry's first) and, per replica address, the oldest head timestamp of its streams. Returns the
+    streams looked at."""
+    up = node.upkeep
+    key = _inputs(node, epoch)
+    if key != up.key:
+        up.key, up.stale, up.oldest = key, {}, {}
+        todo: set[bytes] | list[bytes] = list(node.view.heads)
+        up.dirty.clear()
+    else:
+        todo, up.dirty = up.dirty, set()
+    active_nodes = [a for a in node.view.nodes if node.is_active(a, epoch) and not known_dead(a, epoch)]
+    for sid in todo:
+        reps = node.replicas_of(sid)
+        head = node.view.head(sid)
+        ts = head.timestamp if head is not None else 0
+        for a in reps:
+            if ts and (a not in up.oldest or not up.oldest[a] or ts < up.oldest[a]):
+                up.oldest[a] = ts
+            else:
+                up.oldest.setdefault(a, 0)
+        stale = [i for i, a in enumerate(reps) if needs_replacing(node, sid, a, epoch)]
+        acting = next((a for a in reps if node.is_active(a, epoch) and not known_dead(a, epoch)),
+                      active_nodes[0] if active_nodes else None) if stale else None
+        if stale and acting == node.me:
+            up.stale[sid] = stale
+        else:
+            up.stale.pop(sid, None)
+    return len(todo)
+
+
 async def upkeep_once(node: Node) -> int:
     if not node.cfg.replace_replicas or not node.view.nodes:
         return 0
@@ -93,30 +127,23 @@ async def upkeep_once(node: Node) -> int:
     if not node.is_active(node.me, epoch):
         return 0
     await refresh_liveness(node, epoch)
-    active_nodes = [a for a in node.view.nodes if node.is_active(a, epoch) and not known_dead(a, epoch)]
+    look(node, epoch)
     sent = 0
-    for row in node.storage.all_streams():
-        reps = node.replicas_of(row.stream_id)
-        stale = [i for i, a in enumerate(reps) if needs_replacing(node, row.stream_id, a, epoch)]
-        if not stale:
-            continue
-        acting = next((a for a in reps if node.is_active(a, epoch) and not known_dead(a, epoch)),
-                      active_nodes[0] if active_nodes else None)
-        if acting != node.me:
-            continue
+    for sid, stale in list(node.upkeep.stale.items()):
+        reps = node.replicas_of(sid)
         for i in stale:
-            key = ("replace", row.stream_id, i, epoch)
+            key = ("replace", sid, i, epoch)
             if node.tried.get(key, 0) > time.time():
                 continue
             node.tried[key] = time.time() + 5.0
             try:
-                rc = await node.chain.replace_replica(row.stream_id, i, check=False)
+                rc = await node.chain.replace_replica(sid, i, check=False)
                 node.metrics.gas_spent.inc(rc.gas_used)
-                log.info("replaced replica %d of %s (tx status %s)", i, hx(row.stream_id), rc.status)
+                log.info("replaced replica %d of %s (tx status %s)", i, hx(sid), rc.status)
                 _liveness.pop(reps[i], None)
                 sent += 1
             except Exception as exc:  # noqa: BLE001 - a revert (already replaced) or RPC failure: retried
-                log.info("replaceReplica(%s, %d) failed: %s", hx(row.stream_id), i, exc)
+                log.info("replaceReplica(%s, %d) failed: %s", hx(sid), i, exc)
         node.wake_sync.set()
     return sent
 

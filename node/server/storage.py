@@ -67,7 +67,8 @@ CREATE TABLE IF NOT EXISTS streams (
     head_hash    BLOB NOT NULL,
     created_block INTEGER NOT NULL DEFAULT 0,
     creator      TEXT,
-    invite_only  INTEGER NOT NULL DEFAULT 0
+    invite_only  INTEGER NOT NULL DEFAULT 0,
+    created_ts   INTEGER NOT NULL DEFAULT 0
 );
 -- A stream's member slots (docs/protocol.md, "Stream state"): slot i is its i-th JOIN applied; left_at is
 -- the block of that member's LEAVE (the slot is then empty). One row per JOIN: a block writes only its own.
@@ -90,6 +91,8 @@ CREATE TABLE IF NOT EXISTS commits (
     leader       TEXT NOT NULL,
     tx_hash      BLOB NOT NULL,
     chain_block  INTEGER NOT NULL,
+    block_hash   BLOB NOT NULL DEFAULT x'',
+    chain_ts     INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (stream_id, number)
 );
 CREATE TABLE IF NOT EXISTS proposals (
@@ -201,6 +204,21 @@ class CommitRow:
     tx_hash: bytes
     chain_block: int
     block_hash: bytes = b""  # the hash of chain block `chain_block` when the commit was seen there
+    timestamp: int = 0  # that chain block's timestamp (the head's timestamp; 0: not recorded, an older store)
+
+
+@dataclass(slots=True)
+class StoredHead:
+    """What the store knows of a stream's chain head, for a start without per-stream chain reads: the newest
+    commit seen (else the genesis), its chain block's timestamp (0: not recorded, an older store) and the
+    replica list."""
+
+    stream_id: bytes
+    replicas: list[str]
+    number: int
+    header_hash: bytes
+    timestamp: int
+    local_head: int
 
 
 @dataclass(slots=True)
@@ -278,10 +296,15 @@ class Storage:
         self.db.close()
 
     def _migrate_commits(self) -> None:
-        """Columns that stores written before reorg handling lack."""
+        """Columns that older stores lack (block hashes: reorg handling; timestamps: start from the store)."""
         cols = {r[1] for r in self.db.execute("PRAGMA table_info(commits)")}
         if "block_hash" not in cols:
             self.db.execute("ALTER TABLE commits ADD COLUMN block_hash BLOB NOT NULL DEFAULT x''")
+        if "chain_ts" not in cols:  # the head's timestamp, so a restart needs no chain read per stream
+            self.db.execute("ALTER TABLE commits ADD COLUMN chain_ts INTEGER NOT NULL DEFAULT 0")
+        cols = {r[1] for r in self.db.execute("PRAGMA table_info(streams)")}
+        if "created_ts" not in cols:
+            self.db.execute("ALTER TABLE streams ADD COLUMN created_ts INTEGER NOT NULL DEFAULT 0")
 
     # ---- kv / cursors -------------------------------------------------------------------------
     def get_kv(self, key: str, default: str | None = None) -> str | None:
@@ -428,13 +451,27 @@ class Storage:
 
     # ---- streams ------------------------------------------------------------------------------
     def upsert_stream(self, stream_id: bytes, genesis_hash: bytes, replicas: list[str], created_block: int,
-                      creator: str | None = None) -> None:
-        self._streams.pop(stream_id, None)
-        self._states.pop(stream_id, None)
-        self.db.execute(
-            "INSERT INTO streams(stream_id, genesis_hash, replicas, head_number, head_hash, created_block, creator)"
-            " VALUES(?,?,?,0,?,?,?) ON CONFLICT(stream_id) DO UPDATE SET creator=coalesce(creator, excluded.creator)",
-            (stream_id, genesis_hash, json.dumps(replicas), genesis_hash, created_block, creator))
+                      creator: str | None = None, created_ts: int = 0) -> None:
+        self.upsert_streams([(stream_id, genesis_hash, replicas, created_block, creator, created_ts)])
+
+    _UPSERT_STREAM = ("INSERT INTO streams(stream_id, genesis_hash, replicas, head_number, head_hash, created_block,"
+                      " creator, created_ts) VALUES(?,?,?,0,?,?,?,?) ON CONFLICT(stream_id) DO UPDATE SET"
+                      " creator=coalesce(creator, excluded.creator), created_ts=max(created_ts, excluded.created_ts)")
+
+    def upsert_streams(self, rows: Sequence[tuple[bytes, bytes, list[str], int, str | None, int]]) -> None:
+        """Record created streams (id, genesis hash, replicas, created block, creator, block timestamp) in one
+        transaction: a log range can create thousands (one fsync for all, not one each)."""
+        for r in rows:
+            self._streams.pop(r[0], None)
+            self._states.pop(r[0], None)
+        self.db.execute("BEGIN")
+        try:
+            self.db.executemany(self._UPSERT_STREAM, [(sid, gh, json.dumps(reps), gh, blk, creator, ts)
+                                                      for sid, gh, reps, blk, creator, ts in rows])
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
 
     def set_replicas(self, stream_id: bytes, replicas: list[str]) -> None:
         self._streams.pop(stream_id, None)
@@ -493,6 +530,20 @@ class Storage:
                             " WHERE stream_id=?", (stream_id,)).fetchone()
         return self._row_stream(r) if r else None
 
+    def stored_heads(self) -> list[StoredHead]:
+        """Every stream's chain head as recorded here (newest commit seen, else the genesis), in one query:
+        a restart loads these instead of reading two views per stream from the chain."""
+        q = ("SELECT s.stream_id, s.replicas, s.genesis_hash, s.created_ts, s.head_number, c.number, c.header_hash,"
+             " c.chain_ts FROM streams s LEFT JOIN (SELECT stream_id, max(number) AS number, header_hash, chain_ts"
+             " FROM commits GROUP BY stream_id) c ON c.stream_id = s.stream_id")
+        out = []
+        for sid, reps, gh, cts, local, n, hh, ts in self.db.execute(q):
+            if n is None:
+                out.append(StoredHead(bytes(sid), json.loads(reps), 0, bytes(gh), cts, local))
+            else:
+                out.append(StoredHead(bytes(sid), json.loads(reps), n, bytes(hh), ts, local))
+        return out
+
     def all_streams(self) -> list[StreamRow]:
         return [self._row_stream(r) for r in self.db.execute(
             "SELECT stream_id, genesis_hash, replicas, head_number, head_hash FROM streams"
@@ -514,13 +565,13 @@ class Storage:
         try:
             self.db.executemany(
                 "INSERT INTO commits(stream_id, number, header_hash, prev_hash, events_root, event_count,"
-                " leader, tx_hash, chain_block, block_hash) VALUES(?,?,?,?,?,?,?,?,?,?)"
+                " leader, tx_hash, chain_block, block_hash, chain_ts) VALUES(?,?,?,?,?,?,?,?,?,?,?)"
                 " ON CONFLICT(stream_id, number) DO UPDATE SET header_hash=excluded.header_hash,"
                 " prev_hash=excluded.prev_hash, events_root=excluded.events_root, event_count=excluded.event_count,"
                 " leader=excluded.leader, tx_hash=excluded.tx_hash, chain_block=excluded.chain_block,"
-                " block_hash=excluded.block_hash",
+                " block_hash=excluded.block_hash, chain_ts=excluded.chain_ts",
                 [(c.stream_id, c.number, c.header_hash, c.prev_hash, c.events_root, c.event_count, c.leader,
-                  c.tx_hash, c.chain_block, c.block_hash) for c in rows])
+                  c.tx_hash, c.chain_block, c.block_hash, c.timestamp) for c in rows])
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
@@ -528,12 +579,12 @@ class Storage:
         return out
 
     _CM_COLS = ("stream_id, number, header_hash, prev_hash, events_root, event_count, leader, tx_hash, chain_block,"
-                " block_hash")
+                " block_hash, chain_ts")
 
     @staticmethod
     def _row_commit(r: Sequence) -> CommitRow:
         return CommitRow(bytes(r[0]), r[1], bytes(r[2]), bytes(r[3]), bytes(r[4]), r[5], r[6], bytes(r[7]), r[8],
-                         bytes(r[9] or b""))
+                         bytes(r[9] or b""), r[10] or 0)
 
     def get_commit(self, stream_id: bytes, number: int) -> CommitRow | None:
         r = self.db.execute(f"SELECT {self._CM_COLS} FROM commits WHERE stream_id=? AND number=?",

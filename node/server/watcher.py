@@ -77,14 +77,28 @@ async def _poll_once(node: Node) -> int:
     return n
 
 
-async def init_heads(node: Node) -> None:
-    """On start: the chain's head of every known stream (authoritative, with its timestamp)."""
-    for row in node.storage.all_streams():
-        try:
-            n, h, ts = await node.chain.stream_head(row.stream_id)
-            node.view.load_head(row.stream_id, StreamHead(n, h, ts), await node.chain.replicas_of(row.stream_id))
-        except Exception as exc:  # noqa: BLE001 - any RPC failure: the watcher's logs bring the head later
-            log.warning("head of %s: %s", hx(row.stream_id), exc)
+async def init_heads(node: Node, concurrency: int = 16) -> None:
+    """On start: every stream's head and replicas from the store (recorded from the logs up to the cursor;
+    the next scan brings what came after), so a restart costs one query, not two chain calls per stream.
+    Streams whose head timestamp the store lacks (a data dir from before it was recorded) are read from the
+    registry, `concurrency` at a time. The streams behind their chain head go on sync's work list."""
+    rows = node.storage.stored_heads()
+    unknown = node.view.load_stored(rows)
+    node.sync_todo.update(r.stream_id for r in rows if r.local_head < r.number)
+    if unknown:
+        log.info("%d of %d streams without a recorded head timestamp: reading their heads from the registry",
+                 len(unknown), len(rows))
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(sid: bytes) -> None:
+        async with sem:
+            try:
+                n, h, ts = await node.chain.stream_head(sid)
+                node.view.load_head(sid, StreamHead(n, h, ts), await node.chain.replicas_of(sid))
+            except Exception as exc:  # noqa: BLE001 - any RPC failure: the watcher's logs bring the head later
+                log.warning("head of %s: %s", hx(sid), exc)
+
+    await asyncio.gather(*(one(r.stream_id) for r in unknown))
 
 
 async def watch_loop(node: Node) -> None:
