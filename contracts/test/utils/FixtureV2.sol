@@ -150,20 +150,28 @@ abstract contract RegistryV2Fixture is TestBase {
         r.attesters = bits;
     }
 
+    /// @dev The record's 127 fixed bytes (its signatures go after all records).
     function _encodeRec(Rec memory r) internal pure returns (bytes memory out) {
         Header memory h = r.h;
         out = abi.encodePacked(h.streamId, h.eventsRoot, h.stateRoot);
         out = abi.encodePacked(
-            out, h.number, h.epoch, h.eventCount, h.attempt, r.leaderPos, r.revealIdx, r.attesters
+            out, uint32(h.number), uint32(h.epoch), uint16(h.eventCount), h.attempt, r.leaderPos, r.attesters
         );
         out = abi.encodePacked(out, bytes14(uint112(uint256(h.prevHash)))); // prevHash[18:32]
+    }
+
+    /// @dev The record's signatures: leader, then attesters by ascending position.
+    function _encodeSigs(Rec memory r) internal pure returns (bytes memory out) {
         for (uint256 i; i < r.sigs.length; ++i) out = bytes.concat(out, r.sigs[i]);
     }
 
+    /// @dev The batch: n ‖ k ‖ reveals ‖ records ‖ signatures. The reveal table must list each leader's
+    ///      reveal in the order the leaders first appear (`_assignReveals` does).
     function _encode(Rec[] memory rs, bytes32[] memory reveals) internal pure returns (bytes memory out) {
         out = abi.encodePacked(uint16(rs.length), uint8(reveals.length));
         for (uint256 j; j < reveals.length; ++j) out = bytes.concat(out, reveals[j]);
         for (uint256 i; i < rs.length; ++i) out = bytes.concat(out, _encodeRec(rs[i]));
+        for (uint256 i; i < rs.length; ++i) out = bytes.concat(out, _encodeSigs(rs[i]));
     }
 
     /// @dev Reveals, signs (`total` signatures each) and packs.
