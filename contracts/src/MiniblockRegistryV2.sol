@@ -516,7 +516,7 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
 
     // A node's entry in the commit's node table (memory, one word per node index, zero = not loaded):
     // address [0,160) | active [160] | loaded [161] | reveal assigned [162] | reveal verified [163] |
-    // calldata offset of its reveal [168,200) | reveal-table index [200,208) | node index [208,216).
+    // (offset of its reveal - calldatasize) mod 2^32 [168,200) | reveal-table index [200,208) | node index [208,216).
     uint256 internal constant F_ACTIVE = 0x0010000000000000000000000000000000000000000; // 1 << 160
     uint256 internal constant F_LOADED = 0x0020000000000000000000000000000000000000000; // 1 << 161
     uint256 internal constant F_ASSIGNED = 0x0040000000000000000000000000000000000000000; // 1 << 162
@@ -629,7 +629,8 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                     off := add(mload(M_REVBASE), shl(5, j))
                     mstore(M_NEXTJ, add(j, 1))
                 }
-                out := or(or(e, F_ASSIGNED), or(shl(168, off), shl(200, j)))
+                // kept as off - calldatasize() (32 bits): a zero entry then reads the reveal 0
+                out := or(or(e, F_ASSIGNED), or(shl(168, and(sub(off, calldatasize()), M32)), shl(200, j)))
                 mstore(add(mload(M_T), shl(5, idx)), out)
             }
 
@@ -745,27 +746,29 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                 mstore(0x00, calldataload(p))
                 let hslot := keccak256(0x00, 0x40)
                 let head := sload(hslot)
-                // the claimed leader (replica leaderPos): its node table entry, with its reveal assigned
+                let att := and(shr(120, w), 0xffff)
+                // the elected position (v1 formula); r = 0 (no stream) gives 0
+                mstore(M_EL_SID, mload(0x00))
+                mstore(M_EL_NUM, shr(224, w))
+                let pos := addmod(mod(keccak256(M_EL, 0x60), and(shr(64, head), 0xff)), and(shr(144, w), M32), and(shr(64, head), 0xff))
+                // the leader if leaderPos is the elected position of an existing stream: its node table
+                // entry, with its reveal assigned (0 otherwise: checks 1 and 6 fail)
                 let le := 0
                 {
                     // replica node indices, byte k = replica k
                     let reps := shr(72, head)
                     if gt(and(shr(64, head), 0xff), LOW_REPLICAS) { reps := hiReps(reps) }
                     mstore(M_REPS, reps)
-                    switch lt(and(shr(136, w), 0xff), and(shr(64, head), 0xff))
-                    case 0 {
-                        mstore(M_H_LEADER, 0)
-                        mstore(M_H_REVEAL, 0)
-                    }
-                    default {
-                        let lidx := and(shr(shl(3, and(shr(136, w), 0xff)), reps), 0xff)
+                    if and(eq(and(shr(136, w), 0xff), pos), lt(pos, and(shr(64, head), 0xff))) {
+                        let lidx := and(shr(shl(3, pos), reps), 0xff)
                         le := mload(add(mload(M_T), shl(5, lidx)))
                         if iszero(and(le, F_ASSIGNED)) { le := assign(lidx, le) }
-                        mstore(M_H_LEADER, and(le, ADDR))
-                        mstore(M_H_REVEAL, calldataload(and(shr(168, le), M32)))
                     }
                 }
-                // the header struct: prevHash = stored prefix[0:18] ‖ sent [18:32]; epoch written once
+                // the header struct: leader and reveal derived (0 without a leader), prevHash = stored
+                // prefix[0:18] ‖ sent [18:32]; epoch written once
+                mstore(M_H_LEADER, and(le, ADDR))
+                mstore(M_H_REVEAL, calldataload(and(add(shr(168, le), calldatasize()), M32)))
                 mstore(M_H_SID, mload(0x00))
                 mstore(M_H_NUM, shr(224, w))
                 mstore(M_H_PREV, or(and(head, PREV_HEAD_MASK), and(shr(8, w), TAIL_MASK)))
@@ -775,37 +778,30 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                 mstore(M_H_STATE, calldataload(add(p, 0x40)))
                 let hh := keccak256(M_H, 0x160)
                 // attester count (a table for bitmaps below 32, i.e. r <= 5)
-                let cnt := byte(and(shr(120, w), 0xffff), POP5)
-                if gt(and(shr(120, w), 0xffff), 31) { cnt := popcount(and(shr(120, w), 0xffff)) }
+                let cnt := byte(att, POP5)
+                if gt(att, 31) { cnt := popcount(att) }
 
                 // checks, in the order of docs/protocol.md "Version 2"; 0 or the reason
                 let reason := 0
                 for {} 1 {} {
-                    {
-                        let r := and(shr(64, head), 0xff)
-                        // the elected position (v1 formula); r = 0 (no stream) gives 0 and fails below
-                        mstore(M_EL_SID, mload(0x00))
-                        mstore(M_EL_NUM, shr(224, w))
-                        let pos := addmod(mod(keccak256(M_EL, 0x60), r), and(shr(144, w), M32), r)
-                        // checks 1..6, 14, 9, 10, 12 at once; the first failing one only if any fails
-                        if or(
+                    // checks 1..6, 14, 9, 10, 12 at once (1 and 6 as "no leader"); the first failing one
+                    // only if any fails
+                    if or(
+                        or(
+                            or(iszero(le), xor(shr(224, w), add(and(head, M32), 1))),
+                            or(and(xor(mload(M_H_PREV), head), HEAD_PREFIX_MASK), xor(and(shr(192, w), M32), mload(M_EPOCH)))
+                        ),
+                        or(
                             or(
-                                or(iszero(r), xor(shr(224, w), add(and(head, M32), 1))),
-                                or(and(xor(mload(M_H_PREV), head), HEAD_PREFIX_MASK), xor(and(shr(192, w), M32), mload(M_EPOCH)))
+                                lt(timestamp(), add(and(shr(32, head), M32), mul(and(shr(144, w), M32), mload(M_TIMEOUT)))),
+                                gt(and(shr(176, w), 0xffff), MAX_EVENTS_PER_BLOCK)
                             ),
-                            or(
-                                or(
-                                    lt(timestamp(), add(and(shr(32, head), M32), mul(and(shr(144, w), M32), mload(M_TIMEOUT)))),
-                                    or(xor(and(shr(136, w), 0xff), pos), gt(and(shr(176, w), 0xffff), MAX_EVENTS_PER_BLOCK))
-                                ),
-                                or(
-                                    or(shr(r, and(shr(120, w), 0xffff)), and(shr(120, w), shl(pos, 1))),
-                                    lt(cnt, shr(1, r))
-                                )
-                            )
-                        ) { reason := headReason(w, head, pos, cnt) }
+                            or(or(shr(and(shr(64, head), 0xff), att), and(att, shl(pos, 1))), lt(cnt, shr(1, and(shr(64, head), 0xff))))
+                        )
+                    ) {
+                        reason := headReason(w, head, pos, cnt)
+                        break
                     }
-                    if reason { break }
                     mstore(M_D_HH, hh)
                     mstore(M_E, keccak256(M_D, 0x42))
                     // the leader's signature (EIP-2098; high s rejected), then its activity
@@ -827,8 +823,8 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                     {
                         let q := add(sp, SIG2)
                         let reps := mload(M_REPS)
-                        for { let att := and(shr(120, w), 0xffff) } att {} {
-                            if and(att, 1) {
+                        for { let a := att } a {} {
+                            if and(a, 1) {
                                 let ae := mload(add(mload(M_T), shl(5, and(reps, 0xff))))
                                 if iszero(ae) { ae := load(and(reps, 0xff)) }
                                 let vs := calldataload(add(q, 0x20))
@@ -845,7 +841,7 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                                 }
                                 q := add(q, SIG2)
                             }
-                            att := shr(1, att)
+                            a := shr(1, a)
                             reps := shr(8, reps)
                         }
                     }

@@ -112,11 +112,18 @@ abstract contract RegistryV2Fixture is TestBase {
         return _rec(sid, num + 1, fullHead[sid], 0);
     }
 
-    /// @dev One reveal per distinct leader (its next onion layer); sets revealIdx and randaoReveal.
+    /// @dev One reveal per distinct elected leader (its next onion layer), in the order those leaders
+    ///      first appear (the contract's rule: entry j is the j-th distinct elected leader's); sets
+    ///      revealIdx and randaoReveal (0 for a record whose leaderPos is not the elected position,
+    ///      as the contract hashes it).
     function _assignReveals(Rec[] memory rs) internal view returns (bytes32[] memory reveals) {
         address[] memory ls = new address[](rs.length);
         uint256 k;
         for (uint256 i; i < rs.length; ++i) {
+            if (!_elected(rs[i])) {
+                rs[i].revealIdx = 0;
+                continue;
+            }
             address l = rs[i].h.leader;
             uint256 j;
             while (j < k && ls[j] != l) ++j;
@@ -125,7 +132,16 @@ abstract contract RegistryV2Fixture is TestBase {
         }
         reveals = new bytes32[](k);
         for (uint256 j; j < k; ++j) reveals[j] = _layer(ls[j], layerOf[ls[j]] - 1);
-        for (uint256 i; i < rs.length; ++i) rs[i].h.randaoReveal = reveals[rs[i].revealIdx];
+        for (uint256 i; i < rs.length; ++i) rs[i].h.randaoReveal = _elected(rs[i]) ? reveals[rs[i].revealIdx] : bytes32(0);
+    }
+
+    /// @dev Whether the record's leaderPos is the elected position of an existing stream.
+    function _elected(Rec memory r) internal view returns (bool) {
+        try reg.electedPosition(r.h.streamId, r.h.number, r.h.attempt) returns (uint256 pos, address) {
+            return pos == r.leaderPos;
+        } catch {
+            return false;
+        }
     }
 
     function _compact(uint256 pk, bytes32 digest) internal pure returns (bytes memory) {
