@@ -175,6 +175,7 @@ def test_decode_matches_encode_and_contract_reverts(chain: V2Chain) -> None:
     batch, signed = chain.batch(items)
     reveals, recs = v2.decode_batch(batch)
     assert len(recs) == 2
+    assert chain.call("RECORD_FIXED") == v2.RECORD_FIXED
     for r, s in zip(recs, signed, strict=True):
         h = s.header
         assert (r.stream_id, r.events_root, r.state_root, r.number, r.epoch, r.event_count, r.attempt) == (

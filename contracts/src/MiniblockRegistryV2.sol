@@ -512,7 +512,6 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
     /// @dev Byte i (from the left) = popcount(i), i < 32: the signature count of a bitmap below 32 in one BYTE.
     uint256 internal constant POP5 = 0x0001010201020203010202030203030401020203020303040203030403040405;
     uint256 internal constant SIG2 = 0x40; // one compact signature
-    uint256 internal constant RECORD_FIXED_LIT = 127; // RECORD_FIXED as a literal for assembly
 
     // A node's entry in the commit's node table (memory, one word per node index, zero = not loaded):
     // address [0,160) | active [160] | loaded [161] | reveal assigned [162] | reveal verified [163] |
@@ -720,7 +719,7 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                 let k := byte(2, calldataload(base))
                 if or(iszero(n), gt(n, MAX_BATCH)) { fail(E_BAD_SIZE, n) }
                 p := add(add(base, 3), shl(5, k))
-                sp := add(p, mul(n, RECORD_FIXED_LIT))
+                sp := add(p, mul(n, RECORD_FIXED))
                 if gt(sub(sp, base), len) { fail(E_TRUNCATED, sub(sp, base)) }
                 mstore(M_REVBASE, add(base, 3))
                 mstore(M_K, k)
@@ -740,7 +739,7 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
             // 0x20 holds the slot of _heads while the loop runs (restored after other uses)
             mstore(0x20, _heads.slot)
 
-            for {} lt(p, mload(M_PEND)) { p := add(p, RECORD_FIXED_LIT) } {
+            for {} lt(p, mload(M_PEND)) { p := add(p, RECORD_FIXED) } {
                 // number | epoch | eventCount | attempt | leaderPos | attesters | prevHash[18:32] | (next byte)
                 let w := calldataload(add(p, 96))
                 mstore(0x00, calldataload(p))
@@ -856,7 +855,7 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                     sstore(hslot, or(or(and(hh, HEAD_PREFIX_MASK), and(head, HEAD_REPLICA_BITS)), or(shr(224, w), mload(M_TS))))
                     mstore(hp, hh)
                     hp := add(hp, 0x20)
-                    mstore(M_BITS, or(mload(M_BITS), shl(div(sub(p, mload(M_P0)), RECORD_FIXED_LIT), 1)))
+                    mstore(M_BITS, or(mload(M_BITS), shl(div(sub(p, mload(M_P0)), RECORD_FIXED), 1)))
                     // attempt a >= 1: the leaders of the min(a, r - 1) attempts before missed their slot
                     if and(shr(144, w), M32) { missed(p, head, w) }
                 }
