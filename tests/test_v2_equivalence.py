@@ -175,18 +175,20 @@ def test_decode_matches_encode_and_contract_reverts(chain: V2Chain) -> None:
     batch, signed = chain.batch(items)
     reveals, recs = v2.decode_batch(batch)
     assert len(recs) == 2
+    assert chain.call("RECORD_FIXED") == v2.RECORD_FIXED
     for r, s in zip(recs, signed, strict=True):
         h = s.header
         assert (r.stream_id, r.events_root, r.state_root, r.number, r.epoch, r.event_count, r.attempt) == (
             h.stream_id, h.events_root, h.state_root, h.number, h.epoch, h.event_count, h.attempt)
         assert r.prev_tail == h.prev_hash[v2.PREV_SENT_FROM:]
         assert v2.prev_hash_of(v2.head_prefix(h.prev_hash), r.prev_tail) == h.prev_hash
-        assert reveals[r.reveal_index] == h.randao_reveal
+        # reveal j belongs to the j-th distinct leader in record order
+        assert reveals[list(dict.fromkeys(x.header.leader for x in signed)).index(h.leader)] == h.randao_reveal
         assert (r.leader_pos, r.attesters) == (s.leader_pos, s.attesters)
         assert [v2.from_compact(x) for x in r.signatures] == s.signatures
     # malformed batches: the contract reverts with the error decode_batch names
-    cases = [batch[:2], b"\x00\x00\x00", batch[:-1], batch + b"\x00", batch[:200],
-             b"\x00\x03" + batch[2:], batch[:2] + b"\xff" + batch[3:]]
+    cases = [batch[:2], b"\x00\x00\x00", batch[:-1], batch + b"\x00", batch[:200], batch[:400],
+             b"\x00\x03" + batch[2:], b"\x00\x01" + batch[2:], batch[:2] + b"\xff" + batch[3:]]
     for bad in cases:
         with pytest.raises(v2.BatchError) as ei:
             v2.decode_batch(bad)
@@ -228,8 +230,7 @@ def test_tampered_commits_rejected_with_reason(chain: V2Chain) -> None:
     outsider = next(a for a in chain.keys if a not in reps)
     d = eip712.header_digest(chain.domain, signed[0].header)
     forged = v2.to_compact(eip712.sign_digest(d, chain.keys[outsider].private_key))
-    rec_at = len(batch) - v2.RECORD_FIXED - 64 * len(recs[0].signatures)
-    sig0 = rec_at + v2.RECORD_FIXED
+    sig0 = len(batch) - 64 * len(recs[0].signatures)  # the signatures follow all records
     assert _reason_of(chain, batch[:sig0] + forged + batch[sig0 + 64:]) == [RejectReason.BAD_LEADER_SIGNATURE]
     assert _reason_of(chain, batch[:sig0 + 64] + forged) == [RejectReason.BAD_ATTESTATION]
     assert _reason_of(chain, batch[:sig0 + 64] + batch[sig0:sig0 + 64]) == [RejectReason.BAD_ATTESTATION]

@@ -64,7 +64,7 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
     /// @notice Most onion layers one reveal may skip down (keccak256^d(reveal) == commit, 1 <= d <= 8).
     uint256 public constant MAX_REVEAL_SKIP = 8;
     /// @notice Bytes of a batch record before its signatures.
-    uint256 public constant RECORD_FIXED = 138;
+    uint256 public constant RECORD_FIXED = 127;
     /// @notice Bits of a header hash kept in the stream's head slot (its top bits).
     uint256 public constant HEAD_HASH_BITS = 160;
     /// @notice Commit transactions per history checkpoint (`historyCheckpoint`).
@@ -499,42 +499,95 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
     uint256 internal constant E_TRAILING = 0x10865ed0;
     uint256 internal constant E_BAD_SIZE = 0x348de330;
 
+    // Literals of the record loop (the legacy code generator folds no constant expression in
+    // assembly, so every mask and address it uses is spelled out here).
+    uint256 internal constant M32 = 0xffffffff;
+    uint256 internal constant ADDR = 0x00ffffffffffffffffffffffffffffffffffffffff;
+    uint256 internal constant TAIL_MASK = 0xffffffffffffffffffffffffffff; // prevHash[18:32], 112 bits
+    uint256 internal constant PREV_HEAD_MASK = 0xffffffffffffffffffffffffffffffffffff0000000000000000000000000000; // [0:18]
+    uint256 internal constant HEAD_PREFIX_MASK = 0xffffffffffffffffffffffffffffffffffffffff000000000000000000000000; // 160 bits
+    uint256 internal constant HEAD_REPLICA_BITS = 0xffffffff0000000000000000; // r and replicas 0..2, [64,96)
+    uint256 internal constant S_MASK = 0x7fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff;
+    uint256 internal constant HALF_N = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0;
+    /// @dev Byte i (from the left) = popcount(i), i < 32: the signature count of a bitmap below 32 in one BYTE.
+    uint256 internal constant POP5 = 0x0001010201020203010202030203030401020203020303040203030403040405;
+    uint256 internal constant SIG2 = 0x40; // one compact signature
+
+    // A node's entry in the commit's node table (memory, one word per node index, zero = not loaded):
+    // address [0,160) | active [160] | loaded [161] | reveal assigned [162] | reveal verified [163] |
+    // (offset of its reveal - calldatasize) mod 2^32 [168,200) | reveal-table index [200,208) | node index [208,216).
+    uint256 internal constant F_ACTIVE = 0x0010000000000000000000000000000000000000000; // 1 << 160
+    uint256 internal constant F_LOADED = 0x0020000000000000000000000000000000000000000; // 1 << 161
+    uint256 internal constant F_ASSIGNED = 0x0040000000000000000000000000000000000000000; // 1 << 162
+    uint256 internal constant F_VERIFIED = 0x0080000000000000000000000000000000000000000; // 1 << 163
+
     // Memory map of commitMiniblocks (absolute addresses; nothing Solidity keeps in memory is live
-    // once the commit's assembly starts, and the free pointer is moved past the map).
-    uint256 internal constant M_BASE = 0x80; // calldata offset of the batch
-    uint256 internal constant M_LEN = 0xa0; // batch length
-    uint256 internal constant M_N = 0xc0; // record count
-    uint256 internal constant M_K = 0xe0; // reveal count
-    uint256 internal constant M_EPOCH = 0x100; // current epoch
-    uint256 internal constant M_TIMEOUT = 0x120; // leaderTimeout
-    uint256 internal constant M_NW = 0x140; // storage slot of _nodeWords[0]
-    uint256 internal constant M_REVEALED = 0x160; // bitmap of node indices that used a reveal
-    uint256 internal constant M_BITS = 0x180; // bitmap of accepted record positions
-    uint256 internal constant M_EL = 0x1a0; // election preimage: seed ‖ streamId ‖ number (0x60)
-    uint256 internal constant M_H = 0x200; // header struct preimage (0x160)
-    uint256 internal constant M_D = 0x360; // digest preimage: 0x1901 ‖ domainSeparator ‖ headerHash (0x42)
-    uint256 internal constant M_E = 0x3c0; // ecrecover input: digest ‖ v ‖ r ‖ s (0x80)
-    uint256 internal constant M_NC = 0x440; // node cache: 32 words
-    uint256 internal constant M_OWNERS = 0x840; // k words: node index + 1 that used reveal j (0 = unused)
+    // once the commit's assembly starts; everything read is written first, the node table lies past
+    // all else, in memory never touched before).
+    uint256 internal constant M_REVBASE = 0x80; // calldata offset of reveal 0
+    uint256 internal constant M_K = 0xa0; // reveal count
+    uint256 internal constant M_NEXTJ = 0xc0; // next unassigned reveal-table entry
+    uint256 internal constant M_BITS = 0xe0; // bitmap of accepted record positions
+    uint256 internal constant M_TIMEOUT = 0x100; // leaderTimeout
+    uint256 internal constant M_TS = 0x120; // chain time << 32 (the head slot's timestamp field)
+    uint256 internal constant M_EPOCH = 0x140; // current epoch
+    uint256 internal constant M_NW = 0x160; // storage slot of _nodeWords[0]
+    uint256 internal constant M_P0 = 0x180; // calldata offset of record 0
+    uint256 internal constant M_T = 0x1a0; // memory address of the node table
+    uint256 internal constant M_PEND = 0x1c0; // calldata offset past the last record (of signature 0)
+    uint256 internal constant M_REPS = 0x4e0; // the current record's replica node indices, byte k = replica k
+    uint256 internal constant M_EL = 0x1e0; // election preimage: seed ‖ streamId ‖ number (0x60)
+    uint256 internal constant M_EL_SID = 0x200;
+    uint256 internal constant M_EL_NUM = 0x220;
+    uint256 internal constant M_H = 0x240; // header struct preimage (0x160), fields:
+    uint256 internal constant M_H_SID = 0x260;
+    uint256 internal constant M_H_NUM = 0x280;
+    uint256 internal constant M_H_PREV = 0x2a0;
+    uint256 internal constant M_H_EVR = 0x2c0;
+    uint256 internal constant M_H_CNT = 0x2e0;
+    uint256 internal constant M_H_EPOCH = 0x300; // written once: a record's epoch must be the current one
+    uint256 internal constant M_H_ATT = 0x320;
+    uint256 internal constant M_H_LEADER = 0x340;
+    uint256 internal constant M_H_REVEAL = 0x360;
+    uint256 internal constant M_H_STATE = 0x380;
+    uint256 internal constant M_D = 0x3a0; // digest preimage: 0x1901 ‖ domainSeparator ‖ headerHash (0x42)
+    uint256 internal constant M_D_DS = 0x3a2;
+    uint256 internal constant M_D_HH = 0x3c2;
+    uint256 internal constant M_E = 0x400; // ecrecover input: digest ‖ v ‖ r ‖ s (0x80)
+    uint256 internal constant M_E_V = 0x420;
+    uint256 internal constant M_E_R = 0x440;
+    uint256 internal constant M_E_S = 0x460;
+    uint256 internal constant M_OWNERS = 0x500; // k words: node index + 1 whose reveal j was verified (0 = unused)
 
     /// @notice Commits a packed batch of headers (byte layout: docs/protocol.md, "Version 2"):
-    ///         `uint16 n ‖ uint8 k ‖ k × bytes32 reveal ‖ n records`, a record being
-    ///         `streamId ‖ eventsRoot ‖ stateRoot (32 each) ‖ uint64 number ‖ uint64 epoch ‖ uint32 eventCount ‖
-    ///         uint32 attempt ‖ uint8 leaderPos ‖ uint8 revealIndex ‖ uint16 attesters ‖ prevHash[18:32] (14) ‖
-    ///         leader signature ‖ one signature per set bit of `attesters`, ascending (64-byte EIP-2098 each)`.
-    ///         prevHash[0:18] is the head's stored prefix. Each header is checked alone; a failing one
-    ///         emits `MiniblockRejected` and changes nothing. Reverts only on a malformed batch
-    ///         (`BadBatchSize`, `TruncatedBatch`, `TrailingBytes`). Anyone may send it: the contract
-    ///         checks signatures, not the sender.
+    ///         `uint16 n ‖ uint8 k ‖ k × bytes32 reveal ‖ n records ‖ signatures`, a record being the
+    ///         127 bytes `streamId ‖ eventsRoot ‖ stateRoot (32 each) ‖ uint32 number ‖ uint32 epoch ‖
+    ///         uint16 eventCount ‖ uint32 attempt ‖ uint8 leaderPos ‖ uint16 attesters ‖ prevHash[18:32] (14)`,
+    ///         then every record's leader signature and one signature per set bit of its `attesters`
+    ///         (ascending), record after record (64-byte EIP-2098 each). prevHash[0:18] is the head's
+    ///         stored prefix; reveal j belongs to the j-th distinct leader in record order. Each header
+    ///         is checked alone; a failing one emits `MiniblockRejected` and changes nothing. Reverts only
+    ///         on a malformed batch (`BadBatchSize`, `TruncatedBatch`, `TrailingBytes`). Anyone may send
+    ///         it: the contract checks signatures, not the sender.
     /// @param batch The packed batch.
     function commitMiniblocks(bytes calldata batch) external {
         _advance();
-        uint256 es = _es;
-        uint256 epoch = es & NEVER32;
-        bytes32 seed = bytes32(es & ONION_MASK);
-        bytes32 ds = _domainSeparatorV4();
-        uint256 timeout = leaderTimeout;
-        bytes32 th = MiniblockTypes.HEADER_TYPEHASH;
+        {
+            uint256 es = _es;
+            bytes32 ds = _domainSeparatorV4();
+            uint256 timeout = leaderTimeout;
+            bytes32 th = MiniblockTypes.HEADER_TYPEHASH;
+            assembly {
+                mstore(M_TIMEOUT, timeout)
+                mstore(M_TS, shl(32, and(timestamp(), M32)))
+                mstore(M_EPOCH, and(es, M32))
+                mstore(M_EL, and(es, not(0xffffffffffffffff))) // the seed
+                mstore(M_H, th)
+                mstore(M_H_EPOCH, and(es, M32))
+                mstore(M_D, shl(240, 0x1901))
+                mstore(M_D_DS, ds)
+            }
+        }
         assembly {
             function fail(sel, arg) {
                 mstore(0x00, shl(224, sel))
@@ -542,270 +595,282 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                 revert(0x00, 0x24)
             }
 
-            // the node cache entry of node index idx: (idx + 1) << 168 | active << 160 | address
-            // (direct-mapped on idx mod 32; a miss reads the node word)
-            function node(idx) -> ce {
-                let slot := add(M_NC, shl(5, and(idx, 31)))
-                ce := mload(slot)
-                if xor(shr(168, ce), add(idx, 1)) {
-                    let nw := sload(add(mload(M_NW), idx))
-                    let e := mload(M_EPOCH)
-                    // active: joinEpoch <= e < leaveEpoch (joinEpoch >= 1 for every registered node)
-                    let act := and(iszero(gt(and(shr(160, nw), 0xffffffff), e)), gt(and(shr(192, nw), 0xffffffff), e))
-                    ce := or(or(shl(168, add(idx, 1)), shl(160, act)), and(nw, 0xffffffffffffffffffffffffffffffffffffffff))
-                    mstore(slot, ce)
+            function popcount(x) -> c {
+                c := sub(x, and(shr(1, x), 0x5555))
+                c := add(and(c, 0x3333), and(shr(2, c), 0x3333))
+                c := and(add(c, shr(4, c)), 0x0f0f)
+                c := and(add(c, shr(8, c)), 0x1f)
+            }
+
+            // replicas 3..15 of the stream whose id is at 0x00 (0x20 holds _heads.slot in the loop)
+            function hiReps(reps) -> out {
+                mstore(0x20, _replicasHi.slot)
+                out := or(and(reps, 0xffffff), shl(24, sload(keccak256(0x00, 0x40))))
+                mstore(0x20, _heads.slot)
+            }
+
+            // loads node idx into the node table: address | active in this epoch | loaded | idx
+            function load(idx) -> e {
+                let nw := sload(add(mload(M_NW), idx))
+                let ep := mload(M_EPOCH)
+                // active: joinEpoch <= e < leaveEpoch (joinEpoch >= 1 for every registered node)
+                let act := and(iszero(gt(and(shr(160, nw), M32), ep)), gt(and(shr(192, nw), M32), ep))
+                e := or(or(and(nw, ADDR), shl(160, act)), or(F_LOADED, shl(208, idx)))
+                mstore(add(mload(M_T), shl(5, idx)), e)
+            }
+
+            // gives leader idx (entry e) the next reveal-table entry (none left: offset past the calldata, reads 0)
+            function assign(idx, e) -> out {
+                if iszero(e) { e := load(idx) }
+                let j := mload(M_NEXTJ)
+                let off := calldatasize()
+                if lt(j, mload(M_K)) {
+                    off := add(mload(M_REVBASE), shl(5, j))
+                    mstore(M_NEXTJ, add(j, 1))
+                }
+                // kept as off - calldatasize() (32 bits): a zero entry then reads the reveal 0
+                out := or(or(e, F_ASSIGNED), or(shl(168, and(sub(off, calldatasize()), M32)), shl(200, j)))
+                mstore(add(mload(M_T), shl(5, idx)), out)
+            }
+
+            // check 13 at the leader's first otherwise accepted header: its reveal opens its commitment
+            function verify(le) -> reason {
+                reason := R_BAD_RANDAO_REVEAL
+                let j := and(shr(200, le), 0xff)
+                if lt(j, mload(M_K)) {
+                    let idx := and(shr(208, le), 0xff)
+                    let c := sload(add(_onion.slot, idx))
+                    // the onion is usable from its lastLedEpoch field on (a renewal waits an epoch)
+                    if iszero(gt(and(c, M32), mload(M_EPOCH))) {
+                        let x := mload(M_H_REVEAL)
+                        for { let d := 0 } lt(d, MAX_REVEAL_SKIP) { d := add(d, 1) } {
+                            mstore(0x00, x)
+                            x := keccak256(0x00, 0x20)
+                            if iszero(shr(64, xor(x, c))) {
+                                reason := 0
+                                break
+                            }
+                        }
+                    }
+                    if iszero(reason) {
+                        mstore(add(mload(M_T), shl(5, idx)), or(le, F_VERIFIED))
+                        mstore(add(M_OWNERS, shl(5, j)), add(idx, 1))
+                    }
                 }
             }
 
+            // the reason of a record whose checks 1..6, 14, 9, 10, 12 did not all pass (in that order)
+            function headReason(w, head, pos, cnt) -> reason {
+                let r := and(shr(64, head), 0xff)
+                let att := and(shr(120, w), 0xffff)
+                reason := R_UNKNOWN_STREAM
+                if iszero(r) { leave }
+                reason := R_BAD_NUMBER
+                if xor(shr(224, w), add(and(head, M32), 1)) { leave }
+                reason := R_BAD_PARENT
+                if and(xor(mload(M_H_PREV), head), HEAD_PREFIX_MASK) { leave }
+                reason := R_WRONG_EPOCH
+                if xor(and(shr(192, w), M32), mload(M_EPOCH)) { leave }
+                reason := R_ATTEMPT_NOT_OPEN
+                if lt(timestamp(), add(and(shr(32, head), M32), mul(and(shr(144, w), M32), mload(M_TIMEOUT)))) { leave }
+                reason := R_NOT_ELECTED_LEADER
+                if xor(and(shr(136, w), 0xff), pos) { leave }
+                reason := R_TOO_MANY_EVENTS
+                if gt(and(shr(176, w), 0xffff), MAX_EVENTS_PER_BLOCK) { leave }
+                reason := R_NOT_REPLICA
+                if shr(r, att) { leave }
+                reason := R_DUPLICATE_ATTESTER
+                if and(att, shl(pos, 1)) { leave }
+                reason := R_NO_QUORUM
+                if lt(cnt, shr(1, r)) { leave }
+                reason := 0
+            }
+
             // charges one miss to each leader of the min(attempt, r - 1) attempts before this one
-            function missed(p, head, w, r) {
+            function missed(p, head, w) {
                 let sid := calldataload(p)
                 mstore(0x00, sid)
+                let r := and(shr(64, head), 0xff)
                 let reps := shr(72, head)
-                if gt(r, LOW_REPLICAS) {
-                    mstore(0x20, _replicasHi.slot)
-                    reps := or(and(reps, 0xffffff), shl(24, sload(keccak256(0x00, 0x40))))
-                    mstore(0x20, _heads.slot)
-                }
-                let a := and(shr(32, w), 0xffffffff)
+                if gt(r, LOW_REPLICAS) { reps := hiReps(reps) }
+                let a := and(shr(144, w), M32)
                 if gt(a, sub(r, 1)) { a := sub(r, 1) }
-                let pos := and(shr(24, w), 0xff)
+                let pos := and(shr(136, w), 0xff)
                 let bits := 0
                 for { let j := 1 } iszero(gt(j, a)) { j := add(j, 1) } {
                     let q := mod(sub(add(pos, r), j), r)
                     bits := or(bits, shl(q, 1))
                     let slot := add(_onion.slot, and(shr(shl(3, q), reps), 0xff))
                     let v := sload(slot)
-                    if lt(and(shr(32, v), 0xffffffff), 0xffffffff) { sstore(slot, add(v, shl(32, 1))) }
+                    if lt(and(shr(32, v), M32), M32) { sstore(slot, add(v, shl(32, 1))) }
                 }
                 mstore(0x00, bits)
-                log3(0x00, 0x20, T_MISSED, sid, shr(160, w))
+                log3(0x00, 0x20, T_MISSED, sid, shr(224, w))
             }
 
-            // the reason of a record whose checks 1..6, 14, 9, 10, 12 did not all pass (in order)
-            function headReason(p, w, head, pos) -> reason {
-                let num := shr(160, w)
-                let r := and(shr(64, head), 0xff)
-                {
-                    reason := R_UNKNOWN_STREAM
-                    if iszero(head) { leave }
-                    reason := R_BAD_NUMBER
-                    if or(xor(num, add(and(head, 0xffffffff), 1)), shr(32, num)) { leave }
-                    reason := R_BAD_PARENT
-                    if xor(shr(240, calldataload(add(p, 124))), and(shr(96, head), 0xffff)) { leave }
-                    reason := R_WRONG_EPOCH
-                    if xor(and(shr(96, w), 0xffffffffffffffff), mload(M_EPOCH)) { leave }
-                    reason := R_ATTEMPT_NOT_OPEN
-                    if lt(timestamp(), add(and(shr(32, head), 0xffffffff), mul(and(shr(32, w), 0xffffffff), mload(M_TIMEOUT)))) { leave }
-                    reason := R_NOT_ELECTED_LEADER
-                    if xor(and(shr(24, w), 0xff), pos) { leave }
-                    reason := R_TOO_MANY_EVENTS
-                    if gt(and(shr(64, w), 0xffffffff), MAX_EVENTS_PER_BLOCK) { leave }
-                    reason := R_NOT_REPLICA
-                    if shr(r, and(w, 0xffff)) { leave }
-                    reason := R_DUPLICATE_ATTESTER
-                    if and(w, shl(pos, 1)) { leave }
-                    reason := R_NO_QUORUM
-                }
-            }
-
-            let o := 0
+            let p := 0 // next record
+            let sp := 0 // next signature
+            let hp := 0 // next header hash of the log
             {
                 let len := batch.length
                 let base := batch.offset
-                if lt(len, 3) { fail(E_TRUNCATED, 0) }
+                if lt(len, 3) { fail(E_TRUNCATED, 3) }
                 let n := shr(240, calldataload(base))
-                let k := and(shr(232, calldataload(base)), 0xff)
+                let k := byte(2, calldataload(base))
                 if or(iszero(n), gt(n, MAX_BATCH)) { fail(E_BAD_SIZE, n) }
-                o := add(3, shl(5, k))
-                if gt(o, len) { fail(E_TRUNCATED, 3) }
-                mstore(M_BASE, base)
-                mstore(M_LEN, len)
-                mstore(M_N, n)
+                p := add(add(base, 3), shl(5, k))
+                sp := add(p, mul(n, RECORD_FIXED))
+                if gt(sub(sp, base), len) { fail(E_TRUNCATED, sub(sp, base)) }
+                mstore(M_REVBASE, add(base, 3))
                 mstore(M_K, k)
-                // zero the node cache and the reveal owners (copying from past the calldata's end)
-                calldatacopy(M_NC, calldatasize(), add(0x400, shl(5, k)))
-                // then the log data: root ‖ acc ‖ accepted ‖ mix ‖ 0xa0 ‖ m ‖ m header hashes
-                mstore(0x40, add(add(M_OWNERS, shl(5, k)), add(0xc0, shl(5, n))))
+                mstore(M_P0, p)
+                mstore(M_PEND, sp)
+                // the reveal owners, then the log data: root ‖ acc ‖ accepted ‖ mix ‖ 0xa0 ‖ m ‖ m hashes,
+                // then the node table
+                calldatacopy(M_OWNERS, calldatasize(), shl(5, k))
+                hp := add(add(M_OWNERS, shl(5, k)), 0xc0)
+                mstore(M_T, add(hp, shl(5, n)))
+                mstore(0x40, add(mload(M_T), 0x2000))
             }
-            mstore(M_EPOCH, epoch)
-            mstore(M_TIMEOUT, timeout)
+            mstore(M_NEXTJ, 0)
+            mstore(M_BITS, 0)
             mstore(0x00, _nodeWords.slot)
             mstore(M_NW, keccak256(0x00, 0x20))
-            mstore(M_REVEALED, 0)
-            mstore(M_BITS, 0)
-            mstore(M_EL, seed)
-            mstore(M_H, th)
-            mstore(M_D, shl(240, 0x1901))
-            mstore(add(M_D, 0x02), ds)
-            let hp := add(add(M_OWNERS, shl(5, mload(M_K))), 0xc0) // next header hash slot
             // 0x20 holds the slot of _heads while the loop runs (restored after other uses)
             mstore(0x20, _heads.slot)
 
-            for { let i := 0 } lt(i, mload(M_N)) { i := add(i, 1) } {
-                let p := add(mload(M_BASE), o)
-                // number | epoch | eventCount | attempt | leaderPos | revealIndex | attesters
-                let w := shr(32, calldataload(add(p, 96)))
-                let cnt := and(w, 0xffff)
-                cnt := sub(cnt, and(shr(1, cnt), 0x5555))
-                cnt := add(and(cnt, 0x3333), and(shr(2, cnt), 0x3333))
-                cnt := and(add(cnt, shr(4, cnt)), 0x0f0f)
-                cnt := and(add(cnt, shr(8, cnt)), 0x1f)
-                o := add(o, add(add(RECORD_FIXED, 0x40), shl(6, cnt)))
-                if gt(o, mload(M_LEN)) { fail(E_TRUNCATED, sub(p, mload(M_BASE))) }
+            for {} lt(p, mload(M_PEND)) { p := add(p, RECORD_FIXED) } {
+                // number | epoch | eventCount | attempt | leaderPos | attesters | prevHash[18:32] | (next byte)
+                let w := calldataload(add(p, 96))
                 mstore(0x00, calldataload(p))
                 let hslot := keccak256(0x00, 0x40)
                 let head := sload(hslot)
-                let r := and(shr(64, head), 0xff)
-                // replica node indices, byte k = replica k
-                let reps := shr(72, head)
-                if gt(r, LOW_REPLICAS) {
-                    mstore(0x20, _replicasHi.slot)
-                    reps := or(and(reps, 0xffffff), shl(24, sload(keccak256(0x00, 0x40))))
-                    mstore(0x20, _heads.slot)
-                }
-                // the claimed leader: replica leaderPos (its node cache entry; 0 if none)
-                let lce := 0
-                if lt(and(shr(24, w), 0xff), r) { lce := node(and(shr(shl(3, and(shr(24, w), 0xff)), reps), 0xff)) }
-                // the header struct: leader and reveal derived, prevHash = stored prefix[0:18] ‖ sent [18:32]
-                mstore(add(M_H, 0x100), and(lce, 0xffffffffffffffffffffffffffffffffffffffff))
+                let att := and(shr(120, w), 0xffff)
+                // the elected position (v1 formula); r = 0 (no stream) gives 0
+                mstore(M_EL_SID, mload(0x00))
+                mstore(M_EL_NUM, shr(224, w))
+                let pos := addmod(mod(keccak256(M_EL, 0x60), and(shr(64, head), 0xff)), and(shr(144, w), M32), and(shr(64, head), 0xff))
+                // the leader if leaderPos is the elected position of an existing stream: its node table
+                // entry, with its reveal assigned (0 otherwise: checks 1 and 6 fail)
+                let le := 0
                 {
-                    let j := and(shr(16, w), 0xff)
-                    let reveal := 0
-                    if lt(j, mload(M_K)) { reveal := calldataload(add(add(mload(M_BASE), 3), shl(5, j))) }
-                    mstore(add(M_H, 0x120), reveal)
+                    // replica node indices, byte k = replica k
+                    let reps := shr(72, head)
+                    if gt(and(shr(64, head), 0xff), LOW_REPLICAS) { reps := hiReps(reps) }
+                    mstore(M_REPS, reps)
+                    if and(eq(and(shr(136, w), 0xff), pos), lt(pos, and(shr(64, head), 0xff))) {
+                        let lidx := and(shr(shl(3, pos), reps), 0xff)
+                        le := mload(add(mload(M_T), shl(5, lidx)))
+                        if iszero(and(le, F_ASSIGNED)) { le := assign(lidx, le) }
+                    }
                 }
-                mstore(add(M_H, 0x20), mload(0x00)) // streamId
-                mstore(add(M_H, 0x40), shr(160, w)) // number
-                mstore(add(M_H, 0x60), or(and(head, not(0xffffffffffffffffffffffffffff)), shr(144, calldataload(add(p, 124)))))
-                mstore(add(M_H, 0x80), calldataload(add(p, 0x20))) // eventsRoot
-                mstore(add(M_H, 0xa0), and(shr(64, w), 0xffffffff)) // eventCount
-                mstore(add(M_H, 0xc0), and(shr(96, w), 0xffffffffffffffff)) // epoch
-                mstore(add(M_H, 0xe0), and(shr(32, w), 0xffffffff)) // attempt
-                mstore(add(M_H, 0x140), calldataload(add(p, 0x40))) // stateRoot
+                // the header struct: leader and reveal derived (0 without a leader), prevHash = stored
+                // prefix[0:18] ‖ sent [18:32]; epoch written once
+                mstore(M_H_LEADER, and(le, ADDR))
+                mstore(M_H_REVEAL, calldataload(and(add(shr(168, le), calldatasize()), M32)))
+                mstore(M_H_SID, mload(0x00))
+                mstore(M_H_NUM, shr(224, w))
+                mstore(M_H_PREV, or(and(head, PREV_HEAD_MASK), and(shr(8, w), TAIL_MASK)))
+                mstore(M_H_EVR, calldataload(add(p, 0x20)))
+                mstore(M_H_CNT, and(shr(176, w), 0xffff))
+                mstore(M_H_ATT, and(shr(144, w), M32))
+                mstore(M_H_STATE, calldataload(add(p, 0x40)))
                 let hh := keccak256(M_H, 0x160)
+                // attester count (a table for bitmaps below 32, i.e. r <= 5)
+                let cnt := byte(att, POP5)
+                if gt(att, 31) { cnt := popcount(att) }
 
                 // checks, in the order of docs/protocol.md "Version 2"; 0 or the reason
                 let reason := 0
                 for {} 1 {} {
-                    // the elected position (v1 formula); r = 0 (no stream) gives 0 and fails below
-                    mstore(add(M_EL, 0x20), mload(0x00))
-                    mstore(add(M_EL, 0x40), shr(160, w))
-                    let pos := mod(add(mod(keccak256(M_EL, 0x60), r), and(shr(32, w), 0xffffffff)), r)
-                    // checks 1..6, 14, 9, 10, 12 at once; the first failing one only if any fails
+                    // checks 1..6, 14, 9, 10, 12 at once (1 and 6 as "no leader"); the first failing one
+                    // only if any fails
                     if or(
                         or(
-                            or(iszero(head), or(xor(shr(160, w), add(and(head, 0xffffffff), 1)), shr(192, w))),
-                            or(
-                                xor(shr(240, calldataload(add(p, 124))), and(shr(96, head), 0xffff)),
-                                xor(and(shr(96, w), 0xffffffffffffffff), mload(M_EPOCH))
-                            )
+                            or(iszero(le), xor(shr(224, w), add(and(head, M32), 1))),
+                            or(and(xor(mload(M_H_PREV), head), HEAD_PREFIX_MASK), xor(and(shr(192, w), M32), mload(M_EPOCH)))
                         ),
                         or(
                             or(
-                                lt(timestamp(), add(and(shr(32, head), 0xffffffff), mul(and(shr(32, w), 0xffffffff), mload(M_TIMEOUT)))),
-                                or(xor(and(shr(24, w), 0xff), pos), gt(and(shr(64, w), 0xffffffff), MAX_EVENTS_PER_BLOCK))
+                                lt(timestamp(), add(and(shr(32, head), M32), mul(and(shr(144, w), M32), mload(M_TIMEOUT)))),
+                                gt(and(shr(176, w), 0xffff), MAX_EVENTS_PER_BLOCK)
                             ),
-                            or(or(shr(r, and(w, 0xffff)), and(w, shl(pos, 1))), lt(cnt, shr(1, r)))
+                            or(or(shr(and(shr(64, head), 0xff), att), and(att, shl(pos, 1))), lt(cnt, shr(1, and(shr(64, head), 0xff))))
                         )
                     ) {
-                        reason := headReason(p, w, head, pos)
+                        reason := headReason(w, head, pos, cnt)
                         break
                     }
-                    mstore(add(M_D, 0x22), hh)
+                    mstore(M_D_HH, hh)
                     mstore(M_E, keccak256(M_D, 0x42))
-                    let sp := add(p, RECORD_FIXED)
                     // the leader's signature (EIP-2098; high s rejected), then its activity
                     {
                         let vs := calldataload(add(sp, 0x20))
-                        let s := and(vs, 0x7fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff)
-                        mstore(add(M_E, 0x20), add(27, shr(255, vs)))
-                        mstore(add(M_E, 0x40), calldataload(sp))
-                        mstore(add(M_E, 0x60), s)
+                        mstore(M_E_V, add(27, shr(255, vs)))
+                        mstore(M_E_R, calldataload(sp))
+                        vs := and(vs, S_MASK)
+                        mstore(M_E_S, vs)
                         mstore(0x00, 0)
                         pop(staticcall(gas(), 0x01, M_E, 0x80, 0x00, 0x20))
-                        if or(gt(s, 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0), xor(mload(0x00), and(lce, 0xffffffffffffffffffffffffffffffffffffffff))) {
+                        if or(or(gt(vs, HALF_N), xor(mload(0x00), and(le, ADDR))), iszero(and(le, F_ACTIVE))) {
                             reason := R_BAD_LEADER_SIGNATURE
-                            break
-                        }
-                        if iszero(and(shr(160, lce), 1)) {
-                            reason := R_INACTIVE_ATTESTER
+                            if iszero(or(gt(vs, HALF_N), xor(mload(0x00), and(le, ADDR)))) { reason := R_INACTIVE_ATTESTER }
                             break
                         }
                     }
                     // each attester's signature, then its activity
-                    for { let att := and(w, 0xffff) } att {} {
-                        if and(att, 1) {
-                            sp := add(sp, 0x40)
-                            let ace := node(and(reps, 0xff))
-                            let vs := calldataload(add(sp, 0x20))
-                            let s := and(vs, 0x7fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff)
-                            mstore(add(M_E, 0x20), add(27, shr(255, vs)))
-                            mstore(add(M_E, 0x40), calldataload(sp))
-                            mstore(add(M_E, 0x60), s)
-                            mstore(0x00, 0)
-                            pop(staticcall(gas(), 0x01, M_E, 0x80, 0x00, 0x20))
-                            if or(gt(s, 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0), xor(mload(0x00), and(ace, 0xffffffffffffffffffffffffffffffffffffffff))) {
-                                reason := R_BAD_ATTESTATION
-                                break
+                    {
+                        let q := add(sp, SIG2)
+                        let reps := mload(M_REPS)
+                        for { let a := att } a {} {
+                            if and(a, 1) {
+                                let ae := mload(add(mload(M_T), shl(5, and(reps, 0xff))))
+                                if iszero(ae) { ae := load(and(reps, 0xff)) }
+                                let vs := calldataload(add(q, 0x20))
+                                mstore(M_E_V, add(27, shr(255, vs)))
+                                mstore(M_E_R, calldataload(q))
+                                vs := and(vs, S_MASK)
+                                mstore(M_E_S, vs)
+                                mstore(0x00, 0)
+                                pop(staticcall(gas(), 0x01, M_E, 0x80, 0x00, 0x20))
+                                if or(or(gt(vs, HALF_N), xor(mload(0x00), and(ae, ADDR))), iszero(and(ae, F_ACTIVE))) {
+                                    reason := R_BAD_ATTESTATION
+                                    if iszero(or(gt(vs, HALF_N), xor(mload(0x00), and(ae, ADDR)))) { reason := R_INACTIVE_ATTESTER }
+                                    break
+                                }
+                                q := add(q, SIG2)
                             }
-                            if iszero(and(shr(160, ace), 1)) {
-                                reason := R_INACTIVE_ATTESTER
-                                break
-                            }
+                            a := shr(1, a)
+                            reps := shr(8, reps)
                         }
-                        att := shr(1, att)
-                        reps := shr(8, reps)
                     }
                     if reason { break }
-                    // check 13: the reveal entry opens the leader's commitment (its first use in this
-                    // transaction) or is the entry this leader already used; one entry per leader per tx
-                    reason := R_BAD_RANDAO_REVEAL
-                    let j := and(shr(16, w), 0xff)
-                    if iszero(lt(j, mload(M_K))) { break }
-                    let slot := add(M_OWNERS, shl(5, j))
-                    let own := mload(slot)
-                    let lidx := sub(shr(168, lce), 1)
-                    if own {
-                        if eq(own, add(lidx, 1)) { reason := 0 }
-                        break
-                    }
-                    if and(mload(M_REVEALED), shl(lidx, 1)) { break }
-                    let c := sload(add(_onion.slot, lidx))
-                    // the onion is usable from its lastLedEpoch field on (a renewal waits an epoch)
-                    if gt(and(c, 0xffffffff), mload(M_EPOCH)) { break }
-                    let x := mload(add(M_H, 0x120))
-                    for { let d := 0 } lt(d, MAX_REVEAL_SKIP) { d := add(d, 1) } {
-                        mstore(0x00, x)
-                        x := keccak256(0x00, 0x20)
-                        if iszero(shr(64, xor(x, c))) {
-                            reason := 0
-                            break
-                        }
-                    }
-                    if iszero(reason) {
-                        mstore(slot, add(lidx, 1))
-                        mstore(M_REVEALED, or(mload(M_REVEALED), shl(lidx, 1)))
-                    }
+                    // check 13, once per leader per transaction: its reveal opens its commitment
+                    if iszero(and(le, F_VERIFIED)) { reason := verify(le) }
                     break
                 }
+                sp := add(sp, shl(6, add(cnt, 1)))
                 switch reason
                 case 0 {
-                    sstore(hslot, or(or(and(hh, not(0xffffffffffffffffffffffff)), and(head, 0xffffffff0000000000000000)), or(shr(160, w), shl(32, and(timestamp(), 0xffffffff)))))
+                    sstore(hslot, or(or(and(hh, HEAD_PREFIX_MASK), and(head, HEAD_REPLICA_BITS)), or(shr(224, w), mload(M_TS))))
                     mstore(hp, hh)
                     hp := add(hp, 0x20)
-                    mstore(M_BITS, or(mload(M_BITS), shl(i, 1)))
+                    mstore(M_BITS, or(mload(M_BITS), shl(div(sub(p, mload(M_P0)), RECORD_FIXED), 1)))
                     // attempt a >= 1: the leaders of the min(a, r - 1) attempts before missed their slot
-                    if and(shr(32, w), 0xffffffff) { missed(p, head, w, r) }
+                    if and(shr(144, w), M32) { missed(p, head, w) }
                 }
                 default {
                     mstore(0x00, hh)
                     mstore(0x20, reason)
-                    log3(0x00, 0x40, T_REJECTED, calldataload(p), shr(160, w))
+                    log3(0x00, 0x40, T_REJECTED, calldataload(p), shr(224, w))
                     mstore(0x20, _heads.slot)
                 }
             }
-            if xor(o, mload(M_LEN)) { fail(E_TRAILING, o) }
+            {
+                let used := sub(sp, batch.offset)
+                if gt(used, batch.length) { fail(E_TRUNCATED, used) }
+                if lt(used, batch.length) { fail(E_TRAILING, used) }
+            }
 
             let k := mload(M_K)
             let logp := add(M_OWNERS, shl(5, k))
@@ -826,14 +891,14 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                     sstore(keccak256(0x00, 0x40), hacc)
                 }
 
-                // reveals: the leader's new commitment and the mix, once per used entry, in table order
+                // reveals: the leader's new commitment and the mix, once per verified entry, in table order
                 let mix := and(mc, not(0xffffffffffffffff))
                 for { let j := 0 } lt(j, k) { j := add(j, 1) } {
                     let own := mload(add(M_OWNERS, shl(5, j)))
                     if own {
-                        let reveal := calldataload(add(add(mload(M_BASE), 3), shl(5, j)))
+                        let reveal := calldataload(add(mload(M_REVBASE), shl(5, j)))
                         // the reveal's top 192 bits, misses 0, lastLedEpoch = this epoch
-                        sstore(add(_onion.slot, sub(own, 1)), or(shl(64, shr(64, reveal)), and(mload(M_EPOCH), 0xffffffff)))
+                        sstore(add(_onion.slot, sub(own, 1)), or(shl(64, shr(64, reveal)), mload(M_EPOCH)))
                         mstore(0x00, mix)
                         mstore(0x20, reveal)
                         mix := and(keccak256(0x00, 0x40), not(0xffffffffffffffff))

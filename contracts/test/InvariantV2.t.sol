@@ -84,6 +84,14 @@ contract RegistryV2Handler is RegistryV2Fixture {
             bytes32 sid = streams[(streamSeed % STREAMS + k) % STREAMS];
             (uint64 num,,) = reg.streamHead(sid);
             rs[k] = _rec(sid, num + 1, fullHead[sid], uint32(attemptSeed % 3));
+            if ((mutate >> (8 * k)) % 16 == 1) {
+                // maybe not the elected leader (before the reveals: only elected leaders get one)
+                address[] memory reps = reg.replicasOf(sid);
+                rs[k].leaderPos = uint8((signerBits >> (8 * k + 4)) % reps.length);
+                rs[k].h.leader = reps[rs[k].leaderPos];
+            } else if ((mutate >> (8 * k)) % 16 == 4) {
+                rs[k].h.number += 1; // the contract elects by the sent number
+            }
         }
         bytes32[] memory reveals = _assignReveals(rs);
         uint8[] memory mut = new uint8[](count);
@@ -132,21 +140,16 @@ contract RegistryV2Handler is RegistryV2Fixture {
         }
     }
 
-    /// @dev Applies mutation `mutate % 16` (0 and 9..15: none) and signs: the leader, then the
-    ///      replicas picked by `signerBits`. Returns the mutation applied to the encoding.
+    /// @dev Applies mutation `mutate % 16` (0 and 9..15: none; 1 and 4, which change the election, are
+    ///      applied before the reveals are assigned) and signs: the leader, then the replicas picked by
+    ///      `signerBits`. Returns the mutation.
     function _mutateAndSign(Rec memory r, uint256 mutate, uint256 signerBits) internal view returns (uint8 m) {
         m = uint8(mutate % 16);
         address[] memory reps = reg.replicasOf(r.h.streamId);
-        if (m == 1) {
-            // maybe not the elected leader
-            r.leaderPos = uint8((signerBits >> 4) % reps.length);
-            r.h.leader = reps[r.leaderPos];
-        } else if (m == 2) {
+        if (m == 2) {
             r.h.prevHash = keccak256(abi.encode(r.h.prevHash)); // another parent, bytes 18..19 differ
         } else if (m == 3) {
             r.h.prevHash ^= bytes32(uint256(1) << 200); // another parent differing in a bit the slot keeps
-        } else if (m == 4) {
-            r.h.number += 1;
         } else if (m == 5) {
             r.h.epoch += 1;
         } else if (m == 6) {

@@ -222,7 +222,8 @@ contract MiniblockRegistryV2Test is RegistryV2Fixture {
         assertEq(logs[0].topics[1], bad.h.streamId, "stream topic");
         assertEq(uint256(logs[0].topics[2]), bad.h.number, "number topic");
         (bytes32 hh, uint8 reason) = abi.decode(logs[0].data, (bytes32, uint8));
-        assertEq(hh, reg.hashHeader(bad.h), "rejected header's hash");
+        bad.h.epoch -= 1; // the contract hashes the current epoch (a record's epoch must be it)
+        assertEq(hh, reg.hashHeader(bad.h), "rejected header's hash, as the contract hashed it");
         assertEq(reason, 4, "reason");
     }
 
@@ -353,20 +354,20 @@ contract MiniblockRegistryV2Test is RegistryV2Fixture {
         rs[0].h.randaoReveal = reveals[0];
         _signRec(rs[0], 2);
         _expectReason(rs[0], _encode(rs, reveals), 13);
-        // index past the reveal table
-        rs[0].revealIdx = 1;
+        // no table entry left for the leader (an empty table): it reveals 0
         rs[0].h.randaoReveal = bytes32(0);
         _signRec(rs[0], 2);
-        _expectReason(rs[0], _encode(rs, reveals), 13);
+        _expectReason(rs[0], _encode(rs, new bytes32[](0)), 13);
     }
 
-    function test_reject_13_twoRevealsOneLeader_andSharedReveal() public {
-        // two streams led by the same leader: second header names another reveal entry
+    /// @dev Reveal j belongs to the j-th distinct elected leader: a leader's later headers in the same
+    ///      transaction use its entry (one commitment write), an extra entry is ignored, and a table in
+    ///      another order makes the headers hash another reveal (7).
+    function test_reveals_oneEntryPerLeader_inOrderOfFirstAppearance() public {
         Rec[] memory rs = new Rec[](2);
         rs[0] = _next(S);
-        bytes32 other;
         for (uint256 k = 3; ; ++k) {
-            other = _sid(k);
+            bytes32 other = _sid(k);
             _createStream(other);
             Rec memory t = _next(other);
             if (t.h.leader == rs[0].h.leader) {
@@ -374,22 +375,36 @@ contract MiniblockRegistryV2Test is RegistryV2Fixture {
                 break;
             }
         }
-        bytes32[] memory reveals = new bytes32[](2);
         address L = rs[0].h.leader;
-        reveals[0] = _layer(L, layerOf[L] - 1);
-        reveals[1] = _layer(L, layerOf[L] - 2);
-        rs[0].revealIdx = 0;
-        rs[0].h.randaoReveal = reveals[0];
-        rs[1].revealIdx = 1;
-        rs[1].h.randaoReveal = reveals[1];
-        _signRec(rs[0], 2);
-        _signRec(rs[1], 2);
+        bytes32[] memory reveals = _assignReveals(rs);
+        assertEq(reveals.length, 1, "one entry for the leader of both");
+        for (uint256 i; i < 2; ++i) _signRec(rs[i], 2);
+        bytes32[] memory extra = new bytes32[](2);
+        extra[0] = reveals[0];
+        extra[1] = keccak256("unused");
+        _commitOk(rs, _encode(rs, extra));
+        assertEq(reg.randaoCommitOf(L), _top192(reveals[0]), "the reveal stored once");
+        // two leaders, table in the wrong order: both headers hash the other's reveal
+        Rec[] memory two = new Rec[](2);
+        two[0] = _next(S);
+        for (uint256 k = 3; ; ++k) {
+            bytes32 other = _sid(k);
+            if (!reg.streamExists(other)) _createStream(other);
+            Rec memory t = _next(other);
+            if (t.h.leader != two[0].h.leader) {
+                two[1] = t;
+                break;
+            }
+        }
+        bytes32[] memory rv = _assignReveals(two);
+        for (uint256 i; i < 2; ++i) _signRec(two[i], 2);
+        (rv[0], rv[1]) = (rv[1], rv[0]);
         vm.recordLogs();
-        reg.commitMiniblocks(_encode(rs, reveals));
+        reg.commitMiniblocks(_encode(two, rv));
         uint8[] memory rr = _reasons(vm.getRecordedLogs());
-        assertEq(rr.length, 1, "second rejected");
-        assertEq(rr[0], 13, "one reveal per leader per tx");
-        assertEq(reg.randaoCommitOf(L), _top192(reveals[0]), "first reveal stored");
+        assertEq(rr.length, 2, "both rejected");
+        assertEq(rr[0], 7, "hashed another reveal");
+        assertEq(rr[1], 7, "hashed another reveal");
     }
 
     function test_reject_14_tooManyEvents() public {
@@ -398,29 +413,42 @@ contract MiniblockRegistryV2Test is RegistryV2Fixture {
         _expectReason(r, _signed(r, 2), 14);
     }
 
+    /// @dev TruncatedBatch(needed) / TrailingBytes(needed): `needed` = the bytes the batch's header,
+    ///      reveal table, records and signatures take (3 while shorter than the 3-byte header).
     function test_commit_revertsOnMalformedBatch() public {
         Rec memory r = _next(S);
         bytes memory b = _signed(r, 2);
-        vm.expectRevert(abi.encodeWithSelector(MiniblockRegistryV2.TruncatedBatch.selector, 0));
+        vm.expectRevert(abi.encodeWithSelector(MiniblockRegistryV2.TruncatedBatch.selector, 3));
         reg.commitMiniblocks(hex"0001");
         vm.expectRevert(abi.encodeWithSelector(MiniblockRegistryV2.BadBatchSize.selector, 0));
         reg.commitMiniblocks(hex"000000");
         bytes memory cut = new bytes(b.length - 1);
         for (uint256 i; i < cut.length; ++i) cut[i] = b[i];
-        vm.expectRevert(abi.encodeWithSelector(MiniblockRegistryV2.TruncatedBatch.selector, 35));
+        vm.expectRevert(abi.encodeWithSelector(MiniblockRegistryV2.TruncatedBatch.selector, b.length));
         reg.commitMiniblocks(cut);
+        // a cut inside the fixed records: needed = header + table + records
+        bytes memory cut2 = new bytes(3 + 32 + 100);
+        for (uint256 i; i < cut2.length; ++i) cut2[i] = b[i];
+        vm.expectRevert(abi.encodeWithSelector(MiniblockRegistryV2.TruncatedBatch.selector, 3 + 32 + 127));
+        reg.commitMiniblocks(cut2);
         vm.expectRevert(abi.encodeWithSelector(MiniblockRegistryV2.TrailingBytes.selector, b.length));
         reg.commitMiniblocks(bytes.concat(b, hex"00"));
-        // header count larger than the records
+        // header count larger than the records (the second "record" is signature bytes)
         bytes memory two = bytes.concat(b);
         two[1] = 0x02;
-        vm.expectRevert(abi.encodeWithSelector(MiniblockRegistryV2.TruncatedBatch.selector, b.length));
+        uint256 att1 = uint16(bytes2(abi.encodePacked(two[3 + 32 + 127 + 111], two[3 + 32 + 127 + 112])));
+        uint256 need = 3 + 32 + 2 * 127 + 64 * (2 + 1 + _popcount(att1));
+        vm.expectRevert(abi.encodeWithSelector(MiniblockRegistryV2.TruncatedBatch.selector, need));
         reg.commitMiniblocks(two);
         // reveal table longer than the batch
         bytes memory k9 = bytes.concat(b);
         k9[2] = 0xff;
-        vm.expectRevert(abi.encodeWithSelector(MiniblockRegistryV2.TruncatedBatch.selector, 3));
+        vm.expectRevert(abi.encodeWithSelector(MiniblockRegistryV2.TruncatedBatch.selector, 3 + 32 * 255 + 127));
         reg.commitMiniblocks(k9);
+    }
+
+    function _popcount(uint256 x) internal pure returns (uint256 c) {
+        for (; x != 0; x &= x - 1) ++c;
     }
 
     function test_eip712Domain_version2() public view {

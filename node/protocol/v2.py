@@ -17,7 +17,7 @@ from .hashing import keccak
 from .types import DOMAIN_NAME, ZERO32, Domain, Header
 
 DOMAIN_VERSION_V2 = "2"
-RECORD_FIXED = 138
+RECORD_FIXED = 127
 HEAD_HASH_BITS = 160
 HISTORY_WINDOW = 8
 # prevHash[0:18] comes from the head slot; prevHash[18:32] is sent, its bytes 18 and 19 overlapping
@@ -64,7 +64,8 @@ class BatchError(ValueError):
 class Record:
     """One header of a batch: the header, its leader's replica position, its reveal-table index, the
     bitmap of attesting replica positions (leader excluded) and the compact signatures (leader
-    first, then attesters by ascending position)."""
+    first, then attesters by ascending position). The reveal index is not sent: entry j belongs to
+    the j-th distinct leader in record order, and `encode_batch` checks that it is."""
 
     header: Header
     leader_pos: int
@@ -86,80 +87,100 @@ class DecodedRecord:
     event_count: int
     attempt: int
     leader_pos: int
-    reveal_index: int
     attesters: int
     signatures: tuple[bytes, ...]
 
 
 def encode_record(r: Record) -> bytes:
-    """streamId ‖ eventsRoot ‖ stateRoot ‖ number ‖ epoch ‖ eventCount ‖ attempt ‖ leaderPos ‖
-    revealIndex ‖ attesters ‖ prevHash[18:32] ‖ signatures (the contract takes prevHash[0:18] from
-    the stream's head slot)."""
+    """The record's fixed 127 bytes: streamId ‖ eventsRoot ‖ stateRoot ‖ uint32 number ‖ uint32 epoch ‖
+    uint16 eventCount ‖ uint32 attempt ‖ uint8 leaderPos ‖ uint16 attesters ‖ prevHash[18:32] (the
+    contract takes prevHash[0:18] from the stream's head slot; the signatures go after all records)."""
     h = r.header
+    if h.number >= 1 << 32 or h.epoch >= 1 << 32 or h.event_count >= 1 << 16:
+        raise BatchError("number and epoch must fit 32 bits, eventCount 16 bits")
+    out = h.stream_id + h.events_root + h.state_root
+    out += h.number.to_bytes(4, "big") + h.epoch.to_bytes(4, "big")
+    out += h.event_count.to_bytes(2, "big") + h.attempt.to_bytes(4, "big")
+    out += bytes([r.leader_pos]) + r.attesters.to_bytes(2, "big")
+    return out + h.prev_hash[PREV_SENT_FROM:]
+
+
+def encode_signatures(r: Record) -> bytes:
+    """The record's signatures as the batch's signature region carries them (64 bytes each)."""
     if len(r.signatures) != 1 + bin(r.attesters).count("1"):
         raise BatchError("one signature for the leader and one per attester bit")
-    out = h.stream_id + h.events_root + h.state_root
-    out += h.number.to_bytes(8, "big") + h.epoch.to_bytes(8, "big")
-    out += h.event_count.to_bytes(4, "big") + h.attempt.to_bytes(4, "big")
-    out += bytes([r.leader_pos, r.reveal_index]) + r.attesters.to_bytes(2, "big")
-    out += h.prev_hash[PREV_SENT_FROM:]
     for s in r.signatures:
         if len(s) != 64:
             raise BatchError("signatures are 64-byte compact ones")
-        out += s
-    return out
+    return b"".join(r.signatures)
+
+
+def reveal_order(records: Sequence[Record]) -> list[bytes]:
+    """The reveal table the contract expects: each leader's reveal, in the order leaders first appear."""
+    seen: dict[str, bytes] = {}
+    for r in records:
+        seen.setdefault(r.header.leader.lower(), r.header.randao_reveal)
+    return list(seen.values())
 
 
 def encode_batch(records: Sequence[Record], reveals: Sequence[bytes]) -> bytes:
-    """uint16 n ‖ uint8 k ‖ k reveals ‖ n records (the `batch` argument of commitMiniblocks)."""
+    """uint16 n ‖ uint8 k ‖ k reveals ‖ n records ‖ their signatures (the `batch` argument of
+    commitMiniblocks). Reveal j belongs to the j-th distinct leader in record order: each record's
+    `reveal_index` must say so (BatchError otherwise)."""
     if not 1 <= len(records) <= MAX_BATCH or len(reveals) > 255:
         raise BatchError("1..256 records and at most 255 reveals")
+    first: dict[str, int] = {}
+    for r in records:
+        j = first.setdefault(r.header.leader.lower(), len(first))
+        if r.reveal_index != j:
+            raise BatchError("reveal j belongs to the j-th distinct leader in record order")
     out = len(records).to_bytes(2, "big") + bytes([len(reveals)]) + b"".join(reveals)
-    return out + b"".join(encode_record(r) for r in records)
+    out += b"".join(encode_record(r) for r in records)
+    return out + b"".join(encode_signatures(r) for r in records)
 
 
 def decode_batch(batch: bytes) -> tuple[list[bytes], list[DecodedRecord]]:
-    """The reveals and records of a batch; raises BatchError where the contract reverts."""
+    """The reveals and records of a batch; raises BatchError where the contract reverts:
+    TruncatedBatch(needed) / TrailingBytes(needed) with `needed` the bytes its header, records and
+    signatures take (3 while the batch is shorter than its 3-byte header)."""
     if len(batch) < 3:
-        raise BatchError("TruncatedBatch(0)")
+        raise BatchError("TruncatedBatch(3)")
     n = int.from_bytes(batch[:2], "big")
     k = batch[2]
     if not 1 <= n <= MAX_BATCH:
         raise BatchError(f"BadBatchSize({n})")
     o = 3 + 32 * k
-    if o > len(batch):
-        raise BatchError("TruncatedBatch(3)")
+    sp = o + RECORD_FIXED * n
+    if sp > len(batch):
+        raise BatchError(f"TruncatedBatch({sp})")
     reveals = [batch[3 + 32 * j : 35 + 32 * j] for j in range(k)]
     recs: list[DecodedRecord] = []
     for _ in range(n):
-        if o + RECORD_FIXED > len(batch):
-            raise BatchError(f"TruncatedBatch({o})")
         b = batch[o : o + RECORD_FIXED]
-        attesters = int.from_bytes(b[122:124], "big")
+        attesters = int.from_bytes(b[111:113], "big")
         nsig = 1 + bin(attesters).count("1")
-        end = o + RECORD_FIXED + 64 * nsig
-        if end > len(batch):
-            raise BatchError(f"TruncatedBatch({o})")
-        sigs = tuple(batch[o + RECORD_FIXED + 64 * i : o + RECORD_FIXED + 64 * (i + 1)] for i in range(nsig))
+        sigs = tuple(batch[sp + 64 * i : sp + 64 * (i + 1)] for i in range(nsig))
         recs.append(
             DecodedRecord(
                 stream_id=b[0:32],
                 events_root=b[32:64],
                 state_root=b[64:96],
-                number=int.from_bytes(b[96:104], "big"),
-                epoch=int.from_bytes(b[104:112], "big"),
-                event_count=int.from_bytes(b[112:116], "big"),
-                attempt=int.from_bytes(b[116:120], "big"),
-                leader_pos=b[120],
-                reveal_index=b[121],
+                number=int.from_bytes(b[96:100], "big"),
+                epoch=int.from_bytes(b[100:104], "big"),
+                event_count=int.from_bytes(b[104:106], "big"),
+                attempt=int.from_bytes(b[106:110], "big"),
+                leader_pos=b[110],
                 attesters=attesters,
-                prev_tail=b[124:138],
+                prev_tail=b[113:127],
                 signatures=sigs,
             )
         )
-        o = end
-    if o != len(batch):
-        raise BatchError(f"TrailingBytes({o})")
+        o += RECORD_FIXED
+        sp += 64 * nsig
+    if sp > len(batch):
+        raise BatchError(f"TruncatedBatch({sp})")
+    if sp < len(batch):
+        raise BatchError(f"TrailingBytes({sp})")
     return reveals, recs
 
 

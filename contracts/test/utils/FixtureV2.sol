@@ -112,11 +112,18 @@ abstract contract RegistryV2Fixture is TestBase {
         return _rec(sid, num + 1, fullHead[sid], 0);
     }
 
-    /// @dev One reveal per distinct leader (its next onion layer); sets revealIdx and randaoReveal.
+    /// @dev One reveal per distinct elected leader (its next onion layer), in the order those leaders
+    ///      first appear (the contract's rule: entry j is the j-th distinct elected leader's); sets
+    ///      revealIdx and randaoReveal (0 for a record whose leaderPos is not the elected position,
+    ///      as the contract hashes it).
     function _assignReveals(Rec[] memory rs) internal view returns (bytes32[] memory reveals) {
         address[] memory ls = new address[](rs.length);
         uint256 k;
         for (uint256 i; i < rs.length; ++i) {
+            if (!_elected(rs[i])) {
+                rs[i].revealIdx = 0;
+                continue;
+            }
             address l = rs[i].h.leader;
             uint256 j;
             while (j < k && ls[j] != l) ++j;
@@ -125,7 +132,16 @@ abstract contract RegistryV2Fixture is TestBase {
         }
         reveals = new bytes32[](k);
         for (uint256 j; j < k; ++j) reveals[j] = _layer(ls[j], layerOf[ls[j]] - 1);
-        for (uint256 i; i < rs.length; ++i) rs[i].h.randaoReveal = reveals[rs[i].revealIdx];
+        for (uint256 i; i < rs.length; ++i) rs[i].h.randaoReveal = _elected(rs[i]) ? reveals[rs[i].revealIdx] : bytes32(0);
+    }
+
+    /// @dev Whether the record's leaderPos is the elected position of an existing stream.
+    function _elected(Rec memory r) internal view returns (bool) {
+        try reg.electedPosition(r.h.streamId, r.h.number, r.h.attempt) returns (uint256 pos, address) {
+            return pos == r.leaderPos;
+        } catch {
+            return false;
+        }
     }
 
     function _compact(uint256 pk, bytes32 digest) internal pure returns (bytes memory) {
@@ -150,20 +166,28 @@ abstract contract RegistryV2Fixture is TestBase {
         r.attesters = bits;
     }
 
+    /// @dev The record's 127 fixed bytes (its signatures go after all records).
     function _encodeRec(Rec memory r) internal pure returns (bytes memory out) {
         Header memory h = r.h;
         out = abi.encodePacked(h.streamId, h.eventsRoot, h.stateRoot);
         out = abi.encodePacked(
-            out, h.number, h.epoch, h.eventCount, h.attempt, r.leaderPos, r.revealIdx, r.attesters
+            out, uint32(h.number), uint32(h.epoch), uint16(h.eventCount), h.attempt, r.leaderPos, r.attesters
         );
         out = abi.encodePacked(out, bytes14(uint112(uint256(h.prevHash)))); // prevHash[18:32]
+    }
+
+    /// @dev The record's signatures: leader, then attesters by ascending position.
+    function _encodeSigs(Rec memory r) internal pure returns (bytes memory out) {
         for (uint256 i; i < r.sigs.length; ++i) out = bytes.concat(out, r.sigs[i]);
     }
 
+    /// @dev The batch: n ‖ k ‖ reveals ‖ records ‖ signatures. The reveal table must list each leader's
+    ///      reveal in the order the leaders first appear (`_assignReveals` does).
     function _encode(Rec[] memory rs, bytes32[] memory reveals) internal pure returns (bytes memory out) {
         out = abi.encodePacked(uint16(rs.length), uint8(reveals.length));
         for (uint256 j; j < reveals.length; ++j) out = bytes.concat(out, reveals[j]);
         for (uint256 i; i < rs.length; ++i) out = bytes.concat(out, _encodeRec(rs[i]));
+        for (uint256 i; i < rs.length; ++i) out = bytes.concat(out, _encodeSigs(rs[i]));
     }
 
     /// @dev Reveals, signs (`total` signatures each) and packs.
