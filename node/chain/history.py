@@ -404,10 +404,11 @@ class RegistryHistory:
         return not self._replaced[stream_id]
 
     def replicas_of(self, stream_id: bytes, block: BlockId = "latest") -> list[str]:
-        """The stream's replica list as of `block` (the end of it); one view call per stream when it never changed."""
+        """The stream's replica list as of `block` (the end of it); one view call per stream when it never changed
+        (read at `block` all the same: "latest" may already hold a replacement being mined)."""
+        key: tuple[bytes, int | str] = (stream_id, block)
         if isinstance(block, int) and self._never_replaced(stream_id):
-            block = "latest"
-        key = (stream_id, block)
+            key = (stream_id, "latest")
         if key in self._replicas_cache:
             return self._replicas_cache[key]
         try:
