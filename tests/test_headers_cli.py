@@ -270,8 +270,6 @@ def test_replica_replaced_old_headers_still_verify() -> None:
         assert hist.chain_summary(s0, after)["ok"]
 
 
-@pytest.mark.xfail(strict=False, reason="known race: about 1 in 4 runs one pinned read gives a summary that is not ok "
-                   "while commits land (issue 13 stays open for it)")
 def test_pinned_reads_agree_while_the_chain_grows() -> None:
     """The false alarm of issue 13: commits land while the reader reads; at one pinned block the
     headers, the head and the verdict always agree (never "the commits seen do not reach the head")."""

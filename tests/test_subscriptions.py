@@ -95,6 +95,38 @@ def test_feed_drops_a_slow_subscriber_and_frees_its_queue():
     assert big.dropped is not None and big.dropped.reason == "slow_consumer"
 
 
+def test_pending_batches_of_a_stream_join_while_queued():
+    """Events accepted one request at a time while the session waits are one queued message per stream (a
+    burst of intake must not pass the message bound); a block queued after it starts a new one; in order."""
+    f = Feed(queue_items=4, queue_bytes=1 << 20)
+    sub = f.add(frozenset({SID, b"\x22" * 32}), True)
+    sub.live = True
+    other = Event(b"\x22" * 32, "0x" + "ab" * 20, 99, 0, b"o")
+    for n in range(1, 11):
+        f.events_added([_ev(n)])
+    f.events_added([(hash_event(other), other, b"\x00" * 65)])
+    evs = [_ev(50)]
+    f.block_applied(_header(1, b"\x00" * 32, evs), b"\x01" * 32, evs, None)
+    f.events_added([_ev(11), _ev(12)])
+    assert sub.dropped is None and [i.kind for i in sub.queue] == ["pending", "pending", "block", "pending"]
+    f.events_added([_ev(13)])
+    assert sub.dropped is None and len(sub.queue) == 4  # joined the open one (a 5th message would drop)
+    msgs = [json.loads(asyncio.run(sub.next(0.1)).text) for _ in range(4)]
+    assert [e["event"]["nonce"] for e in msgs[0]["events"]] == list(range(1, 11))
+    assert msgs[1]["stream_id"] == hx(b"\x22" * 32) and msgs[2]["type"] == "block"
+    assert [e["event"]["nonce"] for e in msgs[3]["events"]] == [11, 12, 13]
+    assert sub.qbytes == 0 and not sub.queue
+    f.events_added([_ev(14)])  # taken items are closed: a new message
+    assert len(sub.queue) == 1 and [e["event"]["nonce"] for e in json.loads(sub.queue[0].text)["events"]] == [14]
+    # the byte bound still holds for a joined message
+    big = Feed(queue_items=3, queue_bytes=50_000)
+    s2 = big.add(frozenset({SID}), True)
+    s2.live = True
+    big.events_added([_ev(1, b"z" * 20_000)])
+    big.events_added([_ev(2, b"z" * 20_000)])
+    assert s2.dropped is not None and s2.dropped.reason == "slow_consumer"
+
+
 def test_parse_frame_errors():
     ok, pending = parse_frame(json.dumps({"op": "subscribe", "streams": [{"stream_id": hx(SID), "from": 0},
                                                                           hx(b"\x22" * 32)], "pending": True}), 4)
@@ -289,13 +321,16 @@ def test_every_committed_block_arrives_once_in_order_with_chain_proof(net, clien
             check_against_node_and_chain(b, clients[0], reg)
     in_blocks = {e["hash"] for b in blocks_of(msgs, S1) + blocks_of(msgs, S2) for e in b["events"]}
     assert set(hashes) <= in_blocks
-    pending = {e["hash"] for m in msgs if m["type"] == "pending" for e in m["events"]}
+    announced = [e["hash"] for m in msgs if m["type"] == "pending" for e in m["events"]]
+    pending = set(announced)
+    assert len(announced) == len(pending), "an event announced twice"
+    # one connection all along: a burst of pending batches is one queued message, not a slow_consumer drop
+    assert [m["type"] for m in msgs].count("subscribed") == 1 and col.sub.state.connects == 1
     # events posted to node 0 itself are announced pending there (one posted elsewhere may reach node 0 only
-    # inside its committed block, never as pending). Only those of the author that joined through node 0:
-    # an event that first waits for node 0's read-your-writes catch-up was seen unannounced in about 1 of 4
-    # loaded runs (docs/node.md, "Subscriptions": known gap, cause not found yet).
-    own = [h for k, h in enumerate(hashes) if k % 3 == 0 and k % 2 == 0]
-    assert set(own) <= pending
+    # inside its committed block, never as pending): also those of the author that joined through node 1,
+    # which node 0 stores only after its read-your-writes catch-up has applied that JOIN's block
+    own = [h for k, h in enumerate(hashes) if k % 3 == 0]
+    assert set(own) <= pending, ([h for h in own if h not in pending], [m["type"] for m in msgs])
     assert pending <= set(hashes) | {e["hash"] for b in blocks_of(msgs, S1) + blocks_of(msgs, S2) for e in b["events"]}
     # the commit tx and chain block are the chain's
     logs = {(lg.stream_id, lg.number): lg for lg in reg.committed_logs(0, stream_id=S1)}

@@ -22,10 +22,10 @@ What is verified for a committed header (docs/protocol.md, "Commit"):
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from eth_utils.address import to_checksum_address
 
@@ -51,6 +51,8 @@ NODE_STATUS = ("None", "Pending", "Active", "Leaving", "Left")
 
 DEFAULT_CHUNK = 5_000          # blocks per eth_getLogs call (halved on a provider's range error)
 DEFAULT_MAX_LOGS = 200_000     # a scan stops (truncated=True) past this many logs
+
+T = TypeVar("T")
 
 
 class HistoryError(RuntimeError):
@@ -303,10 +305,12 @@ class RegistryHistory:
         self._tx_cache: dict[bytes, CommitTx] = {}
         self._replicas_cache: dict[tuple[bytes, int | str], list[str]] = {}
         self._replaced: dict[bytes, bool] = {}
-        # stream -> (last block scanned, its MiniblockCommitted/Rejected logs up to there): a long-lived
-        # explorer scans only the blocks mined since its last page (logs of mined blocks do not change).
-        self._stream_logs: dict[bytes, tuple[int, list[RawLog]]] = {}
+        # stream -> (last block scanned, its hash, the stream's MiniblockCommitted/Rejected logs up to there):
+        # a long-lived explorer scans only the blocks mined since its last page; a reorganisation at or below
+        # the last block scanned changes that block's hash and the stream is scanned again.
+        self._stream_logs: dict[bytes, tuple[int, bytes, list[RawLog]]] = {}
         self._logs_lock = threading.Lock()
+        self._tip = -1  # the newest chain block seen (pin, settle); views below it are settled
 
     @property
     def w3(self) -> Web3:
@@ -358,18 +362,35 @@ class RegistryHistory:
         """The chain block every read of one page or command run is made at (the latest, now).
 
         Logs are read up to it and views at it, so a chain that grows meanwhile cannot make the
-        logs seen and the head read disagree (a false "commits do not reach the head")."""
-        return self.reg.block_number()
+        logs seen and the head read disagree (a false "commits do not reach the head"). Every view at
+        a block goes through `settled`."""
+        self._tip = self.reg.block_number()
+        return self._tip
+
+    def settled(self, block: BlockId, read: Callable[[BlockId], T]) -> T:
+        """`read(block)` (a view), as the state of that block, even while it is the chain's newest.
+
+        A node may answer a view at its newest block from its live state, and while the next block is
+        being mined that state already holds it: Anvil's eth_call at the tip number waits for the miner's
+        database lock, then reads the database the new block was just written to (so a head read "at" the
+        pin was once one commit past the logs up to it). A block below the tip is answered from the state
+        stored for it. So a view read while `block` was the tip is read again if the chain has moved past
+        it meanwhile; a block below a tip already seen costs no check."""
+        if not isinstance(block, int) or block < self._tip:
+            return read(block)
+        out = read(block)
+        self._tip = max(self._tip, self.reg.block_number())
+        return read(block) if block < self._tip else out
 
     def stream_exists(self, stream_id: bytes, block: BlockId = "latest") -> bool:
-        return self.reg.stream_exists(stream_id, block)
+        return self.settled(block, lambda b: self.reg.stream_exists(stream_id, b))
 
     def head_of(self, stream_id: bytes, block: BlockId = "latest") -> tuple[int, bytes, int]:
-        number, h, ts = self.reg.stream_head(stream_id, block)
+        number, h, ts = self.settled(block, lambda b: self.reg.stream_head(stream_id, b))
         return number, h, ts
 
     def header_hash_at(self, stream_id: bytes, number: int, block: BlockId = "latest") -> bytes:
-        return self.reg.header_hash_at(stream_id, number, block)
+        return self.settled(block, lambda b: self.reg.header_hash_at(stream_id, number, b))
 
     def _forget_latest(self) -> None:
         """Drop what may have changed since the last query (a long-lived explorer sees new replacements)."""
@@ -383,14 +404,15 @@ class RegistryHistory:
         return not self._replaced[stream_id]
 
     def replicas_of(self, stream_id: bytes, block: BlockId = "latest") -> list[str]:
-        """The stream's replica list as of `block` (the end of it); one view call per stream when it never changed."""
+        """The stream's replica list as of `block` (the end of it); one view call per stream when it never changed
+        (read at `block` all the same: "latest" may already hold a replacement being mined)."""
+        key: tuple[bytes, int | str] = (stream_id, block)
         if isinstance(block, int) and self._never_replaced(stream_id):
-            block = "latest"
-        key = (stream_id, block)
+            key = (stream_id, "latest")
         if key in self._replicas_cache:
             return self._replicas_cache[key]
         try:
-            out = self.reg.replicas_of(stream_id, block)
+            out = self.settled(block, lambda b: self.reg.replicas_of(stream_id, b))
         except RegistryError:
             if block == "latest":
                 raise
@@ -400,11 +422,11 @@ class RegistryHistory:
         return out
 
     def stream_ids(self, block: BlockId = "latest") -> list[bytes]:
-        return self.reg.stream_ids(block)
+        return self.settled(block, self.reg.stream_ids)
 
     def nodes(self, block: BlockId = "latest") -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
-        for n in self.reg.nodes(block):
+        for n in self.settled(block, self.reg.nodes):
             status = int(n.status)
             out.append({
                 "node": n.address, "operator": n.operator, "url": n.url,
@@ -422,9 +444,9 @@ class RegistryHistory:
             "chainId": self.chain_id,
             "registry": self.address,
             "blockNumber": at,
-            "epoch": r.current_epoch(at),
-            "seed": hx(r.current_seed(at)),
-            "randaoMix": hx(r.randao_mix(at)),
+            "epoch": self.settled(at, r.current_epoch),
+            "seed": hx(self.settled(at, r.current_seed)),
+            "randaoMix": hx(self.settled(at, r.randao_mix)),
             "epochLength": p["epoch_length"],
             "leaderTimeout": p["leader_timeout"],
             "replicationFactor": p["replication_factor"],
@@ -432,7 +454,7 @@ class RegistryHistory:
             "domain": {"name": self.domain.name, "version": self.domain.version,
                        "chainId": self.domain.chain_id, "verifyingContract": self.domain.verifying_contract},
             "nodes": self.nodes(at),
-            "streamCount": r.stream_count(at),
+            "streamCount": self.settled(at, r.stream_count),
         }
 
     def streams(self, at: int | None = None) -> list[StreamInfo]:
@@ -461,7 +483,7 @@ class RegistryHistory:
         onchain: bool | None
         error = None
         try:
-            onchain = self.reg.verify_inclusion(header, proof, index, event_hash, block)
+            onchain = self.settled(block, lambda b: self.reg.verify_inclusion(header, proof, index, event_hash, b))
         except Exception as exc:  # noqa: BLE001 -- any input the page passes: an index that does not fit uint256, ...
             onchain, error = None, str(exc)
         offchain = verify_proof(header.events_root, header.event_count, index, event_hash, proof)
@@ -744,18 +766,31 @@ class RegistryHistory:
     def stream_header_logs(self, stream_id: bytes, at: int) -> list[RawLog]:
         """The stream's MiniblockCommitted and MiniblockRejected logs up to block `at`, in chain order.
 
-        Cached per stream: a later call scans only the blocks after the last one scanned."""
+        Cached per stream: a later call scans only the blocks after the last one scanned, once the hash of
+        that block shows that the chain up to it is still the one scanned (else the stream is scanned again)."""
         with self._logs_lock:
-            upto, logs = self._stream_logs.get(stream_id, (self.deploy_block - 1, []))
+            upto, upto_hash, logs = self._stream_logs.get(stream_id, (self.deploy_block - 1, b"", []))
+            if upto_hash and self._hash_of(upto) != upto_hash:
+                upto, logs = self.deploy_block - 1, []      # reorganised at or below `upto`: scan again
             if at > upto:
-                new = self.iter_logs([[self.topic_committed, self.topic_rejected], stream_id], upto + 1, at)
+                for _ in range(3):
+                    at_hash = self._hash_of(at)
+                    new = self.iter_logs([[self.topic_committed, self.topic_rejected], stream_id], upto + 1, at)
+                    if self._hash_of(at) == at_hash:       # no reorganisation during the scan
+                        break
+                else:
+                    raise HistoryError(f"block {at} kept changing while its logs were read (reorganisations)")
                 logs = logs + new
-                if len(logs) <= self.max_logs:
-                    self._stream_logs[stream_id] = (at, logs)
+                if len(logs) <= self.max_logs and at_hash:
+                    self._stream_logs[stream_id] = (at, at_hash, logs)
                 upto = at
         if at < upto:
             logs = [lg for lg in logs if lg.block_number <= at]
         return logs
+
+    def _hash_of(self, block: int) -> bytes:
+        got = self.reg.block_hash(block)
+        return got[1] if got is not None else b""
 
     def last_headers(
         self, stream_id: bytes, at: int, *, offset: int = 0, count: int | None = None,

@@ -185,6 +185,10 @@ class Registry:
             return run_sync(self.core.block_time(number))
         return int(run_sync(self.core.get_block(number))["timestamp"], 16)
 
+    def block_hash(self, block: BlockId) -> tuple[int, bytes] | None:
+        """(number, hash) of a block; None if the chain has no such block (any more)."""
+        return run_sync(self.core.block_hash(block))
+
     def code_at(self, address: str | None = None, block: BlockId = "latest") -> bytes:
         return run_sync(self.core.code_at(address, block))
 

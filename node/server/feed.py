@@ -6,6 +6,12 @@ live subscriber has a bounded queue (messages and bytes). A subscriber whose que
 removed at once (its queue freed) and marked dropped: the node's memory never grows with a slow
 client. Messages are serialized lazily, once, and the same text is shared by every subscriber.
 
+A `pending` batch joins the stream's `pending` message still waiting in the queue (when no block of that
+stream was queued after it): events accepted one request at a time while the session waits for the event
+loop are one message, not one each, so a burst of intake does not pass the message bound and drop a client
+that reads as fast as it is sent to (a dropped client resumes its blocks, but the events stored while it
+was away are never announced to it).
+
 Subscribers start not live: the feed queues nothing for them until the session (node/server/subscribe.py)
 has read the stored blocks up to the head and sets `live` in the same synchronous step as its last
 head check, so no block can fall between catch-up and live (see `subscribe.catch_up`).
@@ -50,15 +56,31 @@ def _estimate(events: Sequence[Item3]) -> int:
     return 1200 + sum(2 * len(ev.payload) + 420 for _h, ev, _s in events)
 
 
+def pending_json(stream_id: bytes, events: Sequence[Item3]) -> str:
+    return json.dumps({"type": "pending", "stream_id": hx(stream_id),
+                       "events": [event_json(h, ev, s) for h, ev, s in events]}, separators=(",", ":"))
+
+
 class Item:
     """One message of the feed: a committed block or a batch of pending events of one stream."""
 
-    __slots__ = ("kind", "stream_id", "number", "size", "_make", "_text")
+    __slots__ = ("kind", "stream_id", "number", "size", "events", "_make", "_text")
 
-    def __init__(self, kind: str, stream_id: bytes, number: int | None, size: int, make: Callable[[], str]) -> None:
+    def __init__(self, kind: str, stream_id: bytes, number: int | None, size: int, make: Callable[[], str],
+                 events: tuple[Item3, ...] = ()) -> None:
         self.kind, self.stream_id, self.number, self.size = kind, stream_id, number, size
+        self.events = events  # of a `pending` item (what `joined` merges)
         self._make: Callable[[], str] | None = make
         self._text: str | None = None
+
+    @classmethod
+    def pending(cls, stream_id: bytes, events: Sequence[Item3]) -> Item:
+        evs = tuple(events)
+        return cls("pending", stream_id, None, _estimate(evs), lambda: pending_json(stream_id, evs), evs)
+
+    def joined(self, later: Item) -> Item:
+        """This `pending` item and a later one of its stream as one message (a new item: both may be shared)."""
+        return Item.pending(self.stream_id, self.events + later.events)
 
     @property
     def text(self) -> str:
@@ -86,6 +108,7 @@ class Subscriber:
         self.qbytes = 0
         self.dropped: Dropped | None = None
         self.gone = asyncio.Event()  # set when dropped
+        self._open: dict[bytes, Item] = {}  # stream -> its queued `pending` item that later batches join
         self._control: deque[Item] = deque(maxlen=8)  # answers to the client's frames (pong); sent first
         self._wake = asyncio.Event()
 
@@ -95,17 +118,34 @@ class Subscriber:
 
     def offer(self, item: Item) -> bool:
         """Queue `item`; False if that would pass the bounds (the caller drops this subscriber). One item is
-        always taken into an empty queue, however large (a block may be bigger than the byte bound)."""
+        always taken into an empty queue, however large (a block may be bigger than the byte bound). A
+        `pending` item joins the stream's open one (still queued, no block of the stream after it)."""
+        sid = item.stream_id
+        open_ = self._open.get(sid) if item.kind == "pending" else None
+        if open_ is not None:
+            merged = open_.joined(item)
+            grown = self.qbytes - open_.size + merged.size
+            if grown > self.max_bytes:
+                return False
+            self.queue[self.queue.index(open_)] = merged
+            self._open[sid] = merged
+            self.qbytes = grown
+            return True
         if self.queue and (len(self.queue) >= self.max_items or self.qbytes + item.size > self.max_bytes):
             return False
         self.queue.append(item)
         self.qbytes += item.size
+        if item.kind == "pending":
+            self._open[sid] = item
+        else:
+            self._open.pop(sid, None)  # later pending events come after this block
         self._wake.set()
         return True
 
     def drop(self, reason: str, detail: str) -> None:
         self.dropped = Dropped(reason, detail)
         self.queue.clear()
+        self._open.clear()
         self.qbytes = 0
         self._wake.set()
         self.gone.set()
@@ -120,6 +160,8 @@ class Subscriber:
             if self.queue:
                 item = self.queue.popleft()
                 self.qbytes -= item.size
+                if self._open.get(item.stream_id) is item:
+                    del self._open[item.stream_id]
                 return item
             self._wake.clear()
             try:
@@ -144,7 +186,9 @@ class Feed:
         self.m_subs = Gauge("node_subscribers", "Open subscriptions (WebSocket + SSE)", registry=r)
         self.m_dropped = Counter("node_subscribers_dropped", "Subscriptions ended by the node", ["reason"],
                                  registry=r)
-        self.m_sent = Counter("node_subscription_messages", "Messages queued to subscribers", ["type"], registry=r)
+        self.m_sent = Counter("node_subscription_messages",
+                              "Messages queued to subscribers (a pending batch joined to a queued one counts)",
+                              ["type"], registry=r)
         self.m_qbytes = Gauge("node_subscriber_queue_bytes", "Bytes (estimated) queued to subscribers", registry=r)
         self.m_qbytes.set_function(lambda: sum(s.qbytes for s in self.subs.values()))
 
@@ -211,8 +255,4 @@ class Feed:
             if it[1].stream_id in self.by_stream:
                 per.setdefault(it[1].stream_id, []).append(it)
         for sid, evs in per.items():
-            def make(sid: bytes = sid, evs: list[Item3] = evs) -> str:
-                return json.dumps({"type": "pending", "stream_id": hx(sid),
-                                   "events": [event_json(h, ev, s) for h, ev, s in evs]}, separators=(",", ":"))
-
-            self._deliver(Item("pending", sid, None, _estimate(evs), make), True)
+            self._deliver(Item.pending(sid, evs), True)
