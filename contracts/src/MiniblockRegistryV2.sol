@@ -512,6 +512,8 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
     /// @dev Byte i (from the left) = popcount(i), i < 32: the signature count of a bitmap below 32 in one BYTE.
     uint256 internal constant POP5 = 0x0001010201020203010202030203030401020203020303040203030403040405;
     uint256 internal constant SIG2 = 0x40; // one compact signature
+    /// @dev Byte (2^i mod 19) = 8i, i < 16: the replica byte's shift for the lowest set bit 2^i of a bitmap.
+    uint256 internal constant SHIFT19 = 0x0000086810007030184000607828385820504800000000000000000000000000;
 
     // A node's entry in the commit's node table (memory, two words per node index, zero = not loaded):
     // word 0 = its address, with bit 160 set unless it is active in this epoch (so that an inactive
@@ -869,54 +871,45 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                     mstore(0x00, 0)
                     pop(staticcall(gas(), 0x01, M_E, 0x80, 0x00, 0x20))
                     reason := or(gt(vs, HALF_N), xor(mload(0x00), a))
-                }
-                if iszero(reason) {
-                    // each attester's signature
+                    // each attester's signature, lowest set bit first (its replica byte's shift from
+                    // a table: 2^i mod 19 differs for every i < 16), all checked (a failure is decided
+                    // by classify)
                     let q := add(sp, SIG2)
-                    let rp := reps
-                    for { let m := att } m {} {
-                        if and(m, 1) {
-                            let ent := add(mload(M_T), shl(6, and(rp, 0xff)))
-                            let ae := mload(ent)
-                            if iszero(ae) { ae := load(and(rp, 0xff), ent) }
-                            let vs := calldataload(add(q, 0x20))
-                            mstore(M_E_V, add(27, shr(255, vs)))
-                            mstore(M_E_R, calldataload(q))
-                            vs := and(vs, S_MASK)
-                            mstore(M_E_S, vs)
-                            mstore(0x00, 0)
-                            pop(staticcall(gas(), 0x01, M_E, 0x80, 0x00, 0x20))
-                            if or(gt(vs, HALF_N), xor(mload(0x00), ae)) {
-                                reason := 1
-                                break
-                            }
-                            q := add(q, SIG2)
-                        }
-                        m := shr(1, m)
-                        rp := shr(8, rp)
+                    for { let m := att } m { m := and(m, sub(m, 1)) } {
+                        let ai := and(shr(byte(mod(and(m, sub(0, m)), 19), SHIFT19), reps), 0xff)
+                        let ent := add(mload(M_T), shl(6, ai))
+                        let ae := mload(ent)
+                        if iszero(ae) { ae := load(ai, ent) }
+                        vs := calldataload(add(q, 0x20))
+                        mstore(M_E_V, add(27, shr(255, vs)))
+                        mstore(M_E_R, calldataload(q))
+                        vs := and(vs, S_MASK)
+                        mstore(M_E_S, vs)
+                        mstore(0x00, 0)
+                        pop(staticcall(gas(), 0x01, M_E, 0x80, 0x00, 0x20))
+                        reason := or(reason, or(gt(vs, HALF_N), xor(mload(0x00), ae)))
+                        q := add(q, SIG2)
                     }
                 }
                 if reason { reason := classify(sp, w, head, pos, reps) }
-                // check 13, once per leader per transaction: its reveal opens its commitment
-                if iszero(reason) { if iszero(and(b, B_VERIFIED)) { reason := verify(b) } }
                 sp := add(sp, shl(6, add(cnt, 1)))
-                switch reason
-                case 0 {
-                    let hh := mload(M_D_HH)
-                    sstore(hslot, or(or(shl(96, shr(96, hh)), and(head, HEAD_REPLICA_BITS)), or(shr(224, w), mload(M_TS))))
-                    let hp := mload(M_HP)
-                    mstore(hp, hh)
-                    mstore(M_HP, add(hp, 0x20))
-                    mstore(M_BITS, or(mload(M_BITS), shl(div(sub(p, mload(M_P0)), RECORD_FIXED), 1)))
-                    // attempt a >= 1: the leaders of the min(a, r - 1) attempts before missed their slot
-                    if mload(M_H_ATT) { missed(p, head, w) }
-                }
-                default {
+                // check 13, once per leader per transaction: its reveal opens its commitment
+                if iszero(or(reason, and(b, B_VERIFIED))) { reason := verify(b) }
+                if reason {
                     mstore(0x00, mload(M_D_HH))
                     mstore(0x20, reason)
                     log3(0x00, 0x40, T_REJECTED, calldataload(p), shr(224, w))
                     mstore(0x20, _heads.slot)
+                    continue
                 }
+                let hh := mload(M_D_HH)
+                sstore(hslot, or(or(shl(96, shr(96, hh)), and(head, HEAD_REPLICA_BITS)), or(shr(224, w), mload(M_TS))))
+                let hp := mload(M_HP)
+                mstore(hp, hh)
+                mstore(M_HP, add(hp, 0x20))
+                mstore(M_BITS, or(mload(M_BITS), shl(div(sub(p, mload(M_P0)), RECORD_FIXED), 1)))
+                // attempt a >= 1: the leaders of the min(a, r - 1) attempts before missed their slot
+                if mload(M_H_ATT) { missed(p, head, w) }
             }
             {
                 let used := sub(sp, batch.offset)
