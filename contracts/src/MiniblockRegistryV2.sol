@@ -512,14 +512,18 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
     /// @dev Byte i (from the left) = popcount(i), i < 32: the signature count of a bitmap below 32 in one BYTE.
     uint256 internal constant POP5 = 0x0001010201020203010202030203030401020203020303040203030403040405;
     uint256 internal constant SIG2 = 0x40; // one compact signature
+    /// @dev Byte (2^i mod 19) = 8i, i < 16: the replica byte's shift for the lowest set bit 2^i of a bitmap.
+    uint256 internal constant SHIFT19 = 0x0000086810007030184000607828385820504800000000000000000000000000;
 
-    // A node's entry in the commit's node table (memory, one word per node index, zero = not loaded):
-    // address [0,160) | active [160] | loaded [161] | reveal assigned [162] | reveal verified [163] |
-    // (offset of its reveal - calldatasize) mod 2^32 [168,200) | reveal-table index [200,208) | node index [208,216).
-    uint256 internal constant F_ACTIVE = 0x0010000000000000000000000000000000000000000; // 1 << 160
-    uint256 internal constant F_LOADED = 0x0020000000000000000000000000000000000000000; // 1 << 161
-    uint256 internal constant F_ASSIGNED = 0x0040000000000000000000000000000000000000000; // 1 << 162
-    uint256 internal constant F_VERIFIED = 0x0080000000000000000000000000000000000000000; // 1 << 163
+    // A node's entry in the commit's node table (memory, two words per node index, zero = not loaded):
+    // word 0 = its address, with bit 160 set unless it is active in this epoch (so that an inactive
+    // signer fails the fast path's address compare); word 1 (leaders only, zero = no reveal assigned) =
+    // calldata offset of its reveal (2^32 - 1: none, reads 0) << 24 | reveal-table index << 16 |
+    // node index << 8 | verified (2) | assigned (1).
+    uint256 internal constant B_ASSIGNED = 1;
+    uint256 internal constant B_VERIFIED = 2;
+    /// @dev Bits [96,112) of the head slot: prefix bytes 18..19, the overlap with the sent prevHash[18:32].
+    uint256 internal constant PARENT_CHECK_MASK = 0xffff000000000000000000000000;
 
     // Memory map of commitMiniblocks (absolute addresses; nothing Solidity keeps in memory is live
     // once the commit's assembly starts; everything read is written first, the node table lies past
@@ -535,7 +539,8 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
     uint256 internal constant M_P0 = 0x180; // calldata offset of record 0
     uint256 internal constant M_T = 0x1a0; // memory address of the node table
     uint256 internal constant M_PEND = 0x1c0; // calldata offset past the last record (of signature 0)
-    uint256 internal constant M_REPS = 0x4e0; // the current record's replica node indices, byte k = replica k
+    uint256 internal constant M_HP = 0x480; // next header hash of the log (memory address)
+    uint256 internal constant M_NE = 0x4e0; // 1 << 32 | epoch: (head.number + 1) << 32 | epoch = head << 32 + this
     uint256 internal constant M_EL = 0x1e0; // election preimage: seed ‖ streamId ‖ number (0x60)
     uint256 internal constant M_EL_SID = 0x200;
     uint256 internal constant M_EL_NUM = 0x220;
@@ -581,6 +586,8 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                 mstore(M_TIMEOUT, timeout)
                 mstore(M_TS, shl(32, and(timestamp(), M32)))
                 mstore(M_EPOCH, and(es, M32))
+                // (head.number + 1) << 32 | epoch: what a record's number ‖ epoch (its top 64 bits) must be
+                mstore(M_NE, or(shl(32, 1), and(es, M32)))
                 mstore(M_EL, and(es, not(0xffffffffffffffff))) // the seed
                 mstore(M_H, th)
                 mstore(M_H_EPOCH, and(es, M32))
@@ -609,36 +616,37 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                 mstore(0x20, _heads.slot)
             }
 
-            // loads node idx into the node table: address | active in this epoch | loaded | idx
-            function load(idx) -> e {
+            // loads node idx into its node table entry (word 0 at ent): its address, with bit 160 set
+            // unless it is active in this epoch (such a word never equals a recovered address)
+            function load(idx, ent) -> a {
                 let nw := sload(add(mload(M_NW), idx))
                 let ep := mload(M_EPOCH)
                 // active: joinEpoch <= e < leaveEpoch (joinEpoch >= 1 for every registered node)
                 let act := and(iszero(gt(and(shr(160, nw), M32), ep)), gt(and(shr(192, nw), M32), ep))
-                e := or(or(and(nw, ADDR), shl(160, act)), or(F_LOADED, shl(208, idx)))
-                mstore(add(mload(M_T), shl(5, idx)), e)
+                a := or(and(nw, ADDR), shl(160, iszero(act)))
+                mstore(ent, a)
             }
 
-            // gives leader idx (entry e) the next reveal-table entry (none left: offset past the calldata, reads 0)
-            function assign(idx, e) -> out {
-                if iszero(e) { e := load(idx) }
+            // gives leader idx (entry at ent) the next reveal-table entry (none left: offset 2^32 - 1,
+            // past any calldata, reads 0); word 1 of the entry: offset << 24 | j << 16 | idx << 8 | flags
+            function assign(idx, ent) -> b {
+                if iszero(mload(ent)) { pop(load(idx, ent)) }
                 let j := mload(M_NEXTJ)
-                let off := calldatasize()
+                let off := M32
                 if lt(j, mload(M_K)) {
                     off := add(mload(M_REVBASE), shl(5, j))
                     mstore(M_NEXTJ, add(j, 1))
                 }
-                // kept as off - calldatasize() (32 bits): a zero entry then reads the reveal 0
-                out := or(or(e, F_ASSIGNED), or(shl(168, and(sub(off, calldatasize()), M32)), shl(200, j)))
-                mstore(add(mload(M_T), shl(5, idx)), out)
+                b := or(or(shl(24, off), shl(16, j)), or(shl(8, idx), B_ASSIGNED))
+                mstore(add(ent, 0x20), b)
             }
 
             // check 13 at the leader's first otherwise accepted header: its reveal opens its commitment
-            function verify(le) -> reason {
+            function verify(b) -> reason {
                 reason := R_BAD_RANDAO_REVEAL
-                let j := and(shr(200, le), 0xff)
+                let j := and(shr(16, b), 0xff)
                 if lt(j, mload(M_K)) {
-                    let idx := and(shr(208, le), 0xff)
+                    let idx := and(shr(8, b), 0xff)
                     let c := sload(add(_onion.slot, idx))
                     // the onion is usable from its lastLedEpoch field on (a renewal waits an epoch)
                     if iszero(gt(and(c, M32), mload(M_EPOCH))) {
@@ -653,37 +661,90 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                         }
                     }
                     if iszero(reason) {
-                        mstore(add(mload(M_T), shl(5, idx)), or(le, F_VERIFIED))
+                        mstore(add(add(mload(M_T), shl(6, idx)), 0x20), or(b, B_VERIFIED))
                         mstore(add(M_OWNERS, shl(5, j)), add(idx, 1))
                     }
                 }
             }
 
-            // the reason of a record whose checks 1..6, 14, 9, 10, 12 did not all pass (in that order)
-            function headReason(w, head, pos, cnt) -> reason {
+            // true iff the compact signature at q recovers (low s) to addr over the digest at M_E
+            function sigOk(q, addr) -> ok {
+                let vs := calldataload(add(q, 0x20))
+                mstore(M_E_V, add(27, shr(255, vs)))
+                mstore(M_E_R, calldataload(q))
+                vs := and(vs, S_MASK)
+                mstore(M_E_S, vs)
+                mstore(0x00, 0)
+                pop(staticcall(gas(), 0x01, M_E, 0x80, 0x00, 0x20))
+                ok := and(iszero(gt(vs, HALF_N)), eq(mload(0x00), addr))
+            }
+
+            // The reason (0 if none) of a record the fast path did not accept, by checks 1..12 in the
+            // order of docs/protocol.md "Version 2" (the fast path is only a filter: this decides). It
+            // hashes the header as the contract reports it (leader and reveal 0 without an elected
+            // leader, the leader's address whatever its activity) to M_D_HH and the digest to M_E.
+            function classify(sp, w, head, pos, reps) -> reason {
                 let r := and(shr(64, head), 0xff)
                 let att := and(shr(120, w), 0xffff)
-                reason := R_UNKNOWN_STREAM
-                if iszero(r) { leave }
-                reason := R_BAD_NUMBER
-                if xor(shr(224, w), add(and(head, M32), 1)) { leave }
-                reason := R_BAD_PARENT
-                if and(xor(mload(M_H_PREV), head), HEAD_PREFIX_MASK) { leave }
-                reason := R_WRONG_EPOCH
-                if xor(and(shr(192, w), M32), mload(M_EPOCH)) { leave }
-                reason := R_ATTEMPT_NOT_OPEN
-                if lt(timestamp(), add(and(shr(32, head), M32), mul(and(shr(144, w), M32), mload(M_TIMEOUT)))) { leave }
-                reason := R_NOT_ELECTED_LEADER
-                if xor(and(shr(136, w), 0xff), pos) { leave }
-                reason := R_TOO_MANY_EVENTS
-                if gt(and(shr(176, w), 0xffff), MAX_EVENTS_PER_BLOCK) { leave }
-                reason := R_NOT_REPLICA
-                if shr(r, att) { leave }
-                reason := R_DUPLICATE_ATTESTER
-                if and(att, shl(pos, 1)) { leave }
-                reason := R_NO_QUORUM
-                if lt(cnt, shr(1, r)) { leave }
-                reason := 0
+                let cnt := popcount(att)
+                let a := 0
+                let rev := 0
+                if and(eq(byte(14, w), pos), lt(pos, r)) {
+                    let ent := add(mload(M_T), shl(6, and(shr(shl(3, pos), reps), 0xff)))
+                    a := mload(ent)
+                    rev := calldataload(shr(24, mload(add(ent, 0x20))))
+                }
+                mstore(M_H_LEADER, and(a, ADDR))
+                mstore(M_H_REVEAL, rev)
+                mstore(M_D_HH, keccak256(M_H, 0x160))
+                mstore(M_E, keccak256(M_D, 0x42))
+                for {} 1 {} {
+                    reason := R_UNKNOWN_STREAM
+                    if iszero(r) { break }
+                    reason := R_BAD_NUMBER
+                    if xor(shr(224, w), add(and(head, M32), 1)) { break }
+                    reason := R_BAD_PARENT
+                    if and(xor(mload(M_H_PREV), head), HEAD_PREFIX_MASK) { break }
+                    reason := R_WRONG_EPOCH
+                    if xor(and(shr(192, w), M32), mload(M_EPOCH)) { break }
+                    reason := R_ATTEMPT_NOT_OPEN
+                    if lt(timestamp(), add(and(shr(32, head), M32), mul(and(shr(144, w), M32), mload(M_TIMEOUT)))) { break }
+                    reason := R_NOT_ELECTED_LEADER
+                    if xor(byte(14, w), pos) { break }
+                    reason := R_TOO_MANY_EVENTS
+                    if gt(and(shr(176, w), 0xffff), MAX_EVENTS_PER_BLOCK) { break }
+                    reason := R_NOT_REPLICA
+                    if shr(r, att) { break }
+                    reason := R_DUPLICATE_ATTESTER
+                    if and(att, shl(pos, 1)) { break }
+                    reason := R_NO_QUORUM
+                    if lt(cnt, shr(1, r)) { break }
+                    reason := R_BAD_LEADER_SIGNATURE
+                    if iszero(sigOk(sp, and(a, ADDR))) { break }
+                    reason := R_INACTIVE_ATTESTER
+                    if shr(160, a) { break }
+                    reason := 0
+                    let q := add(sp, SIG2)
+                    for {} att {} {
+                        if and(att, 1) {
+                            let ent := add(mload(M_T), shl(6, and(reps, 0xff)))
+                            let ae := mload(ent)
+                            if iszero(ae) { ae := load(and(reps, 0xff), ent) }
+                            if iszero(sigOk(q, and(ae, ADDR))) {
+                                reason := R_BAD_ATTESTATION
+                                break
+                            }
+                            if shr(160, ae) {
+                                reason := R_INACTIVE_ATTESTER
+                                break
+                            }
+                            q := add(q, SIG2)
+                        }
+                        att := shr(1, att)
+                        reps := shr(8, reps)
+                    }
+                    break
+                }
             }
 
             // charges one miss to each leader of the min(attempt, r - 1) attempts before this one
@@ -710,7 +771,6 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
 
             let p := 0 // next record
             let sp := 0 // next signature
-            let hp := 0 // next header hash of the log
             {
                 let len := batch.length
                 let base := batch.offset
@@ -726,11 +786,12 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                 mstore(M_P0, p)
                 mstore(M_PEND, sp)
                 // the reveal owners, then the log data: root ‖ acc ‖ accepted ‖ mix ‖ 0xa0 ‖ m ‖ m hashes,
-                // then the node table
+                // then the node table (two words per node index)
                 calldatacopy(M_OWNERS, calldatasize(), shl(5, k))
-                hp := add(add(M_OWNERS, shl(5, k)), 0xc0)
+                let hp := add(add(M_OWNERS, shl(5, k)), 0xc0)
+                mstore(M_HP, hp)
                 mstore(M_T, add(hp, shl(5, n)))
-                mstore(0x40, add(mload(M_T), 0x2000))
+                mstore(0x40, add(mload(M_T), 0x4000))
             }
             mstore(M_NEXTJ, 0)
             mstore(M_BITS, 0)
@@ -746,125 +807,109 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                 let hslot := keccak256(0x00, 0x40)
                 let head := sload(hslot)
                 let att := and(shr(120, w), 0xffff)
-                // the elected position (v1 formula); r = 0 (no stream) gives 0
-                mstore(M_EL_SID, mload(0x00))
-                mstore(M_EL_NUM, shr(224, w))
-                let pos := addmod(mod(keccak256(M_EL, 0x60), and(shr(64, head), 0xff)), and(shr(144, w), M32), and(shr(64, head), 0xff))
-                // the leader if leaderPos is the elected position of an existing stream: its node table
-                // entry, with its reveal assigned (0 otherwise: checks 1 and 6 fail)
-                let le := 0
-                {
-                    // replica node indices, byte k = replica k
-                    let reps := shr(72, head)
-                    if gt(and(shr(64, head), 0xff), LOW_REPLICAS) { reps := hiReps(reps) }
-                    mstore(M_REPS, reps)
-                    if and(eq(and(shr(136, w), 0xff), pos), lt(pos, and(shr(64, head), 0xff))) {
-                        let lidx := and(shr(shl(3, pos), reps), 0xff)
-                        le := mload(add(mload(M_T), shl(5, lidx)))
-                        if iszero(and(le, F_ASSIGNED)) { le := assign(lidx, le) }
-                    }
-                }
-                // the header struct: leader and reveal derived (0 without a leader), prevHash = stored
-                // prefix[0:18] ‖ sent [18:32]; epoch written once
-                mstore(M_H_LEADER, and(le, ADDR))
-                mstore(M_H_REVEAL, calldataload(and(add(shr(168, le), calldatasize()), M32)))
+                // replica node indices, byte k = replica k
+                let reps := shr(72, head)
+                if gt(and(shr(64, head), 0xff), LOW_REPLICAS) { reps := hiReps(reps) }
+                // the leader's node table words if leaderPos is the elected position of an existing
+                // stream, its reveal assigned (0 otherwise: checks 1 and 6 fail)
+                let a := 0
+                let b := 0
+                let pos := 0
+                // the header struct except leader and reveal: prevHash = stored prefix[0:18] ‖ sent [18:32]
                 mstore(M_H_SID, mload(0x00))
                 mstore(M_H_NUM, shr(224, w))
-                mstore(M_H_PREV, or(and(head, PREV_HEAD_MASK), and(shr(8, w), TAIL_MASK)))
+                mstore(M_H_PREV, or(shl(112, shr(112, head)), and(shr(8, w), TAIL_MASK)))
                 mstore(M_H_EVR, calldataload(add(p, 0x20)))
                 mstore(M_H_CNT, and(shr(176, w), 0xffff))
                 mstore(M_H_ATT, and(shr(144, w), M32))
                 mstore(M_H_STATE, calldataload(add(p, 0x40)))
-                let hh := keccak256(M_H, 0x160)
+                {
+                    let r := and(shr(64, head), 0xff)
+                    // the elected position (v1 formula); r = 0 (no stream) gives 0
+                    mstore(M_EL_SID, mload(0x00))
+                    mstore(M_EL_NUM, shr(224, w))
+                    pos := addmod(mod(keccak256(M_EL, 0x60), r), mload(M_H_ATT), r)
+                    if and(eq(byte(14, w), pos), lt(pos, r)) {
+                        let lidx := and(shr(shl(3, pos), reps), 0xff)
+                        let ent := add(mload(M_T), shl(6, lidx))
+                        b := mload(add(ent, 0x20))
+                        if iszero(b) { b := assign(lidx, ent) }
+                        a := mload(ent)
+                    }
+                }
+                mstore(M_H_LEADER, a)
+                mstore(M_H_REVEAL, calldataload(shr(24, b)))
+                mstore(M_D_HH, keccak256(M_H, 0x160))
                 // attester count (a table for bitmaps below 32, i.e. r <= 5)
                 let cnt := byte(att, POP5)
                 if gt(att, 31) { cnt := popcount(att) }
 
-                // checks, in the order of docs/protocol.md "Version 2"; 0 or the reason
-                let reason := 0
-                for {} 1 {} {
-                    // checks 1..6, 14, 9, 10, 12 at once (1 and 6 as "no leader"); the first failing one
-                    // only if any fails
-                    if or(
+                // The fast path: checks 1..6, 14, 9, 10, 12 at once (1 and 6 as "no leader"), then the
+                // signatures, an inactive signer failing as a mismatch (bit 160 of its word). Any failure
+                // goes to classify, which finds the reason in order.
+                let reason := or(
+                    or(
+                        or(iszero(a), xor(shr(192, w), add(shl(32, and(head, M32)), mload(M_NE)))),
                         or(
-                            or(iszero(le), xor(shr(224, w), add(and(head, M32), 1))),
-                            or(and(xor(mload(M_H_PREV), head), HEAD_PREFIX_MASK), xor(and(shr(192, w), M32), mload(M_EPOCH)))
-                        ),
-                        or(
-                            or(
-                                lt(timestamp(), add(and(shr(32, head), M32), mul(and(shr(144, w), M32), mload(M_TIMEOUT)))),
-                                gt(and(shr(176, w), 0xffff), MAX_EVENTS_PER_BLOCK)
-                            ),
-                            or(or(shr(and(shr(64, head), 0xff), att), and(att, shl(pos, 1))), lt(cnt, shr(1, and(shr(64, head), 0xff))))
+                            and(xor(shr(8, w), head), PARENT_CHECK_MASK),
+                            lt(timestamp(), add(and(shr(32, head), M32), mul(mload(M_H_ATT), mload(M_TIMEOUT))))
                         )
-                    ) {
-                        reason := headReason(w, head, pos, cnt)
-                        break
-                    }
-                    mstore(M_D_HH, hh)
+                    ),
+                    or(
+                        or(gt(mload(M_H_CNT), MAX_EVENTS_PER_BLOCK), shr(and(shr(64, head), 0xff), att)),
+                        or(and(att, shl(pos, 1)), lt(cnt, shr(1, and(shr(64, head), 0xff))))
+                    )
+                )
+                if iszero(reason) {
                     mstore(M_E, keccak256(M_D, 0x42))
-                    // the leader's signature (EIP-2098; high s rejected), then its activity
-                    {
-                        let vs := calldataload(add(sp, 0x20))
+                    // the leader's signature (EIP-2098; high s rejected)
+                    let vs := calldataload(add(sp, 0x20))
+                    mstore(M_E_V, add(27, shr(255, vs)))
+                    mstore(M_E_R, calldataload(sp))
+                    vs := and(vs, S_MASK)
+                    mstore(M_E_S, vs)
+                    mstore(0x00, 0)
+                    pop(staticcall(gas(), 0x01, M_E, 0x80, 0x00, 0x20))
+                    reason := or(gt(vs, HALF_N), xor(mload(0x00), a))
+                    // each attester's signature, lowest set bit first (its replica byte's shift from
+                    // a table: 2^i mod 19 differs for every i < 16), all checked (a failure is decided
+                    // by classify)
+                    let q := add(sp, SIG2)
+                    for { let m := att } m { m := and(m, sub(m, 1)) } {
+                        let ai := and(shr(byte(mod(and(m, sub(0, m)), 19), SHIFT19), reps), 0xff)
+                        let ent := add(mload(M_T), shl(6, ai))
+                        let ae := mload(ent)
+                        if iszero(ae) { ae := load(ai, ent) }
+                        vs := calldataload(add(q, 0x20))
                         mstore(M_E_V, add(27, shr(255, vs)))
-                        mstore(M_E_R, calldataload(sp))
+                        mstore(M_E_R, calldataload(q))
                         vs := and(vs, S_MASK)
                         mstore(M_E_S, vs)
                         mstore(0x00, 0)
                         pop(staticcall(gas(), 0x01, M_E, 0x80, 0x00, 0x20))
-                        if or(or(gt(vs, HALF_N), xor(mload(0x00), and(le, ADDR))), iszero(and(le, F_ACTIVE))) {
-                            reason := R_BAD_LEADER_SIGNATURE
-                            if iszero(or(gt(vs, HALF_N), xor(mload(0x00), and(le, ADDR)))) { reason := R_INACTIVE_ATTESTER }
-                            break
-                        }
+                        reason := or(reason, or(gt(vs, HALF_N), xor(mload(0x00), ae)))
+                        q := add(q, SIG2)
                     }
-                    // each attester's signature, then its activity
-                    {
-                        let q := add(sp, SIG2)
-                        let reps := mload(M_REPS)
-                        for { let a := att } a {} {
-                            if and(a, 1) {
-                                let ae := mload(add(mload(M_T), shl(5, and(reps, 0xff))))
-                                if iszero(ae) { ae := load(and(reps, 0xff)) }
-                                let vs := calldataload(add(q, 0x20))
-                                mstore(M_E_V, add(27, shr(255, vs)))
-                                mstore(M_E_R, calldataload(q))
-                                vs := and(vs, S_MASK)
-                                mstore(M_E_S, vs)
-                                mstore(0x00, 0)
-                                pop(staticcall(gas(), 0x01, M_E, 0x80, 0x00, 0x20))
-                                if or(or(gt(vs, HALF_N), xor(mload(0x00), and(ae, ADDR))), iszero(and(ae, F_ACTIVE))) {
-                                    reason := R_BAD_ATTESTATION
-                                    if iszero(or(gt(vs, HALF_N), xor(mload(0x00), and(ae, ADDR)))) { reason := R_INACTIVE_ATTESTER }
-                                    break
-                                }
-                                q := add(q, SIG2)
-                            }
-                            a := shr(1, a)
-                            reps := shr(8, reps)
-                        }
-                    }
-                    if reason { break }
-                    // check 13, once per leader per transaction: its reveal opens its commitment
-                    if iszero(and(le, F_VERIFIED)) { reason := verify(le) }
-                    break
                 }
+                if reason { reason := classify(sp, w, head, pos, reps) }
                 sp := add(sp, shl(6, add(cnt, 1)))
-                switch reason
-                case 0 {
-                    sstore(hslot, or(or(and(hh, HEAD_PREFIX_MASK), and(head, HEAD_REPLICA_BITS)), or(shr(224, w), mload(M_TS))))
-                    mstore(hp, hh)
-                    hp := add(hp, 0x20)
-                    mstore(M_BITS, or(mload(M_BITS), shl(div(sub(p, mload(M_P0)), RECORD_FIXED), 1)))
-                    // attempt a >= 1: the leaders of the min(a, r - 1) attempts before missed their slot
-                    if and(shr(144, w), M32) { missed(p, head, w) }
-                }
-                default {
-                    mstore(0x00, hh)
+                // check 13, once per leader per transaction: its reveal opens its commitment
+                if iszero(or(reason, and(b, B_VERIFIED))) { reason := verify(b) }
+                if reason {
+                    mstore(0x00, mload(M_D_HH))
                     mstore(0x20, reason)
                     log3(0x00, 0x40, T_REJECTED, calldataload(p), shr(224, w))
                     mstore(0x20, _heads.slot)
+                    continue
                 }
+                let hh := mload(M_D_HH)
+                sstore(hslot, or(or(shl(96, shr(96, hh)), and(head, HEAD_REPLICA_BITS)), or(shr(224, w), mload(M_TS))))
+                let hp := mload(M_HP)
+                mstore(hp, hh)
+                mstore(M_HP, add(hp, 0x20))
+                mstore(M_BITS, or(mload(M_BITS), shl(div(sub(p, mload(M_P0)), RECORD_FIXED), 1)))
+                // attempt a >= 1: the leaders of the min(a, r - 1) attempts before missed their slot
+                if mload(M_H_ATT) { missed(p, head, w) }
             }
             {
                 let used := sub(sp, batch.offset)
@@ -875,7 +920,7 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
             let k := mload(M_K)
             let logp := add(M_OWNERS, shl(5, k))
             let hhs := add(logp, 0xc0)
-            let size := sub(hp, hhs)
+            let size := sub(mload(M_HP), hhs)
             if size {
                 let root := keccak256(hhs, size)
                 mstore(0x00, sload(_historyAcc.slot))
