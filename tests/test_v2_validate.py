@@ -26,7 +26,7 @@ R = RejectReason
 @pytest.fixture(scope="module")
 def ch(anvil: Anvil) -> Iterator[V2Chain]:
     c = V2Chain(anvil, nodes=5, replication=3, tag=b"v2 validate")
-    c.create_streams([keccak(b"v2 validate stream %d" % i) for i in range(64)])
+    c.create_streams([keccak(b"v2 validate stream %d" % i) for i in range(72)])
     anvil.increase_time(1)
     anvil.mine()
     yield c
@@ -254,3 +254,24 @@ def test_one_reveal_per_leader_and_a_non_elected_record_takes_none(ch):
     recs, table = pack(ch, [first, second],
                        tamper=lambda i, r: dataclasses.replace(r, leader_pos=(r.leader_pos + 1) % 3) if i == 0 else r)
     assert judged(ch, recs, table) == [R.NOT_ELECTED_LEADER, R.BAD_LEADER_SIGNATURE]
+
+
+def test_headers_rebuild_from_a_commit_transactions_input(ch):
+    """What a v2 node's sync falls back to (node/server/sync.py header_from_packed): the header of each
+    accepted record, rebuilt from the transaction's packed batch, the replica list, the parent's full
+    hash and a reveal of the table, hashes to the hash the commit log names."""
+    from node.chain.calldata import decode_packed_call
+
+    sids = fresh(ch, 6)
+    parents = {s: ch.full_head[s] for s in sids}
+    recs, table = pack(ch, [ch.next_signed(s, signers=2) for s in sids])
+    rc, log, rejected = ch.commit(encode(recs, table))
+    assert log is not None and not rejected
+    tx = ch.w3.eth.get_transaction(rc["transactionHash"])
+    reveals, decoded = v2.decode_batch(decode_packed_call(bytes(tx["input"])))
+    for (rec, hh), orig in zip(v2.accepted_records(encode(recs, table), log), recs, strict=True):
+        reps = ch.replicas(rec.stream_id)
+        rebuilt = [v2.header_of(rec, reps[rec.leader_pos], rv, parents[rec.stream_id]) for rv in reveals]
+        assert [h for h in rebuilt if eip712.hash_header(h) == hh] == [orig.header]
+        ch.full_head[rec.stream_id] = hh
+    assert len(decoded) == len(sids)
