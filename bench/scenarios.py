@@ -181,10 +181,14 @@ class Net:
         self.network.stop()
 
 
+# The registry the node scenarios deploy (`python -m node bench --registry v1|v2` sets it).
+REGISTRY_VERSION = 1
+
+
 def start_net(base: Path, n_nodes: int, n_streams: int, log: Log, settings: dict[str, Any] | None = None) -> Net:
     t = time.monotonic()
     network = Network(base, n_nodes=n_nodes, streams=stream_ids(n_streams), replication_factor=3, leader_timeout=4,
-                      settings=dict(settings or {}))
+                      settings=dict(settings or {}), registry_version=REGISTRY_VERSION)
     try:
         network.start()
         reg = network.registry()

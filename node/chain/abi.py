@@ -21,14 +21,29 @@ AbiItem = dict[str, Any]
 AbiList = list[AbiItem]
 
 REGISTRY = "MiniblockRegistry"
+# The registry's contract by version (docs/protocol.md: v1 "Commit", "Version 2").
+REGISTRY_CONTRACTS = {1: "MiniblockRegistry", 2: "MiniblockRegistryV2"}
 
 
-def load_artifact(artifact: dict[str, Any] | str | Path | None = None) -> dict[str, Any]:
-    """A compiled artifact ({abi, bytecode}): given, from a JSON file, or the registry's from the build."""
+def registry_contract(version: int) -> str:
+    try:
+        return REGISTRY_CONTRACTS[version]
+    except KeyError:
+        raise ValueError(f"no registry version {version} (1 or 2)") from None
+
+
+def abi_version(abi: AbiList) -> int:
+    """The registry version an ABI is of: v2 has `isHead` (and commits a packed `bytes` batch)."""
+    return 2 if any(i.get("type") == "function" and i.get("name") == "isHead" for i in abi) else 1
+
+
+def load_artifact(artifact: dict[str, Any] | str | Path | None = None, version: int = 1) -> dict[str, Any]:
+    """A compiled artifact ({abi, bytecode}): given, from a JSON file, or the registry's (of `version`)
+    from the build."""
     if artifact is None:
         from node.build import load_artifact as build_artifact
 
-        return build_artifact(REGISTRY)
+        return build_artifact(registry_contract(version))
     if isinstance(artifact, (str, Path)):
         blob: dict[str, Any] = json.loads(Path(artifact).read_text())
         return blob
@@ -44,9 +59,10 @@ def read_abi_file(path: str | Path) -> AbiList:
     return abi
 
 
-def load_abi(source: str | Path | AbiList | dict[str, Any] | None = None) -> AbiList:
+def load_abi(source: str | Path | AbiList | dict[str, Any] | None = None, version: int = 1) -> AbiList:
     """The registry's ABI: a list as is; a file holding a list or an object with "abi" (a deployment's
-    ABI file, an artifact, or a deployment file that carries its ABI); else the compiled artifact's.
+    ABI file, an artifact, or a deployment file that carries its ABI); else the compiled artifact's (of
+    registry `version`).
 
     An unreadable file falls back to the build (as the node always did)."""
     if isinstance(source, list):
@@ -60,7 +76,7 @@ def load_abi(source: str | Path | AbiList | dict[str, Any] | None = None) -> Abi
             return read_abi_file(source)
         except (OSError, ValueError):
             pass
-    build_abi: AbiList = load_artifact(None)["abi"]
+    build_abi: AbiList = load_artifact(None, version)["abi"]
     return build_abi
 
 

@@ -18,11 +18,13 @@ from typing import Any, NamedTuple
 from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
 
+from node.protocol import v2
 from node.protocol.types import Domain, Event, Header
 
-from .abi import Abi, AbiList, load_abi
-from .calldata import NotACommitCall, decode_commit_call
+from .abi import Abi, AbiList, abi_version, load_abi
+from .calldata import NotACommitCall, decode_commit_call, decode_packed_call
 from .logs import (
+    HeadersCommitted,
     LogBatch,
     LogDecoder,
     LogMeta,
@@ -34,12 +36,16 @@ from .logs import (
     ReplicaReplaced,
     StreamCreated,
     TxResult,
+    expand_v2,
 )
 from .rpc import BlockId, RegistryError, Rpc, RpcError, block_param, hex_bytes, hex_int
 from .tx import FeePolicy, TxSender, revert_error
 
 COMMIT_GAS_BASE = 150_000
 COMMIT_GAS_PER_HEADER = 160_000
+COMMIT_GAS_PER_HEADER_V2 = 60_000  # about 19-70k are used (docs/protocol.md, "Version 2", Gas)
+# v2's dead-replica rule is constant (MiniblockRegistryV2.DEAD_MISSES / DEAD_EPOCHS)
+V2_DEAD_PARAMS = (3, 2)
 NODES_PAGE = 100
 DEFAULT_LOG_CHUNK = 10_000
 
@@ -81,6 +87,9 @@ NodeInfo = NodeRecord  # the name the sync wrapper used
 
 
 class StreamHead(NamedTuple):
+    """`streamHead`: v1 gives the full header hash; v2 only its top 20 bytes (`hashPrefix`: the full
+    hash is in the commit's log)."""
+
     number: int
     header_hash: bytes
     timestamp: int
@@ -132,6 +141,7 @@ class RegistryClient:
         self.codec = abi if isinstance(abi, Abi) else Abi(load_abi(abi))
         self.abi: AbiList = self.codec.items
         self.decoder = LogDecoder(self.codec, self.address)
+        self.version = abi_version(self.abi)  # 1 or 2: which registry this ABI speaks
         self.sender = sender
         self.chain_id: int | None = None
         self.clock_offset: float | None = None  # chain time - local time, from the freshest block seen
@@ -247,7 +257,10 @@ class RegistryClient:
             ts = await self.block_time(receipt.block_number)
         except (TimeoutError, RpcError, OSError):  # timing only
             pass
-        return TxResult.of(receipt, self.decoder, ts)
+        batch = None
+        if self.version == 2:
+            batch = (await self.packed_batches([tx_hash])).get(tx_hash)
+        return TxResult.of(receipt, self.decoder, ts, batch)
 
     # ---- calls ----------------------------------------------------------------------------
     def calldata(self, name: str, *args: Any) -> bytes:
@@ -324,7 +337,29 @@ class RegistryClient:
         return StreamHead(int(n), bytes(h), int(t))
 
     async def header_hash_at(self, stream_id: bytes, number: int, block: BlockId = "latest") -> bytes:
+        """v1 only: v2 keeps no hash per (stream, number) (its history proof says what was committed)."""
+        if self.version == 2:
+            raise RegistryError("registry v2 has no headerHashAt: use is_head, the logs or the history proof")
         return bytes(await self._one("headerHashAt", b32(stream_id), number, block=block))
+
+    async def is_head(self, stream_id: bytes, number: int, header_hash: bytes, block: BlockId = "latest") -> bool:
+        """v2: `header_hash` is the stream's head at `number` (its top 160 bits match)."""
+        return bool(await self._one("isHead", b32(stream_id), number, b32(header_hash), block=block))
+
+    async def commit_count(self, block: BlockId = "latest") -> int:
+        """v2: commit transactions that accepted at least one header (the history's length)."""
+        return int(await self._one("commitCount", block=block))
+
+    async def history_acc(self, block: BlockId = "latest") -> bytes:
+        return bytes(await self._one("historyAcc", block=block))
+
+    async def history_checkpoint(self, window: int, block: BlockId = "latest") -> bytes:
+        return bytes(await self._one("historyCheckpoint", window, block=block))
+
+    async def verify_header_committed(self, header: Header, proof: v2.HistoryProof,
+                                      block: BlockId = "latest") -> bool:
+        """v2: the registry's own check that `header` was committed (its history proof)."""
+        return bool(await self._one("verifyHeaderCommitted", header_abi(header), proof.as_abi(), block=block))
 
     async def replicas_of(self, stream_id: bytes, block: BlockId = "latest") -> list[str]:
         return list(await self._one("replicasOf", b32(stream_id), block=block))
@@ -373,7 +408,9 @@ class RegistryClient:
         return int(await self._one("streamRefsOf", to_checksum_address(node), block=block))
 
     async def dead_params(self) -> tuple[int, int]:
-        """(deadMisses, deadEpochs): immutable, set at deployment."""
+        """(deadMisses, deadEpochs): immutable, set at deployment (v2: constants)."""
+        if self.version == 2:
+            return V2_DEAD_PARAMS
         return int(await self._one("deadMisses")), int(await self._one("deadEpochs"))
 
     async def hash_event(self, event: Event) -> bytes:
@@ -456,13 +493,33 @@ class RegistryClient:
         self, from_block: int, to_block: BlockId = "latest", topics: Sequence[Any] | None = None, *,
         chunk: int = DEFAULT_LOG_CHUNK,
     ) -> list[LogMeta]:
-        return self.decoder.decode_all(await self.raw_logs(from_block, to_block, topics, chunk=chunk))
+        return await self.expand(self.decoder.decode_all(await self.raw_logs(from_block, to_block, topics,
+                                                                             chunk=chunk)))
+
+    async def expand(self, events: list[LogMeta]) -> list[LogMeta]:
+        """v2: each commit log followed by its accepted headers (MiniblockCommitted, read from the
+        transaction's input: one eth_getTransactionByHash per commit transaction); v1: as is."""
+        txs = list(dict.fromkeys(e.tx_hash for e in events if isinstance(e, HeadersCommitted)))
+        if not txs:
+            return events
+        return expand_v2(events, await self.packed_batches(txs))
+
+    async def packed_batches(self, tx_hashes: Sequence[bytes]) -> dict[bytes, bytes]:
+        """v2: the packed batch of each commit transaction that is a direct call of this registry."""
+        out: dict[bytes, bytes] = {}
+        for tx, got in zip(tx_hashes, await asyncio.gather(*(self.transaction(t) for t in tx_hashes)), strict=True):
+            if got.to == self.address:
+                try:
+                    out[tx] = decode_packed_call(got.input)
+                except NotACommitCall:
+                    pass
+        return out
 
     async def scan(self, from_block: int, to_block: int) -> LogBatch:
         """Every registry log of the range, decoded into a LogBatch (with the commits' block times and the
         hashes of the blocks the logs are in)."""
         raw = await self.raw_logs(from_block, to_block, chunk=max(1, to_block - from_block + 1))
-        evs = self.decoder.decode_all(raw)
+        evs = await self.expand(self.decoder.decode_all(raw))
         hashes = {lg.block_number: lg.block_hash for lg in raw if lg.block_hash}
         times = {}
         for bn in sorted({e.block_number for e in evs if isinstance(e, (MiniblockCommitted, StreamCreated))}):
@@ -480,6 +537,11 @@ class RegistryClient:
         self, from_block: int, to_block: BlockId = "latest", *, stream_id: bytes | None = None,
         leader: str | None = None, chunk: int = DEFAULT_LOG_CHUNK,
     ) -> list[MiniblockCommitted]:
+        if self.version == 2:  # one log per transaction, not by stream: every commit, filtered here
+            evs = await self.events(from_block, to_block, [self.topic("MiniblocksCommitted")], chunk=chunk)
+            return [e for e in evs if isinstance(e, MiniblockCommitted)
+                    and (stream_id is None or e.stream_id == b32(stream_id))
+                    and (leader is None or e.leader == to_checksum_address(leader))]
         topics: list[Any] = [self.topic("MiniblockCommitted"), None if stream_id is None else b32(stream_id), None,
                              None if leader is None else _address_topic(leader)]
         evs = await self.events(from_block, to_block, _trim(topics), chunk=chunk)
@@ -523,8 +585,21 @@ class RegistryClient:
             raise NotACommitCall("the commit was not a direct call to the registry")
         return decode_commit_call(tx.input)
 
+    async def packed_batch(self, tx_hash: bytes) -> bytes:
+        """v2: the packed batch a commitMiniblocks(bytes) transaction to this registry carried (its
+        headers need the chain state for leader, reveal and prevHash[0:18]: node/protocol/v2.py).
+
+        Raises NotACommitCall when the transaction is not a direct, decodable call of it."""
+        tx = await self.transaction(tx_hash)
+        if tx.to != self.address:
+            raise NotACommitCall("the commit was not a direct call to the registry")
+        return decode_packed_call(tx.input)
+
     async def headers_of_tx(self, tx_hash: bytes) -> list[Header]:
-        """The full headers a commitMiniblocks transaction carried (from its calldata; [] if it is not one)."""
+        """The full headers a v1 commitMiniblocks transaction carried (from its calldata; [] if it is not
+        one, and on v2, whose calldata does not hold whole headers: `packed_batch`)."""
+        if self.version == 2:
+            return []
         tx = await self.transaction(tx_hash)
         try:
             return [h for h, _sigs in decode_commit_call(tx.input)]
@@ -542,10 +617,12 @@ class RegistryClient:
         return await sender.estimate_gas(self.address, self.calldata(name, *args),
                                          decode_error=self.codec.decode_error, what=name)
 
-    async def transact(self, name: str, *args: Any, gas: int | None = None, check: bool = True) -> TxResult:
+    async def transact(self, name: str, *args: Any, gas: int | None = None, check: bool = True,
+                       batch: bytes | None = None) -> TxResult:
         """Send one registry transaction and wait for it; its decoded result.
 
-        ``check``: a mined but failed (status 0) transaction raises RegistryError."""
+        ``check``: a mined but failed (status 0) transaction raises RegistryError. ``batch``: a v2 commit's
+        packed batch (its accepted headers are decoded from it)."""
         sender = self._require_sender()
         receipt = await sender.send(self.address, self.calldata(name, *args), gas=gas,
                                     decode_error=self.codec.decode_error, what=name)
@@ -556,7 +633,7 @@ class RegistryClient:
             self.observe_block_time(ts)
         except (TimeoutError, RpcError, OSError):  # timing only
             pass
-        result = TxResult.of(receipt, self.decoder, ts)
+        result = TxResult.of(receipt, self.decoder, ts, batch)
         if check and result.status != 1:
             raise RegistryError(f"{name}: transaction {result.tx_hash.hex()} failed (status 0)")
         return result
@@ -578,6 +655,19 @@ class RegistryClient:
         is estimated next time. A failed tx is returned (status 0), not raised."""
         gas = None if self._estimate_next else COMMIT_GAS_BASE + COMMIT_GAS_PER_HEADER * len(headers)
         res = await self.commit_miniblocks(headers, signatures, gas=gas, check=False)
+        self._estimate_next = res.status != 1 and res.gas_used >= (gas or 0) > 0
+        return res
+
+    async def commit_packed(self, batch: bytes, *, gas: int | None = None, check: bool = True) -> TxResult:
+        """v2: send one commitMiniblocks(bytes) with a packed batch (node.protocol.v2.encode_batch); the
+        result carries one MiniblockCommitted per accepted record (leader and prev_hash unresolved: see
+        MiniblockCommitted.resolved) and the MiniblockRejected logs."""
+        return await self.transact("commitMiniblocks", bytes(batch), gas=gas, check=check, batch=bytes(batch))
+
+    async def commit_packed_budgeted(self, batch: bytes, count: int) -> TxResult:
+        """v2's `commit_budgeted`: a fixed gas budget for `count` records, estimated after an out-of-gas."""
+        gas = None if self._estimate_next else COMMIT_GAS_BASE + COMMIT_GAS_PER_HEADER_V2 * count
+        res = await self.commit_packed(batch, gas=gas, check=False)
         self._estimate_next = res.status != 1 and res.gas_used >= (gas or 0) > 0
         return res
 

@@ -18,7 +18,7 @@ from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
-from .abi import load_artifact
+from .abi import abi_version, load_artifact, registry_contract
 from .deployment import DeployedNode, Deployment
 from .logs import Receipt
 from .registry import Registry, RegistryError, TxSender
@@ -80,9 +80,16 @@ def deploy_registry(
     dead_misses: int = DEAD_MISSES,
     dead_epochs: int = DEAD_EPOCHS,
 ) -> tuple[str, Receipt]:
-    """Deploy the contract; returns (address, receipt). `dead_misses`/`dead_epochs` are the dead-replica
-    rule's immutables (a test shortens them; production keeps the defaults)."""
-    receipt = sender.deploy(artifact, epoch_length, leader_timeout, replication_factor, dead_misses, dead_epochs)
+    """Deploy the contract; returns (address, receipt). `dead_misses`/`dead_epochs` are v1's dead-replica
+    rule immutables (a test shortens them; production keeps the defaults); v2 has them as constants
+    (3 and 2) and refuses others."""
+    if abi_version(artifact["abi"]) == 2:
+        if (dead_misses, dead_epochs) != (DEAD_MISSES, DEAD_EPOCHS):
+            raise ValueError("registry v2's dead-replica rule is constant (3 misses, 2 epochs)")
+        receipt = sender.deploy(artifact, epoch_length, leader_timeout, replication_factor)
+    else:
+        receipt = sender.deploy(artifact, epoch_length, leader_timeout, replication_factor, dead_misses,
+                                dead_epochs)
     assert receipt.contract_address is not None
     return receipt.contract_address, receipt
 
@@ -142,6 +149,7 @@ def deploy(
     nodes: Sequence[NodeSpec] = (),
     streams: Sequence[bytes] = (),
     artifact: dict[str, Any] | str | Path | None = None,
+    registry_version: int = 1,
     rpc_url: str | None = None,
     ws_url: str | None = None,
     out: str | Path | None = None,
@@ -152,9 +160,12 @@ def deploy(
     """Deploy and set up a registry; returns (and with ``out`` writes) its Deployment.
 
     With ``out``, the ABI is written beside it as <out stem>.abi.json and the
-    deployment's abi_path points there; without, abi_path is the build artifact.
+    deployment's abi_path points there; without, abi_path is the build artifact. `registry_version`
+    picks the contract (1: MiniblockRegistry, 2: MiniblockRegistryV2) when no artifact is given; the
+    deployment records the version of what was deployed.
     """
-    art = load_artifact(artifact)
+    art = load_artifact(artifact, registry_version)
+    registry_version = abi_version(art["abi"])
     sender = account if isinstance(account, TxSender) else TxSender(w3, account)
     address, receipt = deploy_registry(
         sender, epoch_length=epoch_length, leader_timeout=leader_timeout,
@@ -202,6 +213,7 @@ def deploy(
         rpc_url=rpc_url or url_of(w3),
         ws_url=ws_url,
         registry=address,
+        registry_version=registry_version,
         deploy_block=receipt.block_number,
         deploy_tx="0x" + receipt.tx_hash.hex(),
         abi_path="",
@@ -227,5 +239,5 @@ def deploy(
     else:
         from node.build import OUT_DIR
 
-        dep.abi_path = str(OUT_DIR / "MiniblockRegistry.json")
+        dep.abi_path = str(OUT_DIR / f"{registry_contract(registry_version)}.json")
     return dep

@@ -43,6 +43,9 @@ class Deployment(BaseModel):
     epoch_length: int
     leader_timeout: int
     replication_factor: int
+    # Which registry is deployed: 1 (MiniblockRegistry) or 2 (MiniblockRegistryV2, docs/protocol.md
+    # "Version 2"); files written before v2 existed are v1.
+    registry_version: int = Field(default=1, ge=1, le=2)
     # Informational extras (the chain is the truth for all of them).
     ws_url: str | None = None
     owner: str | None = None

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from enum import IntEnum
 from typing import Any, ClassVar
 
 from eth_abi.abi import decode as abi_decode
 from eth_utils.address import to_checksum_address
 
+from node.protocol import v2
 from node.protocol.types import RejectReason
 
 from .abi import Abi, normalize
@@ -95,6 +96,12 @@ class LogMeta(_Record):
 
 @dataclass(frozen=True, slots=True)
 class MiniblockCommitted(LogMeta):
+    """A header committed at (stream, number). v1: one log per header. v2: one accepted record of a
+    `MiniblocksCommitted` transaction (stream, number, roots, counts from its input, the hash from its
+    log); there `leader` and `prev_hash` are not in the chain data alone (the leader is
+    `replicas[leader_pos]`, prevHash[0:18] the previous head's), so they are "" / b"" until
+    `resolved(...)` fills them from the replica list and the previous head's full hash."""
+
     stream_id: bytes
     number: int
     header_hash: bytes
@@ -102,8 +109,27 @@ class MiniblockCommitted(LogMeta):
     events_root: bytes
     event_count: int
     leader: str
+    leader_pos: int = -1  # v2: the record's leaderPos (-1: v1, `leader` is from the log)
+    prev_tail: bytes = b""  # v2: the record's prevHash[18:32]
+    commit_index: int = -1  # v2: its transaction's commitIndex (the history proof's)
+    position: int = -1  # v2: its place among the transaction's accepted header hashes
 
     EVENT: ClassVar[str] = "MiniblockCommitted"
+
+    @property
+    def resolved_ok(self) -> bool:
+        return bool(self.leader) and len(self.prev_hash) == 32
+
+    def resolved(self, replicas: list[str], prev_head_hash: bytes | None) -> MiniblockCommitted:
+        """A v2 commit with `leader` (replicas[leader_pos]) and `prev_hash` (the previous head's first 18
+        bytes and the record's 14) filled in where known; a v1 commit as it is."""
+        if self.leader_pos < 0:
+            return self
+        leader = self.leader or (replicas[self.leader_pos] if self.leader_pos < len(replicas) else "")
+        prev = self.prev_hash
+        if len(prev) != 32 and prev_head_hash is not None and len(prev_head_hash) == 32:
+            prev = v2.prev_hash_of(prev_head_hash[:20], self.prev_tail)
+        return replace(self, leader=leader, prev_hash=prev)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +144,17 @@ class MiniblockRejected(LogMeta):
     @property
     def reason_name(self) -> str:
         return reason_name(self.reason)
+
+
+@dataclass(frozen=True, slots=True)
+class HeadersCommitted(LogMeta):
+    """v2's one log per commit transaction (MiniblocksCommitted): the history root and accumulator, the
+    accepted records' bitmap, the RANDAO mix and the accepted header hashes. `expand_v2` turns it into
+    one MiniblockCommitted per accepted record with the transaction's input."""
+
+    commit: v2.CommitLog
+
+    EVENT: ClassVar[str] = "MiniblocksCommitted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,8 +298,9 @@ class EIP712DomainChanged(LogMeta):
 
 
 EVENT_TYPES: dict[str, type[LogMeta]] = {t.EVENT: t for t in (
-    MiniblockCommitted, MiniblockRejected, StreamCreated, ReplicaReplaced, NodeRegistered, NodeUrlChanged,
-    NodeLeaveRequested, NodeEvicted, OnionRenewed, SlotsMissed, NodeSlotReclaimed, EpochAdvanced, OperatorAllowed,
+    MiniblockCommitted, MiniblockRejected, HeadersCommitted, StreamCreated, ReplicaReplaced, NodeRegistered,
+    NodeUrlChanged, NodeLeaveRequested, NodeEvicted, OnionRenewed, SlotsMissed, NodeSlotReclaimed, EpochAdvanced,
+    OperatorAllowed,
     OperatorRevoked, ReplicationFactorSet,
     OwnershipTransferStarted, OwnershipTransferred, EIP712DomainChanged,
 )}
@@ -273,6 +311,8 @@ NODE_EVENTS = (
 )
 
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
+# v2 names a few event parameters differently for the same meaning: (event, v2 name) -> field
+_ALIASES = {("OnionRenewed", "commit_prefix"): "randao_commit", ("NodeSlotReclaimed", "node"): "old_node"}
 
 
 def _snake(name: str) -> str:
@@ -286,6 +326,7 @@ class LogDecoder:
         self.abi = abi
         self.address = to_checksum_address(address)
         self._committed_topic = abi.event_topics.get("MiniblockCommitted")
+        self._v2_topic = abi.event_topics.get("MiniblocksCommitted")
 
     def decode(self, lg: RawLog) -> LogMeta | None:
         """The event of one log; None for another contract's log or an event this code does not know."""
@@ -300,6 +341,8 @@ class LogDecoder:
                                       header_hash=d[0:32], prev_hash=d[32:64], events_root=d[64:96],
                                       event_count=int.from_bytes(d[96:128], "big"),
                                       leader=to_checksum_address(t[3][12:]))
+        if topic0 == self._v2_topic:
+            return HeadersCommitted(*meta, commit=v2.decode_commit_log(int.from_bytes(lg.topics[1], "big"), lg.data))
         spec = self.abi.events.get(topic0)
         cls = EVENT_TYPES.get(spec.name) if spec is not None else None
         if spec is None or cls is None:
@@ -307,9 +350,9 @@ class LogDecoder:
         args: dict[str, Any] = {}
         for p, topic in zip(spec.indexed, lg.topics[1:], strict=False):
             (v,) = abi_decode([p["type"]], topic)
-            args[_snake(p["name"])] = normalize(p, v)
+            args[_ALIASES.get((spec.name, _snake(p["name"])), _snake(p["name"]))] = normalize(p, v)
         for p, v in zip(spec.data, abi_decode(list(spec.data_types), lg.data), strict=True):
-            args[_snake(p["name"])] = normalize(p, v)
+            args[_ALIASES.get((spec.name, _snake(p["name"])), _snake(p["name"]))] = normalize(p, v)
         return cls(*meta, **args)
 
     def decode_all(self, logs: Iterable[RawLog]) -> list[LogMeta]:
@@ -319,6 +362,23 @@ class LogDecoder:
             if ev is not None:
                 out.append(ev)
         return out
+
+
+def expand_v2(events: Iterable[LogMeta], batches: Mapping[bytes, bytes]) -> list[LogMeta]:
+    """Each v2 `HeadersCommitted` followed by one MiniblockCommitted per accepted record, read from its
+    transaction's packed batch (`batches`: tx hash -> the `batch` argument). A commit whose batch is not
+    given (not a direct call) is kept alone: its headers are then not known here."""
+    out: list[LogMeta] = []
+    for e in events:
+        out.append(e)
+        if not isinstance(e, HeadersCommitted) or e.tx_hash not in batches:
+            continue
+        for i, (rec, hh) in enumerate(v2.accepted_records(batches[e.tx_hash], e.commit)):
+            out.append(MiniblockCommitted(
+                e.block_number, e.tx_hash, e.log_index, stream_id=rec.stream_id, number=rec.number, header_hash=hh,
+                prev_hash=b"", events_root=rec.events_root, event_count=rec.event_count, leader="",
+                leader_pos=rec.leader_pos, prev_tail=rec.prev_tail, commit_index=e.commit.commit_index, position=i))
+    return out
 
 
 # ---- batches, receipts -------------------------------------------------------------------------
@@ -333,6 +393,7 @@ class LogBatch:
     rejected: list[MiniblockRejected] = field(default_factory=list)
     created: list[StreamCreated] = field(default_factory=list)
     replaced: list[ReplicaReplaced] = field(default_factory=list)
+    history: list[HeadersCommitted] = field(default_factory=list)  # v2: one per commit transaction
     nodes_changed: bool = False
     block_times: Mapping[int, int] = field(default_factory=dict)
     # chain block number -> its hash, for the blocks the logs came from (a reorg changes them)
@@ -348,6 +409,7 @@ class LogBatch:
             rejected=[e for e in evs if isinstance(e, MiniblockRejected)],
             created=[e for e in evs if isinstance(e, StreamCreated)],
             replaced=[e for e in evs if isinstance(e, ReplicaReplaced)],
+            history=[e for e in evs if isinstance(e, HeadersCommitted)],
             nodes_changed=any(isinstance(e, NODE_EVENTS) for e in evs),
             block_times=dict(block_times or {}),
             block_hashes=dict(block_hashes or {}),
@@ -396,8 +458,12 @@ class TxResult(_Record):
     block_hash: bytes = b""
 
     @classmethod
-    def of(cls, receipt: Receipt, decoder: LogDecoder, block_timestamp: int | None = None) -> TxResult:
+    def of(cls, receipt: Receipt, decoder: LogDecoder, block_timestamp: int | None = None,
+           batch: bytes | None = None) -> TxResult:
+        """`batch`: a v2 commit's packed batch (its accepted records become MiniblockCommitted)."""
         evs = decoder.decode_all(receipt.logs)
+        if batch is not None:
+            evs = expand_v2(evs, {receipt.tx_hash: batch})
         return cls(
             tx_hash=receipt.tx_hash, block_number=receipt.block_number, gas_used=receipt.gas_used,
             effective_gas_price=receipt.effective_gas_price, status=receipt.status,

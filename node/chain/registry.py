@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from eth_account.signers.local import LocalAccount
 
+from node.protocol import v2
 from node.protocol.types import Domain, Event, Header
 
 from . import tx as _tx
@@ -309,6 +310,23 @@ class Registry:
 
     def header_hash_at(self, stream_id: bytes, number: int, block: BlockId = "latest") -> bytes:
         return run_sync(self.core.header_hash_at(stream_id, number, block))
+
+    @property
+    def version(self) -> int:
+        """1 or 2: which registry this ABI speaks (node.chain.abi.abi_version)."""
+        return self.core.version
+
+    def is_head(self, stream_id: bytes, number: int, header_hash: bytes, block: BlockId = "latest") -> bool:
+        return run_sync(self.core.is_head(stream_id, number, header_hash, block))
+
+    def commit_count(self, block: BlockId = "latest") -> int:
+        return run_sync(self.core.commit_count(block))
+
+    def verify_header_committed(self, header: Header, proof: v2.HistoryProof, block: BlockId = "latest") -> bool:
+        return run_sync(self.core.verify_header_committed(header, proof, block))
+
+    def packed_batch(self, tx_hash: bytes) -> bytes:
+        return run_sync(self.core.packed_batch(tx_hash))
 
     def replicas_of(self, stream_id: bytes, block: BlockId = "latest") -> list[str]:
         return run_sync(self.core.replicas_of(stream_id, block))

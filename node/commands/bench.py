@@ -45,6 +45,7 @@ def main(
     tiny: bool = typer.Option(False, "--tiny", hidden=True, help="Smallest loads (the smoke test)."),
     only: str | None = typer.Option(None, "--only", help=f"Comma-separated subset of {','.join(SCENARIOS)}."),
     keep: bool = typer.Option(False, "--keep", help="Keep the node data dirs and logs (in DIR/work)."),
+    registry: str = typer.Option("v1", "--registry", help="The registry the node scenarios deploy: v1 or v2."),
 ) -> None:
     """Benchmarks: throughput, latency, gas, node cost, scale, mini-pool, ceilings. JSON lines + PNG."""
     if str(ROOT) not in sys.path:
@@ -54,7 +55,9 @@ def main(
     from bench.calibrate import measure as calibrate
     from bench.plot import plot
     from bench.stream_scale import stream_scale
+    from node.commands.deploy import registry_version
 
+    sc.REGISTRY_VERSION = registry_version(registry)
     mode = "tiny" if tiny else "quick" if quick else "full"
     z = SIZES[mode]
     todo = [s.strip() for s in only.split(",")] if only else list(SCENARIOS)
@@ -76,7 +79,8 @@ def main(
         with results.open("a") as fh:
             for r in new:
                 la = os.getloadavg()  # the box is shared: its load when the figures were taken
-                r = {**annotate(r, cal), "mode": mode, "loadavg_1m": round(la[0], 2), "loadavg_5m": round(la[1], 2)}
+                r = {**annotate(r, cal), "mode": mode, "registry_version": sc.REGISTRY_VERSION,
+                     "loadavg_1m": round(la[0], 2), "loadavg_5m": round(la[1], 2)}
                 rows.append(r)
                 line = json.dumps(r)
                 print(line, flush=True)

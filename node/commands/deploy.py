@@ -17,6 +17,14 @@ from node.chain.anvil import DEV_KEYS
 DEFAULT_PASSWORD_ENV = "MINIBLOCK_KEYSTORE_PASSWORD"
 
 
+def registry_version(name: str) -> int:
+    """--registry v1 | v2 (1 | 2): MiniblockRegistry or MiniblockRegistryV2 (docs/protocol.md "Version 2")."""
+    v = name.lower().removeprefix("v")
+    if v not in ("1", "2"):
+        raise typer.BadParameter("--registry is v1 or v2")
+    return int(v)
+
+
 def load_account(
     *, private_key: str | None, keystore: Path | None, password_env: str, dev: bool
 ):
@@ -69,6 +77,9 @@ def main(
     artifact: Path | None = typer.Option(
         None, "--artifact", help="Contract artifact JSON (default: build it from contracts/src)."
     ),
+    registry: str = typer.Option(
+        "v1", "--registry", help="Which registry to deploy: v1 (MiniblockRegistry) or v2 (MiniblockRegistryV2)."
+    ),
     ws_url: str | None = typer.Option(None, "--ws-url", help="Recorded in the deployment file."),
     out: Path = typer.Option(Path("deployment.json"), "--out", help="Deployment file to write."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
@@ -91,6 +102,7 @@ def main(
         streams = [parse_stream_id(s) for s in stream]
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
+    version = registry_version(registry)
     if not 1 <= replication <= 16:
         raise typer.BadParameter("--replication must be 1..16")
 
@@ -103,7 +115,7 @@ def main(
         dep = deploy(
             w3, account, epoch_length=epoch_length, leader_timeout=leader_timeout,
             replication_factor=replication, operators=operator, nodes=nodes, streams=streams,
-            artifact=artifact, rpc_url=rpc_url, ws_url=ws_url, out=out, warp=warp, log=log,
+            artifact=artifact, registry_version=version, rpc_url=rpc_url, ws_url=ws_url, out=out, warp=warp, log=log,
         )
     except (RegistryError, BuildError) as e:
         typer.echo(f"deploy failed: {e}", err=True)

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from node.commands.deploy import DEFAULT_PASSWORD_ENV, load_account
+from node.commands.deploy import DEFAULT_PASSWORD_ENV, load_account, registry_version
 
 if TYPE_CHECKING:  # the command's body imports them: `python -m node --help` stays light
     from rich.console import Console
@@ -76,6 +76,8 @@ def main(
                               "node_modules/.bin/hardhat or $HARDHAT_BIN)."),
     block_time: float | None = typer.Option(None, "--block-time", min=0.1, help="Seconds per chain block (a real "
                                             "chain's cadence; default: automine, a block per transaction)."),
+    registry: str = typer.Option("v1", "--registry", help="The registry to deploy: v1 (MiniblockRegistry) or v2 "
+                                 "(MiniblockRegistryV2: packed commits, ~19-27k gas per header in full batches)."),
 ) -> None:
     """Run a local devnet: Anvil, the registry, N nodes, streams, a load generator and live progress."""
     from rich.console import Console
@@ -116,7 +118,8 @@ def main(
     net = Network(base, n_nodes=nodes, streams=[parse_stream_id(f"devnet/stream-{i}") for i in range(streams)],
                   epoch_length=epoch_length, leader_timeout=leader_timeout, rpc_url=rpc_url, account=account,
                   warp=dev, node_keys=[secrets.token_bytes(32) for _ in range(nodes)], fund_wei=fund_wei,
-                  watchdog=True, read_replicas=True, health_timeout=90, chain=chain, block_time=block_time)
+                  watchdog=True, read_replicas=True, health_timeout=90, chain=chain, block_time=block_time,
+                  registry_version=registry_version(registry))
 
     # Ctrl-C and SIGTERM/SIGHUP end the run the same way: the finally below stops every child.
     def _term(_sig: int, _frm: FrameType | None) -> None:
@@ -290,6 +293,7 @@ def _result(stats: Stats, net: Network, checked: int, failure: str | None, inter
             "chain": net.chain if net.anvil is not None else None,
             "block_time": net.block_time,
             "registry": dep.registry,
+            "registry_version": dep.registry_version,
             "deployment": str(net.deployment_path) if keep else None,
             "node_urls": net.urls if net.cluster else [],
             "nodes": len(net.setups),

@@ -91,14 +91,18 @@ def main(
 
     client = NodeClient(node, timeout=10.0)
     try:
-        if chain_id is None or registry is None:
-            try:
-                info = client.http.get("/v1/info").raise_for_status().json()
-            except httpx.HTTPError as e:
+        version = "1"
+        try:  # the node's registry domain (its version: "1" or "2")
+            info = client.http.get("/v1/info").raise_for_status().json()
+        except httpx.HTTPError as e:
+            if chain_id is None or registry is None:
                 _fail(json_out, f"cannot read {node}/v1/info: {e}", 2)
-            chain_id = chain_id or info["chain_id"]
-            registry = registry or info["registry"]
-        domain = Domain(chain_id, registry)
+            info = {}
+        chain_id = chain_id or info["chain_id"]
+        registry = registry or info["registry"]
+        if info.get("registry", "").lower() == str(registry).lower():
+            version = str(info.get("domain_version", "1"))
+        domain = Domain(chain_id, registry, version=version)
         ev = Event(sid, author, time.time_ns() // 1000 if nonce is None else nonce, KINDS[kind.lower()], data)
         h = hash_event(ev)
         try:

@@ -71,8 +71,9 @@ class Network:
     epoch_length: int = 3600
     leader_timeout: int = 4
     replication_factor: int | None = None  # default min(3, n_nodes)
-    dead_misses: int = 3  # the dead-replica rule (node.chain.deploy.DEAD_MISSES); a test shortens it
+    dead_misses: int = 3  # the dead-replica rule (node.chain.deploy.DEAD_MISSES); a test shortens it (v1 only)
     dead_epochs: int = 2  # node.chain.deploy.DEAD_EPOCHS
+    registry_version: int = 1  # 1: MiniblockRegistry, 2: MiniblockRegistryV2 (docs/protocol.md "Version 2")
     settings: dict[str, Any] = field(default_factory=dict)  # [node] settings for every node
     extra_nodes: int = 0
     rpc_url: str | None = None  # an existing chain; None: start a dev chain of kind `chain`
@@ -115,7 +116,9 @@ class Network:
         if self.watchdog and self._watchdog is None:
             self._watchdog = Watchdog(self.base_dir / "children.pids").start()
         account = self.account if self.account is not None else Account.from_key(DEV_KEYS[0])
-        art = load_artifact("MiniblockRegistry")
+        from node.chain.abi import registry_contract
+
+        art = load_artifact(registry_contract(self.registry_version))
         if self.rpc_url is None:
             self.anvil = launch_chain(self.chain, log_path=self.base_dir / f"{self.chain}.log",
                                       block_time=self.block_time)
@@ -176,7 +179,8 @@ class Network:
     @property
     def domain(self) -> Domain:
         assert self.deployment is not None, "start() first"
-        return Domain(self.deployment.chain_id, self.deployment.registry)
+        return Domain(self.deployment.chain_id, self.deployment.registry,
+                      version=str(self.deployment.registry_version))
 
     def registry(self, account: LocalAccount | None = None) -> Registry:
         """A sync node.chain.registry.Registry, sending from `account` (default: the deployer)."""

@@ -5,6 +5,11 @@ checks `commitMiniblocks` runs on each header of a batch, in the contract's orde
 It reads the registry as the contract sees it when the transaction runs (`CommitView`: block time,
 current epoch and seed after the advance, stream heads, replica lists, node terms, RANDAO commitments).
 tests/test_validate_header.py holds it equal to the contract, one test per rejection reason.
+
+`validate_batch_v2` is the same for MiniblockRegistryV2 (docs/protocol.md "Version 2"): its checks in
+its order over packed records, with the reveal table (one reveal per elected leader per transaction)
+and the header the contract hashes (leader, reveal, prevHash[0:18] and epoch derived, not sent);
+tests/test_v2_validate.py holds it equal to that contract.
 """
 
 from __future__ import annotations
@@ -13,11 +18,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from . import v2
 from .eip712 import SignatureError, hash_header, header_digest, recover_digest
-from .election import attempt_opens_at, elected_leader
+from .election import attempt_opens_at, elected_leader, leader_index
 from .onion import reveal_matches
 from .registry import RegistryParams, is_active, quorum
 from .types import MAX_EVENTS_PER_BLOCK, ZERO32, Domain, Header, RejectReason
+
+ZERO_ADDRESS = "0x" + "00" * 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,3 +154,117 @@ def validate_batch(view: CommitView, params: RegistryParams, domain: Domain, hea
             commits[header.leader] = header.randao_reveal
             usable.pop(header.leader, None)  # leading makes lastLedEpoch the current epoch
     return out
+
+
+# ---- registry v2 ----------------------------------------------------------------------------------
+
+
+def _recover_compact(digest32: bytes, sig64: bytes) -> str | None:
+    """The signer of a compact signature as the v2 contract's ecrecover sees it (high s: None)."""
+    if int.from_bytes(sig64[32:], "big") & ((1 << 255) - 1) > v2._HALF_N:
+        return None
+    return _recover(digest32, v2.from_compact(sig64))
+
+
+def v2_hashed_header(view: CommitView, record: v2.Record, leader: str | None, reveal: bytes) -> Header:
+    """The header v2 hashes for a record: its sent fields, the derived leader (zero when the record's
+    position is not the elected one) and reveal, prevHash[0:18] from the head, the current epoch."""
+    h = record.header
+    head = view.heads.get(h.stream_id)
+    prev = (head.hash[:v2.PREV_SENT_FROM] if head is not None else bytes(v2.PREV_SENT_FROM))
+    return replace(h, prev_hash=prev + h.prev_hash[v2.PREV_SENT_FROM:], epoch=view.epoch,
+                   leader=leader or ZERO_ADDRESS, randao_reveal=reveal)
+
+
+def validate_batch_v2(view: CommitView, params: RegistryParams, domain: Domain, records: Sequence[v2.Record],
+                      reveals: Sequence[bytes]) -> list[RejectReason | None]:
+    """MiniblockRegistryV2.commitMiniblocks over a packed batch (records in batch order, the reveal
+    table), record by record in its order of checks: the first failing reason, or None (accepted).
+
+    As the contract runs it: a record whose leaderPos is the elected position of an existing stream
+    takes its leader's reveal-table entry (the next unused one at that leader's first such record; none
+    left: reveal 0), whatever its other checks say; the header is hashed with the derived fields; the
+    reveal is checked once per leader per transaction, at its first record that passed checks 1..12,
+    against the commitment from before the transaction (commitments change only after all records);
+    an accepted record moves its stream's head (its hash, block time) for the records after it."""
+    heads = dict(view.heads)
+    entry: dict[str, int | None] = {}  # leader -> its reveal-table index (None: the table ran out)
+    verified: set[str] = set()
+    next_j = 0
+    out: list[RejectReason | None] = []
+    for rec in records:
+        h = rec.header
+        head = heads.get(h.stream_id)
+        reps = list(view.replicas.get(h.stream_id, ())) if head is not None else []
+        r = len(reps)
+        pos = leader_index(view.seed, h.stream_id, h.number, h.attempt, r) if r else 0
+        leader: str | None = None
+        if r and rec.leader_pos == pos:
+            leader = reps[pos]
+            if leader not in entry:
+                entry[leader] = next_j if next_j < len(reveals) else None
+                next_j += 1 if next_j < len(reveals) else 0
+        j = entry.get(leader) if leader is not None else None
+        reveal = reveals[j] if j is not None else ZERO32
+        hv = replace(view, heads=heads)
+        hashed = v2_hashed_header(hv, rec, leader, reveal)
+        reason = _v2_checks(hv, params, domain, rec, head, reps, pos, leader, hashed, j, reveal, verified)
+        out.append(reason)
+        if reason is None:
+            heads[h.stream_id] = StreamHead(h.number, hash_header(hashed), view.now)
+    return out
+
+
+def _v2_checks(view: CommitView, params: RegistryParams, domain: Domain, rec: v2.Record, head: StreamHead | None,
+               reps: list[str], pos: int, leader: str | None, hashed: Header, j: int | None, reveal: bytes,
+               verified: set[str]) -> RejectReason | None:
+    h, r = rec.header, len(reps)
+    # 1-6: the stream, its next number, the two overlapping parent bytes, the epoch, the attempt's window,
+    # the elected position
+    if head is None or r == 0:
+        return RejectReason.UNKNOWN_STREAM
+    if h.number != head.number + 1:
+        return RejectReason.BAD_NUMBER
+    if h.prev_hash[v2.PREV_SENT_FROM:20] != head.hash[v2.PREV_SENT_FROM:20]:
+        return RejectReason.BAD_PARENT
+    if h.epoch != view.epoch:
+        return RejectReason.WRONG_EPOCH
+    if view.now < attempt_opens_at(head.timestamp, h.attempt, params.leader_timeout):
+        return RejectReason.ATTEMPT_NOT_OPEN
+    if leader is None:
+        return RejectReason.NOT_ELECTED_LEADER
+    # 7-10: the event count, the attesters' bitmap, the quorum by count
+    if h.event_count > MAX_EVENTS_PER_BLOCK:
+        return RejectReason.TOO_MANY_EVENTS
+    if rec.attesters >> r:
+        return RejectReason.NOT_REPLICA
+    if rec.attesters >> pos & 1:
+        return RejectReason.DUPLICATE_ATTESTER
+    if 1 + bin(rec.attesters).count("1") < quorum(r):
+        return RejectReason.NO_QUORUM
+    # 11-12: the leader's signature over the hashed header, then each attester's, each then active
+    digest32 = header_digest(domain, hashed)
+    if _recover_compact(digest32, rec.signatures[0]) != leader:
+        return RejectReason.BAD_LEADER_SIGNATURE
+    if not _v2_active(view, leader):
+        return RejectReason.INACTIVE_ATTESTER
+    k = 1
+    for bit in range(r):
+        if rec.attesters >> bit & 1:
+            if _recover_compact(digest32, rec.signatures[k]) != reps[bit]:
+                return RejectReason.BAD_ATTESTATION
+            if not _v2_active(view, reps[bit]):
+                return RejectReason.INACTIVE_ATTESTER
+            k += 1
+    # 13: the reveal, once per leader per transaction
+    if leader not in verified:
+        if j is None or view.onion_usable_from.get(leader, 0) > view.epoch or \
+                not v2.reveal_opens(reveal, view.randao_commits.get(leader, ZERO32)):
+            return RejectReason.BAD_RANDAO_REVEAL
+        verified.add(leader)
+    return None
+
+
+def _v2_active(view: CommitView, address: str) -> bool:
+    terms = view.nodes.get(address)
+    return terms is not None and _active(terms, view.epoch)

@@ -23,6 +23,7 @@ class HashOnion:
             layers.append(keccak(layers[-1]))
         self._layers = layers
         self._index = {layer: i for i, layer in enumerate(layers)}
+        self._prefix_index: dict[int, dict[bytes, int]] = {}  # by top `match` bytes (v2: 24), built at first use
 
     @property
     def depth(self) -> int:
@@ -35,16 +36,22 @@ class HashOnion:
     def layer(self, i: int) -> bytes:
         return self._layers[i]
 
-    def position(self, current_commit: bytes) -> int:
-        """Which layer the chain holds as this node's commitment now."""
+    def position(self, current_commit: bytes, match: int = 32) -> int:
+        """Which layer the chain holds as this node's commitment now. `match`: the bytes of it the
+        registry keeps (v1 all 32; v2 the top 24, `randaoCommitOf`'s low 8 bytes are zero)."""
         try:
-            return self._index[current_commit]
+            if match >= 32:
+                return self._index[current_commit]
+            index = self._prefix_index.get(match)
+            if index is None:
+                index = self._prefix_index[match] = {layer[:match]: i for i, layer in enumerate(self._layers)}
+            return index[current_commit[:match]]
         except KeyError:
             raise ValueError("the on-chain commitment is not a layer of this onion") from None
 
-    def reveals(self, current_commit: bytes, count: int) -> list[bytes]:
+    def reveals(self, current_commit: bytes, count: int, match: int = 32) -> list[bytes]:
         """The next `count` reveals after the chain's commitment, in the order they must be used."""
-        pos = self.position(current_commit)
+        pos = self.position(current_commit, match)
         if count > pos:
             raise OnionExhausted(f"only {pos} layers left, {count} asked")
         return [self._layers[pos - 1 - k] for k in range(count)]

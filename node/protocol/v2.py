@@ -9,7 +9,7 @@ contracts/src/lib/HistoryProof.sol byte for byte.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from .eip712 import SignatureError
@@ -328,3 +328,53 @@ def reveal_opens(reveal: bytes, stored_commit: bytes, max_skip: int = 8) -> bool
 def head_prefix(header_hash: bytes) -> bytes:
     """The 20 bytes of a header hash the head slot keeps (streamHead's `hashPrefix`)."""
     return header_hash[: HEAD_HASH_BITS // 8]
+
+
+# --- records from signed headers, headers from records (helpers of the node) ----------------------
+
+
+def records_of(
+    domain: Domain, headers: Sequence[Header], signatures: Sequence[Sequence[bytes]],
+    replicas: Mapping[bytes, Sequence[str]],
+) -> list[Record]:
+    """The batch records of signed headers (`signatures[i]`: 65-byte, the leader's first, then the
+    attestations in any order): the leader's replica position, the attesters' bitmap (each attestation's
+    signer recovered and placed at its position, ascending), compact signatures, and each record's
+    reveal index (the j-th distinct leader in this order). BatchError for a header whose leader or an
+    attester is not a replica of its stream, or whose attesters repeat."""
+    from .eip712 import header_digest, recover_digest
+
+    first: dict[str, int] = {}
+    out: list[Record] = []
+    for h, sigs in zip(headers, signatures, strict=True):
+        reps = list(replicas.get(h.stream_id, ()))
+        if h.leader not in reps or not sigs:
+            raise BatchError(f"{h.leader} is not a replica of stream 0x{h.stream_id.hex()}")
+        pos = reps.index(h.leader)
+        digest = header_digest(domain, h)
+        by_pos: dict[int, bytes] = {}
+        for s in sigs[1:]:
+            signer = recover_digest(digest, s)
+            if signer not in reps or reps.index(signer) == pos or reps.index(signer) in by_pos:
+                raise BatchError(f"attestation by {signer}: not another replica, or twice")
+            by_pos[reps.index(signer)] = s
+        bits = sum(1 << k for k in by_pos)
+        compact = (to_compact(sigs[0]), *(to_compact(by_pos[k]) for k in sorted(by_pos)))
+        out.append(Record(h, pos, first.setdefault(h.leader.lower(), len(first)), bits, compact))
+    return out
+
+
+def header_of(rec: DecodedRecord, leader: str, reveal: bytes, prev_head_hash: bytes) -> Header:
+    """The header the contract hashed for a record: `leader` = replicas[leaderPos], `reveal` = its
+    reveal-table entry, prevHash = the previous head's first 18 bytes ‖ the record's 14 (a reader of a
+    commit transaction knows the previous full hash from its log; the header hash then confirms all)."""
+    return Header(
+        stream_id=rec.stream_id, number=rec.number, prev_hash=prev_hash_of(prev_head_hash[:20], rec.prev_tail),
+        events_root=rec.events_root, event_count=rec.event_count, epoch=rec.epoch, attempt=rec.attempt,
+        leader=leader, randao_reveal=reveal, state_root=rec.state_root,
+    )
+
+
+def packed_size(signature_counts: Sequence[int], leaders: int) -> int:
+    """Bytes of a packed batch: header, one reveal per leader, 127 per record, 64 per signature."""
+    return 3 + 32 * leaders + RECORD_FIXED * len(signature_counts) + 64 * sum(signature_counts)

@@ -4,7 +4,8 @@ The contract checks each header's signatures, not the sender, so any node may se
 signed. The role is deterministic (`aggregator_at`: the active nodes sorted by address, round robin
 by chain-time slot), so every leader knows where to hand its headers (`POST /peer/commit`, the
 leader's side is node/server/delegate.py). The aggregator checks each header as the contract will
-(`protocol.commit.validate_batch`, signatures included) before it takes it, and again just before
+(`protocol.commit.validate_batch`, or `validate_batch_v2` on registry v2, signatures included:
+node/server/commitbatch.py) before it takes it, and again just before
 each send, so an invalid or stale header never costs it gas; it sends at most one transaction per
 `aggregate_ms` with every header waiting (bounded by `aggregate_max_batch` and `aggregate_max_bytes`)
 and answers each hand-off with that transaction's hash once mined. It can only delay a header:
@@ -28,10 +29,11 @@ from pydantic import BaseModel, Field
 
 from node.chain.client import NodeRecord
 from node.chain.logs import TxResult
-from node.protocol.commit import CommitView, StreamHead, validate_batch
+from node.protocol.commit import CommitView, StreamHead
 from node.protocol.eip712 import hash_header
 from node.protocol.types import MAX_BATCH, MAX_REPLICATION, Header, RejectReason
 
+from . import commitbatch
 from .core import Node
 from .intake import Rejected
 from .models import HeaderOut, hx, unhex
@@ -50,12 +52,6 @@ def aggregator_at(nodes: Mapping[str, NodeRecord], epoch: int, t: float, slot_s:
     if not active or slot_s <= 0:
         return None
     return active[int(t // slot_s) % len(active)]
-
-
-def calldata_bytes(signatures: Sequence[bytes]) -> int:
-    """ABI bytes of one header in commitMiniblocks: the 10-word struct, its signature array's offset and
-    length, and per 65-byte signature an offset, a length and 3 words."""
-    return 384 + 160 * len(signatures)
 
 
 # ---- the HTTP edge ---------------------------------------------------------------------------------
@@ -153,13 +149,13 @@ class Aggregator:
         view = await self.view(headers)
         if view is None:
             return [RejectReason.WRONG_EPOCH] * len(headers)
-        verdicts = validate_batch(view, n.params, n.domain, headers, sigs)
+        verdicts = commitbatch.verdicts(n, view, headers, sigs)
         stale = {h.stream_id for h, v in zip(headers, verdicts, strict=True) if v in STALE}
         if stale:
             for sid in stale:  # the chain view may be behind the chain: the registry's views decide
                 num, hh, ts = await n.chain.stream_head(sid)
                 n.view.load_head(sid, StreamHead(num, hh, ts), await n.chain.replicas_of(sid))
-            verdicts = validate_batch(replace(view, heads=n.view.heads), n.params, n.domain, headers, sigs)
+            verdicts = commitbatch.verdicts(n, replace(view, heads=n.view.heads), headers, sigs)
         return verdicts
 
     async def offer(self, sender: str, headers: list[Header], sigs: list[list[bytes]]) -> asyncio.Future[Outcome]:
@@ -202,7 +198,7 @@ class Aggregator:
             if o.deadline <= now:
                 o.resolve(Outcome(None, {hh: "expired" for hh in o.hashes}))
                 continue
-            osize = sum(calldata_bytes(s) for s in o.sigs)
+            osize = sum(commitbatch.calldata_bytes(self.node, s) for s in o.sigs)
             fits = count + len(o.headers) <= cfg.aggregate_max_batch
             if fits and (not taken or size + osize <= cfg.aggregate_max_bytes):
                 taken.append(o)
@@ -247,7 +243,7 @@ class Aggregator:
                 o.resolve(Outcome(None, {hh: dropped.get(hh, "") for hh in o.hashes}))
             return 0
         try:
-            res = await node.chain.commit_budgeted(send_h, send_s)
+            res = await commitbatch.send(node, send_h, send_s)
         except Exception as exc:  # noqa: BLE001 - any send failure: the leaders send themselves
             log.warning("aggregate: commitMiniblocks of %d headers failed: %s", len(send_h), exc)
             node.metrics.commit_txs.labels("error").inc()

@@ -17,6 +17,7 @@ from eth_account import Account
 from node.chain.client import RegistryClient
 from node.chain.rpc import RegistryError, RpcError, RpcUnavailable
 from node.chain.tx import FeePolicy
+from node.protocol import v2
 from node.protocol.registry import RegistryParams
 from node.protocol.types import Domain
 
@@ -50,6 +51,11 @@ def resolve_chain(cfg: NodeConfig) -> tuple[str, int | None, list, str | None]:
         cfg.ws_url = ws = ws or dep.ws_url
         if cfg.start_block == 0:
             cfg.start_block = dep.deploy_block
+        if cfg.registry_version is None:
+            cfg.registry_version = dep.registry_version
+        elif cfg.registry_version != dep.registry_version:
+            raise SystemExit(f"registry_version {cfg.registry_version}, but the deployment is of "
+                             f"v{dep.registry_version}")
         try:
             abi = dep.abi()
         except (OSError, ValueError, KeyError):
@@ -57,10 +63,10 @@ def resolve_chain(cfg: NodeConfig) -> tuple[str, int | None, list, str | None]:
     cfg.rpc_url = cfg.rpc_url or "http://127.0.0.1:8545"
     if registry is None:
         raise SystemExit("no registry: give --deployment FILE or --registry ADDRESS")
-    if abi is None:
-        from node.chain.abi import load_abi
+    from node.chain.abi import abi_version, load_abi
 
-        abi = load_abi(None)
+    if abi is None or (cfg.registry_version is not None and abi_version(abi) != cfg.registry_version):
+        abi = load_abi(None, cfg.registry_version or 1)
     return registry, chain_id, abi, ws
 
 
@@ -97,8 +103,19 @@ async def connect_chain(cfg: NodeConfig, registry: str, chain_id: int | None, ab
                            "a wrong address, or the wrong chain")
     try:
         params = RegistryParams.from_mapping(await chain.params())
-    except RegistryError as exc:  # RpcUnavailable included: the checks above just got answers
+        version = int((await chain.domain()).version)
+    except (RegistryError, ValueError) as exc:  # RpcUnavailable included: the checks above just got answers
         raise StartupError(f"the contract at {registry} does not answer as a MiniblockRegistry: {exc}") from exc
+    if version != chain.version:
+        if cfg.registry_version is not None:
+            raise StartupError(f"the registry at {registry} is version {version} (its eip712Domain), "
+                               f"not {cfg.registry_version} as configured")
+        from node.chain.abi import load_abi  # no version given: speak the one the chain has
+
+        chain = RegistryClient.for_node(urls, registry, load_abi(None, version), Account.from_key(key),
+                                        rpc_timeout=cfg.rpc_timeout_s, rpc_retries=cfg.rpc_retries, fees=fees)
+        await chain.get_chain_id()
+    cfg.registry_version = version
     await chain.latest_block()
     return chain, actual, params
 
@@ -134,8 +151,10 @@ async def build_node(cfg: NodeConfig) -> Node:
     chain, actual, params = await connect_chain(cfg, registry, chain_id, abi, key)
     storage = Storage(Path(cfg.data_dir) / "node.sqlite", cfg.sqlite_sync)
     check_store(storage, actual, registry, Path(cfg.data_dir))
+    # the registry's own EIP-712 domain (eip712Domain: version "1" or "2"), for headers, events and peers
+    domain = await chain.domain()
     node = Node(cfg=cfg, key=key, onion=onion, storage=storage, chain=chain, peers=Peers(cfg.peer_timeout_s),
-                domain=Domain(actual, registry), params=params)
+                domain=Domain(actual, registry, domain.name, domain.version), params=params)
     node.metrics.watch_chain(chain.rpc.stats, chain.sender.stats if chain.sender else None)
     node.aggregator = Aggregator(node)
     await node.refresh_nodes()
@@ -148,7 +167,7 @@ async def build_node(cfg: NodeConfig) -> Node:
                     node.me)
     else:
         try:
-            onion.position(rec.randao_commit)
+            onion.position(rec.randao_commit, v2.COMMIT_PREFIX_BYTES if chain.version == 2 else 32)
         except ValueError:
             log.error("the on-chain RANDAO commitment of %s is not a layer of the onion in %s: it cannot lead",
                       node.me, cfg.data_dir)

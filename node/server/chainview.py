@@ -10,7 +10,13 @@ One writer, this class; everyone else reads. Its inputs:
   logs up to its cursor (the watcher's next scan brings what came after; no chain read per stream).
 - `load_head(...)`: a stream's head and replicas read from the registry's views (a start from a store
   without recorded timestamps, and after a commit failed or was rejected, when the logs may not tell the
-  whole story yet).
+  whole story yet). Registry v2's `streamHead` gives a 20-byte hash prefix: the full hash is the one
+  of the commit recorded here from the logs at that number (or the genesis); a head whose full hash is
+  not known here yet is left to the logs.
+
+Registry v2's commits (one log per transaction, decoded per accepted record by node/chain) carry
+neither the leader's address nor prevHash[0:18]: `apply_logs` fills them from the replica list and
+the previous head's full hash, in chain order, before anything is recorded.
 - `reset_head(...)`: the head read from the registry after a reorg rolled the stream back (may go down).
 - `load_nodes(...)`: the registry's node records (at start-up, on node events, at each new epoch).
 - `load_seed(...)`: an epoch's seed once a view confirmed it (seeds never change once set).
@@ -28,7 +34,7 @@ from collections.abc import Set as AbstractSet
 from types import MappingProxyType
 
 from node.chain.client import NodeRecord
-from node.chain.logs import LogBatch
+from node.chain.logs import LogBatch, MiniblockCommitted
 from node.protocol.commit import StreamHead
 
 from .bounded import MAP_BOUND, BoundedDict
@@ -125,17 +131,48 @@ class ChainView:
                 log.info("stream %s: replica %d %s -> %s", hx(r.stream_id), r.index, r.old_node, r.new_node)
         rollbacks: list[Rollback] = []
         if batch.committed:
+            committed = self._resolve(batch.committed)
             hashes = batch.block_hashes
             rollbacks = st.add_commits([CommitRow(c.stream_id, c.number, c.header_hash, c.prev_hash, c.events_root,
                                                   c.event_count, c.leader, c.tx_hash, c.block_number,
                                                   hashes.get(c.block_number, b""), ts(c.block_number))
-                                        for c in batch.committed])
-            for c in batch.committed:
+                                        for c in committed])
+            for c in committed:
                 cur = self._heads.get(c.stream_id)
                 if cur is None or c.number >= cur.number:  # >=: a replacement header at the same number
                     self._heads[c.stream_id] = StreamHead(c.number, c.header_hash, ts(c.block_number))
                     self._changed(c.stream_id)
         return rollbacks
+
+    def _resolve(self, commits: list[MiniblockCommitted]) -> list[MiniblockCommitted]:
+        """v2 commits with their leader and prevHash (from the replicas and the previous head, in order)."""
+        if all(c.leader_pos < 0 for c in commits):
+            return commits
+        prev: dict[bytes, StreamHead] = {}
+        out = []
+        for c in commits:
+            before = prev.get(c.stream_id) or self._heads.get(c.stream_id)
+            full = before.hash if before is not None and before.number == c.number - 1 else None
+            if full is None:
+                row = self._storage.get_commit(c.stream_id, c.number - 1)
+                full = row.header_hash if row is not None else None
+            r = c.resolved(self.replicas_of(c.stream_id), full)
+            out.append(r)
+            prev[c.stream_id] = StreamHead(c.number, c.header_hash, 0)
+        return out
+
+    def full_hash(self, sid: bytes, number: int, prefix: bytes) -> bytes | None:
+        """The full header hash of (stream, number) whose first bytes are `prefix` (v2's streamHead), as the
+        logs recorded here told it; None if not known here."""
+        cur = self._heads.get(sid)
+        if cur is not None and cur.number == number and cur.hash.startswith(prefix):
+            return cur.hash
+        if number == 0:
+            row = self._storage.get_stream(sid)
+            genesis = row.genesis_hash if row is not None else None
+            return genesis if genesis is not None and genesis.startswith(prefix) else None
+        c = self._storage.get_commit(sid, number)
+        return c.header_hash if c is not None and c.header_hash.startswith(prefix) else None
 
     def load_stored(self, rows: Iterable[StoredHead]) -> list[StoredHead]:
         """At start-up: the heads and replica lists the store recorded. Returns the rows whose timestamp
@@ -152,10 +189,18 @@ class ChainView:
         return unknown
 
     def load_head(self, sid: bytes, head: StreamHead, replicas: list[str]) -> None:
-        """A head and replica list read from the registry's views (not older than what is known)."""
+        """A head and replica list read from the registry's views (not older than what is known; a v2 hash
+        prefix is replaced by the full hash known here, else the head is left to the logs)."""
         if replicas != self.replicas_of(sid):
             self._put_replicas(sid, replicas)
             self._storage.set_replicas(sid, replicas)
+        if len(head.hash) != 32:
+            full = self.full_hash(sid, head.number, head.hash)
+            if full is None:
+                log.debug("stream %s: head #%d not in the logs seen here yet", hx(sid), head.number)
+                self._changed(sid)
+                return
+            head = StreamHead(head.number, full, head.timestamp)
         cur = self._heads.get(sid)
         if cur is None or head.number >= cur.number:
             self._heads[sid] = head
@@ -163,6 +208,13 @@ class ChainView:
 
     def reset_head(self, sid: bytes, head: StreamHead) -> None:
         """After a reorg: the chain's head as read now, even if lower than the one known (it was orphaned)."""
+        if len(head.hash) != 32:  # v2: a prefix; the rolled-back store knows the full hash at that number
+            full = self.full_hash(sid, head.number, head.hash)
+            if full is None:
+                self._heads.pop(sid, None)  # unknown until the rescan brings its log
+                self._changed(sid)
+                return
+            head = StreamHead(head.number, full, head.timestamp)
         self._heads[sid] = head
         self._changed(sid)
 

@@ -55,7 +55,8 @@ class NodeClient:
         if key is not None:
             if domain is None or ts_ms is None:
                 info = self.http.get("/v1/info").json()
-                domain = domain or Domain(info["chain_id"], info["registry"])
+                domain = domain or Domain(info["chain_id"], info["registry"],
+                                          version=str(info.get("domain_version", "1")))
                 ts_ms = ts_ms if ts_ms is not None else int(info["chain_time"] * 1000)
             headers.update(sign_request(domain, key, Account.from_key(key).address, method, target, body, ts_ms))
         headers.update(extra_headers or {})

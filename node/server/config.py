@@ -33,6 +33,8 @@ class NodeConfig(BaseModel):
     ws_url: str | None = None  # WebSocket endpoint for log subscription (wake-ups); polling is the fallback
     deployment: Path | None = None  # deployment file (registry address, chain id, start block)
     registry: str | None = None  # registry address, if no deployment file
+    # 1 (MiniblockRegistry) or 2 (MiniblockRegistryV2): checked at start against the chain's eip712Domain
+    registry_version: int | None = None  # version; default: the deployment's, else as the chain says
     chain_id: int | None = None
     start_block: int = 0  # first chain block to scan for registry logs
 
@@ -117,6 +119,13 @@ class NodeConfig(BaseModel):
     def _urls(cls, v: Any) -> Any:
         if isinstance(v, str):  # NODE_RPC_URLS="http://a,http://b"
             return [u.strip() for u in v.split(",") if u.strip()]
+        return v
+
+    @field_validator("registry_version")
+    @classmethod
+    def _version(cls, v: int | None) -> int | None:
+        if v is not None and v not in (1, 2):
+            raise ValueError("registry_version must be 1 or 2")
         return v
 
     @field_validator("finality")

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, replace
 
 from node.chain.logs import TxResult
+from node.protocol import v2
 from node.protocol.block_rules import AgedEntry, age_order, block_event_cap, events_with_quorum, select_events
 from node.protocol.commit import StreamHead
 from node.protocol.eip712 import hash_header, recover_header_signer, sign_header
@@ -19,6 +20,7 @@ from node.protocol.state import StateDelta, state_delta
 from node.protocol.state_root import root_after
 from node.protocol.types import MAX_BATCH, MAX_REVEAL_SKIP, EventEntry, Header, RejectReason
 
+from . import commitbatch
 from .core import Node
 from .delegate import hand_off
 from .models import HeaderOut, hx, unhex
@@ -204,18 +206,23 @@ async def produce_once(node: Node) -> int:
               if d is not None]
     if not drafts:
         return 0
-    # RANDAO reveals in batch order, from the chain's current commitment of this node.
+    # RANDAO reveals in batch order, from the chain's current commitment of this node (v2: one reveal for
+    # all of them, the contract checks it once per leader per transaction; it keeps the top 24 bytes).
     if node.randao_commit is None:
         node.randao_commit = await node.chain.randao_commit(node.me)
+    match = v2.COMMIT_PREFIX_BYTES if commitbatch.is_v2(node) else 32
     try:
-        reveals = node.onion.reveals(node.randao_commit, len(drafts))
+        if commitbatch.is_v2(node):
+            reveals = node.onion.reveals(node.randao_commit, 1, match) * len(drafts)
+        else:
+            reveals = node.onion.reveals(node.randao_commit, len(drafts))
     except (OnionExhausted, ValueError) as exc:
         if time.time() - node.onion_alarm > 60:  # once a minute, not every tick
             log.error("cannot reveal RANDAO layers (this node cannot lead): %s", exc)
             node.onion_alarm = time.time()
         node.randao_commit = None
         return 0
-    left = node.onion.position(node.randao_commit) - len(drafts)
+    left = node.onion.position(node.randao_commit, match) - len(drafts)
     if left < 1000 and time.time() - node.onion_alarm > 60:
         log.warning("RANDAO onion: %d layers left; register a fresh commitment before it runs out", left)
         node.onion_alarm = time.time()
@@ -238,7 +245,7 @@ async def produce_once(node: Node) -> int:
     batch, last_pos = [], 0
     for i, d in enumerate(drafts):
         if d in ready:
-            if i + 1 - last_pos > MAX_REVEAL_SKIP:
+            if i + 1 - last_pos > MAX_REVEAL_SKIP and not commitbatch.is_v2(node):  # v2: one reveal for all
                 break
             batch.append(d)
             last_pos = i + 1
@@ -271,7 +278,7 @@ async def commit(node: Node, batch: list[Draft]) -> int:
             return done
     try:
         pairs = [signed(d) for d in batch]
-        res = await node.chain.commit_budgeted([h for h, _ in pairs], [sigs for _, sigs in pairs])
+        res = await commitbatch.send(node, [h for h, _ in pairs], [sigs for _, sigs in pairs])
     except Exception as exc:  # noqa: BLE001 - any send failure (RPC, nonce, timeout): retry the slots soon
         log.warning("commitMiniblocks failed (%d headers): %s", len(batch), exc)
         node.metrics.commit_txs.labels("error").inc()

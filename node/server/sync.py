@@ -1,7 +1,8 @@
 """Apply exactly what the chain committed, strictly in order per stream.
 
 The header comes from a local proposal matched by headerHash, or from a peer (checked against the
-on-chain headerHash), or from the commit transaction's calldata. The ordered event list comes from
+on-chain headerHash), or from the commit transaction's calldata (v2: rebuilt from its packed record,
+`header_from_packed`). The ordered event list comes from
 the proposal or from peers (the block's leader first), checked against eventsRoot; every event a peer
 serves is checked against its hash and its author's signature (`signed_by_author`) before it is used or
 stored, so a peer cannot make this node store or re-serve a forged event.
@@ -14,6 +15,7 @@ import logging
 import time
 from collections.abc import Sequence
 
+from node.protocol import v2
 from node.protocol.eip712 import SignatureError, hash_event, hash_header
 from node.protocol.merkle import merkle_root
 from node.protocol.state import StateDelta, state_delta
@@ -145,6 +147,10 @@ async def _sync_stream(node: Node, sid: bytes, max_blocks: int) -> int:
         if header is not None and hash_header(header) != c.header_hash:
             log.warning("header for %s #%d does not match the chain's hash; ignoring it", hx(sid), n)
             header, hashes = None, None
+        if header is None and node.chain.version == 2:
+            header = await header_from_packed(node, c, row.head_hash)
+            if header is None:
+                return applied
         if header is None:
             try:
                 for h in await node.chain.headers_of_tx(c.tx_hash):
@@ -188,6 +194,26 @@ async def _sync_stream(node: Node, sid: bytes, max_blocks: int) -> int:
             return applied
         applied += 1
     return applied
+
+
+async def header_from_packed(node: Node, c: CommitRow, prev_hash: bytes) -> Header | None:
+    """v2: the header of commit `c` rebuilt from its transaction's packed batch: the record of (stream,
+    number), its leader from the replica list, prevHash from the local head (the block's parent), the
+    reveal the table entry whose header hashes to the chain's hash (None: not rebuilt here)."""
+    try:
+        reveals, recs = v2.decode_batch(await node.chain.packed_batch(c.tx_hash))
+    except Exception as exc:  # noqa: BLE001 - any RPC or decoding failure: retried on the next pass
+        log.warning("cannot read commit tx of %s #%d: %s", hx(c.stream_id), c.number, exc)
+        return None
+    reps = node.replicas_of(c.stream_id)
+    for rec in recs:
+        if rec.stream_id != c.stream_id or rec.number != c.number or rec.leader_pos >= len(reps):
+            continue
+        for reveal in reveals:
+            h = v2.header_of(rec, reps[rec.leader_pos], reveal, prev_hash)
+            if hash_header(h) == c.header_hash:
+                return h
+    return None
 
 
 def orphaned_head(node: Node, row: StreamRow, c: CommitRow) -> None:
