@@ -224,6 +224,21 @@ async def commit(node: Node, batch: list[Draft]) -> int:
             batch = [d for d in batch if (h := node.view.head(d.sid)) is None or h.number < d.number]
         if not batch:
             return done
+    for k in range(0, len(batch), MAX_TX_HEADERS):  # in order: each chunk's reveals follow the previous one's
+        n = await commit_own(node, batch[k:k + MAX_TX_HEADERS])
+        if n is None:  # not sent: the later chunks' reveals would skip too far; retried next tick
+            for d in batch[k + MAX_TX_HEADERS:]:
+                node.tried[(d.sid, d.number, d.attempt)] = time.time() + 1.0
+            break
+        done += n
+    return done
+
+
+MAX_TX_HEADERS = 128  # headers per own commitMiniblocks: 128 x the 160k budget per header fits a 30M gas block
+
+
+async def commit_own(node: Node, batch: list[Draft]) -> int | None:
+    """Send headers in this node's own transaction; settle what it did. None: the send failed."""
     try:
         pairs = [signed(d) for d in batch]
         res = await node.chain.commit_budgeted([h for h, _ in pairs], [sigs for _, sigs in pairs])
@@ -234,10 +249,10 @@ async def commit(node: Node, batch: list[Draft]) -> int:
             node.tried[(d.sid, d.number, d.attempt)] = time.time() + 1.0
         node.randao_commit = None
         await resync_heads(node, [d.sid for d in batch])
-        return done
+        return None
     node.metrics.gas_spent.inc(res.gas_used)
     node.metrics.commit_txs.labels("ok" if res.status == 1 else "reverted").inc()
-    return done + await settle(node, batch, res)
+    return await settle(node, batch, res)
 
 
 async def settle(node: Node, batch: list[Draft], res: TxResult, apply_logs: bool = True) -> int:
@@ -285,13 +300,21 @@ async def settle(node: Node, batch: list[Draft], res: TxResult, apply_logs: bool
     return done
 
 
+RESYNC_CONCURRENCY = 16  # heads re-read at once after a rejection or a hand-off timeout (a tick: up to 256)
+
+
 async def resync_heads(node: Node, sids: list[bytes]) -> None:
-    for sid in set(sids):
-        try:
-            n, h, ts = await node.chain.stream_head(sid)
-            node.view.load_head(sid, StreamHead(n, h, ts), await node.chain.replicas_of(sid))
-        except Exception as exc:  # noqa: BLE001 - any RPC failure: the watcher's logs bring the head later
-            log.warning("head of %s: %s", hx(sid), exc)
+    sem = asyncio.Semaphore(RESYNC_CONCURRENCY)
+
+    async def one(sid: bytes) -> None:
+        async with sem:
+            try:
+                n, h, ts = await node.chain.stream_head(sid)
+                node.view.load_head(sid, StreamHead(n, h, ts), await node.chain.replicas_of(sid))
+            except Exception as exc:  # noqa: BLE001 - any RPC failure: the watcher's logs bring the head later
+                log.warning("head of %s: %s", hx(sid), exc)
+
+    await asyncio.gather(*(one(sid) for sid in set(sids)))
     node.wake_sync.set()
 
 
