@@ -49,7 +49,7 @@ from .core import Node
 from .intake import Rejected
 from .models import AttestIn, hx, unhex
 from .storage import StoredEvent, StreamRow, StreamState
-from .sync import fetch_events, sources_for, sync_stream
+from .sync import apply_local, fetch_events, sources_for, sync_stream
 from .watcher import poll_once
 
 log = logging.getLogger("node.attest")
@@ -260,10 +260,32 @@ async def attest_many(node: Node, reqs: Sequence[AttestIn],
         except TimeoutError:
             return Rejected(503, "attest_timeout", f"not checked within {timeout:g}s; ask again")
 
+    await catch_up(node, reqs)
     got = await asyncio.gather(*(one(r) for r in reqs))
     record(node, [c for c in got if isinstance(c, Checked)])
     return [(sign_header(node.domain, c.header, node.key), c.header_hash) if isinstance(c, Checked) else c
             for c in got]
+
+
+async def catch_up(node: Node, reqs: Sequence[AttestIn]) -> None:
+    """Before a batch's checks: one chain poll and one local apply (sync.apply_local) for every stream this
+    node is behind on, instead of one poll and one sync per proposal (check_parent still decides)."""
+    behind = []
+    for r in reqs:
+        try:
+            sid = unhex(r.header.stream_id)
+        except ValueError:
+            continue
+        row = node.storage.get_stream(sid)
+        if row is not None and (row.head_number < r.header.number - 1 or node.behind(sid)):
+            behind.append(sid)
+    if not behind:
+        return
+    try:
+        await poll_once(node)
+    except Exception as exc:  # noqa: BLE001 - best effort: each proposal's own check syncs if still behind
+        log.debug("poll before attest batch failed: %s", exc)
+    apply_local(node, behind)
 
 
 def record(node: Node, checked: list[Checked]) -> list[Checked]:

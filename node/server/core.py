@@ -58,7 +58,8 @@ class Node:
     - `attest`: attested_at (read by the producer: let an earlier attempt's leader finish).
     - `intake`: accepted_at (note_accepted; `sync.on_applied` pops it for the latency histogram),
       gossip_queues, gossip_senders.
-    - `sync`: sync_locks, pruned_at.  `snapshots`: snapshot_tried (when a stream last tried a peer
+    - `sync`: sync_locks, pruned_at, sync_others (its background pass over streams not replicated here).
+      `snapshots`: snapshot_tried (when a stream last tried a peer
       snapshot), snapshot_stuck (sync passes in a row that applied nothing while behind).
     """
 
@@ -104,6 +105,7 @@ class Node:
     # dropped by the validity filter, until
     invalid_events: dict[bytes, float] = field(default_factory=lambda: BoundedDict(MAP_BOUND["invalid_events"]))
     aggregator: Aggregator | None = None
+    sync_others: asyncio.Future[None] | None = None
     aggregator_skip: dict[str, float] = field(default_factory=lambda: BoundedDict(MAP_BOUND["per_peer"]))
     view: ChainView = field(init=False)
 

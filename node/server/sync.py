@@ -327,11 +327,21 @@ def apply_local(node: Node, sids: list[bytes]) -> int:
 
 async def sync_all(node: Node) -> None:
     """One pass over every stream behind the chain: first what is held here (one transaction per round),
-    then each stream still behind on its own (peers, the chain)."""
+    then each stream it replicates still behind on its own (peers, the chain). Streams it does not replicate
+    (sync_all_streams) are synced by one background pass at a time, so their peer fetches never hold up
+    the watcher's next round, nor with it the streams this node leads and attests."""
     todo = behind_streams(node)
     if todo and apply_local(node, todo):
         todo = behind_streams(node)
     node.metrics.streams_behind.set(len(todo))
+    mine = [s for s in todo if node.replicates(s)]
+    others = [s for s in todo if not node.replicates(s)]
+    if others and (node.sync_others is None or node.sync_others.done()):
+        node.sync_others = asyncio.ensure_future(sync_each(node, others))
+    await sync_each(node, mine)
+
+
+async def sync_each(node: Node, todo: list[bytes]) -> None:
     if todo:
         sem = asyncio.Semaphore(8)
 
