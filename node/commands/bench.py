@@ -20,21 +20,24 @@ import typer
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
-SCENARIOS = ("ceiling_anvil", "throughput", "pool", "scale_nodes", "scale_streams", "stream_scale")
+SCENARIOS = ("ceiling_anvil", "throughput", "pool", "scale_nodes", "scale_streams", "stream_scale",
+             "active_streams")
+NAMED_ONLY_QUICK = ("active_streams",)  # in --quick only when named in --only (1,000 streams take minutes)
 
 # (full, quick, tiny) sizes
 SIZES: dict[str, dict[str, Any]] = {
     "full": dict(gas_batches=[1, 8, 64], anvil_txs=30, anvil_streams=64, stream_counts=[1, 16, 256],
                  events={1: 4000, 16: 20000, 256: 20000}, timeout=60.0, half_load=True, node_counts=[3, 5, 7],
                  scale_events=20000, many_streams=1000, many_events=10000, pool_events=100_000, pool_streams=16,
-                 drain_timeout=240.0, registered=[10, 10_000, 100_000]),
+                 drain_timeout=240.0, registered=[10, 10_000, 100_000], active=(1000, 30_000, 60.0)),
     "quick": dict(gas_batches=[1, 8, 64], anvil_txs=10, anvil_streams=64, stream_counts=[1, 16],
                   events={1: 1000, 16: 4000}, timeout=25.0, half_load=True, node_counts=[], scale_events=0,
                   many_streams=0, many_events=0, pool_events=10_000, pool_streams=16, drain_timeout=45.0,
-                  registered=[]),
+                  registered=[], active=(1000, 20_000, 40.0)),
     "tiny": dict(gas_batches=[1, 4], anvil_txs=3, anvil_streams=4, stream_counts=[1],
                  events={1: 100}, timeout=20.0, half_load=False, node_counts=[], scale_events=0,
-                 many_streams=0, many_events=0, pool_events=400, pool_streams=2, drain_timeout=30.0, registered=[]),
+                 many_streams=0, many_events=0, pool_events=400, pool_streams=2, drain_timeout=30.0,
+                 registered=[], active=None),
 }
 
 
@@ -51,6 +54,7 @@ def main(
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     from bench import scenarios as sc
+    from bench.active_streams import active_streams
     from bench.calibrate import annotate
     from bench.calibrate import measure as calibrate
     from bench.plot import plot
@@ -60,7 +64,8 @@ def main(
     sc.REGISTRY_VERSION = registry_version(registry)
     mode = "tiny" if tiny else "quick" if quick else "full"
     z = SIZES[mode]
-    todo = [s.strip() for s in only.split(",")] if only else list(SCENARIOS)
+    todo = [s.strip() for s in only.split(",")] if only else [
+        s for s in SCENARIOS if mode == "full" or s not in NAMED_ONLY_QUICK]
     bad = [s for s in todo if s not in SCENARIOS]
     if bad:
         raise typer.BadParameter(f"unknown scenario(s) {bad}; choose from {SCENARIOS}")
@@ -106,6 +111,8 @@ def main(
             "scale_streams": lambda: sc.many_streams(work, z["many_streams"], z["many_events"], z["timeout"], log)
             if z["many_streams"] else [],
             "stream_scale": lambda: stream_scale(work, z["registered"], log) if z["registered"] else [],
+            "active_streams": lambda: active_streams(work, z["active"][0], z["active"][1], z["active"][2], log)
+            if z["active"] else [],
         }
         for name in SCENARIOS:
             if name not in todo:

@@ -16,12 +16,14 @@ from node.protocol.limits import MAX_BLOCK_EVENTS, event_size
 from node.protocol.merkle import merkle_levels, proof_from_levels
 
 from .aggregate import install_routes as install_aggregate
-from .attest import AttestRefused, attest
+from .attest import AttestRefused, attest, attest_many
 from .core import Node
 from .handoff import refusing_clients
 from .intake import RETRY_AFTER_S, Rejected, accept, decode, parse_batch, to_wire
 from .models import (
     Accepted,
+    AttestBatchIn,
+    AttestBatchOut,
     AttestIn,
     AttestOut,
     BatchItemResult,
@@ -41,6 +43,8 @@ from .models import (
     SignedEvent,
     StreamList,
     StreamOut,
+    VotesBatchIn,
+    VotesBatchOut,
     VotesIn,
     VotesOut,
     hx,
@@ -315,15 +319,40 @@ def build_api(node: Node) -> FastAPI:
             response.headers["Retry-After"] = str(RETRY_AFTER_S)
         return GossipOut(accepted=new, known=known, rejected=len(body.events) - new - known)
 
+    def vote_of(sid: bytes, limit: int) -> dict[str, Any]:
+        row = node.storage.get_stream(sid)
+        return {"head_number": row.head_number if row else -1,
+                "hashes": [hx(h) for h in node.storage.pool_hashes(sid, limit)]}
+
     @app.post("/peer/votes", response_model=VotesOut, responses=ERR, tags=["peer"])
     async def votes(body: VotesIn, request: Request):
         """This node's mini-pool hashes for a stream (its vote), oldest first, at most max_vote_hashes.
         Only for the stream's replicas."""
         sid = unhex(body.stream_id)
         replica_only(sender(request), sid)
-        row = node.storage.get_stream(sid)
-        return JSONResponse({"head_number": row.head_number if row else -1,
-                             "hashes": [hx(h) for h in node.storage.pool_hashes(sid, node.cfg.max_vote_hashes)]})
+        return JSONResponse(vote_of(sid, node.cfg.max_vote_hashes))
+
+    @app.post("/peer/votes/batch", response_model=VotesBatchOut, responses=ERR, tags=["peer"])
+    async def votes_batch(body: VotesBatchIn, request: Request):
+        """The votes of /peer/votes for every stream a leader drafts with this node in one tick, in request
+        order, each answered or refused on its own (403 `not_replica` for a stream the sender does not
+        replicate). At most max_vote_hashes per stream and max_vote_batch_hashes in all: a stream past the
+        total gets the hashes left (`truncated`); its other events wait for a later block, as with one vote."""
+        peer = sender(request)
+        if len(set(body.stream_ids)) != len(body.stream_ids):
+            raise Rejected(422, "duplicate_stream", "a stream is listed twice")
+        budget = node.cfg.max_vote_batch_hashes
+        out: list[dict[str, Any]] = []
+        for s in body.stream_ids:
+            sid = unhex(s)
+            if peer not in node.replicas_of(sid):
+                out.append({"stream_id": s, "status": 403, "error": "not_replica",
+                            "detail": f"{peer} is not a replica of stream {s}"})
+                continue
+            v = vote_of(sid, max(0, min(node.cfg.max_vote_hashes, budget)))
+            budget -= len(v["hashes"])
+            out.append({"stream_id": s, "status": 200, **v})
+        return JSONResponse({"votes": out})
 
     @app.post("/peer/events", response_model=FetchOut, responses=ERR, tags=["peer"])
     async def fetch(body: FetchIn, request: Request):
@@ -368,6 +397,42 @@ def build_api(node: Node) -> FastAPI:
             raise Rejected(413, "too_many_events", f"at most {MAX_BLOCK_EVENTS} events per block")
         sig, hh = await attest(node, body)
         return AttestOut(signature=hx(sig), header_hash=hx(hh))
+
+    def may_propose(peer: str, p: AttestIn) -> Rejected | None:
+        """/peer/attest's refusals before the checks, for one proposal of a batch."""
+        try:
+            sid, leader = unhex(p.header.stream_id), p.header.leader
+        except ValueError as exc:
+            return Rejected(422, "malformed", str(exc))
+        if peer not in node.replicas_of(sid):
+            return Rejected(403, "not_replica", f"{peer} is not a replica of stream {hx(sid)}")
+        if peer.lower() != leader.lower():
+            return Rejected(403, "not_leader", f"the proposal names {leader} as leader; {peer} sent it")
+        if len(p.event_hashes) > MAX_BLOCK_EVENTS:
+            return Rejected(413, "too_many_events", f"at most {MAX_BLOCK_EVENTS} events per block")
+        return None
+
+    @app.post("/peer/attest/batch", response_model=AttestBatchOut, responses=ERR, tags=["peer"])
+    async def attest_batch(body: AttestBatchIn, request: Request):
+        """/peer/attest for every proposal a leader asks this node to attest in one tick: each is refused or
+        checked (attest.CHECKS) and signed on its own, in request order; the sender must be the header's
+        leader and a replica of its stream, per proposal. At most max_attest_batch_hashes event hashes in
+        all (413); a proposal not checked within peer_timeout_s is answered 503 `attest_timeout`."""
+        peer = sender(request)
+        if sum(len(p.event_hashes) for p in body.proposals) > node.cfg.max_attest_batch_hashes:
+            raise Rejected(413, "too_many_events", f"at most {node.cfg.max_attest_batch_hashes} event hashes per "
+                                                   "batch; send fewer proposals per request")
+        early = [may_propose(peer, p) for p in body.proposals]
+        todo = [p for p, e in zip(body.proposals, early, strict=True) if e is None]
+        done = iter(await attest_many(node, todo, node.cfg.peer_timeout_s) if todo else [])
+        out: list[dict[str, Any]] = []
+        for e in early:
+            r = e if e is not None else next(done)
+            if isinstance(r, tuple):
+                out.append({"status": 200, "signature": hx(r[0]), "header_hash": hx(r[1])})
+            else:
+                out.append({"status": r.status, "error": r.error, "detail": r.detail})
+        return JSONResponse({"results": out})
 
     @app.get("/peer/blocks/{stream_id}", response_model=BlockList, tags=["peer"])
     async def blocks(request: Request, stream_id: str, first: int = Query(0, alias="from", ge=0),

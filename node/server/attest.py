@@ -28,9 +28,11 @@ status and an error code, answered as {"error", "detail"}), and signs only if no
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Container, Sequence
+from dataclasses import dataclass
 from enum import Enum
 
 from node.protocol.block_rules import check_block_events
@@ -44,9 +46,10 @@ from node.protocol.state_root import root_after
 from node.protocol.types import Domain, Event, EventEntry, Header
 
 from .core import Node
+from .intake import Rejected
 from .models import AttestIn, hx, unhex
 from .storage import StoredEvent, StreamRow, StreamState
-from .sync import fetch_events, sources_for, sync_stream
+from .sync import apply_local, fetch_events, sources_for, sync_stream
 from .watcher import poll_once
 
 log = logging.getLogger("node.attest")
@@ -228,8 +231,79 @@ CHECKS = (
 
 # ---- the attester -----------------------------------------------------------------------------------
 
+@dataclass(slots=True)
+class Checked:
+    """A proposal that passed every check: what `record` stores before it is signed."""
+
+    header: Header
+    header_hash: bytes
+    hashes: list[bytes]
+    fetched: dict[bytes, tuple[Event, bytes]]
+
+
 async def attest(node: Node, req: AttestIn) -> tuple[bytes, bytes]:
     """Check the proposal; return (signature, headerHash). Raises AttestRefused."""
+    [c] = record(node, [await check_proposal(node, req)])
+    return sign_header(node.domain, c.header, node.key), c.header_hash
+
+
+async def attest_many(node: Node, reqs: Sequence[AttestIn],
+                      timeout: float) -> list[tuple[bytes, bytes] | AttestRefused | Rejected]:
+    """`attest` for a leader's batch (/peer/attest/batch): every proposal checked on its own and concurrently
+    (at most `timeout` each: one stream behind does not hold the others), the ones that pass stored in ONE
+    transaction, then signed. Per proposal: (signature, headerHash) or its refusal."""
+    async def one(req: AttestIn) -> Checked | AttestRefused | Rejected:
+        try:
+            return await asyncio.wait_for(check_proposal(node, req), timeout)
+        except (AttestRefused, Rejected) as exc:
+            return exc
+        except TimeoutError:
+            return Rejected(503, "attest_timeout", f"not checked within {timeout:g}s; ask again")
+
+    await catch_up(node, reqs)
+    got = await asyncio.gather(*(one(r) for r in reqs))
+    record(node, [c for c in got if isinstance(c, Checked)])
+    return [(sign_header(node.domain, c.header, node.key), c.header_hash) if isinstance(c, Checked) else c
+            for c in got]
+
+
+async def catch_up(node: Node, reqs: Sequence[AttestIn]) -> None:
+    """Before a batch's checks: one chain poll and one local apply (sync.apply_local) for every stream this
+    node is behind on, instead of one poll and one sync per proposal (check_parent still decides)."""
+    behind = []
+    for r in reqs:
+        try:
+            sid = unhex(r.header.stream_id)
+        except ValueError:
+            continue
+        row = node.storage.get_stream(sid)
+        if row is not None and (row.head_number < r.header.number - 1 or node.behind(sid)):
+            behind.append(sid)
+    if not behind:
+        return
+    try:
+        await poll_once(node)
+    except Exception as exc:  # noqa: BLE001 - best effort: each proposal's own check syncs if still behind
+        log.debug("poll before attest batch failed: %s", exc)
+    apply_local(node, behind)
+
+
+def record(node: Node, checked: list[Checked]) -> list[Checked]:
+    """Store what was checked before any signature leaves: the events fetched for it and the proposals (one
+    transaction each for the whole batch), and note when each slot was attested."""
+    fetched = [EventEntry(h, ev, sig) for c in checked for h, (ev, sig) in c.fetched.items()]
+    if fetched:
+        node.storage.add_events(fetched, gossiped=True)
+    node.storage.add_proposals([(c.header_hash, c.header, c.hashes) for c in checked])
+    if len(node.attested_at) > 100_000:
+        node.attested_at.clear()
+    for c in checked:
+        node.attested_at[(c.header.stream_id, c.header.number)] = (c.header.attempt, time.time())
+    return checked
+
+
+async def check_proposal(node: Node, req: AttestIn) -> Checked:
+    """Every check of CHECKS, in order, on one proposal. Raises AttestRefused."""
     header, hashes = parse_proposal(req)
     sid = header.stream_id
     row = check_stream_known(node.storage.get_stream(sid))
@@ -288,14 +362,7 @@ async def attest(node: Node, req: AttestIn) -> tuple[bytes, bytes]:
 
     # No one-header-per-slot rule: a leader rebuilds its header for the same slot after a transient
     # rejection (new RANDAO reveal), and the contract takes at most one header per number anyway.
-    hh = hash_header(header)
-    if fetched:
-        node.storage.add_events([EventEntry(h, ev, sig) for h, (ev, sig) in fetched.items()], gossiped=True)
-    node.storage.add_proposal(hh, header, hashes)
-    if len(node.attested_at) > 100_000:
-        node.attested_at.clear()
-    node.attested_at[(sid, header.number)] = (header.attempt, time.time())
-    return sign_header(node.domain, header, node.key), hh
+    return Checked(header, hash_header(header), hashes, fetched)
 
 
 def current_state(node: Node, sid: bytes, header: Header) -> StreamState:

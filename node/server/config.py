@@ -73,6 +73,8 @@ class NodeConfig(BaseModel):
     max_fetch_bytes: int = 4 * 1024 * 1024  # /peer/events answer: events up to about this many bytes
     max_blocks_bytes: int = 16 * 1024 * 1024  # /peer/blocks answer: blocks up to about this many bytes (>= 1)
     max_vote_hashes: int = 30_000  # hashes in a /peer/votes answer (oldest first)
+    max_vote_batch_hashes: int = 120_000  # hashes in a /peer/votes/batch answer, all its streams (then truncated)
+    max_attest_batch_hashes: int = 60_000  # event hashes in a /peer/attest/batch request, all its proposals (413)
     pool_quota_author: int = 20_000  # pending events per (stream, author); more: 429 + Retry-After
     pool_quota_stream: int = 100_000  # pending events per stream; more: 429 + Retry-After
     unknown_stream_ttl_s: float = 10.0  # how long "no such stream on chain" is remembered

@@ -74,8 +74,9 @@ class Node:
     - `intake`: accepted_at (note_accepted; `sync.on_applied` pops it for the latency histogram),
       gossip_queues, gossip_senders.
     - `sync`: sync_locks, pruned_at, sync_todo (streams that may be behind: fed by the view's change hook
-      below, emptied by `sync.sync_all` as they catch up).  `replicas`: upkeep (its work lists, fed by the
-      same hook).  `snapshots`: snapshot_tried (when a stream last tried a peer
+      below, emptied by `sync.sync_all` as they catch up), sync_others (its background pass over streams
+      not replicated here).  `replicas`: upkeep (its work lists, fed by the same hook).
+      `snapshots`: snapshot_tried (when a stream last tried a peer
       snapshot), snapshot_stuck (sync passes in a row that applied nothing while behind).
     """
 
@@ -121,6 +122,7 @@ class Node:
     # dropped by the validity filter, until
     invalid_events: dict[bytes, float] = field(default_factory=lambda: BoundedDict(MAP_BOUND["invalid_events"]))
     aggregator: Aggregator | None = None
+    sync_others: asyncio.Future[None] | None = None
     aggregator_skip: dict[str, float] = field(default_factory=lambda: BoundedDict(MAP_BOUND["per_peer"]))
     # work lists: what changed since the loops last looked (no loop scans every stream each round)
     sync_todo: set[bytes] = field(default_factory=set)

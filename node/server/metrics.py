@@ -65,6 +65,8 @@ class Metrics:
         self.commit_latency = Histogram("node_commit_latency_seconds",
                                         "Event accepted here -> its block applied here", registry=r,
                                         buckets=(0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64))
+        self.tick_seconds = Histogram("node_tick_seconds", "A leader tick that built headers: votes to commit+apply",
+                                      registry=r, buckets=(0.1, 0.25, 0.5, 1, 2, 4, 8, 16))
         self.events_committed = Counter("node_events_committed", "Events in applied blocks", registry=r)
         self.peers_reachable = Gauge("node_peers_reachable", "Peers that answered recently", registry=r)
         self.pool_size = Gauge("node_pool_size", "Events in the mini-pool", registry=r)

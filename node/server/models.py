@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
@@ -149,6 +149,30 @@ class VotesOut(BaseModel):
     hashes: list[str]
 
 
+MAX_PEER_BATCH = 256  # streams per batched /peer/votes/batch or /peer/attest/batch request (a leader's tick)
+
+
+class VotesBatchIn(BaseModel):
+    """The streams a leader drafts with this node in one tick (each answered on its own)."""
+
+    stream_ids: list[Annotated[str, Field(pattern=HEX32)]] = Field(min_length=1, max_length=MAX_PEER_BATCH)
+
+
+class VoteItem(BaseModel):
+    """One stream's vote (as /peer/votes answers it), or why it is refused (`error`, `status`)."""
+
+    stream_id: str
+    status: int = 200
+    head_number: int | None = None
+    hashes: list[str] = Field(default_factory=list)
+    error: str | None = None
+    detail: str | None = None
+
+
+class VotesBatchOut(BaseModel):
+    votes: list[VoteItem]
+
+
 class FetchIn(BaseModel):
     hashes: list[str] = Field(max_length=20000)  # the node's own cap (max_fetch_hashes, 413) is lower
 
@@ -165,6 +189,26 @@ class AttestIn(BaseModel):
 class AttestOut(BaseModel):
     signature: str
     header_hash: str
+
+
+class AttestBatchIn(BaseModel):
+    """The proposals a leader asks this node to attest in one tick (each checked and answered on its own)."""
+
+    proposals: list[AttestIn] = Field(min_length=1, max_length=MAX_PEER_BATCH)
+
+
+class AttestItem(BaseModel):
+    """One proposal's attestation (as /peer/attest answers it), or its refusal (`status`, `error`, `detail`)."""
+
+    status: int = 200
+    signature: str | None = None
+    header_hash: str | None = None
+    error: str | None = None
+    detail: str | None = None
+
+
+class AttestBatchOut(BaseModel):
+    results: list[AttestItem]
 
 
 class GossipOut(BaseModel):

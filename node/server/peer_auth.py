@@ -6,7 +6,8 @@ proof headers first (none or malformed, or a timestamp outside the window: 401 b
 read), then the raw body bytes (capped by `BodyLimit` outside it), checks the signature over them
 (401), that the signer is a registered node active in the current epoch (403), and that the exact
 signature was not seen before (401). The endpoint then finds the authenticated sender in
-`request.state.peer`. Answers to `/peer/votes` and `/peer/attest` get an `X-Peer-Response-Signature`.
+`request.state.peer`. Answers to `/peer/votes` and `/peer/attest` (and their `/batch` forms) get an
+`X-Peer-Response-Signature`.
 
 `Concurrency` bounds requests in flight (client and peer requests separately, so a client flood
 cannot starve consensus traffic): over the bound, 503 with Retry-After, nothing is read.
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("node.peer_auth")
 
-SIGNED_ANSWERS = ("/peer/votes", "/peer/attest")
+SIGNED_ANSWERS = ("/peer/votes", "/peer/attest", "/peer/votes/batch", "/peer/attest/batch")
 EXEMPT = ("/healthz", "/metrics")
 
 

@@ -107,6 +107,15 @@ class Peers:
     async def votes(self, url: str, sid_hex: str) -> dict:
         return await self._req("POST", url, "/peer/votes", json={"stream_id": sid_hex}, signed_answer=True)
 
+    async def votes_batch(self, url: str, sid_hexes: list[str]) -> dict:
+        """Votes for several streams in one request (/peer/votes/batch); each item answered or refused."""
+        return await self._req("POST", url, "/peer/votes/batch", json={"stream_ids": sid_hexes}, signed_answer=True)
+
+    async def attest_batch(self, url: str, proposals: list[dict], timeout: float | None = None) -> dict:
+        """Attestations for several proposals in one request (/peer/attest/batch); each answered or refused."""
+        return await self._req("POST", url, "/peer/attest/batch", json={"proposals": proposals}, timeout=timeout,
+                               signed_answer=True)
+
     async def fetch_events(self, url: str, hashes: list[str]) -> dict:
         """Events by hash, in requests of at most FETCH_CHUNK hashes; a server that answers only a prefix
         (its byte cap) says where it stopped (`next`) and the rest is asked again."""

@@ -13,18 +13,20 @@ from node.chain.logs import TxResult
 from node.protocol import v2
 from node.protocol.block_rules import AgedEntry, age_order, block_event_cap, events_with_quorum, select_events
 from node.protocol.commit import StreamHead
-from node.protocol.eip712 import hash_header, recover_header_signer, sign_header
+from node.protocol.eip712 import hash_header, sign_header
 from node.protocol.merkle import merkle_root
 from node.protocol.onion import OnionExhausted
 from node.protocol.state import StateDelta, state_delta
 from node.protocol.state_root import root_after
-from node.protocol.types import MAX_BATCH, MAX_REVEAL_SKIP, EventEntry, Header, RejectReason
+from node.protocol.types import MAX_BATCH, MAX_REVEAL_SKIP, Event, EventEntry, Header, RejectReason
 
 from . import commitbatch
 from .core import Node
 from .delegate import hand_off
-from .models import HeaderOut, hx, unhex
-from .sync import apply_committed, fetch_events
+from .models import hx
+from .storage import StoredEvent
+from .sync import apply_committed_many, fetch_events
+from .tick_peers import attestations_for, votes_for
 from .watcher import apply_log_batch
 
 log = logging.getLogger("node.producer")
@@ -77,65 +79,44 @@ def slots_to_lead(node: Node, epoch: int, seed: bytes) -> list[tuple[bytes, int,
     return out
 
 
-GRACE_S = 0.15  # once a quorum answered, how long to wait for the other replicas
-
-
-async def quorum_gather(coros: list, need: int, timeout: float, grace: float = GRACE_S) -> list:
-    """Run `coros`; return their results (None for failed or unfinished ones) as soon as `need` of them
-    returned something not None and `grace` more seconds passed, or all finished, or `timeout` passed.
-    A slow or hung replica then costs the leader `grace`, not a full peer timeout."""
-    tasks = [asyncio.ensure_future(c) for c in coros]
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    pending = set(tasks)
-    ok = 0
-    try:
-        while pending:
-            left = end - loop.time()
-            if left <= 0:
-                break
-            done, pending = await asyncio.wait(pending, timeout=left, return_when=asyncio.FIRST_COMPLETED)
-            ok += sum(1 for t in done if not t.cancelled() and t.exception() is None and t.result() is not None)
-            if ok >= need and pending:
-                end = min(end, loop.time() + grace)
-    finally:
-        for t in pending:
-            t.cancel()
-    return [t.result() if t.done() and not t.cancelled() and t.exception() is None else None for t in tasks]
-
-
-async def gather_votes(node: Node, sid: bytes, replicas: list[str]) -> list[list[bytes]]:
-    async def one(url: str) -> list[bytes] | None:
-        try:
-            resp = await node.peers.votes(url, hx(sid))
-            return [unhex(h) for h in resp.get("hashes", [])]
-        except Exception as exc:  # noqa: BLE001 - any peer failure is a missing vote
-            log.debug("votes from %s: %s", url, exc)
-            return None
-
-    peers = node.peer_urls(replicas)
-    others = await quorum_gather([one(u) for _a, u in peers], node.quorum(sid) - 1, node.cfg.peer_timeout_s)
-    return [node.storage.pool_hashes(sid), *(o for o in others if o)]
-
-
-async def draft_block(node: Node, sid: bytes, number: int, attempt: int, epoch: int) -> Draft | None:
-    replicas = node.replicas_of(sid)
-    votes = await gather_votes(node, sid, replicas)
+async def draft_blocks(node: Node, slots: list[tuple[bytes, int, int]], epoch: int) -> list[Draft]:
+    """The tick's drafts: the votes of every slot's replicas in one request per peer (tick_peers.votes_for),
+    the events a quorum holds, the missing ones fetched once for the whole tick, then each block built."""
+    votes = await votes_for(node, [sid for sid, _n, _a in slots])
     now = time.time()
-    kept = [h for h in events_with_quorum(votes, node.quorum(sid)) if node.invalid_events.get(h, 0) < now]
+    kept = {sid: [h for h in events_with_quorum(votes[sid], node.quorum(sid)) if node.invalid_events.get(h, 0) < now]
+            for sid, _n, _a in slots}
+    local = node.storage.get_events([h for hs in kept.values() for h in hs])
+    missing = [h for hs in kept.values() for h in hs if h not in local]
+    got: dict[bytes, tuple[Event, bytes]] = {}
+    if missing:  # fetch_events checked each event's hash and signature; asked of the voters, in turn
+        voters = node.peer_urls(sorted({a for sid, _n, _a in slots for a in node.replicas_of(sid)}))
+        got = await fetch_events(node, missing, voters)
+        if got:
+            node.storage.add_events([EventEntry(h, ev, sig) for h, (ev, sig) in got.items()], gossiped=True)
+    drafts: list[Draft] = []
+    invalid: list[bytes] = []
+    for sid, n, a in slots:
+        d = build_draft(node, sid, n, a, epoch, kept[sid], local, got, now, invalid)
+        if d is not None:
+            drafts.append(d)
+    if invalid:
+        node.storage.drop_pool_events(invalid)
+    return drafts
+
+
+def build_draft(node: Node, sid: bytes, number: int, attempt: int, epoch: int, kept: list[bytes],
+                local: dict[bytes, StoredEvent], got: dict[bytes, tuple[Event, bytes]], now: float,
+                invalid_out: list[bytes]) -> Draft | None:
+    """One stream's block from the events a quorum holds: oldest first, valid against the state after the
+    head, within the caps. Invalid ones are noted in `invalid_out` (they leave the pool)."""
     if not kept:
         return None
-    local = node.storage.get_events(kept)
     # Age: when this node first saw the event (local knowledge; the attesters check the cap, not the age).
-    aged = [AgedEntry(EventEntry(h, se.event, se.signature), se.received) for h, se in local.items()
-            if se.block is None and se.event.stream_id == sid]
-    missing = [h for h in kept if h not in local]
-    if missing:
-        voters = [(a, u) for a, u in node.peer_urls(replicas)]
-        got = {h: v for h, v in (await fetch_events(node, missing, voters)).items() if v[0].stream_id == sid}
-        if got:  # fetch_events checked each event's hash and signature
-            node.storage.add_events([EventEntry(h, ev, sig) for h, (ev, sig) in got.items()], gossiped=True)
-        aged += [AgedEntry(EventEntry(h, ev, sig), now) for h, (ev, sig) in got.items()]
+    aged = [AgedEntry(EventEntry(h, local[h].event, local[h].signature), local[h].received) for h in kept
+            if h in local and local[h].block is None and local[h].event.stream_id == sid]
+    aged += [AgedEntry(EventEntry(h, *got[h]), now) for h in kept if h not in local and h in got
+             and got[h][0].stream_id == sid]
     row = node.storage.get_stream(sid)
     state = node.storage.state(sid)
     if row is None or state is None or row.head_number != number - 1 or state.number != number - 1:
@@ -145,7 +126,7 @@ async def draft_block(node: Node, sid: bytes, number: int, attempt: int, epoch: 
                               max_bytes=node.cfg.max_block_bytes, rules=rules, author_cap=node.cfg.max_author_events)
     good, invalid = selection.kept, selection.invalid
     if invalid:
-        node.storage.drop_pool_events(invalid)
+        invalid_out.extend(invalid)
         if len(node.invalid_events) > 100_000:
             node.invalid_events.clear()
         for h in invalid:  # not fetched back while invalid (may turn valid after a later block: expires)
@@ -156,32 +137,6 @@ async def draft_block(node: Node, sid: bytes, number: int, attempt: int, epoch: 
     delta = state_delta(state.members, events, rules, strict=False)
     return Draft(sid, number, attempt, epoch, row.head_hash, good, delta,
                  root_after(state.members, rules.invite_only, state.nonces, delta, events))
-
-
-async def collect_attestations(node: Node, d: Draft) -> list[bytes] | None:
-    header = d.header
-    assert header is not None
-    body = {"header": HeaderOut.of(header).model_dump(), "event_hashes": [hx(h) for h, _, _ in d.items]}
-    replicas = node.replicas_of(d.sid)
-
-    async def one(addr: str, url: str) -> bytes | None:
-        try:
-            resp = await node.peers.attest(url, body, timeout=max(node.cfg.peer_timeout_s, 5.0))
-            sig = unhex(resp["signature"])
-            if recover_header_signer(node.domain, header, sig) == addr:
-                return sig
-            log.warning("attestation from %s does not recover to it", addr)
-        except Exception as exc:  # noqa: BLE001 - any peer failure or refusal is a missing attestation
-            log.info("attest %s #%d by %s refused: %s", hx(d.sid)[:10], d.number, addr, exc)
-        return None
-
-    peers = [(a, u) for a, u in node.peer_urls(replicas) if node.is_active(a, d.epoch)]
-    got = await quorum_gather([one(a, u) for a, u in peers], node.quorum(d.sid) - 1,
-                              max(node.cfg.peer_timeout_s, 5.0))
-    sigs = [s for s in got if s is not None]
-    if len(sigs) + 1 < node.quorum(d.sid):
-        return None
-    return sigs
 
 
 async def produce_once(node: Node) -> int:
@@ -202,8 +157,7 @@ async def produce_once(node: Node) -> int:
         node.tried = {k: v for k, v in node.tried.items() if v > now}
 
     t0 = time.monotonic()
-    drafts = [d for d in await asyncio.gather(*(draft_block(node, sid, n, a, epoch) for sid, n, a in slots))
-              if d is not None]
+    drafts = await draft_blocks(node, slots, epoch)
     if not drafts:
         return 0
     # RANDAO reveals in batch order, from the chain's current commitment of this node (v2: one reveal for
@@ -230,17 +184,17 @@ async def produce_once(node: Node) -> int:
         d.header = Header(d.sid, d.number, d.prev_hash, merkle_root([h for h, _, _ in d.items]), len(d.items),
                           d.epoch, d.attempt, node.me, rv, d.state_root)
     t1 = time.monotonic()
-    atts = await asyncio.gather(*(collect_attestations(node, d) for d in drafts))
+    atts = await attestations_for(node, [(signed(d)[0], [h for h, _, _ in d.items]) for d in drafts], epoch)
     t2 = time.monotonic()
     ready: list[Draft] = []
-    for d, a in zip(drafts, atts, strict=False):
+    for d, a in zip(drafts, atts, strict=True):
         if a is None:
             node.tried[(d.sid, d.number, d.attempt)] = time.time() + 0.5  # replicas may be syncing: retry soon
             continue
         header, _ = signed(d)
         d.sigs = [sign_header(node.domain, header, node.key), *a]
-        node.storage.add_proposal(hash_header(header), header, [h for h, _, _ in d.items])
         ready.append(d)
+    node.storage.add_proposals([(hash_header(signed(d)[0]), signed(d)[0], [h for h, _, _ in d.items]) for d in ready])
     # A gap of more than MAX_REVEAL_SKIP layers before a header would make its reveal invalid.
     batch, last_pos = [], 0
     for i, d in enumerate(drafts):
@@ -254,6 +208,7 @@ async def produce_once(node: Node) -> int:
     done = await commit(node, batch)
     log.info("tick: %d headers (%d events) committed %d; draft %.3fs attest %.3fs commit+apply %.3fs", len(batch),
              sum(len(d.items) for d in batch), done, t1 - t0, t2 - t1, time.monotonic() - t2)
+    node.metrics.tick_seconds.observe(time.monotonic() - t0)
     return done
 
 
@@ -276,6 +231,21 @@ async def commit(node: Node, batch: list[Draft]) -> int:
             batch = [d for d in batch if (h := node.view.head(d.sid)) is None or h.number < d.number]
         if not batch:
             return done
+    for k in range(0, len(batch), MAX_TX_HEADERS):  # in order: each chunk's reveals follow the previous one's
+        n = await commit_own(node, batch[k:k + MAX_TX_HEADERS])
+        if n is None:  # not sent: the later chunks' reveals would skip too far; retried next tick
+            for d in batch[k + MAX_TX_HEADERS:]:
+                node.tried[(d.sid, d.number, d.attempt)] = time.time() + 1.0
+            break
+        done += n
+    return done
+
+
+MAX_TX_HEADERS = 128  # headers per own commitMiniblocks: 128 x the 160k budget per header fits a 30M gas block
+
+
+async def commit_own(node: Node, batch: list[Draft]) -> int | None:
+    """Send headers in this node's own transaction; settle what it did. None: the send failed."""
     try:
         pairs = [signed(d) for d in batch]
         res = await commitbatch.send(node, [h for h, _ in pairs], [sigs for _, sigs in pairs])
@@ -286,10 +256,10 @@ async def commit(node: Node, batch: list[Draft]) -> int:
             node.tried[(d.sid, d.number, d.attempt)] = time.time() + 1.0
         node.randao_commit = None
         await resync_heads(node, [d.sid for d in batch])
-        return done
+        return None
     node.metrics.gas_spent.inc(res.gas_used)
     node.metrics.commit_txs.labels("ok" if res.status == 1 else "reverted").inc()
-    return done + await settle(node, batch, res)
+    return await settle(node, batch, res)
 
 
 async def settle(node: Node, batch: list[Draft], res: TxResult, apply_logs: bool = True) -> int:
@@ -313,13 +283,15 @@ async def settle(node: Node, batch: list[Draft], res: TxResult, apply_logs: bool
             done += 1
     if apply_logs:
         apply_log_batch(node, logs)  # the same apply as the watcher's (commits, chain heads)
-    for c in logs.committed:  # apply our own blocks right away (same path as any committed block)
+    own = []  # apply our own blocks right away (same path as any committed block), in one transaction
+    for c in logs.committed:
         mine = by_hash.get(c.header_hash)
         if mine is None:
             continue
         row = node.storage.get_stream(mine.sid)
         if row is not None and row.head_number == mine.number - 1 and row.head_hash == mine.prev_hash:
-            apply_committed(node, row, signed(mine)[0], c.header_hash, mine.items, c.tx_hash, mine.delta)
+            own.append((signed(mine)[0], c.header_hash, mine.items, c.tx_hash, mine.delta))
+    apply_committed_many(node, own)
     node.metrics.blocks_led_committed.inc(done)
     rejected = [r for r in logs.rejected if r.header_hash in by_hash]
     if rejected:
@@ -335,13 +307,21 @@ async def settle(node: Node, batch: list[Draft], res: TxResult, apply_logs: bool
     return done
 
 
+RESYNC_CONCURRENCY = 16  # heads re-read at once after a rejection or a hand-off timeout (a tick: up to 256)
+
+
 async def resync_heads(node: Node, sids: list[bytes]) -> None:
-    for sid in set(sids):
-        try:
-            n, h, ts = await node.chain.stream_head(sid)
-            node.view.load_head(sid, StreamHead(n, h, ts), await node.chain.replicas_of(sid))
-        except Exception as exc:  # noqa: BLE001 - any RPC failure: the watcher's logs bring the head later
-            log.warning("head of %s: %s", hx(sid), exc)
+    sem = asyncio.Semaphore(RESYNC_CONCURRENCY)
+
+    async def one(sid: bytes) -> None:
+        async with sem:
+            try:
+                n, h, ts = await node.chain.stream_head(sid)
+                node.view.load_head(sid, StreamHead(n, h, ts), await node.chain.replicas_of(sid))
+            except Exception as exc:  # noqa: BLE001 - any RPC failure: the watcher's logs bring the head later
+                log.warning("head of %s: %s", hx(sid), exc)
+
+    await asyncio.gather(*(one(sid) for sid in set(sids)))
     node.wake_sync.set()
 
 

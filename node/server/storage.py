@@ -232,6 +232,18 @@ class Rollback:
     events: int
 
 
+@dataclass(slots=True)
+class BlockApply:
+    """One committed block to store (`Storage.apply_blocks`): its header, hash, ordered events, the state
+    change it makes and the commit transaction."""
+
+    header: Header
+    header_hash: bytes
+    events: Sequence[tuple[bytes, Event, bytes]]
+    delta: StateDelta
+    tx_hash: bytes | None
+
+
 class ParentMismatch(RuntimeError):
     """A block does not build on the local head (its prev_hash is not the head's hash)."""
 
@@ -706,9 +718,23 @@ class Storage:
 
     # ---- proposals (headers this node built or attested) -----------------------------------------
     def add_proposal(self, header_hash: bytes, header: Header, event_hashes: Sequence[bytes]) -> None:
-        self.db.execute("INSERT OR IGNORE INTO proposals(header_hash, stream_id, number, header, event_hashes, created)"
-                        " VALUES(?,?,?,?,?,?)", (header_hash, header.stream_id, header.number, header_to_json(header),
-                                                 b"".join(event_hashes), time.time()))
+        self.add_proposals([(header_hash, header, event_hashes)])
+
+    def add_proposals(self, items: Sequence[tuple[bytes, Header, Sequence[bytes]]]) -> None:
+        """Store headers built or attested here, in one transaction (a leader's or attester's whole tick)."""
+        if not items:
+            return
+        now = time.time()
+        self.db.execute("BEGIN")
+        try:
+            self.db.executemany("INSERT OR IGNORE INTO proposals(header_hash, stream_id, number, header, event_hashes,"
+                                " created) VALUES(?,?,?,?,?,?)",
+                                [(hh, h.stream_id, h.number, header_to_json(h), b"".join(ehs), now)
+                                 for hh, h, ehs in items])
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
 
     def get_proposal(self, header_hash: bytes) -> tuple[Header, list[bytes]] | None:
         r = self.db.execute("SELECT header, event_hashes FROM proposals WHERE header_hash=?", (header_hash,)).fetchone()
@@ -726,67 +752,89 @@ class Storage:
 
         Pending events that conflict (same author and nonce, other hash) with a committed one are dropped.
         """
-        self._streams.pop(header.stream_id, None)
-        state = self.state(header.stream_id)
-        nonces = state.nonces.appended(block_leaves(ev for _h, ev, _s in events)) if state is not None else None
+        self.apply_blocks([BlockApply(header, header_hash, events, delta, tx_hash)])
+
+    def apply_blocks(self, blocks: Sequence[BlockApply]) -> None:
+        """`apply_block` for several blocks of distinct streams in ONE transaction:
+        all of them or none (one fsync for a leader's tick or a sync pass instead of one per block)."""
+        if not blocks:
+            return
+        if len({b.header.stream_id for b in blocks}) != len(blocks):
+            raise ValueError("apply_blocks: at most one block per stream per call")
+        plans = []
+        for b in blocks:
+            self._streams.pop(b.header.stream_id, None)
+            state = self.state(b.header.stream_id)
+            nonces = state.nonces.appended(block_leaves(ev for _h, ev, _s in b.events)) if state is not None else None
+            plans.append((b, state, nonces))
         cur = self.db.cursor()
         cur.execute("BEGIN IMMEDIATE")
         try:
-            r = cur.execute("SELECT head_number, head_hash FROM streams WHERE stream_id=?",
-                            (header.stream_id,)).fetchone()
-            if r is None or r[0] != header.number - 1:
-                raise RuntimeError(f"apply out of order: head {r and r[0]}, block {header.number}")
-            if bytes(r[1]) != header.prev_hash:
-                raise ParentMismatch(f"block {header.number} builds on {header.prev_hash.hex()[:12]}, the head here is"
-                                     f" {bytes(r[1]).hex()[:12]}")
-            now = time.time()
-            # Events held here: just mark them (the unique (stream, author, nonce) index guarantees no other
-            # event of theirs exists). Others: drop a conflicting pending event, then insert.
-            present: set[bytes] = set()
-            hs = [h for h, _, _ in events]
-            for k in range(0, len(hs), 500):
-                chunk = hs[k:k + 500]
-                present.update(bytes(r[0]) for r in cur.execute(
-                    f"SELECT hash FROM events WHERE hash IN ({','.join('?' * len(chunk))})", chunk))
-            cur.executemany("UPDATE events SET block=?, idx=? WHERE hash=?",
-                            [(header.number, i, h) for i, h in enumerate(hs) if h in present])
-            for i, (h, ev, sig) in enumerate(events):
-                if h in present:
-                    continue
-                cur.execute("DELETE FROM events WHERE stream_id=? AND author=? AND nonce=? AND block IS NULL",
-                            (ev.stream_id, ev.author, ev.nonce))
-                cur.execute(
-                    "INSERT INTO events(hash, stream_id, author, nonce, kind, payload, signature, received, gossiped,"
-                    " block, idx) VALUES(?,?,?,?,?,?,?,?,?,?,?)",
-                    (h, ev.stream_id, ev.author, ev.nonce, ev.kind, ev.payload, sig, now, now, header.number, i))
-            cur.execute(
-                "INSERT INTO blocks(stream_id, number, header_hash, prev_hash, events_root, event_count, epoch,"
-                " attempt, leader, randao_reveal, state_root, event_hashes, tx_hash, applied_at)"
-                " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (header.stream_id, header.number, header_hash, header.prev_hash, header.events_root,
-                 header.event_count, header.epoch, header.attempt, header.leader, header.randao_reveal,
-                 header.state_root, b"".join(h for h, _, _ in events), tx_hash, now))
-            cur.execute("UPDATE streams SET head_number=?, head_hash=? WHERE stream_id=?",
-                        (header.number, header_hash, header.stream_id))
-            if state is not None and delta:
-                self._write_delta(cur, header, state, delta)
-            if state is not None and nonces is not None and events:
-                policy = state.invite_only if delta.invite_only is None else delta.invite_only
-                self._write_frontier(cur, header.stream_id, header.number, policy, nonces)
-            cur.execute("DELETE FROM proposals WHERE stream_id=? AND number<=?", (header.stream_id, header.number))
+            for b, state, nonces in plans:
+                self._apply_in(cur, b, state, nonces)
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")
-            self._states.pop(header.stream_id, None)  # reloaded from the rows on next use
+            for b in blocks:
+                self._states.pop(b.header.stream_id, None)  # reloaded from the rows on next use
+                self._streams.pop(b.header.stream_id, None)
             raise
-        if state is not None and nonces is not None:
-            state.members.apply(delta.members)
-            state.number = header.number
-            state.nonces = nonces
-            if delta.invite_only is not None:
-                state.invite_only = delta.invite_only
+        for b, state, nonces in plans:
+            if state is not None and nonces is not None:
+                state.members.apply(b.delta.members)
+                state.number = b.header.number
+                state.nonces = nonces
+                if b.delta.invite_only is not None:
+                    state.invite_only = b.delta.invite_only
         if self.listeners:
-            self._notify("block_applied", header, header_hash, events, tx_hash)
+            for b in blocks:
+                self._notify("block_applied", b.header, b.header_hash, b.events, b.tx_hash)
+
+    def _apply_in(self, cur: sqlite3.Cursor, b: BlockApply, state: StreamState | None,
+                  nonces: NonceFrontier | None) -> None:
+        header, header_hash, events, delta, tx_hash = b.header, b.header_hash, b.events, b.delta, b.tx_hash
+        r = cur.execute("SELECT head_number, head_hash FROM streams WHERE stream_id=?",
+                        (header.stream_id,)).fetchone()
+        if r is None or r[0] != header.number - 1:
+            raise RuntimeError(f"apply out of order: head {r and r[0]}, block {header.number}")
+        if bytes(r[1]) != header.prev_hash:
+            raise ParentMismatch(f"block {header.number} builds on {header.prev_hash.hex()[:12]}, the head here is"
+                                 f" {bytes(r[1]).hex()[:12]}")
+        now = time.time()
+        # Events held here: just mark them (the unique (stream, author, nonce) index guarantees no other
+        # event of theirs exists). Others: drop a conflicting pending event, then insert.
+        present: set[bytes] = set()
+        hs = [h for h, _, _ in events]
+        for k in range(0, len(hs), 500):
+            chunk = hs[k:k + 500]
+            present.update(bytes(r[0]) for r in cur.execute(
+                f"SELECT hash FROM events WHERE hash IN ({','.join('?' * len(chunk))})", chunk))
+        cur.executemany("UPDATE events SET block=?, idx=? WHERE hash=?",
+                        [(header.number, i, h) for i, h in enumerate(hs) if h in present])
+        for i, (h, ev, sig) in enumerate(events):
+            if h in present:
+                continue
+            cur.execute("DELETE FROM events WHERE stream_id=? AND author=? AND nonce=? AND block IS NULL",
+                        (ev.stream_id, ev.author, ev.nonce))
+            cur.execute(
+                "INSERT INTO events(hash, stream_id, author, nonce, kind, payload, signature, received, gossiped,"
+                " block, idx) VALUES(?,?,?,?,?,?,?,?,?,?,?)",
+                (h, ev.stream_id, ev.author, ev.nonce, ev.kind, ev.payload, sig, now, now, header.number, i))
+        cur.execute(
+            "INSERT INTO blocks(stream_id, number, header_hash, prev_hash, events_root, event_count, epoch,"
+            " attempt, leader, randao_reveal, state_root, event_hashes, tx_hash, applied_at)"
+            " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (header.stream_id, header.number, header_hash, header.prev_hash, header.events_root,
+             header.event_count, header.epoch, header.attempt, header.leader, header.randao_reveal,
+             header.state_root, b"".join(h for h, _, _ in events), tx_hash, now))
+        cur.execute("UPDATE streams SET head_number=?, head_hash=? WHERE stream_id=?",
+                    (header.number, header_hash, header.stream_id))
+        if state is not None and delta:
+            self._write_delta(cur, header, state, delta)
+        if state is not None and nonces is not None and events:
+            policy = state.invite_only if delta.invite_only is None else delta.invite_only
+            self._write_frontier(cur, header.stream_id, header.number, policy, nonces)
+        cur.execute("DELETE FROM proposals WHERE stream_id=? AND number<=?", (header.stream_id, header.number))
 
     @staticmethod
     def _write_delta(cur: sqlite3.Cursor, header: Header, state: StreamState, delta: StateDelta) -> None:
