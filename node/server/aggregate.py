@@ -37,6 +37,7 @@ from . import commitbatch
 from .core import Node
 from .intake import Rejected
 from .models import HeaderOut, hx, unhex
+from .sendpolicy import SendPolicy
 from .watcher import apply_log_batch
 
 log = logging.getLogger("node.aggregate")
@@ -93,6 +94,7 @@ class Offer:
     headers: list[Header]
     sigs: list[list[bytes]]
     hashes: list[bytes]
+    arrived: float  # monotonic
     deadline: float
     done: asyncio.Future[Outcome]
 
@@ -108,6 +110,10 @@ class Aggregator:
     def __init__(self, node: Node) -> None:
         self.node = node
         self._offers: list[Offer] = []
+        cfg = node.cfg
+        self.policy = SendPolicy(min_gap_s=cfg.aggregate_ms / 1000, hold_s=cfg.aggregate_hold_ms / 1000,
+                                 fill=cfg.aggregate_fill, recent_s=cfg.aggregate_recent_ms / 1000)
+        self._arrived = asyncio.Event()  # an offer came in: the loop looks whether a send is due
 
     # ---- reads --------------------------------------------------------------------------------
     def pending(self, sender: str | None = None) -> int:
@@ -133,12 +139,11 @@ class Aggregator:
         if seed is None:
             return None
         leaders = sorted({h.leader for h in headers})
-        commits, usable = {}, {}
-        for a in leaders:
-            commits[a] = await n.chain.randao_commit_of(a)
-            _misses, led, _dead = await n.chain.liveness_of(a)
-            if led > epoch:
-                usable[a] = led
+        # every leader's two reads at once: they are on the path of every send (the batch's latency)
+        reveals, lives = await asyncio.gather(asyncio.gather(*(n.chain.randao_commit_of(a) for a in leaders)),
+                                              asyncio.gather(*(n.chain.liveness_of(a) for a in leaders)))
+        commits = dict(zip(leaders, reveals, strict=True))
+        usable = {a: led for a, (_misses, led, _dead) in zip(leaders, lives, strict=True) if led > epoch}
         return CommitView(now=int(now), epoch=epoch, seed=seed, heads=n.view.heads,
                           replicas={h.stream_id: list(n.replicas_of(h.stream_id)) for h in headers},
                           nodes=n.nodes, randao_commits=commits, onion_usable_from=usable)
@@ -184,8 +189,17 @@ class Aggregator:
             raise Rejected(429, "aggregator_full", "too many headers waiting here; send them yourself",
                            {"Retry-After": "1"})
         fut: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._offers.append(Offer(sender, headers, sigs, hashes, time.monotonic() + cfg.aggregate_wait_ms / 1000, fut))
+        now = time.monotonic()
+        self._offers.append(Offer(sender, headers, sigs, hashes, now, now + cfg.aggregate_wait_ms / 1000, fut))
+        self._arrived.set()
         return fut
+
+    def due_in(self, last_sent: float) -> float | None:
+        """Seconds until the waiting hand-offs are due to be sent (node/server/sendpolicy.py); None: none wait."""
+        if not self._offers:
+            return None
+        return self.policy.wait_s(time.monotonic(), min(o.arrived for o in self._offers),
+                                  {h.stream_id for o in self._offers for h in o.headers}, self.pending(), last_sent)
 
     def _take(self) -> list[Offer]:
         """The waiting hand-offs that fit one transaction, oldest first, whole (a leader's headers stay in its
@@ -211,9 +225,11 @@ class Aggregator:
 
     async def flush_once(self) -> int:
         """One transaction for what is waiting. Returns the number of headers sent."""
+        t0 = time.monotonic()
         taken = self._take()
         if not taken:
             return 0
+        self.policy.sent(t0, {h.stream_id for o in taken for h in o.headers})
         node = self.node
         headers = [h for o in taken for h in o.headers]
         sigs = [s for o in taken for s in o.sigs]
@@ -260,9 +276,14 @@ class Aggregator:
             apply_log_batch(node, replace(logs, block_times={**logs.block_times, res.block_number: ts}))
             node.wake_sync.set()
         senders = len({o.sender for o in taken})
-        log.info("aggregate: %d headers of %d leaders in tx %s (%d committed, %d rejected, %d dropped, gas %d)",
-                 len(send_h), senders, hx(res.tx_hash)[:12], len(res.committed), len(res.rejected), len(dropped),
-                 res.gas_used)
+        waited = [t0 - o.arrived for o in taken]
+        node.metrics.aggregate_batch.observe(len(send_h))
+        for w in waited:
+            node.metrics.aggregate_wait.observe(w)
+        log.info("aggregate: %d headers of %d leaders in tx %s (%d committed, %d rejected, %d dropped, gas %d; "
+                 "waited %d-%d ms, sent in %d ms)", len(send_h), senders, hx(res.tx_hash)[:12], len(res.committed),
+                 len(res.rejected), len(dropped), res.gas_used, min(waited) * 1000, max(waited) * 1000,
+                 (time.monotonic() - t0) * 1000)
         for o in taken:
             o.resolve(Outcome(res, {hh: dropped[hh] for hh in o.hashes if hh in dropped}))
         return len(send_h)
@@ -271,14 +292,22 @@ class Aggregator:
         cfg = self.node.cfg
         if not (cfg.aggregate and cfg.produce):
             return
-        interval = max(cfg.aggregate_ms, 10) / 1000
+        idle = max(cfg.aggregate_ms, 10) / 1000  # nothing waits: look again this often (an offer wakes it)
+        last_sent = float("-inf")
         while not self.node.stopping:
-            t0 = time.monotonic()
+            wait = self.due_in(last_sent)
+            if wait is not None and wait <= 0:
+                last_sent = time.monotonic()
+                try:
+                    await self.flush_once()
+                except Exception:  # noqa: BLE001 - the loop must outlive any failure of one send
+                    log.exception("aggregate send failed")
+                continue
+            self._arrived.clear()
             try:
-                await self.flush_once()
-            except Exception:  # noqa: BLE001 - the loop must outlive any failure of one tick
-                log.exception("aggregate tick failed")
-            await asyncio.sleep(max(0.0, interval - (time.monotonic() - t0)))
+                await asyncio.wait_for(self._arrived.wait(), timeout=idle if wait is None else min(wait, idle))
+            except TimeoutError:
+                pass
         for o in self._offers:
             o.resolve(Outcome(None, {hh: "stopping" for hh in o.hashes}))
         self._offers = []

@@ -89,6 +89,11 @@ class NodeConfig(BaseModel):
     # aggregator (an active node, round robin by chain time), which sends one commitMiniblocks per tick for all
     aggregate: bool = True  # False: every leader sends its own headers (and refuses to aggregate others')
     aggregate_ms: int = 250  # the aggregator's cadence: at most one commit tx per this many ms
+    # a batch is sent once `aggregate_fill` headers wait, or every stream of the sends of the last
+    # `aggregate_recent_ms` is back, or its oldest header has waited `aggregate_hold_ms` (sendpolicy.py)
+    aggregate_fill: int = 16
+    aggregate_hold_ms: int = 300  # 2 leader ticks
+    aggregate_recent_ms: int = 2000
     aggregate_wait_ms: int = 2500  # a leader waits this long for the aggregator's commit, then sends it itself
     aggregate_slot_s: float = 30.0  # the aggregator role moves to the next active node every this many seconds
     aggregate_max_batch: int = 64  # headers per aggregator tx, and per hand-off request (<= MAX_BATCH 256)

@@ -64,7 +64,8 @@ class Node:
       heads after a rejection) and `seed_for` below (seeds); see node/server/chainview.py.
     - `watcher` (with `reorg`): chain_block, final_block, heads_to_reload, nodes_stale, reorg_depths, ready.
       `sync`: diverged.  `app`: stopping.  `wake_sync`/`wake_gossip`: set by anyone, waited
-      on by the watcher / the gossip loop.
+      on by the watcher / the gossip loop.  `wake_produce`: set by the watcher after a round that applied
+      commits, waited on by the leader loop (its tick starts when a head moves, not up to `tick_ms` later).
     - `producer`: randao_commit (the chain's commitment of this node, None = re-read), onion_alarm,
       invalid_events; `tried` (producer's slots and `replicas` upkeep's replaceReplica keys);
       `delegate` (the producer's hand-off): aggregator_skip (aggregators that failed, until when).
@@ -93,6 +94,7 @@ class Node:
     chain_block: int = 0
     wake_sync: asyncio.Event = field(default_factory=asyncio.Event)
     wake_gossip: asyncio.Event = field(default_factory=asyncio.Event)
+    wake_produce: asyncio.Event = field(default_factory=asyncio.Event)
     randao_commit: bytes | None = None
     ready: bool = False
     stopping: bool = False

@@ -59,6 +59,11 @@ class Metrics:
                                          registry=r)
         self.aggregate_dropped = Counter("node_aggregate_dropped", "Waiting headers left out: the contract would "
                                          "reject them now (stale, or invalid)", registry=r)
+        self.aggregate_batch = Histogram("node_aggregate_batch_headers", "Headers per aggregator transaction",
+                                         registry=r, buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+        self.aggregate_wait = Histogram("node_aggregate_wait_seconds", "A hand-off's wait at the aggregator: "
+                                        "taken -> its transaction sent", registry=r,
+                                        buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 4))
         self.handoffs = Counter("node_handoffs", "Hand-offs of this leader's headers to the aggregator, by outcome",
                                 ["result"], registry=r)
         self.gas_spent = Counter("node_gas_spent", "Gas used by this node's transactions", registry=r)

@@ -106,13 +106,15 @@ async def watch_loop(node: Node) -> None:
     last_epoch = None
     while not node.stopping:
         try:
-            await poll_once(node)
+            commits = await poll_once(node)
             e = node.current_epoch()
             if e != last_epoch:
                 await node.refresh_nodes()
                 last_epoch = e
             await sync_all(node)
             node.ready = True
+            if commits:  # heads moved and their blocks are applied: the next leaders may build now
+                node.wake_produce.set()
         except Exception as exc:  # noqa: BLE001 - the loop outlives any failure of one round; it retries
             log.warning("watch round failed: %s", exc)
         try:
