@@ -6,9 +6,10 @@ by chain-time slot), so every leader knows where to hand its headers (`POST /pee
 leader's side is node/server/delegate.py). The aggregator checks each header as the contract will
 (`protocol.commit.validate_batch`, or `validate_batch_v2` on registry v2, signatures included:
 node/server/commitbatch.py) before it takes it, and again just before
-each send, so an invalid or stale header never costs it gas; it sends at most one transaction per
-`aggregate_ms` with every header waiting (bounded by `aggregate_max_batch` and `aggregate_max_bytes`)
-and answers each hand-off with that transaction's hash once mined. It can only delay a header:
+each send, so an invalid or stale header never costs it gas; it sends one transaction with every header
+waiting (bounded by `aggregate_max_batch` and `aggregate_max_bytes`) when the batch is due
+(node/server/sendpolicy.py: full, or every recently sent stream back, or the oldest has waited the hold;
+at most one per `aggregate_ms`) and answers each hand-off with that transaction's hash once mined. It can only delay a header:
 its leader sends the header itself after `aggregate_wait_ms` (a duplicate is rejected `BadNumber`).
 
 Bounds: headers waiting per sender (`aggregate_max_batch`) and in all (`aggregate_max_pending`), one
