@@ -9,8 +9,8 @@ node/server/commitbatch.py) before it takes it, and again just before
 each send, so an invalid or stale header never costs it gas; it sends one transaction with every header
 waiting (bounded by `aggregate_max_batch` and `aggregate_max_bytes`) when the batch is due
 (node/server/sendpolicy.py: full, or every recently sent stream back, or the oldest has waited the hold;
-at most one per `aggregate_ms`) and answers each hand-off with that transaction's hash once mined. It can only delay a header:
-its leader sends the header itself after `aggregate_wait_ms` (a duplicate is rejected `BadNumber`).
+at most one per `aggregate_ms`) and answers each hand-off with that transaction's hash once mined. It can
+only delay a header: its leader sends the header itself after `aggregate_wait_ms` (a duplicate is rejected `BadNumber`).
 
 Bounds: headers waiting per sender (`aggregate_max_batch`) and in all (`aggregate_max_pending`), one
 hand-off at most `aggregate_max_batch` headers, a header waits at most `aggregate_wait_ms` here.
