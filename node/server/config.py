@@ -78,7 +78,8 @@ class NodeConfig(BaseModel):
     catch_up_s: float = 2.0  # a MESSAGE by a non-member here: wait this long at most to catch up with the chain
     # FULL: an accepted event is on disk (fsync) before the answer; NORMAL (WAL) survives a process crash only
     sqlite_sync: str = "FULL"
-    sync_all_streams: bool = True  # store every stream's blocks, not only those replicated here
+    # store every stream's events and blocks; False: only those replicated here (node/server/forward.py: the others)
+    sync_all_streams: bool = False
     replace_replicas: bool = True
     produce: bool = True  # lead and commit blocks; False: intake, gossip, votes, attest and sync only (benchmarks)
     # batches that fill (docs/node.md, "Transactions"): a leader hands its signed headers to the time slot's

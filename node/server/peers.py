@@ -33,6 +33,7 @@ class RequestSigner(Protocol):
 
 
 FETCH_CHUNK = 1024  # hashes per /peer/events request (the server's count cap)
+RELAY_INFLIGHT = 32  # client requests relayed to replicas at once (node/server/forward.py); more: 503
 
 
 class Peers:
@@ -51,9 +52,35 @@ class Peers:
         # to connections in a loop over the whole queue on every change (quadratic), so a leader of hundreds
         # of streams (2 votes + 2 attestations per stream per tick) spent its CPU there (py-spy, 1,000 streams).
         self.inflight = asyncio.Semaphore(64)
+        # Client requests a non-replica relays to a replica (node/server/forward.py): their own pool and bound,
+        # so a client flood through this node never queues ahead of its consensus requests.
+        self.relay_client = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=min(timeout, 1.0)),
+                                              limits=httpx.Limits(max_connections=RELAY_INFLIGHT,
+                                                                  max_keepalive_connections=8),
+                                              trust_env=False, follow_redirects=False)
+        self.relay_inflight = asyncio.Semaphore(RELAY_INFLIGHT)
 
     async def close(self) -> None:
         await self.client.aclose()
+        await self.relay_client.aclose()
+
+    def relay_busy(self) -> bool:
+        return self.relay_inflight.locked()
+
+    async def relay(self, method: str, url: str, target: str, body: bytes | None, headers: dict[str, str],
+                    timeout: float | None = None) -> httpx.Response:
+        """A client request passed on unsigned to `url` (another node's client API) as it came; the answer as
+        it is (any status). Raises PeerError if the node cannot be reached."""
+        async with self.relay_inflight:
+            try:
+                kw: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+                r = await self.relay_client.request(method, url.rstrip("/") + target, content=body, headers=headers,
+                                                    **kw)
+            except httpx.HTTPError as exc:
+                self.last_fail[url] = time.time()
+                raise PeerError(url, f"{type(exc).__name__}: {exc}") from exc
+        self.last_ok[url] = time.time()
+        return r
 
     def reachable(self, within: float = 30.0) -> int:
         now = time.time()
