@@ -24,7 +24,7 @@ from node.client.subscribe import Subscription
 from node.devnet.network import Network
 from node.protocol.hexutil import hx
 from node.protocol.types import EventKind
-from node.server.client import Author, NodeClient
+from node.server.client import Author
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("node_logs_on_failure")]
 

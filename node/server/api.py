@@ -263,7 +263,9 @@ def build_api(node: Node) -> FastAPI:
 
     @app.get("/v1/streams", response_model=StreamList, tags=["client"])
     async def list_streams():
-        return StreamList(streams=[stream_out(r.stream_id) for r in node.storage.all_streams()])
+        """The streams this node stores (those it replicates, or every stream with sync_all_streams)."""
+        return StreamList(streams=[stream_out(r.stream_id) for r in node.storage.all_streams()
+                                   if node.follows(r.stream_id)])
 
     @app.get("/v1/streams/{stream_id}", response_model=StreamOut, responses=ERR, tags=["client"])
     async def get_stream(stream_id: str, request: Request):
