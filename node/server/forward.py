@@ -6,7 +6,8 @@ and unchecked (the replica checks the events and answers once they are on its di
 gets means what it means on a replica), and hands back the replica's answer as it is.
 
 Bounds: one upstream request per client request (a batch: one per replica its streams need, at most the
-replication factor of tries per event), `peers.RELAY_INFLIGHT` at once (503 `busy` beyond), the peer timeout.
+replication factor of tries per event), `peers.RELAY_INFLIGHT` at once (503 `busy` beyond), the peer timeout,
+an answer read up to `answer_cap` (a replica cannot make this node buffer without bound).
 No loops: a passed-on request carries `X-Forwarded-By`, and a node never passes on such a request (421
 `not_replica`). A client may set the header too; it only ever stops forwarding.
 """
@@ -16,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Sequence
-from typing import Any
 
 from fastapi import Request
 from fastapi.responses import Response
@@ -24,7 +24,7 @@ from fastapi.responses import Response
 from .core import Node
 from .intake import Rejected
 from .models import BatchItemResult, SignedEvent, hx
-from .peers import PeerError
+from .peers import PeerError, Relayed
 
 HDR_FORWARDED = "x-forwarded-by"
 RETRY = {"Retry-After": "1"}
@@ -60,14 +60,20 @@ def remember(node: Node, hashes: Sequence[bytes], sid: bytes) -> None:
 HEADERS = {"content-type": "application/json", HDR_FORWARDED: "1"}
 
 
-async def _try(node: Node, sid: bytes, method: str, target: str, body: bytes | None) -> tuple[str, Any]:
-    """The first replica that answers (a 503 or no answer: the next one). (url, httpx.Response)"""
+def answer_cap(node: Node) -> int:
+    """The largest answer relayed: a block list or a batch's results, with room (the replica's own caps)."""
+    return node.cfg.max_blocks_bytes + node.cfg.max_body
+
+
+async def _try(node: Node, sid: bytes, method: str, target: str, body: bytes | None) -> tuple[str, Relayed]:
+    """The first replica that answers (a 503 or no answer: the next one)."""
     if node.peers.relay_busy():
         raise Rejected(503, "busy", "too many requests passed on to replicas; retry shortly", RETRY)
     last = "no active replica with a URL"
     for url in replica_urls(node, sid):
         try:
-            r = await node.peers.relay(method, url, target, body, HEADERS, timeout=node.cfg.peer_timeout_s)
+            r = await node.peers.relay(method, url, target, body, HEADERS, answer_cap(node),
+                                       timeout=node.cfg.peer_timeout_s)
         except PeerError as exc:
             last = str(exc)
             continue
@@ -78,7 +84,7 @@ async def _try(node: Node, sid: bytes, method: str, target: str, body: bytes | N
     raise Rejected(503, "replica_unavailable", f"no replica of {hx(sid)} answered ({last})", RETRY)
 
 
-def _answer(url: str, r: Any) -> Response:
+def _answer(url: str, r: Relayed) -> Response:
     headers = {"X-Served-By": url}
     for k in ("retry-after", "x-replicas"):
         if k in r.headers:
@@ -147,14 +153,14 @@ async def relay_batch(node: Node, events: list[SignedEvent], items: list[tuple[b
 async def _post_group(node: Node, url: str, events: list[SignedEvent]) -> list[BatchItemResult] | None:
     body = json.dumps({"events": [e.model_dump() for e in events]}, separators=(",", ":")).encode()
     try:
-        r = await node.peers.relay("POST", url, "/v1/events/batch", body, HEADERS,
+        r = await node.peers.relay("POST", url, "/v1/events/batch", body, HEADERS, answer_cap(node),
                                    timeout=node.cfg.peer_timeout_s)
     except PeerError:
         return None
     if r.status_code != 200:
         return None
     try:
-        res = [BatchItemResult.model_validate(x) for x in r.json()["results"]]
+        res = [BatchItemResult.model_validate(x) for x in json.loads(r.content)["results"]]
     except (ValueError, KeyError, TypeError):
         return None
     return res if len(res) == len(events) else None

@@ -6,6 +6,7 @@ import asyncio
 import json as jsonlib
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
@@ -21,6 +22,15 @@ class PeerError(RuntimeError):
     def __init__(self, url: str, msg: str, status: int | None = None) -> None:
         super().__init__(f"{url}: {msg}")
         self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class Relayed:
+    """A relayed request's answer (node/server/forward.py)."""
+
+    status_code: int
+    headers: httpx.Headers
+    content: bytes
 
 
 class RequestSigner(Protocol):
@@ -68,19 +78,29 @@ class Peers:
         return self.relay_inflight.locked()
 
     async def relay(self, method: str, url: str, target: str, body: bytes | None, headers: dict[str, str],
-                    timeout: float | None = None) -> httpx.Response:
+                    max_bytes: int, timeout: float | None = None) -> Relayed:
         """A client request passed on unsigned to `url` (another node's client API) as it came; the answer as
-        it is (any status). Raises PeerError if the node cannot be reached."""
+        it is (any status), read up to `max_bytes` (a larger one is a PeerError: a registered node cannot make
+        this one buffer without bound). Raises PeerError if the node cannot be reached."""
         async with self.relay_inflight:
             try:
                 kw: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
-                r = await self.relay_client.request(method, url.rstrip("/") + target, content=body, headers=headers,
-                                                    **kw)
+                req = self.relay_client.build_request(method, url.rstrip("/") + target, content=body,
+                                                      headers=headers, **kw)
+                r = await self.relay_client.send(req, stream=True)
+                try:
+                    data = bytearray()
+                    async for chunk in r.aiter_bytes():
+                        data += chunk
+                        if len(data) > max_bytes:
+                            raise PeerError(url, f"answer over {max_bytes} bytes", r.status_code)
+                finally:
+                    await r.aclose()
             except httpx.HTTPError as exc:
                 self.last_fail[url] = time.time()
                 raise PeerError(url, f"{type(exc).__name__}: {exc}") from exc
         self.last_ok[url] = time.time()
-        return r
+        return Relayed(r.status_code, r.headers, bytes(data))
 
     def reachable(self, within: float = 30.0) -> int:
         now = time.time()
