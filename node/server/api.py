@@ -211,18 +211,20 @@ def build_api(node: Node) -> FastAPI:
         return BatchResult(accepted=n_ok, rejected=len(out) - n_ok, results=out)
 
     @app.get("/v1/events/{event_hash}", response_model=EventStatus, responses=ERR, tags=["client"])
-    async def get_event(event_hash: str, request: Request):
-        """An event's status: pending, or committed with block, index, Merkle proof and header hash. (An event
-        this node passed on to a replica: the replica's answer.)"""
+    async def get_event(event_hash: str, request: Request, stream: str | None = Query(
+            None, description="the event's stream: a node that does not store it asks a replica")):
+        """An event's status: pending, or committed with block, index, Merkle proof and header hash. Of a
+        stream this node does not store (named by `stream`, or an event this node passed on): a replica's
+        answer."""
         h = _hash_param(event_hash)
         se = node.storage.get_event(h)
         if se is None:
-            sid = node.forwarded.get(h)
+            sid = _hash_param(stream, "stream_id") if stream is not None else node.forwarded.get(h)
             if sid is not None and forward.elsewhere(node, sid):
                 return await forward.relay_read(node, request, sid)
             raise Rejected(404, "unknown_event", f"event {event_hash} is not known here" + (
-                "" if node.cfg.sync_all_streams else " (a node stores only the streams it replicates: ask one "
-                                                     "of the event's stream's replicas)"))
+                "" if node.cfg.sync_all_streams else " (a node stores only the streams it replicates: add "
+                                                     "?stream=0x… to have it asked of a replica)"))
         out = EventStatus(hash=hx(h), status="pending", event=EventIn.of(se.event), signature=hx(se.signature),
                           stream_id=hx(se.event.stream_id))
         if se.block is not None:
