@@ -79,7 +79,7 @@ def test_restarted_node_catches_up_and_loses_no_accepted_event(net, clients, dom
         for n in range(1, head + 1):
             assert clients[y].block(sid, n) == clients[others[0]].block(sid, n), \
                 f"block {n} differs on the restarted node"
-    done = clients[others[1]].wait_committed([he], timeout=40)
+    done = clients[others[1]].wait_committed([he], timeout=40, stream_of=a.stream_of)
     assert done[he]["status"] == "committed"
     assert clients[y].wait_committed(hs + [he], timeout=20, stream_of=a.stream_of)
 

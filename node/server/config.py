@@ -57,6 +57,9 @@ class NodeConfig(BaseModel):
     gossip_ms: int = 40
     regossip_s: float = 5.0  # re-forward pending events older than this (anti-entropy)
     peer_timeout_s: float = 3.0
+    # a client request passed on to a replica (node/server/forward.py): as long as a client would wait for a big
+    # batch there (each event's signature checked and stored), not a peer call's budget
+    relay_timeout_s: float = 30.0
     max_payload: int = 64 * 1024
     max_body: int = 32 * 1024 * 1024
     max_block_events: int = 5000

@@ -6,8 +6,8 @@ and unchecked (the replica checks the events and answers once they are on its di
 gets means what it means on a replica), and hands back the replica's answer as it is.
 
 Bounds: one upstream request per client request (a batch: one per replica its streams need, at most the
-replication factor of tries per event), `peers.RELAY_INFLIGHT` at once (503 `busy` beyond), the peer timeout,
-an answer read up to `answer_cap` (a replica cannot make this node buffer without bound).
+replication factor of tries per event), `peers.RELAY_INFLIGHT` at once (503 `busy` beyond),
+`relay_timeout_s`, an answer read up to `answer_cap` (a replica cannot make this node buffer without bound).
 No loops: a passed-on request carries `X-Forwarded-By`, and a node never passes on such a request (421
 `not_replica`). A client may set the header too; it only ever stops forwarding.
 """
@@ -41,8 +41,11 @@ def elsewhere(node: Node, sid: bytes) -> bool:
 
 
 def replica_urls(node: Node, sid: bytes) -> list[str]:
-    """The stream's active replicas' URLs (not this node), in replica order."""
-    return [u for a, u in node.peer_urls(node.replicas_of(sid)) if node.is_active(a)]
+    """The stream's active replicas' URLs (not this node), in replica order, those whose last request from
+    here failed last (a hung replica costs one relay timeout, not one per request)."""
+    urls = [u for a, u in node.peer_urls(node.replicas_of(sid)) if node.is_active(a)]
+    ok, fail = node.peers.last_ok, node.peers.last_fail
+    return sorted(urls, key=lambda u: fail.get(u, 0.0) > ok.get(u, 0.0))
 
 
 def not_replica(node: Node, sid: bytes) -> Rejected:
@@ -73,7 +76,7 @@ async def _try(node: Node, sid: bytes, method: str, target: str, body: bytes | N
     for url in replica_urls(node, sid):
         try:
             r = await node.peers.relay(method, url, target, body, HEADERS, answer_cap(node),
-                                       timeout=node.cfg.peer_timeout_s)
+                                       timeout=node.cfg.relay_timeout_s)
         except PeerError as exc:
             last = str(exc)
             continue
@@ -154,7 +157,7 @@ async def _post_group(node: Node, url: str, events: list[SignedEvent]) -> list[B
     body = json.dumps({"events": [e.model_dump() for e in events]}, separators=(",", ":")).encode()
     try:
         r = await node.peers.relay("POST", url, "/v1/events/batch", body, HEADERS, answer_cap(node),
-                                   timeout=node.cfg.peer_timeout_s)
+                                   timeout=node.cfg.relay_timeout_s)
     except PeerError:
         return None
     if r.status_code != 200:
