@@ -10,7 +10,9 @@ again on its data dir, and the row gives
 - `healthz_ms`: p50/p99 of `/healthz` over 200 sequential requests;
 - `rss_mb`: node 0's RSS after that;
 - `commit_ms`: p50/max of the client-side latency (POST to a node answering `committed`) of a JOIN on
-  `samples` idle streams, each on a stream no event ever touched.
+  `samples` idle streams, each on a stream no event ever touched;
+- `chain_tx_ms`: p50/max of a plain transfer's send-to-receipt time on the chain then (the chain's own
+  block time, the floor under `commit_ms`: Anvil's grows with its state, about 1-2 s at 100,000 streams).
 
 Run alone: `python -m bench.stream_scale --counts 10,10000,100000` (JSON lines on stdout, progress on
 stderr); `python -m node bench --only stream_scale` runs it with the full sizes.
@@ -228,6 +230,19 @@ def commit_latency(net: Net, streams: list[bytes], timeout: float, log: Log) -> 
     return res
 
 
+def chain_tx_latency(net: Net, n: int = 5) -> dict[str, Any]:
+    """Send-to-receipt of a 1-wei self-transfer by the deployer, `n` times (the chain's block time now)."""
+    sender = net.network.sender
+    assert sender is not None, "started"
+    ms = []
+    for _ in range(n):
+        t = time.perf_counter()
+        sender.transfer(sender.address, 1, wait=True)
+        ms.append((time.perf_counter() - t) * 1000)
+    ms.sort()
+    return {"chain_tx_ms_p50": round(statistics.median(ms)), "chain_tx_ms_max": round(ms[-1])}
+
+
 def stream_scale(base: Path, counts: list[int], log: Log, idle_s: float = 30.0, samples: int = 5,
                  ready_timeout: float = 600.0) -> list[dict[str, Any]]:
     """One row per stream count (the first count must be the devnet's own 10, or more)."""
@@ -253,6 +268,7 @@ def stream_scale(base: Path, counts: list[int], log: Log, idle_s: float = 30.0, 
                     idle = [batch_stream_id(TAG, (sampled + k * step) % maker.made) for k in range(samples)]
                     sampled += 1
                 row.update(commit_latency(net, idle, 60.0, log))
+                row.update(chain_tx_latency(net))
             except Exception as exc:  # noqa: BLE001 - a row with its error; larger counts would fail too
                 row["error"] = f"{type(exc).__name__}: {exc}"
                 rows.append(row)

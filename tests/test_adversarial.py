@@ -298,7 +298,7 @@ def test_nodes_still_commit_everything_with_auth_on(net, clients, domain, reg):
         assert clients[k % 4].post_event(b).status_code == 202
         hs.append(h)
     for c in clients:
-        c.wait_committed(hs, timeout=40)
+        c.wait_committed(hs, timeout=40, stream_of=a.stream_of)  # a node not storing S1 asks a replica
     head = reg.stream_head(S1)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and any(c.stream(S1)["head_hash"] != hx(head.header_hash) for c in clients):

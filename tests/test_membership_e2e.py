@@ -134,25 +134,26 @@ def test_invite_only_stream_refuses_uninvited_and_accepts_invited_joins(net, cli
     assert all(c.event(uninvited.event(S_INV, EventKind.JOIN, nonce=0)[0]) is None for c in clients)
 
 
-def test_low_address_author_with_10000_pending_gets_only_its_share(net, clients, domain):
+def test_low_address_author_with_10000_pending_gets_only_its_share(net, clients, domain, reg):
+    r0 = next(i for i, st in enumerate(net.setups) if st.address in reg.replicas_of(S_FAIR))  # stores S_FAIR
     keys = [Author(domain) for _ in range(40)]
     keys.sort(key=lambda a: a.address.lower())
     spammer, others = keys[0], keys[-5:]
     for a in [spammer, *others]:
         h, body = a.event(S_FAIR, EventKind.JOIN)
-        assert clients[0].post_event(body).status_code == 202
-    clients[0].wait_committed([a.event(S_FAIR, EventKind.JOIN, nonce=0)[0] for a in [spammer, *others]], timeout=30)
-    base = committed_count(net, 0, S_FAIR)
+        assert clients[r0].post_event(body).status_code == 202
+    clients[r0].wait_committed([a.event(S_FAIR, EventKind.JOIN, nonce=0)[0] for a in [spammer, *others]], timeout=30)
+    base = committed_count(net, r0, S_FAIR)
     spam = [signed_event_json(domain, Event(S_FAIR, spammer.address, 1 + i, EventKind.MESSAGE, b"s"), spammer.key)
             for i in range(10_000)]
-    assert post_all(clients[0], spam) == 10_000
+    assert post_all(clients[r0], spam) == 10_000
     mine = [a.event(S_FAIR, EventKind.MESSAGE, b"mine") for a in others]
     for k, (_h, body) in enumerate(mine):
         assert clients[(k + 1) % 4].post_event(body).status_code == 202
-    clients[0].wait_committed([h for h, _ in mine], timeout=60)
-    spam_left_when_others_done = 10_000 + base - committed_count(net, 0, S_FAIR) + len(mine)
-    wait_count(net, 0, S_FAIR, base + 10_000 + len(mine), timeout=240)  # nothing accepted is lost
-    c = db(net, 0)
+    clients[r0].wait_committed([h for h, _ in mine], timeout=60)
+    spam_left_when_others_done = 10_000 + base - committed_count(net, r0, S_FAIR) + len(mine)
+    wait_count(net, r0, S_FAIR, base + 10_000 + len(mine), timeout=240)  # nothing accepted is lost
+    c = db(net, r0)
     try:
         rows = c.execute("SELECT block, author, count(*) FROM events WHERE stream_id=? AND block IS NOT NULL"
                          " GROUP BY block, author ORDER BY block", (S_FAIR,)).fetchall()
@@ -179,16 +180,17 @@ def test_message_right_after_join_is_accepted_by_every_node(net, clients, domain
             r = c.post_event(body)
             assert r.status_code == 202, (c.url, r.text[:300])
             posted.append(h)
-        clients[0].wait_committed(posted, timeout=30)
+        clients[0].wait_committed(posted, timeout=30, stream_of=a.stream_of)  # (a replica's answer where not stored)
 
 
-def test_many_fresh_joins_keep_block_times_low(net, clients, domain):
+def test_many_fresh_joins_keep_block_times_low(net, clients, domain, reg):
+    r0 = next(i for i, st in enumerate(net.setups) if st.address in reg.replicas_of(S_MANY))  # stores S_MANY
     t0 = time.monotonic()
     bodies = fresh_signed(domain, S_MANY, MANY_JOINS, EventKind.JOIN)
     t_sign = time.monotonic() - t0
     accepted = sum(post_all(clients[i % 4], bodies[i::4]) for i in range(4))
     assert accepted == MANY_JOINS
-    t_all = wait_count(net, 0, S_MANY, MANY_JOINS, timeout=480)
+    t_all = wait_count(net, r0, S_MANY, MANY_JOINS, timeout=480)
     # Then a steady trickle of MESSAGEs from members while the set holds MANY_JOINS members: block times.
     members = [Author(domain) for _ in range(8)]
     for a in members:

@@ -62,8 +62,9 @@ def test_events_posted_to_different_nodes_are_all_committed_identically(net, cli
     r = clients[3].post_batch([b for _, b in batch])
     assert r.status_code == 200 and r.json()["accepted"] == 20, r.text
     hashes += [h for h, _ in batch]
+    stream_of = {k: v for a in authors for k, v in a.stream_of.items()}  # a node not storing a stream asks a replica
     for c in clients:
-        c.wait_committed(hashes, timeout=40)
+        c.wait_committed(hashes, timeout=40, stream_of=stream_of)
 
     for sid in (S1, S2):
         chain_head = reg.stream_head(sid).number
@@ -84,7 +85,7 @@ def test_events_posted_to_different_nodes_are_all_committed_identically(net, cli
             assert merkle_root([unhex(x) for x in b["event_hashes"]]) == header.events_root
             assert header.leader in replicas
     # An event's inclusion proof verifies on-chain.
-    st = clients[2].event(hashes[0])
+    st = clients[2].event(hashes[0], stream_of[hashes[0]])
     header = Header(**{k: (unhex(v) if isinstance(v, str) and k != "leader" else v) for k, v in st["header"].items()})
     ok = reg.verify_inclusion(header, [unhex(p) for p in st["proof"]], st["index"], hashes[0])
     assert ok
@@ -280,7 +281,8 @@ def test_under_concurrent_load_no_parent_mismatch_and_every_node_applies_every_b
     for t in threads:
         t.join(60)
     assert not errors, errors
-    clients[2].wait_committed(all_hashes[::25] + all_hashes[-4:], timeout=60)
+    stream_of = {k: v for a in authors for k, v in a.stream_of.items()}  # a node not storing a stream asks a replica
+    clients[2].wait_committed(all_hashes[::25] + all_hashes[-4:], timeout=60, stream_of=stream_of)
     dep = json.loads(Path(net.deployment_path).read_text())
     rejected = reg.rejected_logs(dep["deploy_block"])
     assert not [r for r in rejected if r.reason_name == "BAD_PARENT"], rejected
@@ -295,4 +297,4 @@ def test_under_concurrent_load_no_parent_mismatch_and_every_node_applies_every_b
         commits = {c.number: c for c in reg.committed_logs(dep["deploy_block"], stream_id=sid)}
         for n in range(1, head.number + 1):
             assert commits[n].prev_hash == (commits[n - 1].header_hash if n > 1 else reg.header_hash_at(sid, 0))
-    assert all(c.event(h)["status"] == "committed" for c in clients[:1] for h in all_hashes[::10])
+    assert all(c.event(h, stream_of[h])["status"] == "committed" for c in clients[:1] for h in all_hashes[::10])

@@ -69,7 +69,7 @@ def test_restarted_node_catches_up_and_loses_no_accepted_event(net, clients, dom
         h, b = a.event((S1, S2)[k % 2], EventKind.MESSAGE, f"while y down {k}".encode())
         assert clients[others[k % 3]].post_event(b).status_code == 202
         hs.append(h)
-    clients[others[0]].wait_committed(hs, timeout=40)
+    clients[others[0]].wait_committed(hs, timeout=40, stream_of=a.stream_of)  # (a replica's answer where not stored)
     assert clients[others[0]].event(he) is None or clients[others[0]].event(he)["status"] == "pending"
     # Restart: recover from storage, catch up from chain logs and peers, forward E again.
     net.cluster.start(y)
@@ -79,9 +79,9 @@ def test_restarted_node_catches_up_and_loses_no_accepted_event(net, clients, dom
         for n in range(1, head + 1):
             assert clients[y].block(sid, n) == clients[others[0]].block(sid, n), \
                 f"block {n} differs on the restarted node"
-    done = clients[others[1]].wait_committed([he], timeout=40)
+    done = clients[others[1]].wait_committed([he], timeout=40, stream_of=a.stream_of)
     assert done[he]["status"] == "committed"
-    assert clients[y].wait_committed(hs + [he], timeout=20)
+    assert clients[y].wait_committed(hs + [he], timeout=20, stream_of=a.stream_of)
 
 
 def test_dead_leader_is_replaced_by_a_later_attempt(net, clients, domain, reg):

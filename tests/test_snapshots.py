@@ -35,7 +35,10 @@ pytestmark = [pytest.mark.timeout(900), pytest.mark.usefixtures("node_logs_on_fa
 
 SID = parse_stream_id("snapshots-a")
 EVERY, RETAIN = 256, 300
-SETTINGS = {"tick_ms": 100, "poll_ms": 150, "log_level": "INFO", "snapshot_every": EVERY, "retain_blocks": RETAIN}
+# sync_all_streams: every node stores the stream (this suite wipes, tampers with and reads fixed nodes); a node
+# that starts storing a stream when it becomes its replica: tests/test_non_replica.py
+SETTINGS = {"tick_ms": 100, "poll_ms": 150, "log_level": "INFO", "snapshot_every": EVERY, "retain_blocks": RETAIN,
+            "sync_all_streams": True}
 HISTORY = int(os.environ.get("SNAPSHOT_TEST_HISTORY", "5000"))  # smaller only to debug the test
 A1 = "0x" + "11" * 20
 A2 = "0x" + "22" * 20

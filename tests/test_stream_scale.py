@@ -83,11 +83,11 @@ def test_restart_catches_up_on_streams_created_while_down(net, clients, domain, 
         st = c.stream(sid)
         head = reg.stream_head(sid)
         assert st["chain_head_number"] == head.number >= 1, (hx(sid), st)
-        assert st["head_number"] == head.number  # every stream is stored here (sync_all_streams)
+        assert st["head_number"] == head.number  # its own streams stored here; `theirs`: a replica's answer, relayed
         assert st["replicas"] == reg.replicas_of(sid)
         assert a.address in st["members"]
     for eh in hashes:
-        ev = c.event(eh)
+        ev = c.event(eh, a.stream_of[eh])  # `theirs`: not stored here, a replica's answer
         assert ev is not None and ev["status"] == "committed", ev
         sid = bytes.fromhex(ev["stream_id"][2:])
         assert ev["header_hash"] == hx(reg.header_hash_at(sid, ev["block"]))

@@ -13,7 +13,9 @@ yielded is never yielded again (the cursor is kept here: block number + 1 per st
 reconnect a new `subscribed` (and `caught_up`) message is yielded. Fatal errors (bad frame, unknown stream,
 too many streams, cursor past the head, subscribe timeout) raise SubscriptionError; the others (the node
 went away, slow_consumer, too_many_subscribers, chain_unavailable) are retried with back-off, unless
-`reconnect=False`.
+`reconnect=False`. A node that does not store the streams asked closes with 4421 `not_replica` and the URL
+of one that does (`location`): the subscription moves there at once (at most MAX_REDIRECTS times in a row;
+without a `location`, or past that, it is a SubscriptionError). `.node` is the node it is connected to.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
 FATAL = {4400: "bad_frame", 4404: "unknown_stream", 4408: "subscribe_timeout", 4413: "too_many_streams",
-         4416: "cursor_past_head"}
+         4416: "cursor_past_head", 4421: "not_replica"}
+NOT_REPLICA = 4421
+MAX_REDIRECTS = 3  # not_replica hops in a row (nodes whose views of the replicas disagree cannot loop a client)
 
 
 class SubscriptionError(Exception):
@@ -60,6 +64,8 @@ class _State:
         self.retry_s, self.max_retry_s, self.delay = retry_s, max_retry_s, retry_s
         self.last_error: dict[str, Any] | None = None
         self.connects = 0
+        self.redirects = 0
+        self.moved_to: str | None = None  # set by closed(): reconnect to this node
 
     def frame(self) -> str:
         return json.dumps({"op": "subscribe", "pending": self.pending, "streams": [
@@ -71,6 +77,7 @@ class _State:
         t = msg.get("type")
         if t == "subscribed":
             self.delay = self.retry_s
+            self.redirects = 0
             for s in msg.get("streams", []):
                 self.cursor[s["stream_id"].lower()] = s["from"]
         elif t == "block":
@@ -89,6 +96,11 @@ class _State:
         """After a disconnect: raise if fatal (or no reconnect), else the seconds to wait before retrying."""
         err = self.last_error or {}
         self.last_error = None
+        loc = err.get("location")
+        if code == NOT_REPLICA and isinstance(loc, str) and loc and self.redirects < MAX_REDIRECTS:
+            self.redirects += 1
+            self.moved_to = loc
+            return 0.0
         if code in FATAL or not self.reconnect:
             raise SubscriptionError(code, err.get("error") or FATAL.get(code or 0) or reason or "closed",
                                     err.get("detail", ""))
@@ -103,7 +115,7 @@ class Subscription:
     def __init__(self, node: str, streams: Sequence[str | bytes] | Mapping[str | bytes, int | str | None],
                  pending: bool = False, reconnect: bool = True, retry_s: float = 0.5, max_retry_s: float = 10.0,
                  open_timeout: float = 10.0, max_size: int = 1 << 28) -> None:
-        self.url = ws_url(node)
+        self.node, self.url = node, ws_url(node)
         self.state = _State(streams, pending, reconnect, retry_s, max_retry_s)
         self.open_timeout, self.max_size = open_timeout, max_size
         self._ws: Any = None
@@ -144,6 +156,8 @@ class Subscription:
             finally:
                 self._ws = None
             time.sleep(st.closed(code, reason))
+            if st.moved_to:
+                self.node, self.url, st.moved_to = st.moved_to, ws_url(st.moved_to), None
 
 
 async def asubscribe(node: str, streams: Sequence[str | bytes] | Mapping[str | bytes, int | str | None],
@@ -173,3 +187,5 @@ async def asubscribe(node: str, streams: Sequence[str | bytes] | Mapping[str | b
         except (OSError, InvalidHandshake, TimeoutError) as exc:
             code, reason = None, str(exc)
         await asyncio.sleep(st.closed(code, reason))
+        if st.moved_to:
+            url, st.moved_to = ws_url(st.moved_to), None

@@ -73,7 +73,7 @@ def main(
             if t == "subscribed" and not json_out:
                 parts = [f"{names.get(x['stream_id'], x['stream_id'])} (head #{x['head']}, from #{x['from']})"
                          for x in msg["streams"]]
-                typer.echo(f"watching {', '.join(parts)} at {node}", err=True)
+                typer.echo(f"watching {', '.join(parts)} at {sub.node}", err=True)
             elif t == "block":
                 evs = msg["events"]
                 if not json_out:
@@ -98,7 +98,8 @@ def main(
                         text = line["text"] if line["text"] is not None else line["payload"]
                         emit(f"  pending {line['kind']:<7} {line['author']} nonce {line['nonce']}: {text}")
             elif t == "error" and not json_out:
-                typer.echo(f"node: {msg.get('error')}: {msg.get('detail')} (resuming)", err=True)
+                then = f"moving to {msg['location']}" if msg.get("location") else "resuming"
+                typer.echo(f"node: {msg.get('error')}: {msg.get('detail')} ({then})", err=True)
     except SubscriptionError as exc:
         if json_out:
             emit(json.dumps({"type": "error", "error": exc.error, "code": exc.code, "detail": exc.detail}))

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from node.protocol.limits import MAX_BLOCK_EVENTS, event_size
 from node.protocol.merkle import merkle_levels, proof_from_levels
 
+from . import forward
 from .aggregate import install_routes as install_aggregate
 from .attest import AttestRefused, attest, attest_many
 from .core import Node
@@ -59,7 +60,7 @@ log = logging.getLogger("node.api")
 MEMBERS_SHOWN = 1000  # members listed by GET /v1/streams/{id} (member_count has the total)
 
 ERR: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413, 422, 429, 503)}
+    code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413, 421, 422, 429, 503)}
 
 
 def err(status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -162,10 +163,14 @@ def build_api(node: Node) -> FastAPI:
             raise Rejected(503, "leaving", why, {"Retry-After": "1"})
 
     @app.post("/v1/events", response_model=Accepted, status_code=202, responses=ERR, tags=["client"])
-    async def post_event(body: SignedEvent):
-        """Post one signed event. It is stored durably before the answer and forwarded to the replicas."""
+    async def post_event(body: SignedEvent, request: Request):
+        """Post one signed event. It is stored durably before the answer and forwarded to the replicas (by a node
+        that does not store the stream: passed on to a replica, whose answer this is)."""
         serving()
         item = decode(body, node.cfg.max_payload)
+        sid = item[1].stream_id
+        if forward.elsewhere(node, sid) and not forward.forwarded(request):
+            return await forward.relay_event(node, request, body, item[0], sid)
         [(st, rej)] = await accept(node, [item], "client", client=True)
         if rej is not None:
             raise rej
@@ -174,16 +179,29 @@ def build_api(node: Node) -> FastAPI:
                         known=(st == "known"))
 
     @app.post("/v1/events/batch", response_model=BatchResult, responses=ERR, tags=["client"])
-    async def post_batch(body: EventBatch, response: Response):
-        """Post many signed events; each gets its own result (invalid ones change nothing)."""
+    async def post_batch(body: EventBatch, request: Request, response: Response):
+        """Post many signed events; each gets its own result (invalid ones change nothing). Events of streams
+        this node does not store are passed on to their replicas, and their results are the replicas'."""
         serving()
         if len(body.events) > node.cfg.max_batch_events:
             raise Rejected(413, "batch_too_large", f"at most {node.cfg.max_batch_events} events per batch")
         items, errs = parse_batch(node, body.events)
-        good = [it for it, e in zip(items, errs, strict=False) if e is None]
+        relay = not forward.forwarded(request)
+        away = [i for i, (it, e) in enumerate(zip(items, errs, strict=True))
+                if e is None and relay and forward.elsewhere(node, it[1].stream_id)]
+        far = set(away)
+        good = [it for i, (it, e) in enumerate(zip(items, errs, strict=True)) if e is None and i not in far]
         res = iter(await accept(node, good, "client", client=True) if good else [])
+        passed = dict(zip(away, await forward.relay_batch(
+            node, [body.events[i] for i in away], [(items[i][0], items[i][1].stream_id) for i in away]),
+            strict=True)) if away else {}
         out, n_ok = [], 0
-        for it, e in zip(items, errs, strict=False):
+        for i, (it, e) in enumerate(zip(items, errs, strict=False)):
+            if i in passed:
+                r = passed[i]
+                n_ok += r.ok
+                out.append(r)
+                continue
             if e is None:
                 _st, e = next(res)
             if e is None:
@@ -197,12 +215,20 @@ def build_api(node: Node) -> FastAPI:
         return BatchResult(accepted=n_ok, rejected=len(out) - n_ok, results=out)
 
     @app.get("/v1/events/{event_hash}", response_model=EventStatus, responses=ERR, tags=["client"])
-    async def get_event(event_hash: str):
-        """An event's status: pending, or committed with block, index, Merkle proof and header hash."""
+    async def get_event(event_hash: str, request: Request, stream: str | None = Query(
+            None, description="the event's stream: a node that does not store it asks a replica")):
+        """An event's status: pending, or committed with block, index, Merkle proof and header hash. Of a
+        stream this node does not store (named by `stream`, or an event this node passed on): a replica's
+        answer."""
         h = _hash_param(event_hash)
         se = node.storage.get_event(h)
         if se is None:
-            raise Rejected(404, "unknown_event", f"event {event_hash} is not known here")
+            sid = _hash_param(stream, "stream_id") if stream is not None else node.forwarded.get(h)
+            if sid is not None and forward.elsewhere(node, sid):
+                return await forward.relay_read(node, request, sid)
+            raise Rejected(404, "unknown_event", f"event {event_hash} is not known here" + (
+                "" if node.cfg.sync_all_streams else " (a node stores only the streams it replicates: add "
+                                                     "?stream=0x… to have it asked of a replica)"))
         out = EventStatus(hash=hx(h), status="pending", event=EventIn.of(se.event), signature=hx(se.signature),
                           stream_id=hx(se.event.stream_id))
         if se.block is not None:
@@ -243,12 +269,18 @@ def build_api(node: Node) -> FastAPI:
 
     @app.get("/v1/streams", response_model=StreamList, tags=["client"])
     async def list_streams():
-        return StreamList(streams=[stream_out(r.stream_id) for r in node.storage.all_streams()])
+        """The streams this node stores (those it replicates, or every stream with sync_all_streams)."""
+        return StreamList(streams=[stream_out(r.stream_id) for r in node.storage.all_streams()
+                                   if node.follows(r.stream_id)])
 
     @app.get("/v1/streams/{stream_id}", response_model=StreamOut, responses=ERR, tags=["client"])
-    async def get_stream(stream_id: str):
-        """A stream's head (here and on-chain), members after the head, replicas and mini-pool size."""
-        return stream_out(_hash_param(stream_id, "stream_id"))
+    async def get_stream(stream_id: str, request: Request):
+        """A stream's head (here and on-chain), members after the head, replicas and mini-pool size (of a
+        stream this node does not store: a replica's answer)."""
+        sid = _hash_param(stream_id, "stream_id")
+        if forward.elsewhere(node, sid):
+            return await forward.relay_read(node, request, sid)
+        return stream_out(sid)
 
     def block_out(sid: bytes, number: int, with_events: bool) -> dict | None:
         """A BlockOut as plain JSON data (built directly: blocks can hold thousands of events)."""
@@ -265,9 +297,12 @@ def build_api(node: Node) -> FastAPI:
                 "tx_hash": hx(b.tx_hash) if b.tx_hash else None, "chain_block": chain_block, "final": final}
 
     @app.get("/v1/streams/{stream_id}/blocks/{number}", response_model=BlockOut, responses=ERR, tags=["client"])
-    async def get_block(stream_id: str, number: int, events: bool = True):
-        """A committed block with its events, in block order."""
+    async def get_block(stream_id: str, number: int, request: Request, events: bool = True):
+        """A committed block with its events, in block order (of a stream this node does not store: a
+        replica's answer)."""
         sid = _hash_param(stream_id, "stream_id")
+        if forward.elsewhere(node, sid):
+            return await forward.relay_read(node, request, sid)
         b = block_out(sid, number, events)
         if b is None:
             pruned_check(sid, number)

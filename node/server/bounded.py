@@ -19,6 +19,7 @@ MAP_BOUND = {
     "per_peer": 1_024,  # gossip queues and senders, by peer URL (the registry holds at most 256 nodes)
     "invalid_events": 100_000,  # events the leader's filter dropped, until when
     "seeds": 64,  # epoch -> seed
+    "forwarded": 50_000,  # event a non-replica passed on -> its stream (reads of it are asked of a replica)
 }
 V = TypeVar("V")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -62,8 +63,10 @@ class NodeClient:
         headers.update(extra_headers or {})
         return self.http.request(method, target, content=body or None, headers=headers)
 
-    def event(self, h: bytes | str) -> dict | None:
-        r = self.http.get(f"/v1/events/{h if isinstance(h, str) else hx(h)}")
+    def event(self, h: bytes | str, stream: bytes | None = None) -> dict | None:
+        """GET /v1/events/{h}; with its `stream`, a node that does not store the stream asks a replica."""
+        params = {"stream": hx(stream)} if stream is not None else None
+        r = self.http.get(f"/v1/events/{h if isinstance(h, str) else hx(h)}", params=params)
         return r.json() if r.status_code == 200 else None
 
     def stream(self, sid: bytes) -> dict:
@@ -79,15 +82,17 @@ class NodeClient:
     def metrics(self) -> str:
         return self.http.get("/metrics").text
 
-    def wait_committed(self, hashes: list[bytes], timeout: float = 30.0, interval: float = 0.2) -> dict[bytes, dict]:
-        """Poll until every event is committed here; returns their statuses. Raises TimeoutError."""
+    def wait_committed(self, hashes: list[bytes], timeout: float = 30.0, interval: float = 0.2,
+                       stream_of: Mapping[bytes, bytes] | None = None) -> dict[bytes, dict]:
+        """Poll until every event is committed here (`stream_of`: event -> its stream, for a node that does not
+        store it: it asks a replica); returns their statuses. Raises TimeoutError."""
         deadline = time.monotonic() + timeout
         done: dict[bytes, dict] = {}
         while time.monotonic() < deadline:
             for h in hashes:
                 if h in done:
                     continue
-                st = self.event(h)
+                st = self.event(h, stream_of.get(h) if stream_of else None)
                 if st and st["status"] == "committed":
                     done[h] = st
             if len(done) == len(hashes):
@@ -107,10 +112,13 @@ class Author:
         self.address = acct.address
         self.domain = domain
         self.nonces: dict[bytes, int] = {}
+        self.stream_of: dict[bytes, bytes] = {}  # every event made here -> its stream (NodeClient.wait_committed)
 
     def event(self, sid: bytes, kind: int = 0, payload: bytes = b"", nonce: int | None = None) -> tuple[bytes, dict]:
         if nonce is None:
             nonce = self.nonces.get(sid, 0)
             self.nonces[sid] = nonce + 1
         ev = Event(sid, self.address, nonce, kind, payload)
-        return hash_event(ev), signed_event_json(self.domain, ev, self.key)
+        h = hash_event(ev)
+        self.stream_of[h] = sid
+        return h, signed_event_json(self.domain, ev, self.key)

@@ -59,6 +59,9 @@ class NodeConfig(BaseModel):
     gossip_ms: int = 40
     regossip_s: float = 5.0  # re-forward pending events older than this (anti-entropy)
     peer_timeout_s: float = 3.0
+    # a client request passed on to a replica (node/server/forward.py): as long as a client would wait for a big
+    # batch there (each event's signature checked and stored), not a peer call's budget
+    relay_timeout_s: float = 30.0
     max_payload: int = 64 * 1024
     max_body: int = 32 * 1024 * 1024
     max_block_events: int = 5000
@@ -82,7 +85,8 @@ class NodeConfig(BaseModel):
     catch_up_s: float = 2.0  # a MESSAGE by a non-member here: wait this long at most to catch up with the chain
     # FULL: an accepted event is on disk (fsync) before the answer; NORMAL (WAL) survives a process crash only
     sqlite_sync: str = "FULL"
-    sync_all_streams: bool = True  # store every stream's blocks, not only those replicated here
+    # store every stream's events and blocks; False: only those replicated here (node/server/forward.py: the others)
+    sync_all_streams: bool = False
     replace_replicas: bool = True
     produce: bool = True  # lead and commit blocks; False: intake, gossip, votes, attest and sync only (benchmarks)
     # batches that fill (docs/node.md, "Transactions"): a leader hands its signed headers to the time slot's

@@ -21,7 +21,7 @@ from node.protocol.registry import RegistryParams, epoch_at, epoch_time_left, is
 from node.protocol.state import StreamRules
 from node.protocol.types import Domain
 
-from .bounded import MAP_BOUND, BoundedDict
+from .bounded import MAP_BOUND, BoundedDict, TTLCache
 from .chainview import ChainView
 from .config import NodeConfig
 from .metrics import Metrics
@@ -72,6 +72,7 @@ class Node:
     - `aggregator`: set once by `app.build_node`; its waiting hand-offs are its own (node/server/aggregate.py),
       and it feeds `view` its transactions' logs and heads it re-read.
     - `attest`: attested_at (read by the producer: let an earlier attempt's leader finish).
+    - `forward`: forwarded (events this node passed on to a replica: event -> stream, for reads here).
     - `intake`: accepted_at (note_accepted; `sync.on_applied` pops it for the latency histogram),
       gossip_queues, gossip_senders.
     - `sync`: sync_locks, pruned_at, sync_todo (streams that may be behind: fed by the view's change hook
@@ -125,6 +126,7 @@ class Node:
     invalid_events: dict[bytes, float] = field(default_factory=lambda: BoundedDict(MAP_BOUND["invalid_events"]))
     aggregator: Aggregator | None = None
     sync_others: asyncio.Future[None] | None = None
+    forwarded: TTLCache = field(default_factory=lambda: TTLCache(MAP_BOUND["forwarded"], 600.0))
     aggregator_skip: dict[str, float] = field(default_factory=lambda: BoundedDict(MAP_BOUND["per_peer"]))
     # work lists: what changed since the loops last looked (no loop scans every stream each round)
     sync_todo: set[bytes] = field(default_factory=set)
@@ -199,6 +201,11 @@ class Node:
 
     def replicates(self, sid: bytes) -> bool:
         return self.me in self.replicas_of(sid)
+
+    def follows(self, sid: bytes) -> bool:
+        """This node stores the stream (its events and blocks): it replicates it, or it stores every stream
+        (`sync_all_streams`). The one rule of what is stored here (node/server/forward.py: the others)."""
+        return self.cfg.sync_all_streams or self.replicates(sid)
 
     def quorum(self, sid: bytes) -> int:
         return quorum(len(self.replicas_of(sid)))

@@ -77,6 +77,20 @@ async def check_stream(node: Node, sid: bytes) -> None:
     node.wake_sync.set()
 
 
+async def stored_here(node: Node, sid: bytes) -> None:
+    """Refuse an event of a stream this node does not store (`Node.follows`): nothing of it is checked or
+    stored here. 421 with its replicas (node/server/forward.py passes client events on before this)."""
+    if node.follows(sid):
+        return
+    if node.view.head(sid) is not None:
+        from .forward import not_replica
+
+        raise not_replica(node, sid)
+    await check_stream(node, sid)  # 404 if the chain does not know it either
+    raise Rejected(503, "stream_not_seen", f"stream {hx(sid)} is on chain but not yet seen here; retry shortly",
+                   {"Retry-After": "1"})
+
+
 class Quotas:
     """Mini-pool quotas of one intake call: pending events per stream and per (stream, author), counted
     from storage once per key, then kept up to date over the call."""
@@ -154,6 +168,7 @@ async def validate(node: Node, items: list[tuple[bytes, Event, bytes]], client: 
         if i % 256 == 255:
             await asyncio.sleep(0)  # let peer requests in during a big batch
         try:
+            await stored_here(node, ev.stream_id)
             status = node.storage.replay_status(ev, h)
             if status == "known":  # this exact event is stored: it was checked when it came in
                 out.append(None)

@@ -6,6 +6,7 @@ import asyncio
 import json as jsonlib
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
@@ -23,6 +24,15 @@ class PeerError(RuntimeError):
         self.status = status
 
 
+@dataclass(frozen=True, slots=True)
+class Relayed:
+    """A relayed request's answer (node/server/forward.py)."""
+
+    status_code: int
+    headers: httpx.Headers
+    content: bytes
+
+
 class RequestSigner(Protocol):
     @property
     def domain(self) -> Domain: ...
@@ -33,6 +43,7 @@ class RequestSigner(Protocol):
 
 
 FETCH_CHUNK = 1024  # hashes per /peer/events request (the server's count cap)
+RELAY_INFLIGHT = 32  # client requests relayed to replicas at once (node/server/forward.py); more: 503
 
 
 class Peers:
@@ -51,9 +62,45 @@ class Peers:
         # to connections in a loop over the whole queue on every change (quadratic), so a leader of hundreds
         # of streams (2 votes + 2 attestations per stream per tick) spent its CPU there (py-spy, 1,000 streams).
         self.inflight = asyncio.Semaphore(64)
+        # Client requests a non-replica relays to a replica (node/server/forward.py): their own pool and bound,
+        # so a client flood through this node never queues ahead of its consensus requests.
+        self.relay_client = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=min(timeout, 1.0)),
+                                              limits=httpx.Limits(max_connections=RELAY_INFLIGHT,
+                                                                  max_keepalive_connections=8),
+                                              trust_env=False, follow_redirects=False)
+        self.relay_inflight = asyncio.Semaphore(RELAY_INFLIGHT)
 
     async def close(self) -> None:
         await self.client.aclose()
+        await self.relay_client.aclose()
+
+    def relay_busy(self) -> bool:
+        return self.relay_inflight.locked()
+
+    async def relay(self, method: str, url: str, target: str, body: bytes | None, headers: dict[str, str],
+                    max_bytes: int, timeout: float | None = None) -> Relayed:
+        """A client request passed on unsigned to `url` (another node's client API) as it came; the answer as
+        it is (any status), read up to `max_bytes` (a larger one is a PeerError: a registered node cannot make
+        this one buffer without bound). Raises PeerError if the node cannot be reached."""
+        async with self.relay_inflight:
+            try:
+                kw: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+                req = self.relay_client.build_request(method, url.rstrip("/") + target, content=body,
+                                                      headers=headers, **kw)
+                r = await self.relay_client.send(req, stream=True)
+                try:
+                    data = bytearray()
+                    async for chunk in r.aiter_bytes():
+                        data += chunk
+                        if len(data) > max_bytes:
+                            raise PeerError(url, f"answer over {max_bytes} bytes", r.status_code)
+                finally:
+                    await r.aclose()
+            except httpx.HTTPError as exc:
+                self.last_fail[url] = time.time()
+                raise PeerError(url, f"{type(exc).__name__}: {exc}") from exc
+        self.last_ok[url] = time.time()
+        return Relayed(r.status_code, r.headers, bytes(data))
 
     def reachable(self, within: float = 30.0) -> int:
         now = time.time()

@@ -17,11 +17,12 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from fastapi import FastAPI, Header, Query
+from fastapi import FastAPI, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from . import forward
 from .core import Node
 from .feed import Dropped, Feed, FeedFull, Subscriber, block_json
 from .intake import Rejected
@@ -36,6 +37,7 @@ ERRORS: dict[str, tuple[int, int]] = {
     "subscribe_timeout": (4408, 408),
     "too_many_streams": (4413, 413),
     "cursor_past_head": (4416, 416),
+    "not_replica": (4421, 421),
     "cursor_pruned": (4410, 410),
     "too_many_subscribers": (4429, 429),
     "chain_unavailable": (4503, 503),
@@ -46,9 +48,9 @@ ERRORS: dict[str, tuple[int, int]] = {
 
 
 class SubError(Exception):
-    def __init__(self, error: str, detail: str) -> None:
+    def __init__(self, error: str, detail: str, location: str | None = None) -> None:
         super().__init__(detail)
-        self.error, self.detail = error, detail
+        self.error, self.detail, self.location = error, detail, location
         self.code, self.status = ERRORS[error]
 
 
@@ -135,6 +137,27 @@ def parse_query(streams: list[str], default_from: str, last_event_id: str | None
 def _head(node: Node, sid: bytes) -> int:
     row = node.storage.get_stream(sid)
     return row.head_number if row else 0
+
+
+def served_here(node: Node, want: Want) -> None:
+    """A subscription to streams this node does not store goes to a node that replicates all of them
+    (`not_replica` with its URL as `location`: the client reconnects there; node/client/subscribe.py), or,
+    when no one node does, `not_replica` naming each stream's replicas (subscribe to them separately)."""
+    away = [sid for sid, _ in want if forward.elsewhere(node, sid)]
+    if not away:
+        return
+    common: list[str] | None = None
+    for sid, _ in want:
+        urls = forward.replica_urls(node, sid)
+        common = urls if common is None else [u for u in common if u in urls]
+    if common:
+        raise SubError("not_replica", f"this node does not store {hx(away[0])}"
+                       f"{f' and {len(away) - 1} more' if len(away) > 1 else ''}; {common[0]} replicates "
+                       f"every stream asked", common[0])
+    lists = "; ".join(f"{hx(sid)}: {', '.join(forward.replica_urls(node, sid)) or 'none reachable'}"
+                      for sid in away[:8])
+    raise SubError("not_replica", f"no one node replicates all the streams asked; subscribe to these "
+                   f"separately at their replicas: {lists}")
 
 
 async def resolve(node: Node, want: Want) -> dict[bytes, int]:
@@ -258,7 +281,10 @@ class Session:
 
 def _err_json(e: SubError | Dropped) -> str:
     error = e.error if isinstance(e, SubError) else e.reason
-    return json.dumps({"type": "error", "error": error, "detail": e.detail})
+    msg = {"type": "error", "error": error, "detail": e.detail}
+    if isinstance(e, SubError) and e.location:
+        msg["location"] = e.location
+    return json.dumps(msg)
 
 
 # ---- WebSocket ----------------------------------------------------------------------------------
@@ -307,6 +333,7 @@ async def serve_ws(ws: WebSocket, node: Node, feed: Feed) -> None:
         if msg.get("text") is None:
             raise SubError("bad_frame", "the subscribe frame must be a text frame (JSON)")
         want, pending = parse_frame(msg["text"], cfg.sub_max_streams)
+        served_here(node, want)
         cursors = await resolve(node, want)
         try:
             sub = feed.add(frozenset(cursors), pending)
@@ -415,9 +442,10 @@ header fields, `header_hash`, `tx_hash`, `chain_block`, `events` in block order)
 stream, `caught_up` once the stored blocks are sent, then live `block`s (and `pending` event batches with
 `"pending": true`), `keepalive` when idle. Send `{"op": "ping"}` for a `pong`. Resume with `from` = last block
 number + 1. Errors end with an `error` message and a close code: 4400 bad_frame, 4404 unknown_stream, 4408
-subscribe_timeout, 4410 cursor_pruned, 4413 too_many_streams, 4416 cursor_past_head, 4429 too_many_subscribers, 4503
-chain_unavailable, 4001 slow_consumer, 1001 node_stopping. The same messages as Server-Sent Events:
-`GET /v1/subscribe` below."""
+subscribe_timeout, 4410 cursor_pruned, 4413 too_many_streams, 4416 cursor_past_head, 4421 not_replica (the
+`error` message's `location`, if any, is a node that replicates every stream asked: subscribe there), 4429
+too_many_subscribers, 4503 chain_unavailable, 4001 slow_consumer, 1001 node_stopping. The same messages as
+Server-Sent Events: `GET /v1/subscribe` below."""
 
 
 def install(app: FastAPI, node: Node) -> Feed:
@@ -446,6 +474,7 @@ def install(app: FastAPI, node: Node) -> Feed:
         200: {"content": {"text/event-stream": {}}, "description": "a stream of Server-Sent Events"},
         **errs})
     async def sse_subscribe(
+        request: Request,
         stream: list[str] = Query([], description="0x stream id, optionally with its own cursor: 0x…:12 or "
                                   "0x…:now; repeat for several streams"),
         frm: str = Query("now", alias="from", description="first block number wanted, or now (only new blocks)"),
@@ -456,19 +485,26 @@ def install(app: FastAPI, node: Node) -> Feed:
         `id:` = the next block number per stream in request order, which EventSource sends back as
         Last-Event-ID to resume). The same messages as the WebSocket at `ws://HOST/v1/subscribe`
         (docs/node.md "Subscriptions"). Errors before the stream starts: 400 bad_frame, 404 unknown_stream,
-        410 cursor_pruned, 413 too_many_streams, 416 cursor_past_head, 429 too_many_subscribers, 503
-        chain_unavailable; a slow client gets `event: error` (slow_consumer) and the response ends."""
+        307 to a node that replicates every stream asked (this one does not store them all), 410
+        cursor_pruned, 413 too_many_streams, 416 cursor_past_head, 421 not_replica (no one node replicates all
+        the streams asked), 429 too_many_subscribers, 503 chain_unavailable; a slow client gets `event: error`
+        (slow_consumer) and the response ends."""
         try:
             if feed.full():
                 raise SubError("too_many_subscribers",
                                f"this node serves at most {feed.max_subscribers} subscriptions")
             want = parse_query(stream, frm, last_event_id, cfg.sub_max_streams)
+            served_here(node, want)
             cursors = await resolve(node, want)
             try:
                 sub = feed.add(frozenset(cursors), pending)
             except FeedFull as exc:
                 raise SubError("too_many_subscribers", str(exc)) from None
         except SubError as e:
+            if e.location:  # the same request at a node that replicates every stream asked
+                query = f"?{request.url.query}" if request.url.query else ""
+                raise Rejected(307, e.error, e.detail,
+                               {"Location": e.location.rstrip("/") + request.url.path + query}) from None
             raise Rejected(e.status, e.error, e.detail) from None
         return SSEResponse(_sse_events(node, feed, sub, cursors),
                            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -301,18 +301,13 @@ def on_applied(node: Node, header: Header, hashes: list[bytes], state_changed: b
             node.metrics.commit_latency.observe(now - t)
 
 
-def follows(node: Node, sid: bytes) -> bool:
-    """This node stores the stream's blocks: it replicates it, or it stores every stream (`sync_all_streams`)."""
-    return node.cfg.sync_all_streams or node.replicates(sid)
-
-
 def behind_streams(node: Node) -> list[bytes]:
     """The streams on sync's work list that this node follows and that are behind their chain head; the
     others leave the list (the view's change hook puts a stream back when its head or replicas change).
     Cost: the work list, not the stream count."""
     todo = []
     for sid in list(node.sync_todo):
-        if follows(node, sid) and node.behind(sid):
+        if node.follows(sid) and node.behind(sid):
             todo.append(sid)
         else:
             node.sync_todo.discard(sid)
@@ -321,7 +316,7 @@ def behind_streams(node: Node) -> list[bytes]:
 
 def behind_count(node: Node) -> int:
     """How many followed streams are behind their chain head (read-only; cost: the work list)."""
-    return sum(1 for sid in list(node.sync_todo) if follows(node, sid) and node.behind(sid))
+    return sum(1 for sid in list(node.sync_todo) if node.follows(sid) and node.behind(sid))
 
 
 def local_next(node: Node, sid: bytes) -> Committed | None:
