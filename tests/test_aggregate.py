@@ -55,7 +55,7 @@ def author(domain, clients) -> Author:
         h, body = a.event(sid, 1)  # JOIN
         assert clients[0].post_event(body).status_code == 202
         hs.append(h)
-    clients[0].wait_committed(hs, timeout=60)
+    clients[0].wait_committed(hs, timeout=60, stream_of=a.stream_of)
     return a
 
 
@@ -79,7 +79,7 @@ def test_headers_of_different_leaders_go_in_one_transaction(net, reg, clients, a
             hashes.append(h)
         time.sleep(0.3)
     for c in clients:
-        c.wait_committed(hashes, timeout=60)
+        c.wait_committed(hashes, timeout=60, stream_of=author.stream_of)
     txs = txs_by_hash(reg, START["block"])
     mixed = {tx: logs for tx, logs in txs.items() if len({c.leader for c in logs}) >= 2}
     sizes = sorted(len(v) for v in txs.values())
@@ -170,7 +170,7 @@ def test_hung_then_dead_aggregator_delays_commits_by_at_most_the_bound(net, reg,
             while (code := clients[live[0]].post_event(body).status_code) != 202 and time.monotonic() < deadline:
                 time.sleep(0.5)
             assert code == 202
-            clients[live[0]].wait_committed([h], timeout=60)
+            clients[live[0]].wait_committed([h], timeout=60, stream_of=author.stream_of)
             away = [sid]
     assert away, "every stream has the aggregator as a replica"
 
@@ -178,7 +178,7 @@ def test_hung_then_dead_aggregator_delays_commits_by_at_most_the_bound(net, reg,
         h, body = author.event(sid, 0, text)
         t = time.monotonic()
         assert clients[live[0]].post_event(body).status_code == 202
-        got = clients[live[0]].wait_committed([h], timeout=30)[h]
+        got = clients[live[0]].wait_committed([h], timeout=30, stream_of=author.stream_of)[h]
         return time.monotonic() - t, got["header_hash"]
 
     base, _ = commit_time(away[0], b"before")

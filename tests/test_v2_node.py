@@ -44,7 +44,7 @@ def author(domain, clients) -> Author:
         h, body = a.event(sid, EventKind.JOIN)
         assert clients[i % 4].post_event(body).status_code == 202
         hs.append(h)
-    clients[0].wait_committed(hs, timeout=60)
+    clients[0].wait_committed(hs, timeout=60, stream_of=a.stream_of)
     return a
 
 
@@ -77,7 +77,7 @@ def test_the_node_runs_on_v2(net, reg, domain):
 def test_blocks_commit_in_packed_batches_of_several_leaders(net, reg, clients, author):
     hashes = burst(author, clients, 6, "burst")
     for c in clients:
-        c.wait_committed(hashes, timeout=60)
+        c.wait_committed(hashes, timeout=60, stream_of=author.stream_of)
     commits = reg.committed_logs(START["block"])
     by_tx: dict[bytes, set[str]] = {}
     for c in commits:
@@ -106,11 +106,11 @@ def test_a_restarted_node_catches_up(net, reg, clients, author):
     live = clients[:down]
     hashes = burst(author, live, 4, "while down")
     for c in live:
-        c.wait_committed(hashes, timeout=60)
+        c.wait_committed(hashes, timeout=60, stream_of=author.stream_of)
     net.cluster.start(down)
     net.cluster.wait_healthy([down], timeout=60)
     wait_heads(reg, clients, timeout=60)
-    clients[down].wait_committed(hashes, timeout=30)
+    clients[down].wait_committed(hashes, timeout=30, stream_of=author.stream_of)
 
 
 def test_every_served_header_is_the_chains_and_proves_committed(net, reg, clients):
