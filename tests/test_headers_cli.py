@@ -1,4 +1,5 @@
-"""`python -m node headers` against a chain this test fills with real, signed headers."""
+"""`python -m node headers` against a chain this test fills with real, signed headers, on registry v1
+and on v2 (the same headers in packed batches, proved committed by their history proofs)."""
 
 from __future__ import annotations
 
@@ -18,10 +19,10 @@ from node.protocol.hexutil import hx
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def filled():
+@pytest.fixture(scope="module", params=[1, 2], ids=["v1", "v2"])
+def filled(request):
     with Anvil() as anvil:
-        yield fill(anvil.http_url, anvil.w3())
+        yield fill(anvil.http_url, anvil.w3(), version=request.param)
 
 
 def run_cli(*args: str, timeout: float = 120, columns: int = 200) -> subprocess.CompletedProcess:
@@ -154,6 +155,9 @@ def test_to_block_pins_every_read(filled: Filled) -> None:
 
 def test_unreachable_rpc_and_not_a_registry(filled: Filled) -> None:
     from node.netutil import free_port
+
+    if filled.version == 2:
+        pytest.skip("the same checks whatever the registry version (run on v1)")
 
     p = run_cli("headers", "--rpc-url", f"http://127.0.0.1:{free_port()}", "--registry", filled.registry, timeout=60)
     assert p.returncode != 0 and "cannot reach the JSON-RPC endpoint" in p.stderr
@@ -317,3 +321,42 @@ def test_pinned_reads_agree_while_the_chain_grows() -> None:
         assert not failures, failures
         assert len(seen_heads) > 1               # the chain did grow under the reader
         assert hist.chain_summary(s0, at=hist.pin())["headNumber"] == 3 + n_commits
+
+
+def test_v2_forged_headers_and_proofs_are_not_verified(filled: Filled) -> None:
+    """v2: a header that differs from the committed one in any field, or a proof that does not fold to
+    the registry's history, is shown as not verified (off-chain and by verifyHeaderCommitted)."""
+    import dataclasses
+
+    from node.chain.history import RegistryHistory, Verification
+
+    if filled.version != 2:
+        pytest.skip("v2's history proof")
+    hist = RegistryHistory.connect(filled.rpc_url, filled.registry)
+    assert hist.version == 2
+    at = hist.pin()
+    recs, _ = hist.last_headers(STREAMS[0], at)
+    rec = next(r for r in recs if r.status == "committed")
+    assert rec.verification.ok and rec.proved_onchain is True and rec.history_proof is not None
+    good = rec.history_proof
+
+    def recheck(**change):
+        r = dataclasses.replace(rec, verification=Verification(), **change)
+        hist._verify([r], at)
+        return r
+
+    forged = dataclasses.replace(rec.header, state_root=b"\x42" * 32)
+    r = recheck(header=forged)
+    assert r.verification.hash is False and not r.verification.ok
+    assert r.history_proof is None and "no history proof" in " ".join(r.verification.problems)
+    # the forged header with the real header's proof: the registry itself says no
+    assert hist.reg.verify_header_committed(forged, good, at) is False
+    bad = dataclasses.replace(good, prev_acc=b"\x01" * 32)
+    assert hist.reg.verify_header_committed(rec.header, bad, at) is False
+    assert not hist._v2_state(at).verify(rec.header_hash, bad)
+    # the explorer's inclusion check of the forged header: neither on-chain nor off-chain committed
+    res = hist.verify_inclusion(forged, [], 0, b"\x00" * 32, block=at)
+    assert res["onchain"] is False and res["offchainCommitted"] is False and res["committedBy"] == "historyProof"
+    # a header of the page whose parent is not the logged one: parent False
+    r = recheck(prev_hash=b"\x33" * 32)
+    assert r.verification.parent is False and not r.verification.ok
