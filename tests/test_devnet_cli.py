@@ -83,8 +83,9 @@ def check_figures(res: dict, events: int, nodes: int, streams: int) -> None:
     assert res["events_per_s"] == pytest.approx(events / res["elapsed_s"], rel=0.02)
     lat = res["commit_latency_ms"]
     assert 0 < lat["p50"] <= lat["p99"] <= lat["max"] < 60_000
-    # a commitMiniblocks tx: 21k base + calldata + signature checks + storage; per header
-    assert 40_000 < res["gas_per_header"] < 1_000_000
+    # a commitMiniblocks tx: 21k base + calldata + signature checks + storage; per header (v2, the devnet's
+    # default: packed records, one head slot per stream; far below v1's 54-100k once batches hold several)
+    assert 15_000 < res["gas_per_header"] < 1_000_000
     assert res["status_checked"] == 5  # five events read back through GET /v1/events, proofs valid
     # a rejected header (e.g. a leader racing a commit it had not seen yet) costs gas but changes nothing
     assert all(isinstance(n, int) and n > 0 for n in res["headers_rejected"].values())
