@@ -74,9 +74,9 @@ def check_network(reg: Registry, urls: Sequence[str], streams: Iterable[bytes], 
                 blocks = [_block(http, u, sid, n) for u in urls]
                 for u, b in zip(urls, blocks, strict=True):
                     if b is None or unhex(b["header_hash"]) != chain.get(n):
-                        want = chain.get(n)
+                        expect = chain.get(n)
                         res.fail(f"{u}: block {n} of {hx(sid)[:10]} is {None if b is None else b['header_hash'][:12]}, "
-                                 f"the chain's is {None if want is None else hx(want)[:12]}")
+                                 f"the chain's is {None if expect is None else hx(expect)[:12]}")
                 ref = next((b for b in blocks if b is not None and unhex(b["header_hash"]) == chain.get(n)), None)
                 if ref is not None:
                     seen.update(unhex(x) for x in ref["event_hashes"])
