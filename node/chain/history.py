@@ -337,6 +337,7 @@ class RegistryHistory:
         self._v2_expanded: dict[tuple[bytes, int], list[MiniblockCommitted]] = {}
         self._v2_genesis: dict[bytes, bytes] = {}
         self._v2_states: dict[int, HistoryState] = {}
+        self._v2_indexes: dict[int, tuple[list[HeadersCommitted], HistoryIndex]] = {}  # by pinned block
         self._v2_views: dict[tuple[bytes, int], StreamView] = {}
         self._gas: dict[bytes, int] = {}
         self._replicas_cache: dict[tuple[bytes, int | str], list[str]] = {}
@@ -990,6 +991,7 @@ class RegistryHistory:
             if upto_hash and self._hash_of(upto) != upto_hash:
                 upto, logs = self.deploy_block - 1, []      # reorganised at or below `upto`: scan again
                 self._v2_views.clear()
+                self._v2_indexes.clear()
             if at > upto:
                 for _ in range(3):
                     at_hash = self._hash_of(at)
@@ -1022,7 +1024,18 @@ class RegistryHistory:
     # ---- v2: commits from the per-transaction logs and the inputs ----------------------------
 
     def _v2_commits(self, at: int) -> list[HeadersCommitted]:
-        return [e for e in self.reg.decode_logs(self.commit_logs(at)) if isinstance(e, HeadersCommitted)]
+        return self._v2_history(at)[0]
+
+    def _v2_history(self, at: int) -> tuple[list[HeadersCommitted], HistoryIndex]:
+        """The commit logs up to `at`, decoded, and their index by commit (once per pinned block)."""
+        logs = self.commit_logs(at)
+        got = self._v2_indexes.get(at)
+        if got is None or len(got[0]) != len(logs):   # a reorganisation rescanned: decode again
+            commits = [e for e in self.reg.decode_logs(logs) if isinstance(e, HeadersCommitted)]
+            if len(self._v2_indexes) >= 16:
+                self._v2_indexes.clear()
+            got = self._v2_indexes[at] = (commits, HistoryIndex.of(commits))
+        return got
 
     def _v2_batch(self, tx_hash: bytes) -> bytes | None:
         """A v2 commit transaction's packed batch (None if it is not a direct call), fetched once."""
@@ -1080,7 +1093,7 @@ class RegistryHistory:
         return self._v2_views[key]
 
     def _v2_index(self, at: int) -> HistoryIndex:
-        return HistoryIndex.of(self._v2_commits(at))
+        return self._v2_history(at)[1]
 
     def _v2_state(self, at: int) -> HistoryState:
         """commitCount and historyAcc at block `at` (two eth_calls per pinned block; checkpoints as needed)."""
@@ -1153,7 +1166,7 @@ class RegistryHistory:
         for c in commits:
             if self.version == 2:
                 batch = self._v2_batch(c.tx_hash)
-                gas_used, n = self._gas_used(c.tx_hash), int.from_bytes(batch[:2], "big") if batch else 1
+                gas_used, n = self._gas_used(c.tx_hash), len(v2.decode_batch(batch)[1]) if batch else 1
             else:
                 pairs, gas_used, _ = self._decode_commit_tx(c.tx_hash)
                 n = len(pairs) if pairs else 1

@@ -86,24 +86,22 @@ class HistoryIndex:
     """Every commit log up to one block, by commit index: what the proof of any commit needs."""
 
     logs: dict[int, HeadersCommitted]
+    roots: list[bytes] = field(default_factory=list)  # by commit index, when complete
+    complete: bool = False  # commits 0..n-1 all seen (a scan that started late or was truncated cannot prove)
 
     @classmethod
     def of(cls, logs: Sequence[HeadersCommitted]) -> HistoryIndex:
-        return cls({e.commit.commit_index: e for e in logs})
-
-    @property
-    def complete(self) -> bool:
-        """Commits 0..n-1 all seen (a scan that started late or was truncated cannot prove)."""
-        return all(i in self.logs for i in range(len(self.logs)))
+        by = {e.commit.commit_index: e for e in logs}
+        complete = all(i in by for i in range(len(by)))
+        return cls(by, [by[i].commit.history_root for i in range(len(by))] if complete else [], complete)
 
     def proof(self, commit_index: int, position: int) -> v2.HistoryProof | None:
         """The proof of header `position` of commit `commit_index` (to its window's checkpoint when the
         window is closed, else to the latest commit); None when the logs do not allow one."""
         if not self.complete or commit_index not in self.logs:
             return None
-        roots = [self.logs[i].commit.history_root for i in range(len(self.logs))]
         try:
-            return v2.history_proof(roots, self.logs[commit_index].commit.header_hashes, commit_index, position)
+            return v2.history_proof(self.roots, self.logs[commit_index].commit.header_hashes, commit_index, position)
         except (IndexError, ValueError):
             return None
 
