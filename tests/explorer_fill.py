@@ -198,9 +198,10 @@ def proof_for(s: Sent, index: int) -> list[bytes]:
     return merkle_proof(s.event_hashes, index)
 
 
-def commit_next(f: Filled, sid: bytes, reg: Registry | None = None):
-    """Commit one more (empty) header of stream `sid`, led by its elected leader and attested to the
-    quorum, on either registry version (v2: a packed batch whose parent is the full hash from the logs)."""
+def commit_next(f: Filled, sid: bytes, reg: Registry | None = None, attesters: int | None = None):
+    """Commit one more (empty) header of stream `sid`, led by its elected leader and attested by
+    `attesters` other replicas (default: to the quorum), on either registry version (v2: a packed batch
+    whose parent is the full hash from the logs)."""
     from node.chain.devtools import NodeKeys, next_header
     from node.chain.devtools import sign_header as sign_all
 
@@ -213,7 +214,7 @@ def commit_next(f: Filled, sid: bytes, reg: Registry | None = None):
     keys = {address_of(k): NodeKeys(k, HashOnion(bytes([i + 1]) * 32, 64)) for i, k in enumerate(NODE_KEYS)}
     if reg.version == 1:
         h = next_header(reg, sid, keys)
-        return reg.commit_miniblocks([h], [sign_all(reg, h, keys)])
+        return reg.commit_miniblocks([h], [sign_all(reg, h, keys, attesters=attesters)])
     head = reg.stream_head(sid)
     commits = reg.committed_logs(0, stream_id=sid)
     parent = commits[-1].header_hash if commits else reg.stream_created_logs(0, stream_id=sid)[0].genesis_hash
@@ -223,7 +224,7 @@ def commit_next(f: Filled, sid: bytes, reg: Registry | None = None):
     h = Header(stream_id=sid, number=head.number + 1, prev_hash=parent, events_root=merkle_root([]), event_count=0,
                epoch=reg.current_epoch(), attempt=0, leader=leader, randao_reveal=reveal, state_root=b"\0" * 32)
     dom = reg.domain()
-    signers = [leader, *[r for r in replicas if r != leader][: len(replicas) // 2]]
+    signers = [leader, *[r for r in replicas if r != leader][: len(replicas) // 2 if attesters is None else attesters]]
     sigs = [sign_header(dom, h, keys[a].private_key) for a in signers]
     records = v2.records_of(dom, [h], [sigs], {sid: replicas})
     return reg.commit_packed(v2.encode_batch(records, v2.reveal_order(records)))

@@ -233,26 +233,25 @@ def test_tampered_signature_sets_are_counted_right(filled: Filled) -> None:
     assert r.verification.attestations is False and "not a replica" in " ".join(r.verification.problems)
 
 
-def test_replica_replaced_old_headers_still_verify() -> None:
-    """A replica leaves and is replaced: headers it attested before still verify (replicas as of their block)."""
+@pytest.mark.parametrize("version", [1, 2], ids=["v1", "v2"])
+def test_replica_replaced_old_headers_still_verify(version: int) -> None:
+    """A replica leaves and is replaced: headers it attested before still verify (replicas as of their block;
+    on v2 also each record's leader, from its replica position)."""
     from eth_account import Account
-    from explorer_fill import NODE_KEYS
+    from explorer_fill import commit_next
 
     from node.chain.anvil import DEV_KEYS
     from node.chain.deploy import wait_for_epoch
-    from node.chain.devtools import NodeKeys, next_header, sign_header
     from node.chain.history import RegistryHistory
     from node.chain.registry import Registry
-    from node.protocol.onion import HashOnion
 
     with Anvil() as anvil:
-        f = fill(anvil.http_url, anvil.w3())
+        f = fill(anvil.http_url, anvil.w3(), version=version)
         hist = RegistryHistory.connect(f.rpc_url, f.registry)
         s0 = STREAMS[0]
         before = [r for r in hist.headers(s0) if r.status == "committed"]
         assert all(r.verification.ok for r in before)
         reg = Registry(anvil.w3(), f.registry, hist.abi, Account.from_key(DEV_KEYS[0]))
-        keys = {address_of(k): NodeKeys(k, HashOnion(bytes([i + 1]) * 32, 64)) for i, k in enumerate(NODE_KEYS)}
         old = f.replicas[s0]
         gone = old[0]
         assert any(gone in [x.address for x in r.signers] for r in before)
@@ -261,8 +260,7 @@ def test_replica_replaced_old_headers_still_verify() -> None:
         reg.replace_replica(s0, 0)
         new = reg.replicas_of(s0)
         assert gone not in new and new[1:] == old[1:]
-        h = next_header(reg, s0, keys)
-        res = reg.commit_miniblocks([h], [sign_header(reg, h, keys, attesters=2)])
+        res = commit_next(f, s0, reg, attesters=2)
         assert len(res.committed) == 1, res
 
         after = [r for r in hist.headers(s0) if r.status == "committed"]   # the same long-lived reader
@@ -270,7 +268,8 @@ def test_replica_replaced_old_headers_still_verify() -> None:
         for r in after:
             assert r.verification.ok, (r.number, r.verification.problems)
         assert after[0].replicas == old and after[-1].replicas == new
-        assert after[-1].attestations == 3 and after[-1].header.epoch == h.epoch
+        assert after[-1].attestations == 3 and after[-1].header.epoch == reg.current_epoch()
+        assert after[-1].header.leader in new
         assert hist.chain_summary(s0, after)["ok"]
 
 
