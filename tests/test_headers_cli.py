@@ -359,3 +359,31 @@ def test_v2_forged_headers_and_proofs_are_not_verified(filled: Filled) -> None:
     # a header of the page whose parent is not the logged one: parent False
     r = recheck(prev_hash=b"\x33" * 32)
     assert r.verification.parent is False and not r.verification.ok
+
+
+def test_v2_requests_per_page_are_bounded() -> None:
+    """v2: a page's RPC requests (log scans since the last page, the history views at the pin, one
+    verifyHeaderCommitted per commit shown) do not grow with the chain once its logs are cached."""
+    from explorer_fill import commit_next
+
+    from node.chain.history import RegistryHistory
+
+    with Anvil() as anvil:
+        f = fill(anvil.http_url, anvil.w3(), version=2)
+        hist = RegistryHistory.connect(f.rpc_url, f.registry)
+        stats = hist.reg.core.rpc.stats
+        s0 = STREAMS[0]
+        hist.stream_page(s0, 0, 4)               # warm: every commit transaction's input read once
+        used: list[int] = []
+        for _ in range(5):
+            commit_next(f, s0)
+            before = stats.requests
+            page = hist.stream_page(s0, 0, 4, hist.pin())
+            used.append(stats.requests - before)
+            assert page.summary["ok"] and all(r.verification.ok for r in page.records if r.status == "committed")
+            assert all(r.proved_onchain for r in page.records if r.status == "committed")
+        # each view at the newest block costs up to 3 requests (`settled`): about 10 views, 4 of them
+        # verifyHeaderCommitted, one historyCheckpoint once a proof ends in a closed window, plus the
+        # scans of the one new block
+        print("requests per page of 4:", used)
+        assert max(used) <= 40 and max(used) - min(used) <= 6, used
