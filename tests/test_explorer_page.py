@@ -126,6 +126,14 @@ def test_rejected_header_page_and_json_api(filled: Filled, explorer: str, browse
     assert page.locator("[data-field=attestations]").inner_text() == "1"
     r = httpx.get(f"{explorer}/api/headers/0x{rej.header_hash.hex()}", timeout=30)
     assert r.status_code == 200 and r.json()["reasonName"] == "NO_QUORUM"
+    # a valid Merkle proof against a header that was never committed: not included, on either version
+    r = httpx.get(f"{explorer}/api/headers/0x{rej.header_hash.hex()}/inclusion", timeout=30,
+                  params={"eventHash": "0x" + rej.event_hashes[0].hex(), "index": 0,
+                          "proof": "\n".join("0x" + p.hex() for p in proof_for(rej, 0))})
+    j = r.json()
+    assert r.status_code == 200 and j["offchain"] is True, j
+    assert j["onchain"] is False and j["offchainCommitted"] is False and j["offchainValid"] is False
+    assert j["committedBy"] == ("historyProof" if filled.version == 2 else "headerHashAt")
     assert httpx.get(f"{explorer}/api/headers/0x{'00' * 32}", timeout=30).status_code == 404
     r = httpx.get(f"{explorer}/stream/0x{'cd' * 32}", timeout=30)
     assert r.status_code == 404 and "text/html" in r.headers["content-type"] and "no stream" in r.text
