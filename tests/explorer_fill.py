@@ -5,6 +5,10 @@ then builds and signs real headers with node/protocol (events, Merkle root, memb
 election, RANDAO onion) and commits them with commitMiniblocks: full attestation sets, a
 minimal (exactly quorum) one, a batch of two streams in one tx, and a batch that also carries
 a header the contract rejects. Returns what was sent, so the tests can compare every field.
+
+`fill(..., version=2)` does the same on MiniblockRegistryV2: the same headers in packed batches (one
+reveal per leader per transaction, attestations in replica order), the parents tracked here (the head
+slot keeps a 20-byte prefix), the bad parent differing in the bytes the record sends.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from eth_account import Account
 from node.chain.anvil import DEV_KEYS
 from node.chain.deploy import NodeSpec, deploy
 from node.chain.registry import Registry
+from node.protocol import v2
 from node.protocol.eip712 import address_of, hash_event, hash_header, sign_event, sign_header
 from node.protocol.election import elected_leader
 from node.protocol.merkle import merkle_proof, merkle_root
@@ -56,11 +61,14 @@ class Filled:
     replicas: dict[bytes, list[str]]
     sent: list[Sent]
     node_addresses: list[str]
+    version: int = 1
 
 
 class _Builder:
     def __init__(self, reg: Registry, onions: dict[str, HashOnion], keys: dict[str, bytes]) -> None:
         self.reg = reg
+        self.version = reg.version
+        self.heads: dict[bytes, bytes] = {}  # v2: each stream's full head hash (the chain keeps 20 bytes)
         self.onions = onions
         self.keys = keys
         self.domain = reg.domain()
@@ -88,8 +96,19 @@ class _Builder:
         seed = self.reg.current_seed()
         num = head.number + 1 if number is None else number
         leader = elected_leader(seed, sid, num, 0, replicas)
-        commit = self.commit.get(leader) or self.reg.randao_commit_of(leader)
-        reveal = self.onions[leader].next_reveal(commit)
+        head_hash = head.header_hash
+        if self.version == 2:
+            if sid not in self.heads:
+                self.heads[sid] = self.reg.stream_created_logs(0, stream_id=sid)[0].genesis_hash
+            head_hash = self.heads[sid]
+            # one reveal per leader per transaction: its headers of one batch share it
+            reveal = self.commit.get(leader) or self.onions[leader].reveals(
+                self.reg.randao_commit_of(leader), 1, match=v2.COMMIT_PREFIX_BYTES)[0]
+            if parent is not None:   # v2 takes prevHash[0:18] from the head: only the sent bytes can differ
+                parent = head_hash[:v2.PREV_SENT_FROM] + parent[v2.PREV_SENT_FROM:]
+        else:
+            commit = self.commit.get(leader) or self.reg.randao_commit_of(leader)
+            reveal = self.onions[leader].next_reveal(commit)
         slots, policy, used = self.state.get(sid, ([], False, []))
         delta = state_delta({s for s in slots if s is not None}, events, strict=False)
         after = ([None if s in delta.members.left else s for s in slots] + list(delta.members.joined),
@@ -97,26 +116,27 @@ class _Builder:
                  used + [(e.author, e.nonce) for e in events])
         hashes = [hash_event(e) for e in events]
         h = Header(
-            stream_id=sid, number=num, prev_hash=head.header_hash if parent is None else parent,
+            stream_id=sid, number=num, prev_hash=head_hash if parent is None else parent,
             events_root=merkle_root(hashes), event_count=len(hashes), epoch=self.reg.current_epoch(),
             attempt=0, leader=leader, randao_reveal=reveal, state_root=state_root_of(*after),
         )
         if apply:
             self.state[sid] = after
             self.commit[leader] = reveal
+            self.heads[sid] = hash_header(h)
         return h, hashes
 
     def sign(self, h: Header, signers: list[str]) -> list[bytes]:
         return [sign_header(self.domain, h, self.keys[s]) for s in signers]
 
 
-def fill(rpc_url: str, w3) -> Filled:
+def fill(rpc_url: str, w3, version: int = 1) -> Filled:
     deployer = Account.from_key(DEV_KEYS[0])
     onions = {address_of(k): HashOnion(bytes([i + 1]) * 32, 64) for i, k in enumerate(NODE_KEYS)}
     keys = {address_of(k): k for k in NODE_KEYS}
     specs = [NodeSpec(addr, f"http://127.0.0.1:{9100 + i}", onions[addr].commitment) for i, addr in enumerate(keys)]
     dep = deploy(w3, deployer, epoch_length=3600, leader_timeout=60, replication_factor=3,
-                 nodes=specs, streams=STREAMS, warp=True, rpc_url=rpc_url)
+                 nodes=specs, streams=STREAMS, warp=True, rpc_url=rpc_url, registry_version=version)
     reg = Registry(w3, dep.registry, dep.abi(), deployer)
     b = _Builder(reg, onions, keys)
     replicas = {s: reg.replicas_of(s) for s in STREAMS}
@@ -126,8 +146,16 @@ def fill(rpc_url: str, w3) -> Filled:
         return [r for r in replicas[sid] if r != leader]
 
     def commit(batch: list[Sent]) -> None:
+        if version == 2:   # v2 carries the attestations in replica order
+            for s in batch:
+                reps = replicas[s.header.stream_id]
+                s.signers = [s.signers[0], *sorted(s.signers[1:], key=reps.index)]
         sigs = [b.sign(s.header, s.signers) for s in batch]
-        res = reg.commit_miniblocks([s.header for s in batch], sigs)
+        if version == 2:
+            records = v2.records_of(b.domain, [s.header for s in batch], sigs, replicas)
+            res = reg.commit_packed(v2.encode_batch(records, v2.reveal_order(records)))
+        else:
+            res = reg.commit_miniblocks([s.header for s in batch], sigs)
         assert res.status == 1
         for s in batch:
             s.tx_hash, s.block_number, s.gas_used, s.batch_size = (
@@ -163,8 +191,40 @@ def fill(rpc_url: str, w3) -> Filled:
     h, hs = b.header(s0, b.events(s0, [(1, EventKind.MESSAGE)]), parent=b"\x11" * 32, apply=False)
     commit([Sent(h, [h.leader, *others(s0, h.leader)], "rejected", reason=RejectReason.BAD_PARENT, event_hashes=hs)])
     return Filled(rpc_url=rpc_url, registry=dep.registry, chain_id=w3.eth.chain_id, replicas=replicas,
-                  sent=sent, node_addresses=list(keys))
+                  sent=sent, node_addresses=list(keys), version=version)
 
 
 def proof_for(s: Sent, index: int) -> list[bytes]:
     return merkle_proof(s.event_hashes, index)
+
+
+def commit_next(f: Filled, sid: bytes, reg: Registry | None = None, attesters: int | None = None):
+    """Commit one more (empty) header of stream `sid`, led by its elected leader and attested by
+    `attesters` other replicas (default: to the quorum), on either registry version (v2: a packed batch
+    whose parent is the full hash from the logs)."""
+    from node.chain.devtools import NodeKeys, next_header
+    from node.chain.devtools import sign_header as sign_all
+
+    if reg is None:
+        reg = Registry(f.rpc_url, f.registry, None, Account.from_key(DEV_KEYS[0]))
+        if reg.domain().version == "2":
+            from node.chain.abi import load_abi
+
+            reg = Registry(f.rpc_url, f.registry, load_abi(None, 2), Account.from_key(DEV_KEYS[0]))
+    keys = {address_of(k): NodeKeys(k, HashOnion(bytes([i + 1]) * 32, 64)) for i, k in enumerate(NODE_KEYS)}
+    if reg.version == 1:
+        h = next_header(reg, sid, keys)
+        return reg.commit_miniblocks([h], [sign_all(reg, h, keys, attesters=attesters)])
+    head = reg.stream_head(sid)
+    commits = reg.committed_logs(0, stream_id=sid)
+    parent = commits[-1].header_hash if commits else reg.stream_created_logs(0, stream_id=sid)[0].genesis_hash
+    replicas = reg.replicas_of(sid)
+    leader = reg.elected_leader(sid, head.number + 1, 0)
+    reveal = keys[leader].onion.reveals(reg.randao_commit_of(leader), 1, match=v2.COMMIT_PREFIX_BYTES)[0]
+    h = Header(stream_id=sid, number=head.number + 1, prev_hash=parent, events_root=merkle_root([]), event_count=0,
+               epoch=reg.current_epoch(), attempt=0, leader=leader, randao_reveal=reveal, state_root=b"\0" * 32)
+    dom = reg.domain()
+    signers = [leader, *[r for r in replicas if r != leader][: len(replicas) // 2 if attesters is None else attesters]]
+    sigs = [sign_header(dom, h, keys[a].private_key) for a in signers]
+    records = v2.records_of(dom, [h], [sigs], {sid: replicas})
+    return reg.commit_packed(v2.encode_batch(records, v2.reveal_order(records)))

@@ -3,6 +3,7 @@ event hash is found through a node (`--node`) and proven against the chain.
 
 One network for the module (Anvil, the registry, 3 node processes over loopback); the explorer is
 given a dead node URL first, so the lookup also shows that a node that does not answer is skipped.
+Run on registry v1 and on v2 (there the event's header is proved committed by its history proof).
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ S = parse_stream_id(NAME)
 SETTINGS = {"tick_ms": 100, "poll_ms": 150, "log_level": "INFO"}
 
 
-@pytest.fixture(scope="module")
-def net(tmp_path_factory):
+@pytest.fixture(scope="module", params=[1, 2], ids=["v1", "v2"])
+def net(request, tmp_path_factory):
     with Network(tmp_path_factory.mktemp("explorer-live"), n_nodes=3, streams=[S], leader_timeout=3,
-                 settings=SETTINGS) as d:
+                 settings=SETTINGS, registry_version=request.param) as d:
         yield d
 
 
@@ -65,6 +66,8 @@ def test_event_hash_found_through_a_node_and_proven_on_chain(net, node0, explore
     assert page.locator("#event-status").get_attribute("data-status") == "proven"
     checks = page.locator("#checks [data-ok]")
     assert checks.count() == 6 and page.locator("#checks [data-ok=true]").count() == 6
+    committed_by = "historyProof" if net.deployment.registry_version == 2 else "headerHashAt"
+    assert page.locator(f"#checks [data-check={committed_by}]").count() == 1
     answers = [t.inner_text() for t in page.locator("#event-nodes td[data-status]").all()]
     assert answers[0] == "error" and answers[1] == "committed"       # the dead node, then a live one
     page.screenshot(path="/tmp/explorer_event.png", full_page=True)

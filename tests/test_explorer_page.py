@@ -1,4 +1,5 @@
-"""The explorer web page in a real headless Chromium (Debian's, driven by Playwright)."""
+"""The explorer web page in a real headless Chromium (Debian's, driven by Playwright), on registry v1 and
+on v2 (every test on both: the same headers, on v2 proved committed by their history proofs)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 from browser import needs_chromium, run_explorer
-from explorer_fill import STREAMS, Filled, fill, proof_for
+from explorer_fill import STREAMS, Filled, commit_next, fill, proof_for
 
 from node.chain.anvil import Anvil
 
@@ -16,10 +17,10 @@ SCREENSHOT = Path("/tmp/explorer_header.png")
 pytestmark = needs_chromium
 
 
-@pytest.fixture(scope="module")
-def filled():
+@pytest.fixture(scope="module", params=[1, 2], ids=["v1", "v2"])
+def filled(request):
     with Anvil() as anvil:
-        yield fill(anvil.http_url, anvil.w3())
+        yield fill(anvil.http_url, anvil.w3(), version=request.param)
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +90,9 @@ def test_overview_stream_header_and_inclusion_proof(filled: Filled, explorer: st
     assert page.locator("#onchain [data-ok]").get_attribute("data-ok") == "true"
     assert page.locator("#offchain [data-ok]").get_attribute("data-ok") == "true"
     assert page.locator("#verdict").inner_text() == "included"
+    if filled.version == 2:   # the history proof that made it count as committed, and the registry's word
+        assert "history proof" in page.locator("#result").inner_text()
+        assert page.locator("[data-field=provedOnChain] [data-ok]").get_attribute("data-ok") == "true"
     page.screenshot(path=str(SCREENSHOT), full_page=True)
 
     # ---- tampered: one proof hash changed, then the right proof at the wrong index
@@ -122,6 +126,14 @@ def test_rejected_header_page_and_json_api(filled: Filled, explorer: str, browse
     assert page.locator("[data-field=attestations]").inner_text() == "1"
     r = httpx.get(f"{explorer}/api/headers/0x{rej.header_hash.hex()}", timeout=30)
     assert r.status_code == 200 and r.json()["reasonName"] == "NO_QUORUM"
+    # a valid Merkle proof against a header that was never committed: not included, on either version
+    r = httpx.get(f"{explorer}/api/headers/0x{rej.header_hash.hex()}/inclusion", timeout=30,
+                  params={"eventHash": "0x" + rej.event_hashes[0].hex(), "index": 0,
+                          "proof": "\n".join("0x" + p.hex() for p in proof_for(rej, 0))})
+    j = r.json()
+    assert r.status_code == 200 and j["offchain"] is True, j
+    assert j["onchain"] is False and j["offchainCommitted"] is False and j["offchainValid"] is False
+    assert j["committedBy"] == ("historyProof" if filled.version == 2 else "headerHashAt")
     assert httpx.get(f"{explorer}/api/headers/0x{'00' * 32}", timeout=30).status_code == 404
     r = httpx.get(f"{explorer}/stream/0x{'cd' * 32}", timeout=30)
     assert r.status_code == 404 and "text/html" in r.headers["content-type"] and "no stream" in r.text
@@ -220,15 +232,6 @@ def test_search_by_stream_and_header_hash(filled: Filled, explorer: str, browser
 
 def test_the_page_refreshes_as_a_block_commits(filled: Filled, explorer: str, browser) -> None:
     """Last in this module: it commits one more header of stream 0 while the page is open."""
-    from eth_account import Account
-    from explorer_fill import NODE_KEYS
-
-    from node.chain.anvil import DEV_KEYS
-    from node.chain.devtools import NodeKeys, next_header, sign_header
-    from node.chain.registry import Registry
-    from node.protocol.eip712 import address_of
-    from node.protocol.onion import HashOnion
-
     s0 = "0x" + STREAMS[0].hex()
     page = browser.new_page(viewport={"width": 1300, "height": 1000})
     page.goto(f"{explorer}/stream/{s0}?size=3")
@@ -238,11 +241,8 @@ def test_the_page_refreshes_as_a_block_commits(filled: Filled, explorer: str, br
     page.evaluate("window.__sameDocument = 'yes'")
     before = int(page.locator("#pinned").inner_text())
 
-    reg = Registry(filled.rpc_url, filled.registry, None, Account.from_key(DEV_KEYS[0]))
-    keys = {address_of(k): NodeKeys(k, HashOnion(bytes([i + 1]) * 32, 64)) for i, k in enumerate(NODE_KEYS)}
-    h = next_header(reg, STREAMS[0], keys)
-    res = reg.commit_miniblocks([h], [sign_header(reg, h, keys)])
-    assert len(res.committed) == 1 and h.number == 4
+    res = commit_next(filled, STREAMS[0])
+    assert len(res.committed) == 1 and res.committed[0].number == 4
 
     page.wait_for_selector("#rows tr.committed[data-number='4']", timeout=20_000)
     assert numbers(page) == ["4", "4", "3"]                      # the new #4 first, then the rejected #4

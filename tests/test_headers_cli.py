@@ -1,4 +1,5 @@
-"""`python -m node headers` against a chain this test fills with real, signed headers."""
+"""`python -m node headers` against a chain this test fills with real, signed headers, on registry v1
+and on v2 (the same headers in packed batches, proved committed by their history proofs)."""
 
 from __future__ import annotations
 
@@ -18,10 +19,10 @@ from node.protocol.hexutil import hx
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def filled():
+@pytest.fixture(scope="module", params=[1, 2], ids=["v1", "v2"])
+def filled(request):
     with Anvil() as anvil:
-        yield fill(anvil.http_url, anvil.w3())
+        yield fill(anvil.http_url, anvil.w3(), version=request.param)
 
 
 def run_cli(*args: str, timeout: float = 120, columns: int = 200) -> subprocess.CompletedProcess:
@@ -155,6 +156,9 @@ def test_to_block_pins_every_read(filled: Filled) -> None:
 def test_unreachable_rpc_and_not_a_registry(filled: Filled) -> None:
     from node.netutil import free_port
 
+    if filled.version == 2:
+        pytest.skip("the same checks whatever the registry version (run on v1)")
+
     p = run_cli("headers", "--rpc-url", f"http://127.0.0.1:{free_port()}", "--registry", filled.registry, timeout=60)
     assert p.returncode != 0 and "cannot reach the JSON-RPC endpoint" in p.stderr
     eoa = address_of(bytes.fromhex("01" * 32))
@@ -229,26 +233,25 @@ def test_tampered_signature_sets_are_counted_right(filled: Filled) -> None:
     assert r.verification.attestations is False and "not a replica" in " ".join(r.verification.problems)
 
 
-def test_replica_replaced_old_headers_still_verify() -> None:
-    """A replica leaves and is replaced: headers it attested before still verify (replicas as of their block)."""
+@pytest.mark.parametrize("version", [1, 2], ids=["v1", "v2"])
+def test_replica_replaced_old_headers_still_verify(version: int) -> None:
+    """A replica leaves and is replaced: headers it attested before still verify (replicas as of their block;
+    on v2 also each record's leader, from its replica position)."""
     from eth_account import Account
-    from explorer_fill import NODE_KEYS
+    from explorer_fill import commit_next
 
     from node.chain.anvil import DEV_KEYS
     from node.chain.deploy import wait_for_epoch
-    from node.chain.devtools import NodeKeys, next_header, sign_header
     from node.chain.history import RegistryHistory
     from node.chain.registry import Registry
-    from node.protocol.onion import HashOnion
 
     with Anvil() as anvil:
-        f = fill(anvil.http_url, anvil.w3())
+        f = fill(anvil.http_url, anvil.w3(), version=version)
         hist = RegistryHistory.connect(f.rpc_url, f.registry)
         s0 = STREAMS[0]
         before = [r for r in hist.headers(s0) if r.status == "committed"]
         assert all(r.verification.ok for r in before)
         reg = Registry(anvil.w3(), f.registry, hist.abi, Account.from_key(DEV_KEYS[0]))
-        keys = {address_of(k): NodeKeys(k, HashOnion(bytes([i + 1]) * 32, 64)) for i, k in enumerate(NODE_KEYS)}
         old = f.replicas[s0]
         gone = old[0]
         assert any(gone in [x.address for x in r.signers] for r in before)
@@ -257,8 +260,7 @@ def test_replica_replaced_old_headers_still_verify() -> None:
         reg.replace_replica(s0, 0)
         new = reg.replicas_of(s0)
         assert gone not in new and new[1:] == old[1:]
-        h = next_header(reg, s0, keys)
-        res = reg.commit_miniblocks([h], [sign_header(reg, h, keys, attesters=2)])
+        res = commit_next(f, s0, reg, attesters=2)
         assert len(res.committed) == 1, res
 
         after = [r for r in hist.headers(s0) if r.status == "committed"]   # the same long-lived reader
@@ -266,38 +268,38 @@ def test_replica_replaced_old_headers_still_verify() -> None:
         for r in after:
             assert r.verification.ok, (r.number, r.verification.problems)
         assert after[0].replicas == old and after[-1].replicas == new
-        assert after[-1].attestations == 3 and after[-1].header.epoch == h.epoch
+        assert after[-1].attestations == 3 and after[-1].header.epoch == reg.current_epoch()
+        assert after[-1].header.leader in new
         assert hist.chain_summary(s0, after)["ok"]
 
 
-def test_pinned_reads_agree_while_the_chain_grows() -> None:
+@pytest.mark.parametrize("version", [1, 2], ids=["v1", "v2"])
+def test_pinned_reads_agree_while_the_chain_grows(version: int) -> None:
     """The false alarm of issue 13: commits land while the reader reads; at one pinned block the
-    headers, the head and the verdict always agree (never "the commits seen do not reach the head")."""
+    headers, the head and the verdict always agree (never "the commits seen do not reach the head");
+    on v2 the head prefix and isHead are read at the pin too, and every header shown proves committed."""
     import threading
 
     from eth_account import Account
-    from explorer_fill import NODE_KEYS
+    from explorer_fill import commit_next
 
     from node.chain.anvil import DEV_KEYS
-    from node.chain.devtools import NodeKeys, next_header, sign_header
     from node.chain.history import RegistryHistory
     from node.chain.registry import Registry
-    from node.protocol.onion import HashOnion
 
     with Anvil() as anvil:
-        f = fill(anvil.http_url, anvil.w3())
+        f = fill(anvil.http_url, anvil.w3(), version=version)
         hist = RegistryHistory.connect(f.rpc_url, f.registry)
+        assert hist.version == version
         s0 = STREAMS[0]
         reg = Registry(anvil.w3(), f.registry, hist.abi, Account.from_key(DEV_KEYS[0]))
-        keys = {address_of(k): NodeKeys(k, HashOnion(bytes([i + 1]) * 32, 64)) for i, k in enumerate(NODE_KEYS)}
         n_commits = 12
         failures: list[BaseException] = []
 
         def commit_more() -> None:
             try:
                 for _ in range(n_commits):
-                    h = next_header(reg, s0, keys)
-                    assert len(reg.commit_miniblocks([h], [sign_header(reg, h, keys)]).committed) == 1
+                    assert len(commit_next(f, s0, reg).committed) == 1
             except BaseException as exc:  # noqa: BLE001 -- reported by the main thread
                 failures.append(exc)
 
@@ -309,6 +311,7 @@ def test_pinned_reads_agree_while_the_chain_grows() -> None:
             recs, total = hist.last_headers(s0, at, count=3)
             summ = hist.chain_summary(s0, recs, at=at)
             assert summ["ok"], summ
+            assert all(r.verification.ok for r in recs if r.status == "committed")
             assert recs[0].block_number <= at and summ["commits"] == summ["headNumber"]
             seen_heads.add(summ["headNumber"])
             if not t.is_alive():
@@ -317,3 +320,70 @@ def test_pinned_reads_agree_while_the_chain_grows() -> None:
         assert not failures, failures
         assert len(seen_heads) > 1               # the chain did grow under the reader
         assert hist.chain_summary(s0, at=hist.pin())["headNumber"] == 3 + n_commits
+
+
+def test_v2_forged_headers_and_proofs_are_not_verified(filled: Filled) -> None:
+    """v2: a header that differs from the committed one in any field, or a proof that does not fold to
+    the registry's history, is shown as not verified (off-chain and by verifyHeaderCommitted)."""
+    import dataclasses
+
+    from node.chain.history import RegistryHistory, Verification
+
+    if filled.version != 2:
+        pytest.skip("v2's history proof")
+    hist = RegistryHistory.connect(filled.rpc_url, filled.registry)
+    assert hist.version == 2
+    at = hist.pin()
+    recs, _ = hist.last_headers(STREAMS[0], at)
+    rec = next(r for r in recs if r.status == "committed")
+    assert rec.verification.ok and rec.proved_onchain is True and rec.history_proof is not None
+    good = rec.history_proof
+
+    def recheck(**change):
+        r = dataclasses.replace(rec, verification=Verification(), **change)
+        hist._verify([r], at)
+        return r
+
+    forged = dataclasses.replace(rec.header, state_root=b"\x42" * 32)
+    r = recheck(header=forged)
+    assert r.verification.hash is False and not r.verification.ok
+    assert r.history_proof is None and "no history proof" in " ".join(r.verification.problems)
+    # the forged header with the real header's proof: the registry itself says no
+    assert hist.reg.verify_header_committed(forged, good, at) is False
+    bad = dataclasses.replace(good, prev_acc=b"\x01" * 32)
+    assert hist.reg.verify_header_committed(rec.header, bad, at) is False
+    assert not hist._v2_state(at).verify(rec.header_hash, bad)
+    # the explorer's inclusion check of the forged header: neither on-chain nor off-chain committed
+    res = hist.verify_inclusion(forged, [], 0, b"\x00" * 32, block=at)
+    assert res["onchain"] is False and res["offchainCommitted"] is False and res["committedBy"] == "historyProof"
+    # a header of the page whose parent is not the logged one: parent False
+    r = recheck(prev_hash=b"\x33" * 32)
+    assert r.verification.parent is False and not r.verification.ok
+
+
+def test_v2_requests_per_page_are_bounded() -> None:
+    """v2: a page's RPC requests (log scans since the last page, the history views at the pin, one
+    verifyHeaderCommitted per commit shown) do not grow with the chain once its logs are cached."""
+    from explorer_fill import commit_next
+
+    from node.chain.history import RegistryHistory
+
+    with Anvil() as anvil:
+        f = fill(anvil.http_url, anvil.w3(), version=2)
+        hist = RegistryHistory.connect(f.rpc_url, f.registry)
+        stats = hist.reg.core.rpc.stats
+        s0 = STREAMS[0]
+        hist.stream_page(s0, 0, 4)               # warm: every commit transaction's input read once
+        used: list[int] = []
+        for _ in range(5):
+            commit_next(f, s0)
+            before = stats.requests
+            page = hist.stream_page(s0, 0, 4, hist.pin())
+            used.append(stats.requests - before)
+            assert page.summary["ok"] and all(r.verification.ok for r in page.records if r.status == "committed")
+            assert all(r.proved_onchain for r in page.records if r.status == "committed")
+        # each view at the newest block costs up to 3 requests (`settled`): about 10 views, 4 of them
+        # verifyHeaderCommitted, one historyCheckpoint once a proof ends in a closed window, plus the
+        # scans of the one new block
+        print("requests per page of 4:", used)
+        assert max(used) <= 40 and max(used) - min(used) <= 6, used

@@ -434,9 +434,17 @@ class RegistryClient:
                                     [b32(p) for p in proof]))
 
     async def verify_inclusion(self, header: Header, proof: Sequence[bytes], index: int, event_hash: bytes,
-                               block: BlockId = "latest") -> bool:
-        return bool(await self._one("verifyInclusion", header_abi(header), [b32(p) for p in proof], index,
-                                    b32(event_hash), block=block))
+                               block: BlockId = "latest", history: v2.HistoryProof | None = None) -> bool:
+        """The registry's check that `event_hash` is event `index` of committed `header`; v2 also takes
+        the header's history proof (`history`: its verifyInclusion proves the header committed with it)."""
+        eproof = [b32(p) for p in proof]
+        if self.version == 2:
+            if history is None:
+                raise RegistryError("registry v2's verifyInclusion needs the header's history proof")
+            return bool(await self._one("verifyInclusion", header_abi(header), history.as_abi(), eproof, index,
+                                        b32(event_hash), block=block))
+        return bool(await self._one("verifyInclusion", header_abi(header), eproof, index, b32(event_hash),
+                                    block=block))
 
     async def eip712_domain(self) -> EIP712DomainInfo:
         f, name, version, chain_id, vc, salt, ext = await self.call("eip712Domain")

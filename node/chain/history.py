@@ -11,7 +11,11 @@ checks the headers in order and emits exactly one of the two events per header, 
 same header twice in one batch -- are broken by order).
 
 What is verified for a committed header (docs/protocol.md, "Commit"):
-- `hash`: hash_header(header from calldata) == the log's headerHash == headerHashAt(stream, number);
+- `hash`: hash_header(header from calldata) == the log's headerHash == headerHashAt(stream, number)
+  (v1); on v2 (no hash per number) the header rebuilt from its packed record hashes to the hash the
+  commit log holds, and that hash is proved committed by its history proof, built from the commit logs
+  and checked both off-chain (v2.verify_history against commitCount / historyAcc / historyCheckpoint)
+  and by the registry's verifyHeaderCommitted, at the pinned block (node/chain/history_v2.py);
 - `parent`: prevHash == the hash of block number-1 (the previous commit seen, else headerHashAt),
   so the chain of parent hashes is unbroken back to the genesis hash of StreamCreated;
 - `leader_signature`: signatures[0] recovers (EIP-712 domain from eip712Domain()) to header.leader;
@@ -32,9 +36,27 @@ from eth_utils.address import to_checksum_address
 from node.chain.abi import AbiList, load_abi
 from node.chain.calldata import NotACommitCall
 from node.chain.deploy import parse_stream_id
-from node.chain.logs import MiniblockCommitted, MiniblockRejected, RawLog, StreamCreated, reason_name
+from node.chain.history_v2 import (
+    HistoryIndex,
+    HistoryState,
+    StreamEvent,
+    StreamView,
+    accepted_indices,
+    event_key,
+    rebuild,
+)
+from node.chain.logs import (
+    HeadersCommitted,
+    MiniblockCommitted,
+    MiniblockRejected,
+    RawLog,
+    StreamCreated,
+    expand_v2,
+    reason_name,
+)
 from node.chain.registry import Registry
-from node.chain.rpc import BlockId, RegistryError
+from node.chain.rpc import BlockId, RegistryError, run_sync
+from node.protocol import v2
 from node.protocol.eip712 import SignatureError, hash_header, recover_header_signer
 from node.protocol.hexutil import bytes32, hx
 from node.protocol.merkle import verify_proof
@@ -142,6 +164,9 @@ class HeaderRecord:
     tx_gas_used: int = 0
     block_timestamp: int | None = None
     verification: Verification | None = None
+    commit_index: int | None = None  # v2: the commit transaction's commitIndex
+    history_proof: v2.HistoryProof | None = None  # v2: the proof checked (built from the commit logs)
+    proved_onchain: bool | None = None  # v2: the registry's verifyHeaderCommitted at the pinned block
 
     @property
     def attestations(self) -> int:
@@ -192,7 +217,15 @@ class HeaderRecord:
             "txGasUsed": self.tx_gas_used,
             "gasShare": self.gas_share,
             "verification": None if self.verification is None else self.verification.to_json(),
+            "commitIndex": self.commit_index,
+            "historyProof": None if self.history_proof is None else _proof_json(self.history_proof),
+            "provedOnChain": self.proved_onchain,
         }
+
+
+def _proof_json(p: v2.HistoryProof) -> dict[str, Any]:
+    return {"commitIndex": p.commit_index, "position": p.position, "headerHashes": [hx(h) for h in p.header_hashes],
+            "prevAcc": hx(p.prev_acc), "laterRoots": [hx(r) for r in p.later_roots]}
 
 
 @dataclass
@@ -292,17 +325,21 @@ class RegistryHistory:
             self.reg = w3
         else:
             self.reg = Registry(w3, address, abi if abi is not None else load_registry_abi(), timeout=timeout)
-        self.address = self.reg.address
-        self.abi = self.reg.abi
         self.chunk_size = max(1, chunk_size)
         self.max_logs = max_logs
         self.truncated = False
-        core = self.reg.core
-        self.topic_committed = core.topic("MiniblockCommitted")
-        self.topic_rejected = core.topic("MiniblockRejected")
-        self.topic_stream_created = core.topic("StreamCreated")
-        self.topic_replica_replaced = core.topic("ReplicaReplaced")
+        self._use(self.reg)
         self._tx_cache: dict[bytes, CommitTx] = {}
+        # v2: each commit transaction's packed batch (None: not a direct call) and accepted bitmap, its
+        # expansion into one MiniblockCommitted per accepted record; the views of one pinned block
+        self._v2_batches: dict[bytes, bytes | None] = {}
+        self._v2_accepted: dict[bytes, int] = {}
+        self._v2_expanded: dict[tuple[bytes, int], list[MiniblockCommitted]] = {}
+        self._v2_genesis: dict[bytes, bytes] = {}
+        self._v2_states: dict[int, HistoryState] = {}
+        self._v2_indexes: dict[int, tuple[list[HeadersCommitted], HistoryIndex]] = {}  # by pinned block
+        self._v2_views: dict[tuple[bytes, int], StreamView] = {}
+        self._gas: dict[bytes, int] = {}
         self._replicas_cache: dict[tuple[bytes, int | str], list[str]] = {}
         self._replaced: dict[bytes, bool] = {}
         # stream -> (last block scanned, its hash, the stream's MiniblockCommitted/Rejected logs up to there):
@@ -311,6 +348,18 @@ class RegistryHistory:
         self._stream_logs: dict[bytes, tuple[int, bytes, list[RawLog]]] = {}
         self._logs_lock = threading.Lock()
         self._tip = -1  # the newest chain block seen (pin, settle); views below it are settled
+
+    def _use(self, reg: Registry) -> None:
+        """Read through `reg` (its ABI says which registry version it speaks)."""
+        self.reg = reg
+        self.address = reg.address
+        self.abi = reg.abi
+        self.version = reg.version
+        core = reg.core
+        self.topic_committed = core.topic("MiniblocksCommitted" if self.version == 2 else "MiniblockCommitted")
+        self.topic_rejected = core.topic("MiniblockRejected")
+        self.topic_stream_created = core.topic("StreamCreated")
+        self.topic_replica_replaced = core.topic("ReplicaReplaced")
 
     @property
     def w3(self) -> Web3:
@@ -346,6 +395,13 @@ class RegistryHistory:
             raise NotARegistry(f"{self.address} is not a MiniblockRegistry (its views do not answer: {exc})") from exc
         if dom.name != "MiniblockRegistry":
             raise NotARegistry(f"{self.address} is not a MiniblockRegistry (EIP-712 name {dom.name!r})")
+        version = int(dom.version) if dom.version in ("1", "2") else 0
+        if not version:
+            raise NotARegistry(f"{self.address}: unknown registry version {dom.version!r} (its eip712Domain)")
+        if version != self.version:  # speak the version the chain has, as the node does
+            self._use(Registry(self.reg.w3_or_url, self.address, load_abi(None, version),
+                               timeout=self.reg.core.rpc.timeout))
+            self.domain = dom
 
     # ---- views ------------------------------------------------------------------------------
 
@@ -468,7 +524,8 @@ class RegistryHistory:
             c = created.get(sid, {})
             out.append(StreamInfo(
                 stream_id=sid, head_number=number, head_hash=h, head_timestamp=ts,
-                replicas=self.replicas_of(sid, at), genesis_hash=self.header_hash_at(sid, 0, at),
+                replicas=self.replicas_of(sid, at),
+                genesis_hash=c.get("genesis_hash", ZERO32) if self.version == 2 else self.header_hash_at(sid, 0, at),
                 created_block=c.get("block_number"), created_epoch=c.get("epoch"), creator=c.get("creator"),
             ))
         return out
@@ -478,18 +535,32 @@ class RegistryHistory:
     ) -> dict[str, Any]:
         """An event's inclusion in a committed header, checked twice: the contract's verifyInclusion
         (eth_call) and node/protocol/merkle.verify_proof against the header's eventsRoot (plus the
-        header hash the contract stores at its number), both at chain block `block`."""
+        header hash the contract stores at its number), both at chain block `block`.
+
+        On v2 the header's committed-ness is its history proof (built from the commit logs up to `block`):
+        verifyInclusion takes it, and off-chain it is checked against the history views at `block`."""
         proof = [bytes(p) for p in proof]
         onchain: bool | None
         error = None
+        history: v2.HistoryProof | None = None
+        if self.version == 2:
+            at = self.pin() if not isinstance(block, int) else block
+            history, committed = self._v2_proof(header, at)
+            block = at
+        else:
+            committed = self.header_hash_at(header.stream_id, header.number, block) == hash_header(header)
         try:
-            onchain = self.settled(block, lambda b: self.reg.verify_inclusion(header, proof, index, event_hash, b))
+            if self.version == 2 and history is None:
+                onchain, error = False, "the header is not in the commit logs: no history proof"
+            else:
+                onchain = self.settled(block, lambda b: self.reg.verify_inclusion(header, proof, index, event_hash, b,
+                                                                                  history))
         except Exception as exc:  # noqa: BLE001 -- any input the page passes: an index that does not fit uint256, ...
             onchain, error = None, str(exc)
         offchain = verify_proof(header.events_root, header.event_count, index, event_hash, proof)
-        committed = self.header_hash_at(header.stream_id, header.number, block) == hash_header(header)
         return {"onchain": onchain, "offchain": offchain, "offchainCommitted": committed,
-                "offchainValid": offchain and committed, "error": error}
+                "offchainValid": offchain and committed, "error": error,
+                "committedBy": "historyProof" if self.version == 2 else "headerHashAt"}
 
     # ---- logs -------------------------------------------------------------------------------
 
@@ -560,7 +631,15 @@ class RegistryHistory:
         return self.reg.block_time(block_number)
 
     def _records_from_logs(self, logs: list[RawLog]) -> list[HeaderRecord]:
+        """v1: the records of MiniblockCommitted/MiniblockRejected logs, their headers from the calldata."""
         events = sorted(self.reg.decode_logs(logs), key=lambda e: (e.block_number, e.log_index))
+        return self._records_from_events([e for e in events if isinstance(e, (MiniblockCommitted, MiniblockRejected))])
+
+    def _records_from_events(self, events: Sequence[StreamEvent], at: int | None = None) -> list[HeaderRecord]:
+        """The records of commits and rejections in chain order (v2: `at` is the block they were read at)."""
+        if self.version == 2:
+            assert at is not None
+            return self._records_v2(events, at)
         records: list[HeaderRecord] = []
         # The contract emits one event per header, in batch order: consume the calldata
         # entries in order, matched by headerHash.
@@ -603,6 +682,70 @@ class RegistryHistory:
                         h.leader, h.prev_hash, h.events_root, h.event_count)
             records.append(rec)
         return records
+
+    def _records_v2(self, events: Sequence[StreamEvent], at: int) -> list[HeaderRecord]:
+        """v2: each commit or rejection with its header rebuilt from its transaction's packed record (the
+        leader from the replica list at the commit's block, the reveal from the table, prevHash[0:18] from
+        the head it was checked against) and kept only if it hashes to the logged hash."""
+        self._v2_fetch([e.tx_hash for e in events])
+        consumed: dict[bytes, set[int]] = {}
+        records: list[HeaderRecord] = []
+        for ev in events:
+            committed = isinstance(ev, MiniblockCommitted)
+            rec = HeaderRecord(
+                status="committed" if committed else "rejected", stream_id=ev.stream_id, number=ev.number,
+                header_hash=ev.header_hash, tx_hash=ev.tx_hash, block_number=ev.block_number,
+                log_index=ev.log_index, reason=ev.reason if isinstance(ev, MiniblockRejected) else None,
+                verification=Verification(),
+            )
+            assert rec.verification is not None
+            rec.tx_gas_used = self._gas_used(ev.tx_hash)
+            rec.block_timestamp = self._timestamp(rec.block_number)
+            batch = self._v2_batch(ev.tx_hash)
+            if batch is None:
+                rec.batch_size = 1
+                rec.verification.problems.append("the commit was not a direct call to the registry: input not decoded")
+                records.append(rec)
+                continue
+            reveals, recs = v2.decode_batch(batch)
+            rec.batch_size = len(recs)
+            accepted = accepted_indices(self._v2_accepted.get(ev.tx_hash, 0), len(recs))
+            if isinstance(ev, MiniblockCommitted):
+                rec.commit_index = ev.commit_index
+                rec.event_count, rec.events_root = ev.event_count, ev.events_root
+                cands = [accepted[ev.position]] if ev.position < len(accepted) else []
+            else:
+                cands = [i for i, r in enumerate(recs) if i not in accepted
+                         and r.stream_id == ev.stream_id and r.number == ev.number]
+            used = consumed.setdefault(ev.tx_hash, set())
+            try:
+                replicas = self.replicas_of(ev.stream_id, ev.block_number)
+            except RegistryError:
+                replicas = []
+            heads = self._v2_view(ev.stream_id, at).heads_for(ev)
+            for i in cands:
+                if i in used:
+                    continue
+                h = rebuild(recs[i], replicas, reveals, heads, ev.header_hash, rejected=not committed)
+                if h is not None:
+                    used.add(i)
+                    rec.batch_index = i
+                    rec.header, rec.signatures = h, v2.record_signatures(recs[i])
+                    rec.leader, rec.prev_hash, rec.events_root, rec.event_count = (
+                        h.leader, h.prev_hash, h.events_root, h.event_count)
+                    break
+            else:
+                rec.verification.problems.append(
+                    "no record of the commit's input rebuilds to a header with the logged headerHash")
+            records.append(rec)
+        return records
+
+    def _gas_used(self, tx_hash: bytes) -> int:
+        if tx_hash not in self._gas:
+            if len(self._gas) >= 50_000:
+                self._gas.clear()
+            self._gas[tx_hash] = self.reg.receipt(tx_hash).gas_used
+        return self._gas[tx_hash]
 
     def _check_signatures(self, rec: HeaderRecord) -> None:
         """Recover every signature under the registry's domain; fill signers and the signature checks."""
@@ -666,18 +809,28 @@ class RegistryHistory:
         pinned now), so pass the same block to chain_summary(at=) for a verdict that agrees."""
         self._forget_latest()
         at = self.pin() if to_block is None else to_block
-        topic0 = [self.topic_committed, self.topic_rejected] if include_rejected else self.topic_committed
-        topics: list[Any] = [topic0]
-        if stream_id is not None:
-            topics.append(stream_id)
-        logs = self.iter_logs(topics, from_block, at)
-        records = self._records_from_logs(logs)
+        if self.version == 2:
+            sids = [stream_id] if stream_id is not None else self.stream_ids(at)
+            evs = sorted((e for sid in sids for e in self.stream_events(sid, at)
+                          if (include_rejected or isinstance(e, MiniblockCommitted))
+                          and (from_block is None or e.block_number >= from_block)), key=event_key)
+            records = self._records_from_events(evs, at)
+        else:
+            topic0 = [self.topic_committed, self.topic_rejected] if include_rejected else self.topic_committed
+            topics: list[Any] = [topic0]
+            if stream_id is not None:
+                topics.append(stream_id)
+            records = self._records_from_logs(self.iter_logs(topics, from_block, at))
         records = [r for r in records if r.number >= from_number]
         if verify:
             self._verify(records, at)
         return records
 
     def _verify(self, records: list[HeaderRecord], block: BlockId = "latest") -> None:
+        if self.version == 2:
+            assert isinstance(block, int)
+            self._verify_v2(records, block)
+            return
         last_hash: dict[bytes, tuple[int, bytes]] = {}  # stream -> (number, hash) of the last commit seen
         for rec in records:
             v = rec.verification
@@ -707,6 +860,46 @@ class RegistryHistory:
                                   f"{hx(expected)}")
             last_hash[rec.stream_id] = (rec.number, rec.header_hash)
 
+    def _verify_v2(self, records: list[HeaderRecord], at: int) -> None:
+        """v2's checks of each record shown: its signatures (as v1), and for a commit `hash` (the rebuilt
+        header hashes to the logged hash, whose history proof holds off-chain and by the registry's
+        verifyHeaderCommitted at `at`: one eth_call per commit shown) and `parent` (prevHash is the
+        committed hash at number - 1, the genesis hash for 1, from the logs)."""
+        for rec in records:
+            v = rec.verification
+            assert v is not None
+            self._check_signatures(rec)
+            if rec.status != "committed":
+                continue
+            view = self._v2_view(rec.stream_id, at)
+            proof = offchain = None
+            if rec.header is not None and rec.commit_index is not None:
+                proof, offchain = self._v2_proof(rec.header, at)
+            rec.history_proof = proof
+            if proof is None:
+                v.problems.append("no history proof can be built from the commit logs")
+            else:
+                header = rec.header
+                assert header is not None
+                rec.proved_onchain = self._verify_committed(header, proof, at)
+                if not offchain:
+                    v.problems.append(f"the history proof of commit {proof.commit_index} does not hold against "
+                                      f"historyAcc / historyCheckpoint at block {at}")
+                if not rec.proved_onchain:
+                    v.problems.append("the registry's verifyHeaderCommitted rejects the header with its proof")
+            v.hash = bool(rec.header is not None and offchain and rec.proved_onchain)
+            expected = view.hash_at.get(rec.number - 1) if rec.number >= 1 else None
+            if expected is None or expected == ZERO32:
+                v.problems.append(f"no header committed at number {rec.number - 1} in the logs")
+            v.parent = expected is not None and expected != ZERO32 and rec.prev_hash == expected
+            if expected is not None and rec.prev_hash != expected:
+                v.problems.append(f"prevHash {hx(rec.prev_hash or ZERO32)} != hash of block {rec.number - 1} "
+                                  f"{hx(expected)}")
+
+    def _verify_committed(self, header: Header, proof: v2.HistoryProof, at: int) -> bool:
+        """v2: the registry's verifyHeaderCommitted(header, proof) at block `at`."""
+        return self.settled(at, lambda b: self.reg.verify_header_committed(header, proof, b))
+
     def chain_summary(
         self, stream_id: bytes, records: list[HeaderRecord] | None = None, *, at: int | None = None,
     ) -> dict[str, Any]:
@@ -714,12 +907,18 @@ class RegistryHistory:
 
         Everything is read at chain block `at` (default: pinned now): the MiniblockCommitted logs up to
         it (their headerHash and prevHash), the head and the genesis hash at it. `records` (verified
-        headers, e.g. one page) only feed `headersOk`; None when no records were given."""
+        headers, e.g. one page) only feed `headersOk`; None when no records were given.
+
+        On v2 the genesis hash is StreamCreated's (hash_header(genesis) must match), each commit's
+        prevHash is the previous head's first 18 bytes and its record's 14 (they must be that head's),
+        and the head is checked with the head slot's 20-byte prefix and `isHead` at `at`."""
         at = self.pin() if at is None else at
-        commits = sorted((c for c in self.reg.decode_logs(self.stream_header_logs(stream_id, at))
-                          if isinstance(c, MiniblockCommitted)), key=lambda c: (c.block_number, c.log_index))
-        genesis = self.header_hash_at(stream_id, 0, at)
+        v2_reg = self.version == 2
+        commits = [c for c in self.stream_events(stream_id, at) if isinstance(c, MiniblockCommitted)]
         created = self.stream_created(stream_id, to_block=at)
+        genesis = created[0]["genesis_hash"] if v2_reg and created else (
+            ZERO32 if v2_reg else self.header_hash_at(stream_id, 0, at))
+        stored = "" if v2_reg else ", headerHashAt(0)"
         problems = []
         genesis_ok = True
         if created:
@@ -727,7 +926,7 @@ class RegistryHistory:
             expect = hash_header(Header.genesis(stream_id, c["epoch"]))
             if not (c["genesis_hash"] == genesis == expect):
                 genesis_ok = False
-                problems.append("genesis hash differs between StreamCreated, headerHashAt(0) and hash_header(genesis)")
+                problems.append(f"genesis hash differs between StreamCreated{stored} and hash_header(genesis)")
         else:
             problems.append("no StreamCreated log found")
             genesis_ok = genesis != ZERO32
@@ -739,12 +938,19 @@ class RegistryHistory:
                 contiguous = False
                 problems.append(f"missing commit of number {expected_n}")
                 break
-            if cm.prev_hash != prev:
+            if cm.resolved([], prev).prev_hash != prev:
                 contiguous = False
                 problems.append(f"block {cm.number}: prevHash does not match block {cm.number - 1}")
                 break
             prev = cm.header_hash
-        at_head = contiguous and (commits[-1].number if commits else 0) == head_number and prev == head_hash
+        at_head = contiguous and (commits[-1].number if commits else 0) == head_number
+        if v2_reg:
+            at_head = at_head and v2.head_prefix(prev) == head_hash[:20] and (
+                head_number == 0 or self.settled(at, lambda b: self.reg.is_head(stream_id, head_number, prev, b)))
+            if at_head:
+                head_hash = prev   # the full hash: the head slot keeps its first 20 bytes
+        else:
+            at_head = at_head and prev == head_hash
         if contiguous and not at_head:
             problems.append("the commits seen do not reach the stream head")
         headers_ok: bool | None = None
@@ -764,29 +970,151 @@ class RegistryHistory:
     # ---- pages, newest first (the explorer and `headers`) -----------------------------------
 
     def stream_header_logs(self, stream_id: bytes, at: int) -> list[RawLog]:
-        """The stream's MiniblockCommitted and MiniblockRejected logs up to block `at`, in chain order.
+        """The stream's MiniblockCommitted and MiniblockRejected logs up to block `at`, in chain order (v1;
+        on v2 the stream's MiniblockRejected logs: its commits are in the per-transaction commit logs,
+        `commit_logs`)."""
+        if self.version == 2:
+            return self._cached_logs(stream_id, [self.topic_rejected, stream_id], at)
+        return self._cached_logs(stream_id, [[self.topic_committed, self.topic_rejected], stream_id], at)
 
-        Cached per stream: a later call scans only the blocks after the last one scanned, once the hash of
-        that block shows that the chain up to it is still the one scanned (else the stream is scanned again)."""
+    def commit_logs(self, at: int) -> list[RawLog]:
+        """v2: every MiniblocksCommitted log up to block `at` (one per commit transaction, of every stream)."""
+        return self._cached_logs(b"", [self.topic_committed], at)
+
+    def _cached_logs(self, key: bytes, topics: list[Any], at: int) -> list[RawLog]:
+        """The logs matching `topics` up to block `at`, in chain order.
+
+        Cached per key: a later call scans only the blocks after the last one scanned, once the hash of
+        that block shows that the chain up to it is still the one scanned (else it is scanned again)."""
         with self._logs_lock:
-            upto, upto_hash, logs = self._stream_logs.get(stream_id, (self.deploy_block - 1, b"", []))
+            upto, upto_hash, logs = self._stream_logs.get(key, (self.deploy_block - 1, b"", []))
             if upto_hash and self._hash_of(upto) != upto_hash:
                 upto, logs = self.deploy_block - 1, []      # reorganised at or below `upto`: scan again
+                self._v2_views.clear()
+                self._v2_indexes.clear()
             if at > upto:
                 for _ in range(3):
                     at_hash = self._hash_of(at)
-                    new = self.iter_logs([[self.topic_committed, self.topic_rejected], stream_id], upto + 1, at)
+                    new = self.iter_logs(topics, upto + 1, at)
                     if self._hash_of(at) == at_hash:       # no reorganisation during the scan
                         break
                 else:
                     raise HistoryError(f"block {at} kept changing while its logs were read (reorganisations)")
                 logs = logs + new
                 if len(logs) <= self.max_logs and at_hash:
-                    self._stream_logs[stream_id] = (at, at_hash, logs)
+                    self._stream_logs[key] = (at, at_hash, logs)
                 upto = at
         if at < upto:
             logs = [lg for lg in logs if lg.block_number <= at]
         return logs
+
+    def stream_events(self, stream_id: bytes, at: int) -> list[StreamEvent]:
+        """The stream's commits and rejections up to block `at`, in chain order (on v2 one
+        MiniblockCommitted per accepted record of each commit transaction, its leader and prevHash unset)."""
+        if self.version == 2:
+            return self._v2_view(stream_id, at).events
+        return sorted((e for e in self.reg.decode_logs(self.stream_header_logs(stream_id, at))
+                       if isinstance(e, (MiniblockCommitted, MiniblockRejected))),
+                      key=lambda e: (e.block_number, e.log_index))
+
+    def header_count(self, stream_id: bytes, at: int) -> int:
+        """How many headers (committed and rejected) the stream has up to block `at` (the live poll)."""
+        return len(self.stream_events(stream_id, at))
+
+    # ---- v2: commits from the per-transaction logs and the inputs ----------------------------
+
+    def _v2_commits(self, at: int) -> list[HeadersCommitted]:
+        return self._v2_history(at)[0]
+
+    def _v2_history(self, at: int) -> tuple[list[HeadersCommitted], HistoryIndex]:
+        """The commit logs up to `at`, decoded, and their index by commit (once per pinned block)."""
+        logs = self.commit_logs(at)
+        got = self._v2_indexes.get(at)
+        if got is None or len(got[0]) != len(logs):   # a reorganisation rescanned: decode again
+            commits = [e for e in self.reg.decode_logs(logs) if isinstance(e, HeadersCommitted)]
+            if len(self._v2_indexes) >= 16:
+                self._v2_indexes.clear()
+            got = self._v2_indexes[at] = (commits, HistoryIndex.of(commits))
+        return got
+
+    def _v2_batch(self, tx_hash: bytes) -> bytes | None:
+        """A v2 commit transaction's packed batch (None if it is not a direct call), fetched once."""
+        if tx_hash not in self._v2_batches:
+            self._v2_fetch([tx_hash])
+        return self._v2_batches[tx_hash]
+
+    def _v2_fetch(self, tx_hashes: Sequence[bytes]) -> None:
+        missing = list(dict.fromkeys(t for t in tx_hashes if t not in self._v2_batches))
+        if not missing:
+            return
+        if len(self._v2_batches) >= 50_000:   # bounded: a long-lived explorer on a long chain
+            self._v2_batches.clear()
+            self._v2_expanded.clear()
+        got = run_sync(self.reg.core.packed_batches(missing))   # concurrently: one request per transaction
+        for t in missing:
+            self._v2_batches[t] = got.get(t)
+
+    def _v2_expand(self, commits: Sequence[HeadersCommitted]) -> list[MiniblockCommitted]:
+        """Each commit log's accepted headers (stream, number, roots from the input; hash from the log)."""
+        self._v2_fetch([c.tx_hash for c in commits if (c.tx_hash, c.log_index) not in self._v2_expanded])
+        out: list[MiniblockCommitted] = []
+        for c in commits:
+            key = (c.tx_hash, c.log_index)
+            if key not in self._v2_expanded:
+                batch = self._v2_batch(c.tx_hash)
+                self._v2_accepted[c.tx_hash] = c.commit.accepted
+                try:
+                    evs = expand_v2([c], {} if batch is None else {c.tx_hash: batch})[1:]
+                except (ValueError, v2.BatchError):
+                    evs = []   # an input that does not match its log: its headers are not known here
+                self._v2_expanded[key] = [e for e in evs if isinstance(e, MiniblockCommitted)]
+            out += self._v2_expanded[key]
+        return out
+
+    def _v2_genesis_hash(self, stream_id: bytes, at: int) -> bytes:
+        """The stream's genesis hash from its StreamCreated log (ZERO32 if none up to `at`)."""
+        if stream_id not in self._v2_genesis:
+            created = self.stream_created(stream_id, to_block=at)
+            if not created:
+                return ZERO32
+            self._v2_genesis[stream_id] = created[0]["genesis_hash"]
+        return self._v2_genesis[stream_id]
+
+    def _v2_view(self, stream_id: bytes, at: int) -> StreamView:
+        """The stream's commits and rejections up to `at`, with the head each was checked against."""
+        key = (stream_id, at)
+        if key not in self._v2_views:
+            commits = [c for c in self._v2_expand(self._v2_commits(at)) if c.stream_id == stream_id]
+            rejected = [e for e in self.reg.decode_logs(self.stream_header_logs(stream_id, at))
+                        if isinstance(e, MiniblockRejected)]
+            if len(self._v2_views) >= 64:
+                self._v2_views.clear()
+            self._v2_views[key] = StreamView.of(stream_id, self._v2_genesis_hash(stream_id, at), [*commits, *rejected])
+        return self._v2_views[key]
+
+    def _v2_index(self, at: int) -> HistoryIndex:
+        return self._v2_history(at)[1]
+
+    def _v2_state(self, at: int) -> HistoryState:
+        """commitCount and historyAcc at block `at` (two eth_calls per pinned block; checkpoints as needed)."""
+        if at not in self._v2_states:
+            if len(self._v2_states) >= 64:
+                self._v2_states.clear()
+            self._v2_states[at] = HistoryState(
+                commit_count=self.settled(at, self.reg.commit_count), acc=self.settled(at, self.reg.history_acc),
+                read_checkpoint=lambda w: self.settled(at, lambda b: self.reg.history_checkpoint(w, b)))
+        return self._v2_states[at]
+
+    def _v2_proof(self, header: Header, at: int) -> tuple[v2.HistoryProof | None, bool]:
+        """The history proof of `header` built from the commit logs up to `at`, and whether it holds
+        off-chain against the registry's history views at `at`."""
+        hh = hash_header(header)
+        c = next((c for c in self._v2_view(header.stream_id, at).commits
+                  if c.number == header.number and c.header_hash == hh), None)
+        if c is None:
+            return None, False
+        proof = self._v2_index(at).proof(c.commit_index, c.position)
+        return proof, proof is not None and self._v2_state(at).verify(hh, proof)
 
     def _hash_of(self, block: int) -> bytes:
         got = self.reg.block_hash(block)
@@ -799,17 +1127,13 @@ class RegistryHistory:
         """The stream's headers newest first, skipping `offset`, at most `count` (None: all), verified at
         block `at`; and how many headers pass the filters in all."""
         self._forget_latest()
-        logs = self.stream_header_logs(stream_id, at)
-        events = [e for e in self.reg.decode_logs(logs)
-                  if isinstance(e, (MiniblockCommitted, MiniblockRejected)) and e.number >= from_number
-                  and (include_rejected or isinstance(e, MiniblockCommitted))
+        events = [e for e in self.stream_events(stream_id, at)
+                  if e.number >= from_number and (include_rejected or isinstance(e, MiniblockCommitted))
                   and (from_block is None or e.block_number >= from_block)]
-        keep = {(e.block_number, e.log_index) for e in events}
-        chosen = sorted((lg for lg in logs if (lg.block_number, lg.log_index) in keep),
-                        key=lambda lg: (lg.block_number, lg.log_index), reverse=True)
-        total = len(chosen)
-        chosen = chosen[offset:] if count is None else chosen[offset:offset + count]
-        records = self._records_from_logs(chosen)          # oldest first, for the parent checks
+        events.reverse()
+        total = len(events)
+        chosen = events[offset:] if count is None else events[offset:offset + count]
+        records = self._records_from_events(chosen[::-1], at)          # oldest first, for the parent checks
         self._verify(records, at)
         records.reverse()
         return records, total
@@ -837,12 +1161,15 @@ class RegistryHistory:
 
         Event counts come from the logs; gas from each commit's receipt shared over its batch (cached,
         so a page that refreshes fetches only the new commits)."""
-        commits = [c for c in self.reg.decode_logs(self.stream_header_logs(stream_id, at))
-                   if isinstance(c, MiniblockCommitted)][-max(1, window):]
+        commits = [c for c in self.stream_events(stream_id, at) if isinstance(c, MiniblockCommitted)][-max(1, window):]
         out = []
         for c in commits:
-            pairs, gas_used, _ = self._decode_commit_tx(c.tx_hash)
-            n = len(pairs) if pairs else 1
+            if self.version == 2:
+                batch = self._v2_batch(c.tx_hash)
+                gas_used, n = self._gas_used(c.tx_hash), len(v2.decode_batch(batch)[1]) if batch else 1
+            else:
+                pairs, gas_used, _ = self._decode_commit_tx(c.tx_hash)
+                n = len(pairs) if pairs else 1
             out.append(PlotPoint(number=c.number, block_number=c.block_number,
                                  timestamp=self._timestamp(c.block_number), event_count=c.event_count,
                                  gas_share=gas_used // n))
@@ -871,6 +1198,8 @@ class RegistryHistory:
         self._forget_latest()
         at = self.pin() if at is None else at
         header_hash = bytes32(header_hash)
+        if self.version == 2:
+            return self._find_header_v2(header_hash, stream_id, number, from_block, verify, include_rejected, at)
         topic0 = [self.topic_committed, self.topic_rejected] if include_rejected else self.topic_committed
         topics: list[Any] = [topic0, stream_id]
         if number is not None:
@@ -888,11 +1217,39 @@ class RegistryHistory:
             self._verify(recs, at)
         return recs[0]
 
+    def _find_header_v2(self, header_hash: bytes, stream_id: bytes | None, number: int | None,
+                        from_block: int | None, verify: bool, include_rejected: bool, at: int) -> HeaderRecord | None:
+        """v2's find_header: the commits of the stream (of every stream without one) from the commit logs,
+        then the MiniblockRejected logs, matched by headerHash."""
+        if stream_id is None:
+            sids = list(dict.fromkeys(c.stream_id for c in self._v2_expand(self._v2_commits(at))
+                                      if c.header_hash == header_hash))
+            if not sids and include_rejected:
+                sids = list(dict.fromkeys(lg.topics[1] for lg in self.iter_logs([self.topic_rejected], from_block, at)
+                                          if lg.data[:32] == header_hash and len(lg.topics) > 1))
+        else:
+            sids = [stream_id]
+        found = [e for sid in sids for e in self.stream_events(sid, at)
+                 if e.header_hash == header_hash and (number is None or e.number == number)
+                 and (from_block is None or e.block_number >= from_block)
+                 and (include_rejected or isinstance(e, MiniblockCommitted))]
+        if not found:
+            return None
+        committed = [e for e in found if isinstance(e, MiniblockCommitted)]
+        recs = self._records_from_events((committed or found)[:1], at)
+        if verify:
+            self._verify(recs, at)
+        return recs[0]
+
     def header_at(self, stream_id: bytes, number: int, *, verify: bool = True,
                   at: int | None = None) -> HeaderRecord | None:
-        """The committed header at (stream, number), found through the hash the contract stores there."""
+        """The committed header at (stream, number), found through the hash the contract stores there (v2:
+        the commit of that number in the logs)."""
         at = self.pin() if at is None else at
-        h = self.header_hash_at(stream_id, number, at)
+        if self.version == 2:
+            h = self._v2_view(stream_id, at).hash_at.get(number, ZERO32) if number >= 1 else ZERO32
+        else:
+            h = self.header_hash_at(stream_id, number, at)
         if h == ZERO32:
             return None
         return self.committed_header(h, stream_id, number, verify=verify, at=at)

@@ -220,6 +220,10 @@ class Registry:
                           gas: int | None = None) -> TxResult:
         return run_sync(self.core.commit_miniblocks(headers, signatures, gas=gas))
 
+    def commit_packed(self, batch: bytes, *, gas: int | None = None, check: bool = True) -> TxResult:
+        """v2: one commitMiniblocks(bytes) with a packed batch (node.protocol.v2.encode_batch)."""
+        return run_sync(self.core.commit_packed(batch, gas=gas, check=check))
+
     def allow_operator(self, operator: str) -> TxResult:
         return run_sync(self.core.allow_operator(operator))
 
@@ -322,6 +326,12 @@ class Registry:
     def commit_count(self, block: BlockId = "latest") -> int:
         return run_sync(self.core.commit_count(block))
 
+    def history_acc(self, block: BlockId = "latest") -> bytes:
+        return run_sync(self.core.history_acc(block))
+
+    def history_checkpoint(self, window: int, block: BlockId = "latest") -> bytes:
+        return run_sync(self.core.history_checkpoint(window, block))
+
     def verify_header_committed(self, header: Header, proof: v2.HistoryProof, block: BlockId = "latest") -> bool:
         return run_sync(self.core.verify_header_committed(header, proof, block))
 
@@ -387,8 +397,8 @@ class Registry:
         return run_sync(self.core.verify_merkle_proof(root, count, index, event_hash, proof))
 
     def verify_inclusion(self, header: Header, proof: Sequence[bytes], index: int, event_hash: bytes,
-                         block: BlockId = "latest") -> bool:
-        return run_sync(self.core.verify_inclusion(header, proof, index, event_hash, block))
+                         block: BlockId = "latest", history: v2.HistoryProof | None = None) -> bool:
+        return run_sync(self.core.verify_inclusion(header, proof, index, event_hash, block, history))
 
     def eip712_domain(self) -> EIP712DomainInfo:
         return run_sync(self.core.eip712_domain())

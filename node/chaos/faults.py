@@ -116,7 +116,8 @@ class Faults:
         if not logs:
             return False
         busiest = Counter(c.stream_id for c in logs).most_common(1)[0][0]
-        leader = [c.leader for c in logs if c.stream_id == busiest][-1]
+        last = [c for c in logs if c.stream_id == busiest][-1]
+        leader = last.resolved(self.reg.replicas_of(busiest), None).leader  # v2 logs give the leader's position
         idx = {self.net.setups[i].address: i for i in self.members}
         i = idx.get(leader)
         if i is None or not self.cluster.running(i):

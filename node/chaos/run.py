@@ -38,6 +38,7 @@ class ChaosConfig:
     kinds: tuple[str, ...] = KINDS
     seed: int | None = None
     data_dir: Path | None = None
+    registry_version: int = 1  # 1: MiniblockRegistry, 2: MiniblockRegistryV2
 
 
 class StallMonitor(threading.Thread):
@@ -131,7 +132,8 @@ def run_chaos(cfg: ChaosConfig, log: Callable[[str], None] = print) -> ChaosRepo
     settings = {"tick_ms": 100, "poll_ms": 200, "regossip_s": 3.0, "tx_replace_s": 2.0, "rpc_timeout_s": 3.0,
                 "rpc_retries": 6, "peer_timeout_s": 2.0, "log_level": "INFO"}
     net = Network(base, n_nodes=cfg.nodes, extra_nodes=cfg.extra_nodes, streams=streams,
-                  epoch_length=cfg.epoch_length, leader_timeout=3, settings=settings, watchdog=True)
+                  epoch_length=cfg.epoch_length, leader_timeout=3, settings=settings, watchdog=True,
+                  registry_version=cfg.registry_version)
     proxy: Proxy | None = None
     stop = threading.Event()
     loadgen: LoadGen | None = None

@@ -48,7 +48,7 @@ def main(
     tiny: bool = typer.Option(False, "--tiny", hidden=True, help="Smallest loads (the smoke test)."),
     only: str | None = typer.Option(None, "--only", help=f"Comma-separated subset of {','.join(SCENARIOS)}."),
     keep: bool = typer.Option(False, "--keep", help="Keep the node data dirs and logs (in DIR/work)."),
-    registry: str = typer.Option("v1", "--registry", help="The registry the node scenarios deploy: v1 or v2."),
+    registry: str = typer.Option("v2", "--registry", help="The registry the node scenarios deploy: v2 or v1."),
 ) -> None:
     """Benchmarks: throughput, latency, gas, node cost, scale, mini-pool, ceilings. JSON lines + PNG."""
     if str(ROOT) not in sys.path:

@@ -27,18 +27,21 @@ def main(
     json_out: bool = typer.Option(False, "--json", help="One JSON object on stdout (progress on stderr)."),
     doc: bool = typer.Option(False, "--doc", help="Write the figures into docs/reliability.md."),
     data_dir: Path | None = typer.Option(None, "--data-dir", help="Keep node data and logs here."),
+    registry: str = typer.Option("v1", "--registry", help="Registry version to deploy: v1 or v2."),
 ) -> None:
     """Chaos run: faults by kind, events accepted / committed / lost, longest stall, p99 latency."""
     from node.chaos.faults import KINDS
     from node.chaos.report import text, write_doc
     from node.chaos.run import ChaosConfig, run_chaos
+    from node.commands.deploy import registry_version
 
     chosen = tuple(k.strip() for k in kinds.split(",") if k.strip()) or KINDS
     bad = [k for k in chosen if k not in KINDS]
     if bad:
         raise typer.BadParameter(f"unknown fault kinds {bad}; known: {', '.join(KINDS)}")
     cfg = ChaosConfig(faults=faults, max_s=max_s, nodes=nodes, streams=streams, rate=rate, kinds=chosen, seed=seed,
-                      stall_bound_s=stall_bound, data_dir=data_dir.resolve() if data_dir else None)
+                      stall_bound_s=stall_bound, data_dir=data_dir.resolve() if data_dir else None,
+                      registry_version=registry_version(registry))
 
     def say(s: str) -> None:
         print(s, file=sys.stderr if json_out else sys.stdout, flush=True)

@@ -76,8 +76,8 @@ def main(
                               "node_modules/.bin/hardhat or $HARDHAT_BIN)."),
     block_time: float | None = typer.Option(None, "--block-time", min=0.1, help="Seconds per chain block (a real "
                                             "chain's cadence; default: automine, a block per transaction)."),
-    registry: str = typer.Option("v1", "--registry", help="The registry to deploy: v1 (MiniblockRegistry) or v2 "
-                                 "(MiniblockRegistryV2: packed commits, ~19-27k gas per header in full batches)."),
+    registry: str = typer.Option("v2", "--registry", help="The registry to deploy: v2 (MiniblockRegistryV2: packed "
+                                 "commits, ~19-27k gas per header in full batches) or v1 (MiniblockRegistry)."),
 ) -> None:
     """Run a local devnet: Anvil, the registry, N nodes, streams, a load generator and live progress."""
     from rich.console import Console

@@ -203,7 +203,7 @@ def create_app(hist: RegistryHistory, nodes: Sequence[str] = (), *, refresh_ms: 
         s = existing_stream(sid, blk)
         number, h, ts = hist.head_of(s, blk)
         return JSONResponse({"stream": hx(s), "at": blk, "headNumber": number, "headHash": hx(h),
-                             "headTimestamp": ts, "total": len(hist.stream_header_logs(s, blk))})
+                             "headTimestamp": ts, "total": hist.header_count(s, blk)})
 
     @app.get("/api/headers/{header_hash}")
     def api_header(header_hash: str, stream: str | None = None, number: int | None = Query(None, ge=0),

@@ -3,10 +3,10 @@
 The chain stores headers, not events, so only a node can say which block an event is in: the
 explorer asks each `--node URL` in turn (`GET /v1/events/{hash}`: block, index, header hash,
 Merkle proof). Nothing a node says is trusted: the answer counts only when the chain confirms it,
-at the page's pinned block -- the header is committed (its log, calldata and `headerHashAt` agree
-and its signatures verify), the contract's `verifyInclusion` accepts the proof, the Merkle proof
-holds against the header's eventsRoot off-chain too, and the event the node returns hashes to the
-hash asked for. A node that lies or is down is reported and the next one is asked.
+at the page's pinned block -- the header is committed (its log, calldata and `headerHashAt` agree,
+on v2 its history proof holds, and its signatures verify), the contract's `verifyInclusion` accepts
+the proof, the Merkle proof holds against the header's eventsRoot off-chain too, and the event the
+node returns hashes to the hash asked for. A node that lies or is down is reported and the next one is asked.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def _check(hist: RegistryHistory, event_hash: bytes, ans: NodeAnswer, at: int) -
     res = hist.verify_inclusion(rec.header, proof, index, event_hash, block=at)
     checks["onchainInclusion"] = res["onchain"]
     checks["offchainInclusion"] = res["offchain"]
-    checks["headerHashAt"] = res["offchainCommitted"]
+    checks[res["committedBy"]] = res["offchainCommitted"]
     if res["onchain"] is not True:
         problems.append("the contract's verifyInclusion does not accept the proof"
                         + (f": {res['error']}" if res.get("error") else ""))

@@ -280,6 +280,12 @@ def header_body(rec: HeaderRecord, at: int, result: dict[str, Any] | None, form:
                   f"tx gas {rec.tx_gas_used:,}, share {rec.gas_share:,}"),
         ("verification", verif_cell(rec) + f' <span class="note">(checked at chain block {at})</span>'),
     ]
+    if rec.history_proof is not None:   # v2: what proved the header committed
+        p = rec.history_proof
+        fields.append(("history proof", f'commit <span data-field="commitIndex">{p.commit_index}</span>, '
+                       f'position {p.position} of {len(p.header_hashes)}, {len(p.later_roots)} later roots; '
+                       f'<code>verifyHeaderCommitted</code> (eth_call) '
+                       f'<span data-field="provedOnChain">{mark(rec.proved_onchain, "proved")}</span>'))
     kv = "".join(f"<dt>{esc(k)}</dt><dd>{v}</dd>" for k, v in fields)
     sig_rows = "".join(
         f"<tr><td class=num>{s.index}</td><td><code>{esc(s.address or '-')}</code></td>"
@@ -296,7 +302,7 @@ def header_body(rec: HeaderRecord, at: int, result: dict[str, Any] | None, form:
             res_html = f"""<div class="result" id="result">
 <div>on-chain <code>verifyInclusion</code> (eth_call): <span id="onchain">{mark(on, 'onchain')} {'included' if on else 'not proven' if on is False else 'call failed: ' + esc(result.get('error'))}</span></div>
 <div>off-chain <code>merkle.verify_proof</code> against eventsRoot: <span id="offchain">{mark(result['offchain'], 'offchain')} {'proof holds' if result['offchain'] else 'proof fails'}</span>
- · header hash stored on-chain at #{rec.number}: {mark(result['offchainCommitted'], 'committed')}</div>
+ · {committed_text(result, rec.number)}: {mark(result['offchainCommitted'], 'committed')}</div>
 <div class="note">verdict: <b id="verdict">{'included' if on and off else 'NOT included'}</b></div></div>"""
     return f"""<h1>Header #{rec.number} of stream <code>{esc(short(j['stream'], 14))}</code></h1>
 <dl class="kv" id="header">{kv}</dl>
@@ -313,6 +319,13 @@ def header_body(rec: HeaderRecord, at: int, result: dict[str, Any] | None, form:
 <p><a href="/stream/{esc(j['stream'])}">← stream</a> · <a href="/">overview</a></p>"""
 
 
+def committed_text(result: dict[str, Any], number: int) -> str:
+    """What made the header count as committed off-chain: v1's stored hash, v2's history proof."""
+    if result.get("committedBy") == "historyProof":
+        return "header proved committed (history proof against historyAcc / historyCheckpoint)"
+    return f"header hash stored on-chain at #{number}"
+
+
 CHECK_NAMES = {
     "eventHash": "the event the node returned hashes to this hash",
     "headerCommitted": "the header is committed on chain at that number",
@@ -320,6 +333,7 @@ CHECK_NAMES = {
     "onchainInclusion": "the contract's verifyInclusion accepts the proof (eth_call)",
     "offchainInclusion": "the Merkle proof holds against the header's eventsRoot (off-chain)",
     "headerHashAt": "headerHashAt(stream, number) on chain is this header's hash",
+    "historyProof": "the header's history proof (from the commit logs) holds against the registry's history (v2)",
 }
 
 STATUS_TEXT = {

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from .eip712 import SignatureError
+from .eip712 import SignatureError, hash_header
 from .hashing import keccak
 from .types import DOMAIN_NAME, ZERO32, Domain, Header
 
@@ -378,3 +378,34 @@ def header_of(rec: DecodedRecord, leader: str, reveal: bytes, prev_head_hash: by
 def packed_size(signature_counts: Sequence[int], leaders: int) -> int:
     """Bytes of a packed batch: header, one reveal per leader, 127 per record, 64 per signature."""
     return 3 + 32 * leaders + RECORD_FIXED * len(signature_counts) + 64 * sum(signature_counts)
+
+
+ZERO_ADDRESS = "0x" + "00" * 20
+
+
+def rebuild_header(
+    rec: DecodedRecord, leaders: Sequence[str], reveals: Sequence[bytes], prev_heads: Sequence[bytes],
+    header_hash: bytes,
+) -> Header | None:
+    """The header a commit transaction's record stands for, given the candidates for what the record
+    does not carry (the leader, the reveal, the previous head's full hash): the one that hashes to the
+    hash the chain logged (None if none does). A reader of the chain alone uses it: the hash match
+    confirms every field, the history proof then that the hash was committed."""
+    for prev in prev_heads:
+        for leader in leaders:
+            for reveal in reveals:
+                h = header_of(rec, leader, reveal, prev)
+                if hash_header(h) == header_hash:
+                    return h
+    return None
+
+
+def record_signatures(rec: DecodedRecord) -> list[bytes]:
+    """A record's signatures as 65-byte r ‖ s ‖ v, the leader's first, then the attesters' by ascending
+    replica position (the order of the attesters bitmap)."""
+    return [from_compact(s) for s in rec.signatures]
+
+
+def attester_positions(rec: DecodedRecord) -> list[int]:
+    """The replica positions of a record's signatures: the leader's, then each attester bit's."""
+    return [rec.leader_pos] + [k for k in range(16) if rec.attesters >> k & 1]
