@@ -233,7 +233,7 @@ def test_tampered_signature_sets_are_counted_right(filled: Filled) -> None:
     assert r.verification.attestations is False and "not a replica" in " ".join(r.verification.problems)
 
 
-@pytest.mark.parametrize("version", [1, 2], ids=["v1", "v2"])
+@pytest.mark.parametrize("version", [2], ids=["v2"])  # v2 rebuilds leaders from positions; v1's path: the module's fill
 def test_replica_replaced_old_headers_still_verify(version: int) -> None:
     """A replica leaves and is replaced: headers it attested before still verify (replicas as of their block;
     on v2 also each record's leader, from its replica position)."""
@@ -273,7 +273,7 @@ def test_replica_replaced_old_headers_still_verify(version: int) -> None:
         assert hist.chain_summary(s0, after)["ok"]
 
 
-@pytest.mark.parametrize("version", [1, 2], ids=["v1", "v2"])
+@pytest.mark.parametrize("version", [2], ids=["v2"])  # the default registry (CI time: one version)
 def test_pinned_reads_agree_while_the_chain_grows(version: int) -> None:
     """The false alarm of issue 13: commits land while the reader reads; at one pinned block the
     headers, the head and the verdict always agree (never "the commits seen do not reach the head");

@@ -219,7 +219,7 @@ def test_join_then_message_follows_the_block_boundary(net, clients, domain):
     big = [c.event(S2, EventKind.MESSAGE, bytes([k]) * (64 * 1024)) for k in range(6)]
     r = clients[3].post_batch([b for _, b in big])
     assert r.status_code == 200 and r.json()["accepted"] == 6, r.text[:300]
-    clients[0].wait_committed([h for h, _ in big], timeout=40)
+    clients[0].wait_committed([h for h, _ in big], timeout=40, stream_of=c.stream_of)
 
 
 def test_event_held_by_a_minority_waits_until_it_spreads(net, clients, domain, reg):
