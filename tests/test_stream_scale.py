@@ -43,7 +43,11 @@ def rpc_requests(c: NodeClient) -> int:
 
 def join(a: Author, sid: bytes, c: NodeClient) -> bytes:
     h, body = a.event(sid, EventKind.JOIN)
+    deadline = time.monotonic() + 30
     r = c.post_event(body)
+    while r.status_code == 503 and r.json().get("error") == "stream_not_seen" and time.monotonic() < deadline:
+        time.sleep(0.5)  # created on chain, not yet in this node's view: "retry shortly"
+        r = c.post_event(body)
     assert r.status_code == 202, r.text
     return h
 
