@@ -12,7 +12,6 @@ from dataclasses import dataclass, replace
 from node.chain.logs import TxResult
 from node.protocol import v2
 from node.protocol.block_rules import AgedEntry, age_order, block_event_cap, events_with_quorum, select_events
-from node.protocol.commit import StreamHead
 from node.protocol.eip712 import hash_header, sign_header
 from node.protocol.merkle import merkle_root
 from node.protocol.onion import OnionExhausted
@@ -23,6 +22,7 @@ from node.protocol.types import MAX_BATCH, MAX_REVEAL_SKIP, Event, EventEntry, H
 from . import commitbatch
 from .core import Node
 from .delegate import hand_off
+from .headreads import load_heads
 from .models import hx
 from .storage import StoredEvent
 from .sync import apply_committed_many, fetch_events
@@ -307,21 +307,8 @@ async def settle(node: Node, batch: list[Draft], res: TxResult, apply_logs: bool
     return done
 
 
-RESYNC_CONCURRENCY = 16  # heads re-read at once after a rejection or a hand-off timeout (a tick: up to 256)
-
-
 async def resync_heads(node: Node, sids: list[bytes]) -> None:
-    sem = asyncio.Semaphore(RESYNC_CONCURRENCY)
-
-    async def one(sid: bytes) -> None:
-        async with sem:
-            try:
-                n, h, ts = await node.chain.stream_head(sid)
-                node.view.load_head(sid, StreamHead(n, h, ts), await node.chain.replicas_of(sid))
-            except Exception as exc:  # noqa: BLE001 - any RPC failure: the watcher's logs bring the head later
-                log.warning("head of %s: %s", hx(sid), exc)
-
-    await asyncio.gather(*(one(sid) for sid in set(sids)))
+    await load_heads(node, sids)  # a failure: the watcher's logs bring the head later
     node.wake_sync.set()
 
 

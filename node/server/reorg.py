@@ -23,13 +23,11 @@ What makes it safe is the roll-back:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Iterable
 
-from node.protocol.commit import StreamHead
-
 from .core import Node
+from .headreads import load_heads
 from .models import hx
 from .storage import Rollback
 
@@ -113,19 +111,8 @@ async def reload_heads(node: Node, concurrency: int = 16) -> None:
         await node.refresh_nodes()
         node.nodes_stale = False
     todo, node.heads_to_reload = node.heads_to_reload, set()
-    sem = asyncio.Semaphore(concurrency)
-
-    async def one(sid: bytes) -> None:
-        async with sem:
-            try:
-                n, h, ts = await node.chain.stream_head(sid)
-                node.view.reset_head(sid, StreamHead(n, h, ts))
-                node.view.load_head(sid, StreamHead(n, h, ts), await node.chain.replicas_of(sid))
-            except Exception as exc:  # noqa: BLE001 - any RPC failure: try again on the next poll
-                log.warning("head of %s after a rollback: %s", hx(sid), exc)
-                node.heads_to_reload.add(sid)
-
-    await asyncio.gather(*(one(sid) for sid in todo))
+    node.heads_to_reload |= await load_heads(node, todo, reset=True, why=" after a rollback",
+                                             concurrency=concurrency)  # tried again on the next poll
 
 
 async def final_block(node: Node, latest: int) -> int:

@@ -13,10 +13,9 @@ import json
 import logging
 
 from node.chain.logs import LogBatch
-from node.protocol.commit import StreamHead
 
 from .core import Node
-from .models import hx
+from .headreads import load_heads
 from .reorg import check_reorg, final_block, note_rollbacks, reload_heads
 from .sync import sync_all
 
@@ -88,17 +87,7 @@ async def init_heads(node: Node, concurrency: int = 16) -> None:
     if unknown:
         log.info("%d of %d streams without a recorded head timestamp: reading their heads from the registry",
                  len(unknown), len(rows))
-    sem = asyncio.Semaphore(concurrency)
-
-    async def one(sid: bytes) -> None:
-        async with sem:
-            try:
-                n, h, ts = await node.chain.stream_head(sid)
-                node.view.load_head(sid, StreamHead(n, h, ts), await node.chain.replicas_of(sid))
-            except Exception as exc:  # noqa: BLE001 - any RPC failure: the watcher's logs bring the head later
-                log.warning("head of %s: %s", hx(sid), exc)
-
-    await asyncio.gather(*(one(r.stream_id) for r in unknown))
+    await load_heads(node, (r.stream_id for r in unknown), concurrency=concurrency)  # failed: the logs bring them
 
 
 async def watch_loop(node: Node) -> None:
