@@ -284,17 +284,20 @@ class DevChain:
         self.rpc("evm_setAutomine", [on])
 
     def _time_offset(self) -> int:
-        return int(self.rpc("eth_getBlockByNumber", ["latest", False])["timestamp"], 16) - int(time.time())
+        """The chain clock's lead over wall time: the pending block's timestamp (the latest block's may be
+        seconds old on an idle automining chain, and a reorg measured by it lost that much time)."""
+        return int(self.rpc("eth_getBlockByNumber", ["pending", False])["timestamp"], 16) - int(time.time())
 
     def _keeping_time(self, method: str, params: list[Any]) -> None:
         """Run a reorg-like call, then give the chain back the time offset it had: Anvil 1.7.1 restores its
         time state to the fork point's, so a reorg to before an `evm_increaseTime` warp drops the warp and
         chain time jumps backwards (a real chain's never does: a devnet warped to its epoch would fall back
-        into an earlier one). A no-op when the offset survived."""
+        into an earlier one), and each reorg set it back by its fork point's age. A no-op when the offset
+        survived."""
         before = self._time_offset()
         self.rpc(method, params)
         lost = before - self._time_offset()
-        if lost > 1:
+        if lost >= 1:
             self.increase_time(lost)
 
     def reorg(self, depth: int, txs: list[Any] | None = None) -> None:

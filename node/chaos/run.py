@@ -204,6 +204,11 @@ def run_chaos(cfg: ChaosConfig, log: Callable[[str], None] = print) -> ChaosRepo
                     break
             time.sleep(1.0)
         res = check_network(reg, urls, streams, accepted, settle_s=60)
+        # The watcher counts an event once it saw a log of its block, also of a block a reorg orphaned since:
+        # its events are back in the pools and commit again, so "lost" is final only at the settle deadline.
+        while res.lost and not res.doubled and time.monotonic() < deadline:
+            time.sleep(2.0)
+            res = check_network(reg, urls, streams, accepted, settle_s=max(5.0, min(60.0, deadline - time.monotonic())))
         counters = node_counters(urls)
         longest = max(monitor.longest.values(), default=0.0)
         if not res.ok:
