@@ -32,7 +32,7 @@ WRAPPER = ROOT / "tools" / "solc"
 # Same as foundry.toml.
 REMAPPINGS = ["@openzeppelin/contracts/=node_modules/@openzeppelin/contracts/"]
 SETTINGS: dict[str, Any] = {
-    "optimizer": {"enabled": True, "runs": 200},
+    "optimizer": {"enabled": True, "runs": 2000},
     "evmVersion": "cancun",
     "viaIR": False,
     "remappings": REMAPPINGS,

@@ -171,5 +171,5 @@ def test_build_is_cached(artifact):
     assert art["sourceHash"] == artifact["sourceHash"]
     assert art["bytecode"].startswith("0x6") and len(art["bytecode"]) > 1000
     assert arts["MiniblockRegistry"].parent == OUT_DIR
-    assert art["settings"]["optimizer"] == {"enabled": True, "runs": 200}
+    assert art["settings"]["optimizer"] == {"enabled": True, "runs": 2000}
     assert art["settings"]["evmVersion"] == "cancun"

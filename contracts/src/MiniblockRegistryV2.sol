@@ -512,8 +512,9 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
     /// @dev Byte i (from the left) = popcount(i), i < 32: the signature count of a bitmap below 32 in one BYTE.
     uint256 internal constant POP5 = 0x0001010201020203010202030203030401020203020303040203030403040405;
     uint256 internal constant SIG2 = 0x40; // one compact signature
-    /// @dev Byte (2^i mod 19) = 8i, i < 16: the replica byte's shift for the lowest set bit 2^i of a bitmap.
-    uint256 internal constant SHIFT19 = 0x0000086810007030184000607828385820504800000000000000000000000000;
+    /// @dev Byte (2^i mod 19) = 31 - i, i < 16: the BYTE index of replica i in `reps` (byte 31 - k =
+    ///      replica k) for the lowest set bit 2^i of a bitmap.
+    uint256 internal constant BYTE19 = 0x001f1e121d0011191c170013101a18141b151600000000000000000000000000;
 
     // A node's entry in the commit's node table (memory, two words per node index, zero = not loaded):
     // word 0 = its address, with bit 160 set unless it is active in this epoch (so that an inactive
@@ -531,7 +532,7 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
     uint256 internal constant M_REVBASE = 0x80; // calldata offset of reveal 0
     uint256 internal constant M_K = 0xa0; // reveal count
     uint256 internal constant M_NEXTJ = 0xc0; // next unassigned reveal-table entry
-    uint256 internal constant M_BITS = 0xe0; // bitmap of accepted record positions
+    uint256 internal constant M_BITS = 0xe0; // bitmap of accepted record positions (all set, cleared on rejection)
     uint256 internal constant M_TIMEOUT = 0x100; // leaderTimeout
     uint256 internal constant M_TS = 0x120; // chain time << 32 (the head slot's timestamp field)
     uint256 internal constant M_EPOCH = 0x140; // current epoch
@@ -794,7 +795,8 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                 mstore(0x40, add(mload(M_T), 0x4000))
             }
             mstore(M_NEXTJ, 0)
-            mstore(M_BITS, 0)
+            // every record accepted until it is rejected (bit i cleared): the hot path pays nothing
+            mstore(M_BITS, sub(shl(div(sub(mload(M_PEND), mload(M_P0)), RECORD_FIXED), 1), 1))
             mstore(0x00, _nodeWords.slot)
             mstore(M_NW, keccak256(0x00, 0x20))
             // 0x20 holds the slot of _heads while the loop runs (restored after other uses)
@@ -830,7 +832,7 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                     mstore(M_EL_NUM, shr(224, w))
                     pos := addmod(mod(keccak256(M_EL, 0x60), r), mload(M_H_ATT), r)
                     if and(eq(byte(14, w), pos), lt(pos, r)) {
-                        let lidx := and(shr(shl(3, pos), reps), 0xff)
+                        let lidx := byte(sub(31, pos), reps)
                         let ent := add(mload(M_T), shl(6, lidx))
                         b := mload(add(ent, 0x20))
                         if iszero(b) { b := assign(lidx, ent) }
@@ -871,12 +873,12 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                     mstore(0x00, 0)
                     pop(staticcall(gas(), 0x01, M_E, 0x80, 0x00, 0x20))
                     reason := or(gt(vs, HALF_N), xor(mload(0x00), a))
-                    // each attester's signature, lowest set bit first (its replica byte's shift from
+                    // each attester's signature, lowest set bit first (its replica byte's index from
                     // a table: 2^i mod 19 differs for every i < 16), all checked (a failure is decided
                     // by classify)
                     let q := add(sp, SIG2)
                     for { let m := att } m { m := and(m, sub(m, 1)) } {
-                        let ai := and(shr(byte(mod(and(m, sub(0, m)), 19), SHIFT19), reps), 0xff)
+                        let ai := byte(byte(mod(and(m, sub(0, m)), 19), BYTE19), reps)
                         let ent := add(mload(M_T), shl(6, ai))
                         let ae := mload(ent)
                         if iszero(ae) { ae := load(ai, ent) }
@@ -896,6 +898,7 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                 // check 13, once per leader per transaction: its reveal opens its commitment
                 if iszero(or(reason, and(b, B_VERIFIED))) { reason := verify(b) }
                 if reason {
+                    mstore(M_BITS, and(mload(M_BITS), not(shl(div(sub(p, mload(M_P0)), RECORD_FIXED), 1))))
                     mstore(0x00, mload(M_D_HH))
                     mstore(0x20, reason)
                     log3(0x00, 0x40, T_REJECTED, calldataload(p), shr(224, w))
@@ -907,7 +910,6 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                 let hp := mload(M_HP)
                 mstore(hp, hh)
                 mstore(M_HP, add(hp, 0x20))
-                mstore(M_BITS, or(mload(M_BITS), shl(div(sub(p, mload(M_P0)), RECORD_FIXED), 1)))
                 // attempt a >= 1: the leaders of the min(a, r - 1) attempts before missed their slot
                 if mload(M_H_ATT) { missed(p, head, w) }
             }
