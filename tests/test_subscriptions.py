@@ -195,6 +195,73 @@ def test_catch_up_hands_over_to_live_with_no_gap_or_duplicate(tmp_path):
     st.close()
 
 
+def test_pending_subscriber_gets_the_mini_pool_then_live_events_each_once(tmp_path):
+    """With pending=true the session sends the events already waiting in the mini-pool (marked `pool`,
+    oldest first, bounded by sub_pool_events), taken in the same step that turns it live: an event stored
+    while the pool is being sent comes after it through the feed, and none is sent twice."""
+    st = Storage(tmp_path / "n.sqlite")
+    st.upsert_stream(SID, b"\x00" * 32, [], 0)
+    feed = Feed(queue_items=1000)
+    st.listeners.append(feed)
+    st.add_events([_ev(n) for n in range(1, 8)], now=100.0)
+    st.add_events([_ev(n) for n in range(8, 12)], now=50.0)  # received earlier: sent first
+    node = SimpleNamespace(storage=st, cfg=NodeConfig(sub_pool_events=9),
+                           domain=SimpleNamespace(chain_id=1, verifying_contract="0x0"), me="0x0", stopping=False)
+    msgs: list[dict] = []
+
+    async def emit(kind: str, text: str) -> None:
+        await asyncio.sleep(0)
+        m = json.loads(text)
+        msgs.append(m)
+        if m["type"] == "pending" and m.get("pool"):
+            st.add_events([_ev(20)])  # stored while the pool is going out
+
+    sub = feed.add(frozenset({SID}), True)
+
+    async def go() -> None:
+        t = asyncio.create_task(Session(node, sub, {SID: 1}, emit).run())  # type: ignore[arg-type]
+        for _ in range(200):
+            await asyncio.sleep(0.005)
+            if any(m["type"] == "pending" and not m.get("pool") for m in msgs):
+                break
+        t.cancel()
+
+    asyncio.run(go())
+    kinds = [(m["type"], bool(m.get("pool"))) for m in msgs]
+    assert kinds == [("subscribed", False), ("caught_up", False), ("pending", True), ("pending", False)], kinds
+    nonces = [e["event"]["nonce"] for e in msgs[2]["events"]]
+    assert len(nonces) == 9 and set(nonces[:4]) == {8, 9, 10, 11} and set(nonces[4:]) < set(range(1, 8))  # bound 9
+    assert [e["event"]["nonce"] for e in msgs[3]["events"]] == [20]
+    # without pending nothing of the pool is sent
+    msgs.clear()
+    plain = feed.add(frozenset({SID}), False)
+
+    async def go_plain() -> None:
+        t = asyncio.create_task(Session(node, plain, {SID: 1}, emit).run())  # type: ignore[arg-type]
+        await asyncio.sleep(0.05)
+        t.cancel()
+
+    asyncio.run(go_plain())
+    assert [m["type"] for m in msgs] == ["subscribed", "caught_up"]
+    st.close()
+
+
+def test_client_yields_a_pending_event_once_across_reconnects():
+    """A reconnect's mini-pool repeats events already yielded: the client helper skips them, and forgets a
+    hash once its block is yielded."""
+    from node.client.subscribe import _State
+
+    s = _State([hx(SID)], True, True, 0.1, 1.0)
+    ev = [{"hash": hx(bytes([i]) * 32)} for i in range(3)]
+    first = s.take(json.dumps({"type": "pending", "stream_id": hx(SID), "events": ev[:2]}))
+    assert first is not None and len(first["events"]) == 2
+    again = s.take(json.dumps({"type": "pending", "pool": True, "stream_id": hx(SID), "events": ev}))
+    assert again is not None and again["events"] == [ev[2]]
+    assert s.take(json.dumps({"type": "pending", "pool": True, "stream_id": hx(SID), "events": ev})) is None
+    s.take(json.dumps({"type": "block", "stream_id": hx(SID), "number": 1, "events": ev[:1]}))
+    assert ev[0]["hash"] not in s.announced and ev[1]["hash"] in s.announced
+
+
 # ---- end to end ---------------------------------------------------------------------------------
 S1, S2 = parse_stream_id("subs-general"), parse_stream_id("subs-random")
 LIMITS = {"sub_max_subscribers": 3, "sub_max_streams": 4, "sub_queue_messages": 4, "sub_queue_bytes": 512 * 1024,

@@ -9,7 +9,9 @@ with automatic resume from the last cursor after a disconnect.
     async for msg in asubscribe(url, ["0x…"], pending=True): ...
 
 Messages are the node's JSON messages (dicts). `pong` and `keepalive` are not yielded; a block already
-yielded is never yielded again (the cursor is kept here: block number + 1 per stream, `.cursor`). After a
+yielded is never yielded again (the cursor is kept here: block number + 1 per stream, `.cursor`); with
+`pending=True`, a pending event is yielded once (a reconnect's mini-pool, `"pool": true`, is filtered by the
+hashes already yielded and not yet seen in a block). After a
 reconnect a new `subscribed` (and `caught_up`) message is yielded. Fatal errors (bad frame, unknown stream,
 too many streams, cursor past the head, subscribe timeout) raise SubscriptionError; the others (the node
 went away, slow_consumer, too_many_subscribers, chain_unavailable) are retried with back-off, unless
@@ -23,12 +25,14 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
 FATAL = {4400: "bad_frame", 4404: "unknown_stream", 4408: "subscribe_timeout", 4413: "too_many_streams",
          4416: "cursor_past_head", 4421: "not_replica"}
 NOT_REPLICA = 4421
+MAX_ANNOUNCED = 100_000  # pending hashes remembered to skip a reconnect's repeats (oldest forgotten first)
 MAX_REDIRECTS = 3  # not_replica hops in a row (nodes whose views of the replicas disagree cannot loop a client)
 
 
@@ -66,6 +70,8 @@ class _State:
         self.connects = 0
         self.redirects = 0
         self.moved_to: str | None = None  # set by closed(): reconnect to this node
+        # pending events yielded and not yet seen in a block: a reconnect's mini-pool repeats them
+        self.announced: OrderedDict[str, None] = OrderedDict()
 
     def frame(self) -> str:
         return json.dumps({"op": "subscribe", "pending": self.pending, "streams": [
@@ -86,6 +92,17 @@ class _State:
             if c is not None and n < c:
                 return None
             self.cursor[sid] = n + 1
+            for e in msg.get("events", ()):
+                self.announced.pop(e.get("hash"), None)
+        elif t == "pending":
+            fresh = [e for e in msg.get("events", ()) if e.get("hash") not in self.announced]
+            if not fresh:
+                return None
+            msg["events"] = fresh
+            for e in fresh:
+                self.announced[e.get("hash")] = None
+            while len(self.announced) > MAX_ANNOUNCED:
+                self.announced.popitem(last=False)
         elif t in ("pong", "keepalive"):
             return None
         elif t == "error":

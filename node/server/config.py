@@ -121,6 +121,7 @@ class NodeConfig(BaseModel):
     sub_queue_messages: int = 256  # messages waiting to be sent to one subscriber before it is dropped
     sub_queue_bytes: int = 16 * 1024 * 1024  # bytes (estimated) waiting for one subscriber before it is dropped
     sub_page_blocks: int = 32  # blocks read from SQLite per catch-up page
+    sub_pool_events: int = 5_000  # with pending=true: mini-pool events sent on subscribe, over all streams asked
     sub_hello_timeout_s: float = 10.0  # WebSocket: time to send the subscribe frame
     sub_keepalive_s: float = 15.0  # SSE comment / WebSocket keepalive message when idle this long
     sub_send_timeout_s: float = 30.0  # a client that takes longer to take one message is dropped (slow_consumer)

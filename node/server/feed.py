@@ -56,9 +56,13 @@ def _estimate(events: Sequence[Item3]) -> int:
     return 1200 + sum(2 * len(ev.payload) + 420 for _h, ev, _s in events)
 
 
-def pending_json(stream_id: bytes, events: Sequence[Item3]) -> str:
-    return json.dumps({"type": "pending", "stream_id": hx(stream_id),
-                       "events": [event_json(h, ev, s) for h, ev, s in events]}, separators=(",", ":"))
+def pending_json(stream_id: bytes, events: Sequence[Item3], pool: bool = False) -> str:
+    """The `pending` message; `pool` marks the mini-pool sent once on subscribe (events stored before it)."""
+    msg: dict[str, Any] = {"type": "pending", "stream_id": hx(stream_id),
+                           "events": [event_json(h, ev, s) for h, ev, s in events]}
+    if pool:
+        msg["pool"] = True
+    return json.dumps(msg, separators=(",", ":"))
 
 
 class Item:

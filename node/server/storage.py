@@ -408,6 +408,11 @@ class Storage:
             return [bytes(r[0]) for r in self.db.execute(q, (stream_id,))]
         return [bytes(r[0]) for r in self.db.execute(q + " ORDER BY received LIMIT ?", (stream_id, limit))]
 
+    def pool_oldest(self, stream_id: bytes, limit: int) -> list[bytes]:
+        """At most `limit` of the stream's pending hashes, oldest (received) first."""
+        q = "SELECT hash FROM events WHERE stream_id=? AND block IS NULL ORDER BY received, hash LIMIT ?"
+        return [bytes(r[0]) for r in self.db.execute(q, (stream_id, max(0, limit)))]
+
     def pool_count(self, stream_id: bytes, author: str | None = None) -> int:
         if author is None:
             return self.pool_size(stream_id)

@@ -4,7 +4,8 @@ Events (`GET /v1/subscribe?stream=0x…[:from]`). Protocol, close codes and limi
 
 A session: resolve the cursors, register with the feed (not live), send `subscribed`, read the stored
 blocks from each cursor up to the head in pages (`catch_up`), turn live in the same synchronous step as
-the last head check, send `caught_up`, then forward what the feed queues, skipping a block already sent
+the last head check (taking the mini-pool in that step for `pending` subscribers), send `caught_up` and the pool,
+then forward what the feed queues, skipping a block already sent
 and filling a gap from SQLite, so every committed block goes out once, in order.
 """
 
@@ -24,7 +25,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from . import forward
 from .core import Node
-from .feed import Dropped, Feed, FeedFull, Subscriber, block_json
+from .feed import Dropped, Feed, FeedFull, Subscriber, block_json, pending_json
 from .intake import Rejected
 from .models import ErrorOut, hx, unhex
 
@@ -196,6 +197,7 @@ async def resolve(node: Node, want: Want) -> dict[bytes, int]:
 
 
 Emit = Callable[[str, str], Awaitable[None]]  # (message type, JSON text)
+POOL_PAGE = 500  # mini-pool events per `pending` message sent on subscribe
 
 
 class Session:
@@ -205,6 +207,8 @@ class Session:
         self.node, self.sub, self.cursors, self._emit = node, sub, cursors, emit
         cfg = node.cfg
         self.page, self.keepalive, self.send_timeout = cfg.sub_page_blocks, cfg.sub_keepalive_s, cfg.sub_send_timeout_s
+        self.pool_limit = cfg.sub_pool_events
+        self.pool: list[tuple[bytes, list[bytes]]] = []  # (stream, pending hashes) as of going live
 
     async def emit(self, kind: str, text: str) -> None:
         try:
@@ -253,14 +257,41 @@ class Session:
             behind = [(s, h) for s, h in ((s, _head(self.node, s)) for s in self.cursors) if self.cursors[s] <= h]
             if not behind:
                 self.sub.live = True
+                if self.sub.pending:
+                    self.pool = self.take_pool()
                 return
             for s, h in behind:
                 await self.send_stored(s, h)
+
+    def take_pool(self) -> list[tuple[bytes, list[bytes]]]:
+        """The mini-pool of each stream asked (oldest first, at most `sub_pool_events` in all), read in the
+        same synchronous step that turns the subscriber live: an event stored before it is in this list, one
+        stored after it is queued by the feed, so each is announced once on this connection."""
+        left, out = self.pool_limit, []
+        for sid in self.cursors:
+            hashes = self.node.storage.pool_oldest(sid, left) if left > 0 else []
+            left -= len(hashes)
+            if hashes:
+                out.append((sid, hashes))
+        return out
+
+    async def send_pool(self) -> None:
+        """The pool taken on going live, as `pending` messages marked `pool` (pages of POOL_PAGE events)."""
+        st = self.node.storage
+        pool, self.pool = self.pool, []
+        for sid, hashes in pool:
+            for i in range(0, len(hashes), POOL_PAGE):
+                page = hashes[i:i + POOL_PAGE]
+                got = st.get_events(page)
+                evs = [(h, got[h].event, got[h].signature) for h in page if h in got]
+                if evs:
+                    await self.emit("pending", pending_json(sid, evs, pool=True))
 
     async def run(self) -> None:
         await self.emit("subscribed", self.subscribed())
         await self.catch_up()
         await self.emit("caught_up", json.dumps({"type": "caught_up", "cursor": self.cursor_json()}))
+        await self.send_pool()
         while True:
             item = await self.sub.next(self.keepalive)
             if item is None:
@@ -435,17 +466,17 @@ async def _sse_events(node: Node, feed: Feed, sub: Subscriber, cursors: dict[byt
 
 WS_DOC = """
 
-**Subscriptions** (docs/node.md, "Subscriptions"). `ws://HOST/v1/subscribe` (WebSocket): send one text frame
-`{"op": "subscribe", "streams": [{"stream_id": "0x…", "from": 12}, {"stream_id": "0x…", "from": "now"}],
-"pending": false}`; receive JSON messages `subscribed`, then every committed block from each cursor (`block`:
-header fields, `header_hash`, `tx_hash`, `chain_block`, `events` in block order), each once and in order per
-stream, `caught_up` once the stored blocks are sent, then live `block`s (and `pending` event batches with
-`"pending": true`), `keepalive` when idle. Send `{"op": "ping"}` for a `pong`. Resume with `from` = last block
-number + 1. Errors end with an `error` message and a close code: 4400 bad_frame, 4404 unknown_stream, 4408
-subscribe_timeout, 4410 cursor_pruned, 4413 too_many_streams, 4416 cursor_past_head, 4421 not_replica (the
-`error` message's `location`, if any, is a node that replicates every stream asked: subscribe there), 4429
-too_many_subscribers, 4503 chain_unavailable, 4001 slow_consumer, 1001 node_stopping. The same messages as
-Server-Sent Events: `GET /v1/subscribe` below."""
+**Subscriptions** (docs/node.md, "Subscriptions"). `ws://HOST/v1/subscribe` (WebSocket): send one text frame `{"op":
+"subscribe", "streams": [{"stream_id": "0x…", "from": 12}, {"stream_id": "0x…", "from": "now"}], "pending": false}`;
+receive JSON messages `subscribed`, then every committed block from each cursor (`block`: header fields,
+`header_hash`, `tx_hash`, `chain_block`, `events` in block order), each once and in order per stream, `caught_up`
+once the stored blocks are sent, then live `block`s (and, with `"pending": true`, the mini-pool as `pending`
+messages marked `"pool": true`, then `pending` event batches as stored), `keepalive` when idle. Send `{"op":
+"ping"}` for a `pong`. Resume with `from` = last block number + 1. Errors end with an `error` message and a close
+code: 4400 bad_frame, 4404 unknown_stream, 4408 subscribe_timeout, 4410 cursor_pruned, 4413 too_many_streams, 4416
+cursor_past_head, 4421 not_replica (the `error` message's `location`, if any, is a node that replicates every stream
+asked: subscribe there), 4429 too_many_subscribers, 4503 chain_unavailable, 4001 slow_consumer, 1001 node_stopping.
+The same messages as Server-Sent Events: `GET /v1/subscribe` below."""
 
 
 def install(app: FastAPI, node: Node) -> Feed:
