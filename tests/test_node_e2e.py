@@ -37,7 +37,7 @@ def joined(author: Author, sid: bytes, clients, via: int = 0) -> None:
     """Make `author` a member of `sid` (JOIN committed)."""
     h, body = author.event(sid, EventKind.JOIN)
     assert clients[via].post_event(body).status_code == 202
-    clients[via].wait_committed([h], timeout=30)
+    clients[via].wait_committed([h], timeout=30, stream_of=author.stream_of)
 
 
 def snapshot(clients, sid: bytes) -> list[tuple[int, int]]:
@@ -173,17 +173,17 @@ def test_bad_events_get_4xx_and_change_nothing(net, clients, domain):
     assert all(a[0] >= b[0] for a, b in zip(after, before, strict=False))
 
 
-def test_join_then_message_follows_the_block_boundary(net, clients, domain):
+def test_join_then_message_follows_the_block_boundary(net, clients, domain, reg):
     a = Author(domain)
     hj, join = a.event(S2, EventKind.JOIN)
     hm, msg = a.event(S2, EventKind.MESSAGE, b"too early")
     assert clients[0].post_event(join).status_code == 202
     r = clients[0].post_event(msg)  # JOIN not committed yet: refused at intake
     assert r.status_code == 422 and r.json()["error"] == "membership"
-    j = clients[0].wait_committed([hj], timeout=30)[hj]
+    j = clients[0].wait_committed([hj], timeout=30, stream_of=a.stream_of)[hj]
     r = clients[0].post_event(msg)
     assert r.status_code == 202, r.text
-    m = clients[0].wait_committed([hm], timeout=30)[hm]
+    m = clients[0].wait_committed([hm], timeout=30, stream_of=a.stream_of)[hm]
     assert m["block"] > j["block"]
 
     # Same block race: JOIN and MESSAGE reach every replica together by gossip (signed as a node; gossip
@@ -194,21 +194,23 @@ def test_join_then_message_follows_the_block_boundary(net, clients, domain):
     hm2, msg2 = b.event(S2, EventKind.MESSAGE, b"same batch")
     for i, c in enumerate(clients):
         assert c.gossip([join2, msg2], key=net.setups[i].key).status_code == 200
-    j2 = clients[1].wait_committed([hj2], timeout=30)[hj2]
+    # read at a replica of S2: a node that does not store the stream holds neither event
+    rep = clients[{s.address: s.index for s in net.setups}[reg.replicas_of(S2)[0]]]
+    j2 = rep.wait_committed([hj2], timeout=30)[hj2]
     deadline = time.monotonic() + 8
     while time.monotonic() < deadline:
-        st = clients[1].event(hm2)
+        st = rep.event(hm2)
         if st and st["status"] == "committed":
             assert st["block"] > j2["block"]
             break
         time.sleep(0.2)
-    blk = clients[1].block(S2, j2["block"])
+    blk = rep.block(S2, j2["block"])
     assert hx(hm2) not in blk["event_hashes"]
 
     # LEAVE: committed, then the author's MESSAGEs are refused again.
     hl, leave = a.event(S2, EventKind.LEAVE)
     assert clients[2].post_event(leave).status_code == 202
-    clients[2].wait_committed([hl], timeout=30)
+    clients[2].wait_committed([hl], timeout=30, stream_of=a.stream_of)
     _, late = a.event(S2, EventKind.MESSAGE, b"after leave")
     r = clients[2].post_event(late)
     assert r.status_code == 422 and r.json()["error"] == "membership"
