@@ -1,6 +1,7 @@
 """End checks of a network, from the chain and from every node (used by the chaos run and the reorg tests).
 
-- every node's blocks 1..head of each stream are the chain's headers (v1 `headerHashAt`; v2, which keeps
+- every node's blocks 1..head of each stream are the chain's headers (those it keeps: a node that started
+  the stream from a snapshot answers 410 below it) (v1 `headerHashAt`; v2, which keeps
   no hash per number, the commit logs' hashes, the last one confirmed by `isHead`), and its head is the
   chain's head;
 - every event the clients got a 2xx for is in exactly one block of the canonical chain.
@@ -37,11 +38,16 @@ class CheckResult:
             self.mismatches.append(why)
 
 
+PRUNED: dict = {}  # a 410: the block predates the history this node keeps (a snapshot start, retain_blocks)
+
+
 def _block(http: httpx.Client, url: str, sid: bytes, n: int) -> dict | None:
     try:
         r = http.get(f"{url}/v1/streams/{hx(sid)}/blocks/{n}", params={"events": "false"})
     except httpx.HTTPError:
         return None
+    if r.status_code == 410:
+        return PRUNED
     return r.json() if r.status_code == 200 else None
 
 
@@ -54,30 +60,33 @@ def check_network(reg: Registry, urls: Sequence[str], streams: Iterable[bytes], 
     seen: Counter[bytes] = Counter()
     with httpx.Client(timeout=10.0, trust_env=False) as http:
         for sid in streams:
-            at = reg.block_number()  # the head and the hashes below read at one block
-            head = reg.stream_head(sid, at).number
-            res.heads[hx(sid)] = head
+            # The chain's head and every node's, read together until they agree (or the deadline): a node can
+            # become a replica during the wait (replaceReplica after the faults) and then sync the stream.
             deadline = time.monotonic() + settle_s
-            while time.monotonic() < deadline:
-                behind = [u for u in urls if _head(http, u, sid) < head]
-                if not behind:
+            while True:
+                at = reg.block_number()  # the head and the hashes below read at one block
+                head = reg.stream_head(sid, at).number
+                heads = {u: _head(http, u, sid) for u in urls}
+                if all(h == head for h in heads.values()) or time.monotonic() >= deadline:
                     break
                 time.sleep(0.5)
+            res.heads[hx(sid)] = head
             chain = chain_hashes(reg, sid, head, at)
             if head and chain.get(head) is None:
                 res.fail(f"the chain's logs of {hx(sid)[:10]} do not reach its head {head}")
-            for u in urls:
-                h = _head(http, u, sid)
+            for u, h in heads.items():
                 if h != head:
                     res.fail(f"{u}: head of {hx(sid)[:10]} is {h}, the chain's is {head}")
             for n in range(1, head + 1):
                 blocks = [_block(http, u, sid, n) for u in urls]
                 for u, b in zip(urls, blocks, strict=True):
+                    if b is PRUNED:  # this node keeps the stream from a later snapshot; the others hold block n
+                        continue
                     if b is None or unhex(b["header_hash"]) != chain.get(n):
                         expect = chain.get(n)
                         res.fail(f"{u}: block {n} of {hx(sid)[:10]} is {None if b is None else b['header_hash'][:12]}, "
                                  f"the chain's is {None if expect is None else hx(expect)[:12]}")
-                ref = next((b for b in blocks if b is not None and unhex(b["header_hash"]) == chain.get(n)), None)
+                ref = next((b for b in blocks if b and unhex(b["header_hash"]) == chain.get(n)), None)
                 if ref is not None:
                     seen.update(unhex(x) for x in ref["event_hashes"])
     res.committed = sum(1 for h in want if seen[h] >= 1)
