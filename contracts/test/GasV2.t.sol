@@ -16,7 +16,7 @@ import {MiniblockRegistryV2} from "../src/MiniblockRegistryV2.sol";
 ///      transaction of its own (cold storage, as on a chain): there `gasTotalUsed` already includes
 ///      calldata and the base.
 contract CommitGasV2Test is RegistryV2Fixture {
-    uint256 internal constant CHECKPOINT_SHARE = 2763; // 22,100 / 8, rounded up
+    uint256 internal constant CHECKPOINT_SHARE = 1382; // 22,100 / 16, rounded up
 
     function setUp() public {
         _activeRegistry(4, 3);
