@@ -893,18 +893,22 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                         q := add(q, SIG2)
                     }
                 }
-                if reason { reason := classify(sp, w, head, pos, reps) }
-                sp := add(sp, shl(6, add(cnt, 1)))
-                // check 13, once per leader per transaction: its reveal opens its commitment
-                if iszero(or(reason, and(b, B_VERIFIED))) { reason := verify(b) }
-                if reason {
-                    mstore(M_BITS, and(mload(M_BITS), not(shl(div(sub(p, mload(M_P0)), RECORD_FIXED), 1))))
-                    mstore(0x00, mload(M_D_HH))
-                    mstore(0x20, reason)
-                    log3(0x00, 0x40, T_REJECTED, calldataload(p), shr(224, w))
-                    mstore(0x20, _heads.slot)
-                    continue
+                // one branch on the hot path: taken on a failure or at the leader's first header
+                if or(reason, iszero(and(b, B_VERIFIED))) {
+                    if reason { reason := classify(sp, w, head, pos, reps) }
+                    // check 13, once per leader per transaction: its reveal opens its commitment
+                    if iszero(or(reason, and(b, B_VERIFIED))) { reason := verify(b) }
+                    if reason {
+                        mstore(M_BITS, and(mload(M_BITS), not(shl(div(sub(p, mload(M_P0)), RECORD_FIXED), 1))))
+                        mstore(0x00, mload(M_D_HH))
+                        mstore(0x20, reason)
+                        log3(0x00, 0x40, T_REJECTED, calldataload(p), shr(224, w))
+                        mstore(0x20, _heads.slot)
+                        sp := add(sp, shl(6, add(cnt, 1)))
+                        continue
+                    }
                 }
+                sp := add(sp, shl(6, add(cnt, 1)))
                 let hh := mload(M_D_HH)
                 sstore(hslot, or(or(shl(96, shr(96, hh)), and(head, HEAD_REPLICA_BITS)), or(shr(224, w), mload(M_TS))))
                 let hp := mload(M_HP)
