@@ -155,20 +155,13 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
     /// @notice `cause`: 1 = the old replica was not active (it left, was evicted or re-registered),
     ///         2 = it was dead (DEAD_MISSES / DEAD_EPOCHS).
     event ReplicaReplaced(bytes32 indexed streamId, uint256 index, address oldNode, address newNode, uint8 cause);
-    /// @notice One per commit transaction that accepted headers. `accepted` has bit i set for each
-    ///         accepted record i of the batch (in the transaction's input), `headerHashes` their hashes
-    ///         in batch order; `historyRoot` = keccak256 of `headerHashes` concatenated;
-    ///         `historyAcc` = keccak256(previous historyAcc ‖ historyRoot);
-    ///         `mix` the RANDAO mix after this transaction's reveals (each used reveal-table entry, in
-    ///         table order, became its leader's commitment and mix = keccak256(mix ‖ reveal)).
-    event MiniblocksCommitted(
-        uint64 indexed commitIndex,
-        bytes32 historyRoot,
-        bytes32 historyAcc,
-        uint256 accepted,
-        bytes32 mix,
-        bytes32[] headerHashes
-    );
+    /// @notice One per commit transaction that accepted headers. Its data is packed, not ABI-encoded:
+    ///         `uint256 accepted ‖ m × bytes32 headerHash` (32 + 32m bytes). `accepted` has bit i set
+    ///         for each accepted record i of the batch (in the transaction's input), the hashes are
+    ///         theirs in batch order. Derivable, so not logged: the transaction's history root =
+    ///         keccak256 of the hashes concatenated, historyAcc = keccak256(previous historyAcc ‖ root)
+    ///         (`historyAcc()`), the mix after the reveals (`randaoMix()`; the reveals are in the input).
+    event MiniblocksCommitted(uint64 indexed commitIndex);
     event MiniblockRejected(bytes32 indexed streamId, uint64 indexed number, bytes32 headerHash, uint8 reason);
 
     // ----------------------------------------------------------------- errors
@@ -494,7 +487,7 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
     // in contracts/test/MiniblockRegistryV2.t.sol).
     bytes32 internal constant T_REJECTED = 0x9739ff058b934552672f34b3215c1b167b63b4e3f7d598f3ab1d1cc213bd0497;
     bytes32 internal constant T_MISSED = 0xa29ebc7a3044c9796792a7805206ffe63f299dddbeddbdf636aae1d3eb593e36;
-    bytes32 internal constant T_COMMITTED = 0x1aaedc6395c08a0f4040c11a5afce9c0d76128481b3bbe69f1b46e8c3ec0e65f;
+    bytes32 internal constant T_COMMITTED = 0x49f5a757403fd3a88197c32ebebfc700db666165257d77ff5f68b5f5d047e507;
     uint256 internal constant E_TRUNCATED = 0x461b65d5;
     uint256 internal constant E_TRAILING = 0x10865ed0;
     uint256 internal constant E_BAD_SIZE = 0x348de330;
@@ -793,10 +786,10 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                 mstore(M_K, k)
                 mstore(M_P0, p)
                 mstore(M_PEND, sp)
-                // the reveal owners, then the log data: root ‖ acc ‖ accepted ‖ mix ‖ 0xa0 ‖ m ‖ m hashes,
-                // then the node table (two words per node index)
+                // the reveal owners, then the log data: accepted ‖ m hashes, then the node table (two
+                // words per node index)
                 calldatacopy(M_OWNERS, calldatasize(), shl(5, k))
-                let hp := add(add(M_OWNERS, shl(5, k)), 0xc0)
+                let hp := add(add(M_OWNERS, shl(5, k)), 0x20)
                 mstore(M_HP, hp)
                 mstore(M_T, add(hp, shl(5, n)))
                 mstore(0x40, add(mload(M_T), 0x4000))
@@ -932,7 +925,7 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
 
             let k := mload(M_K)
             let logp := add(M_OWNERS, shl(5, k))
-            let hhs := add(logp, 0xc0)
+            let hhs := add(logp, 0x20)
             let size := sub(mload(M_HP), hhs)
             if size {
                 let root := keccak256(hhs, size)
@@ -964,13 +957,8 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                 }
                 sstore(_mc.slot, or(mix, add(idx, 1)))
 
-                mstore(logp, root)
-                mstore(add(logp, 0x20), hacc)
-                mstore(add(logp, 0x40), mload(M_BITS))
-                mstore(add(logp, 0x60), mix)
-                mstore(add(logp, 0x80), 0xa0)
-                mstore(add(logp, 0xa0), shr(5, size))
-                log2(logp, add(0xc0, size), T_COMMITTED, idx)
+                mstore(logp, mload(M_BITS))
+                log2(logp, add(0x20, size), T_COMMITTED, idx)
             }
         }
     }
