@@ -502,8 +502,6 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
     uint256 internal constant HEAD_REPLICA_BITS = 0xffffffff0000000000000000; // r and replicas 0..2, [64,96)
     uint256 internal constant S_MASK = 0x7fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff;
     uint256 internal constant HALF_N = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0;
-    /// @dev Byte i (from the left) = popcount(i), i < 32: the signature count of a bitmap below 32 in one BYTE.
-    uint256 internal constant POP5 = 0x0001010201020203010202030203030401020203020303040203030403040405;
     uint256 internal constant SIG2 = 0x40; // one compact signature
     /// @dev Byte (2^i mod 19) = 31 - i, i < 16: the BYTE index of replica i in `reps` (byte 31 - k =
     ///      replica k) for the lowest set bit 2^i of a bitmap.
@@ -842,9 +840,6 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                 mstore(M_H_LEADER, a)
                 mstore(M_H_REVEAL, calldataload(shr(24, b)))
                 mstore(M_D_HH, keccak256(M_H, 0x160))
-                // attester count (a table for bitmaps below 32, i.e. r <= 5)
-                let cnt := byte(att, POP5)
-                if gt(att, 31) { cnt := popcount(att) }
 
                 // The fast path: checks 1..6, 14, 9, 10, 12 at once (1 and 6 as "no leader"), then the
                 // signatures, an inactive signer failing as a mismatch (bit 160 of its word). Any failure
@@ -859,9 +854,11 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                     ),
                     or(
                         or(gt(mload(M_H_CNT), MAX_EVENTS_PER_BLOCK), shr(and(shr(64, head), 0xff), att)),
-                        or(and(att, shl(pos, 1)), lt(cnt, shr(1, and(shr(64, head), 0xff))))
+                        and(att, shl(pos, 1))
                     )
                 )
+                // the next record's signatures (on the fast path: past this record's last one)
+                let q := add(sp, SIG2)
                 if iszero(reason) {
                     mstore(M_E, keccak256(M_D, 0x42))
                     // the leader's signature (EIP-2098; high s rejected)
@@ -876,7 +873,6 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                     // each attester's signature, lowest set bit first (its replica byte's index from
                     // a table: 2^i mod 19 differs for every i < 16), all checked (a failure is decided
                     // by classify)
-                    let q := add(sp, SIG2)
                     for { let m := att } m { m := and(m, sub(m, 1)) } {
                         let ai := byte(byte(mod(and(m, sub(0, m)), 19), BYTE19), reps)
                         let ent := add(mload(M_T), shl(6, ai))
@@ -892,10 +888,15 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                         reason := or(reason, or(gt(vs, HALF_N), xor(mload(0x00), ae)))
                         q := add(q, SIG2)
                     }
+                    // check 12, by the signatures read: (q - sp) / 64 = 1 + attesters < 1 + r / 2
+                    reason := or(reason, lt(shr(6, sub(q, sp)), add(shr(1, and(shr(64, head), 0xff)), 1)))
                 }
                 // one branch on the hot path: taken on a failure or at the leader's first header
                 if or(reason, iszero(and(b, B_VERIFIED))) {
-                    if reason { reason := classify(sp, w, head, pos, reps) }
+                    if reason {
+                        reason := classify(sp, w, head, pos, reps)
+                        q := add(sp, shl(6, add(popcount(att), 1)))
+                    }
                     // check 13, once per leader per transaction: its reveal opens its commitment
                     if iszero(or(reason, and(b, B_VERIFIED))) { reason := verify(b) }
                     if reason {
@@ -904,11 +905,11 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                         mstore(0x20, reason)
                         log3(0x00, 0x40, T_REJECTED, calldataload(p), shr(224, w))
                         mstore(0x20, _heads.slot)
-                        sp := add(sp, shl(6, add(cnt, 1)))
+                        sp := q
                         continue
                     }
                 }
-                sp := add(sp, shl(6, add(cnt, 1)))
+                sp := q
                 let hh := mload(M_D_HH)
                 sstore(hslot, or(or(shl(96, shr(96, hh)), and(head, HEAD_REPLICA_BITS)), or(shr(224, w), mload(M_TS))))
                 let hp := mload(M_HP)
