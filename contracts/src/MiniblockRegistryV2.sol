@@ -809,12 +809,12 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                 let att := and(shr(120, w), 0xffff)
                 // replica node indices, byte k = replica k
                 let reps := shr(72, head)
-                if gt(and(shr(64, head), 0xff), LOW_REPLICAS) { reps := hiReps(reps) }
                 // the leader's node table words if leaderPos is the elected position of an existing
                 // stream, its reveal assigned (0 otherwise: checks 1 and 6 fail)
                 let a := 0
                 let b := 0
                 let pos := 0
+                let reason := 0
                 // the header struct except leader and reveal: prevHash = stored prefix[0:18] ‖ sent [18:32]
                 mstore(M_H_SID, mload(0x00))
                 mstore(M_H_NUM, shr(224, w))
@@ -825,6 +825,7 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                 mstore(M_H_STATE, calldataload(add(p, 0x40)))
                 {
                     let r := and(shr(64, head), 0xff)
+                    if gt(r, LOW_REPLICAS) { reps := hiReps(reps) }
                     // the elected position (v1 formula); r = 0 (no stream) gives 0
                     mstore(M_EL_SID, mload(0x00))
                     mstore(M_EL_NUM, shr(224, w))
@@ -836,27 +837,27 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                         if iszero(b) { b := assign(lidx, ent) }
                         a := mload(ent)
                     }
-                }
-                mstore(M_H_LEADER, a)
-                mstore(M_H_REVEAL, calldataload(shr(24, b)))
-                mstore(M_D_HH, keccak256(M_H, 0x160))
+                    mstore(M_H_LEADER, a)
+                    mstore(M_H_REVEAL, calldataload(shr(24, b)))
+                    mstore(M_D_HH, keccak256(M_H, 0x160))
 
-                // The fast path: checks 1..6, 14, 9, 10, 12 at once (1 and 6 as "no leader"), then the
-                // signatures, an inactive signer failing as a mismatch (bit 160 of its word). Any failure
-                // goes to classify, which finds the reason in order.
-                let reason := or(
-                    or(
-                        or(iszero(a), xor(shr(192, w), add(shl(32, and(head, M32)), mload(M_NE)))),
+                    // The fast path: checks 1..6, 14, 9, 10, 12 at once (1 and 6 as "no leader"), then the
+                    // signatures, an inactive signer failing as a mismatch (bit 160 of its word). Any failure
+                    // goes to classify, which finds the reason in order.
+                    reason := or(
                         or(
-                            and(xor(shr(8, w), head), PARENT_CHECK_MASK),
-                            lt(timestamp(), add(and(shr(32, head), M32), mul(mload(M_H_ATT), mload(M_TIMEOUT))))
+                            or(iszero(a), xor(shr(192, w), add(shl(32, and(head, M32)), mload(M_NE)))),
+                            or(
+                                and(xor(shr(8, w), head), PARENT_CHECK_MASK),
+                                lt(timestamp(), add(and(shr(32, head), M32), mul(mload(M_H_ATT), mload(M_TIMEOUT))))
+                            )
+                        ),
+                        or(
+                            or(gt(mload(M_H_CNT), MAX_EVENTS_PER_BLOCK), shr(r, att)),
+                            and(att, shl(pos, 1))
                         )
-                    ),
-                    or(
-                        or(gt(mload(M_H_CNT), MAX_EVENTS_PER_BLOCK), shr(and(shr(64, head), 0xff), att)),
-                        and(att, shl(pos, 1))
                     )
-                )
+                }
                 // the next record's signatures (on the fast path: past this record's last one)
                 let q := add(sp, SIG2)
                 if iszero(reason) {
