@@ -841,9 +841,9 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                     mstore(M_H_REVEAL, calldataload(shr(24, b)))
                     mstore(M_D_HH, keccak256(M_H, 0x160))
 
-                    // The fast path: checks 1..6, 14, 9, 10, 12 at once (1 and 6 as "no leader"), then the
+                    // The fast path: checks 1..6, 14, 9, 10 at once (1 and 6 as "no leader"), then the
                     // signatures, an inactive signer failing as a mismatch (bit 160 of its word). Any failure
-                    // goes to classify, which finds the reason in order.
+                    // goes to classify, which finds the reason in order. Check 12 follows the signatures.
                     reason := or(
                         or(
                             or(iszero(a), xor(shr(192, w), add(shl(32, and(head, M32)), mload(M_NE)))),
