@@ -102,6 +102,17 @@ def test_compact_signatures_roundtrip_and_high_s(chain: V2Chain) -> None:
 # --- a Python-built commit, accepted; the log, the head, the history --------------------------------
 
 
+def test_commit_log_packed_decoding() -> None:
+    hh = [bytes([i]) * 32 for i in range(1, 4)]
+    data = (0b1011).to_bytes(32, "big") + b"".join(hh)
+    log = v2.decode_commit_log(7, data)
+    assert (log.commit_index, log.accepted, log.header_hashes) == (7, 0b1011, tuple(hh))
+    assert log.history_root == v2.history_root(hh)
+    for bad in (data[:-1], data[:32], data + bytes(32), (0b11).to_bytes(32, "big") + b"".join(hh)):
+        with pytest.raises(ValueError):
+            v2.decode_commit_log(7, bad)
+
+
 def test_python_commit_accepted_log_head_and_proofs(chain: V2Chain) -> None:
     sids = _fresh(chain, 3)
     items = [chain.next_signed(s, signers=2 + (i % 2), state_root=os.urandom(32)) for i, s in enumerate(sids)]
@@ -111,8 +122,9 @@ def test_python_commit_accepted_log_head_and_proofs(chain: V2Chain) -> None:
     assert log.header_hashes == tuple(hashes)
     assert log.accepted == 0b111
     assert log.history_root == v2.history_root(hashes)
-    assert log.history_acc == v2.history_acc(chain.roots) == bytes(chain.call("historyAcc"))
-    assert log.mix == bytes(chain.call("randaoMix"))
+    # historyAcc and the mix are no longer logged: the accumulator folds from the logged roots
+    assert v2.history_acc(chain.roots) == bytes(chain.call("historyAcc"))
+    assert chain.roots[-1] == log.history_root
     assert [(r.stream_id, r.number, hh) for r, hh in v2.accepted_records(batch, log)] == [
         (s.header.stream_id, s.header.number, hh) for s, hh in zip(signed, hashes, strict=True)
     ]

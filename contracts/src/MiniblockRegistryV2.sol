@@ -68,7 +68,7 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
     /// @notice Bits of a header hash kept in the stream's head slot (its top bits).
     uint256 public constant HEAD_HASH_BITS = 160;
     /// @notice Commit transactions per history checkpoint (`historyCheckpoint`).
-    uint256 public constant HISTORY_WINDOW = 8;
+    uint256 public constant HISTORY_WINDOW = 16;
 
     // Rejection reasons (MiniblockRejected.reason), same codes as v1.
     uint8 internal constant R_UNKNOWN_STREAM = 1;
@@ -130,7 +130,7 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
     mapping(bytes32 => uint256) internal _heads; // packed, see above
     mapping(bytes32 => uint256) internal _replicasHi;
     bytes32 internal _historyAcc; // keccak256(acc ‖ historyRoot) over all commit transactions
-    mapping(uint256 => bytes32) internal _checkpoints; // window w -> _historyAcc after commit 8w + 7
+    mapping(uint256 => bytes32) internal _checkpoints; // window w -> _historyAcc after commit 16w + 15
 
     // ----------------------------------------------------------------- events
 
@@ -155,20 +155,13 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
     /// @notice `cause`: 1 = the old replica was not active (it left, was evicted or re-registered),
     ///         2 = it was dead (DEAD_MISSES / DEAD_EPOCHS).
     event ReplicaReplaced(bytes32 indexed streamId, uint256 index, address oldNode, address newNode, uint8 cause);
-    /// @notice One per commit transaction that accepted headers. `accepted` has bit i set for each
-    ///         accepted record i of the batch (in the transaction's input), `headerHashes` their hashes
-    ///         in batch order; `historyRoot` = keccak256 of `headerHashes` concatenated;
-    ///         `historyAcc` = keccak256(previous historyAcc ‖ historyRoot);
-    ///         `mix` the RANDAO mix after this transaction's reveals (each used reveal-table entry, in
-    ///         table order, became its leader's commitment and mix = keccak256(mix ‖ reveal)).
-    event MiniblocksCommitted(
-        uint64 indexed commitIndex,
-        bytes32 historyRoot,
-        bytes32 historyAcc,
-        uint256 accepted,
-        bytes32 mix,
-        bytes32[] headerHashes
-    );
+    /// @notice One per commit transaction that accepted headers. Its data is packed, not ABI-encoded:
+    ///         `uint256 accepted ‖ m × bytes32 headerHash` (32 + 32m bytes). `accepted` has bit i set
+    ///         for each accepted record i of the batch (in the transaction's input), the hashes are
+    ///         theirs in batch order. Derivable, so not logged: the transaction's history root =
+    ///         keccak256 of the hashes concatenated, historyAcc = keccak256(previous historyAcc ‖ root)
+    ///         (`historyAcc()`), the mix after the reveals (`randaoMix()`; the reveals are in the input).
+    event MiniblocksCommitted(uint64 indexed commitIndex);
     event MiniblockRejected(bytes32 indexed streamId, uint64 indexed number, bytes32 headerHash, uint8 reason);
 
     // ----------------------------------------------------------------- errors
@@ -494,7 +487,7 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
     // in contracts/test/MiniblockRegistryV2.t.sol).
     bytes32 internal constant T_REJECTED = 0x9739ff058b934552672f34b3215c1b167b63b4e3f7d598f3ab1d1cc213bd0497;
     bytes32 internal constant T_MISSED = 0xa29ebc7a3044c9796792a7805206ffe63f299dddbeddbdf636aae1d3eb593e36;
-    bytes32 internal constant T_COMMITTED = 0x1aaedc6395c08a0f4040c11a5afce9c0d76128481b3bbe69f1b46e8c3ec0e65f;
+    bytes32 internal constant T_COMMITTED = 0x49f5a757403fd3a88197c32ebebfc700db666165257d77ff5f68b5f5d047e507;
     uint256 internal constant E_TRUNCATED = 0x461b65d5;
     uint256 internal constant E_TRAILING = 0x10865ed0;
     uint256 internal constant E_BAD_SIZE = 0x348de330;
@@ -509,8 +502,6 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
     uint256 internal constant HEAD_REPLICA_BITS = 0xffffffff0000000000000000; // r and replicas 0..2, [64,96)
     uint256 internal constant S_MASK = 0x7fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff;
     uint256 internal constant HALF_N = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0;
-    /// @dev Byte i (from the left) = popcount(i), i < 32: the signature count of a bitmap below 32 in one BYTE.
-    uint256 internal constant POP5 = 0x0001010201020203010202030203030401020203020303040203030403040405;
     uint256 internal constant SIG2 = 0x40; // one compact signature
     /// @dev Byte (2^i mod 19) = 31 - i, i < 16: the BYTE index of replica i in `reps` (byte 31 - k =
     ///      replica k) for the lowest set bit 2^i of a bitmap.
@@ -577,9 +568,16 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
     ///         it: the contract checks signatures, not the sender.
     /// @param batch The packed batch.
     function commitMiniblocks(bytes calldata batch) external {
-        _advance();
         {
+            // the lazy epoch advance, inline (as _advance): one read of _es
             uint256 es = _es;
+            uint256 e = (block.timestamp - genesisTime) / epochLength;
+            if (e > es & NEVER32) {
+                uint256 seed = _mc & ONION_MASK;
+                es = seed | (es & (uint256(0xff) << 32)) | e;
+                _es = es;
+                emit EpochAdvanced(uint64(e), bytes32(seed));
+            }
             bytes32 ds = _domainSeparatorV4();
             uint256 timeout = leaderTimeout;
             bytes32 th = MiniblockTypes.HEADER_TYPEHASH;
@@ -786,10 +784,10 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                 mstore(M_K, k)
                 mstore(M_P0, p)
                 mstore(M_PEND, sp)
-                // the reveal owners, then the log data: root ‖ acc ‖ accepted ‖ mix ‖ 0xa0 ‖ m ‖ m hashes,
-                // then the node table (two words per node index)
+                // the reveal owners, then the log data: accepted ‖ m hashes, then the node table (two
+                // words per node index)
                 calldatacopy(M_OWNERS, calldatasize(), shl(5, k))
-                let hp := add(add(M_OWNERS, shl(5, k)), 0xc0)
+                let hp := add(add(M_OWNERS, shl(5, k)), 0x20)
                 mstore(M_HP, hp)
                 mstore(M_T, add(hp, shl(5, n)))
                 mstore(0x40, add(mload(M_T), 0x4000))
@@ -811,12 +809,12 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                 let att := and(shr(120, w), 0xffff)
                 // replica node indices, byte k = replica k
                 let reps := shr(72, head)
-                if gt(and(shr(64, head), 0xff), LOW_REPLICAS) { reps := hiReps(reps) }
                 // the leader's node table words if leaderPos is the elected position of an existing
                 // stream, its reveal assigned (0 otherwise: checks 1 and 6 fail)
                 let a := 0
                 let b := 0
                 let pos := 0
+                let reason := 0
                 // the header struct except leader and reveal: prevHash = stored prefix[0:18] ‖ sent [18:32]
                 mstore(M_H_SID, mload(0x00))
                 mstore(M_H_NUM, shr(224, w))
@@ -827,6 +825,7 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                 mstore(M_H_STATE, calldataload(add(p, 0x40)))
                 {
                     let r := and(shr(64, head), 0xff)
+                    if gt(r, LOW_REPLICAS) { reps := hiReps(reps) }
                     // the elected position (v1 formula); r = 0 (no stream) gives 0
                     mstore(M_EL_SID, mload(0x00))
                     mstore(M_EL_NUM, shr(224, w))
@@ -838,30 +837,29 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                         if iszero(b) { b := assign(lidx, ent) }
                         a := mload(ent)
                     }
-                }
-                mstore(M_H_LEADER, a)
-                mstore(M_H_REVEAL, calldataload(shr(24, b)))
-                mstore(M_D_HH, keccak256(M_H, 0x160))
-                // attester count (a table for bitmaps below 32, i.e. r <= 5)
-                let cnt := byte(att, POP5)
-                if gt(att, 31) { cnt := popcount(att) }
+                    mstore(M_H_LEADER, a)
+                    mstore(M_H_REVEAL, calldataload(shr(24, b)))
+                    mstore(M_D_HH, keccak256(M_H, 0x160))
 
-                // The fast path: checks 1..6, 14, 9, 10, 12 at once (1 and 6 as "no leader"), then the
-                // signatures, an inactive signer failing as a mismatch (bit 160 of its word). Any failure
-                // goes to classify, which finds the reason in order.
-                let reason := or(
-                    or(
-                        or(iszero(a), xor(shr(192, w), add(shl(32, and(head, M32)), mload(M_NE)))),
+                    // The fast path: checks 1..6, 14, 9, 10 at once (1 and 6 as "no leader"), then the
+                    // signatures, an inactive signer failing as a mismatch (bit 160 of its word). Any failure
+                    // goes to classify, which finds the reason in order. Check 12 follows the signatures.
+                    reason := or(
                         or(
-                            and(xor(shr(8, w), head), PARENT_CHECK_MASK),
-                            lt(timestamp(), add(and(shr(32, head), M32), mul(mload(M_H_ATT), mload(M_TIMEOUT))))
+                            or(iszero(a), xor(shr(192, w), add(shl(32, and(head, M32)), mload(M_NE)))),
+                            or(
+                                and(xor(shr(8, w), head), PARENT_CHECK_MASK),
+                                lt(timestamp(), add(and(shr(32, head), M32), mul(mload(M_H_ATT), mload(M_TIMEOUT))))
+                            )
+                        ),
+                        or(
+                            or(gt(mload(M_H_CNT), MAX_EVENTS_PER_BLOCK), shr(r, att)),
+                            and(att, shl(pos, 1))
                         )
-                    ),
-                    or(
-                        or(gt(mload(M_H_CNT), MAX_EVENTS_PER_BLOCK), shr(and(shr(64, head), 0xff), att)),
-                        or(and(att, shl(pos, 1)), lt(cnt, shr(1, and(shr(64, head), 0xff))))
                     )
-                )
+                }
+                // the next record's signatures (on the fast path: past this record's last one)
+                let q := add(sp, SIG2)
                 if iszero(reason) {
                     mstore(M_E, keccak256(M_D, 0x42))
                     // the leader's signature (EIP-2098; high s rejected)
@@ -876,7 +874,6 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                     // each attester's signature, lowest set bit first (its replica byte's index from
                     // a table: 2^i mod 19 differs for every i < 16), all checked (a failure is decided
                     // by classify)
-                    let q := add(sp, SIG2)
                     for { let m := att } m { m := and(m, sub(m, 1)) } {
                         let ai := byte(byte(mod(and(m, sub(0, m)), 19), BYTE19), reps)
                         let ent := add(mload(M_T), shl(6, ai))
@@ -892,19 +889,28 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                         reason := or(reason, or(gt(vs, HALF_N), xor(mload(0x00), ae)))
                         q := add(q, SIG2)
                     }
+                    // check 12, by the signatures read: (q - sp) / 64 = 1 + attesters < 1 + r / 2
+                    reason := or(reason, lt(shr(6, sub(q, sp)), add(shr(1, and(shr(64, head), 0xff)), 1)))
                 }
-                if reason { reason := classify(sp, w, head, pos, reps) }
-                sp := add(sp, shl(6, add(cnt, 1)))
-                // check 13, once per leader per transaction: its reveal opens its commitment
-                if iszero(or(reason, and(b, B_VERIFIED))) { reason := verify(b) }
-                if reason {
-                    mstore(M_BITS, and(mload(M_BITS), not(shl(div(sub(p, mload(M_P0)), RECORD_FIXED), 1))))
-                    mstore(0x00, mload(M_D_HH))
-                    mstore(0x20, reason)
-                    log3(0x00, 0x40, T_REJECTED, calldataload(p), shr(224, w))
-                    mstore(0x20, _heads.slot)
-                    continue
+                // one branch on the hot path: taken on a failure or at the leader's first header
+                if or(reason, iszero(and(b, B_VERIFIED))) {
+                    if reason {
+                        reason := classify(sp, w, head, pos, reps)
+                        q := add(sp, shl(6, add(popcount(att), 1)))
+                    }
+                    // check 13, once per leader per transaction: its reveal opens its commitment
+                    if iszero(or(reason, and(b, B_VERIFIED))) { reason := verify(b) }
+                    if reason {
+                        mstore(M_BITS, and(mload(M_BITS), not(shl(div(sub(p, mload(M_P0)), RECORD_FIXED), 1))))
+                        mstore(0x00, mload(M_D_HH))
+                        mstore(0x20, reason)
+                        log3(0x00, 0x40, T_REJECTED, calldataload(p), shr(224, w))
+                        mstore(0x20, _heads.slot)
+                        sp := q
+                        continue
+                    }
                 }
+                sp := q
                 let hh := mload(M_D_HH)
                 sstore(hslot, or(or(shl(96, shr(96, hh)), and(head, HEAD_REPLICA_BITS)), or(shr(224, w), mload(M_TS))))
                 let hp := mload(M_HP)
@@ -921,7 +927,7 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
 
             let k := mload(M_K)
             let logp := add(M_OWNERS, shl(5, k))
-            let hhs := add(logp, 0xc0)
+            let hhs := add(logp, 0x20)
             let size := sub(mload(M_HP), hhs)
             if size {
                 let root := keccak256(hhs, size)
@@ -953,13 +959,8 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                 }
                 sstore(_mc.slot, or(mix, add(idx, 1)))
 
-                mstore(logp, root)
-                mstore(add(logp, 0x20), hacc)
-                mstore(add(logp, 0x40), mload(M_BITS))
-                mstore(add(logp, 0x60), mix)
-                mstore(add(logp, 0x80), 0xa0)
-                mstore(add(logp, 0xa0), shr(5, size))
-                log2(logp, add(0xc0, size), T_COMMITTED, idx)
+                mstore(logp, mload(M_BITS))
+                log2(logp, add(0x20, size), T_COMMITTED, idx)
             }
         }
     }

@@ -112,7 +112,7 @@ contract RegistryV2Handler is RegistryV2Fixture {
         bool any;
         for (uint256 i; i < logs.length; ++i) {
             if (logs[i].topics[0] == MiniblockRegistryV2.MiniblocksCommitted.selector) {
-                (,, bits,,) = abi.decode(logs[i].data, (bytes32, bytes32, uint256, bytes32, bytes32[]));
+                (bits,) = _decodeCommitted(logs[i].data);
                 any = true;
             }
         }

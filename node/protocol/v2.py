@@ -19,7 +19,7 @@ from .types import DOMAIN_NAME, ZERO32, Domain, Header
 DOMAIN_VERSION_V2 = "2"
 RECORD_FIXED = 127
 HEAD_HASH_BITS = 160
-HISTORY_WINDOW = 8
+HISTORY_WINDOW = 16
 # prevHash[0:18] comes from the head slot; prevHash[18:32] is sent, its bytes 18 and 19 overlapping
 # the stored 20-byte prefix (the BadParent check).
 PREV_SENT_FROM = 18
@@ -189,26 +189,29 @@ def decode_batch(batch: bytes) -> tuple[list[bytes], list[DecodedRecord]]:
 
 @dataclass(frozen=True, slots=True)
 class CommitLog:
-    """The data of MiniblocksCommitted(uint64 indexed commitIndex, bytes32 historyRoot,
-    bytes32 historyAcc, uint256 accepted, bytes32 mix, bytes32[] headerHashes)."""
+    """MiniblocksCommitted(uint64 indexed commitIndex), its data packed (not ABI-encoded):
+    uint256 accepted ‖ m × bytes32 headerHash. The history root is derived (keccak256 of the hashes);
+    historyAcc and the mix are not logged (`historyAcc()`, `randaoMix()`, or folded from the roots)."""
 
     commit_index: int
-    history_root: bytes
-    history_acc: bytes
     accepted: int  # bit i: record i of the batch was accepted
-    mix: bytes
     header_hashes: tuple[bytes, ...]
+
+    @property
+    def history_root(self) -> bytes:
+        """keccak256 of the header hashes concatenated (the contract's historyRoot of the transaction)."""
+        return history_root(self.header_hashes)
 
 
 def decode_commit_log(commit_index: int, data: bytes) -> CommitLog:
-    """The log's ABI-encoded data (root, acc, accepted, mix, offset 0xa0, m, m hashes)."""
-    if len(data) < 0xC0 or len(data) % 32 or int.from_bytes(data[0x80:0xA0], "big") != 0xA0:
+    """The log's packed data: accepted (32 bytes) ‖ m header hashes (32 bytes each), m >= 1."""
+    if len(data) < 0x40 or len(data) % 32:
         raise ValueError("not a MiniblocksCommitted data field")
-    m = int.from_bytes(data[0xA0:0xC0], "big")
-    if len(data) != 0xC0 + 32 * m:
-        raise ValueError("headerHashes length does not match the data")
-    hashes = tuple(data[0xC0 + 32 * i : 0xE0 + 32 * i] for i in range(m))
-    return CommitLog(commit_index, data[0:32], data[32:64], int.from_bytes(data[64:96], "big"), data[96:128], hashes)
+    accepted = int.from_bytes(data[0:32], "big")
+    hashes = tuple(data[32 + 32 * i : 64 + 32 * i] for i in range((len(data) - 32) // 32))
+    if accepted.bit_count() != len(hashes):
+        raise ValueError("headerHashes count does not match the accepted bitmap")
+    return CommitLog(commit_index, accepted, hashes)
 
 
 def accepted_records(batch: bytes, log: CommitLog) -> list[tuple[DecodedRecord, bytes]]:
