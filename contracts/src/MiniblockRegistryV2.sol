@@ -68,7 +68,7 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
     /// @notice Bits of a header hash kept in the stream's head slot (its top bits).
     uint256 public constant HEAD_HASH_BITS = 160;
     /// @notice Commit transactions per history checkpoint (`historyCheckpoint`).
-    uint256 public constant HISTORY_WINDOW = 16;
+    uint256 public constant HISTORY_WINDOW = 64;
 
     // Rejection reasons (MiniblockRejected.reason), same codes as v1.
     uint8 internal constant R_UNKNOWN_STREAM = 1;
@@ -130,7 +130,7 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
     mapping(bytes32 => uint256) internal _heads; // packed, see above
     mapping(bytes32 => uint256) internal _replicasHi;
     bytes32 internal _historyAcc; // keccak256(acc ‖ historyRoot) over all commit transactions
-    mapping(uint256 => bytes32) internal _checkpoints; // window w -> _historyAcc after commit 16w + 15
+    mapping(uint256 => bytes32) internal _checkpoints; // window w -> _historyAcc after commit 64w + 63
 
     // ----------------------------------------------------------------- events
 
