@@ -14,7 +14,10 @@ batch) on stdout:
     {"replication": 3, "signers": 2, "batch": 64, "gas_per_header": ..., "breakdown": {
      "base": ..., "calldata": ..., "execution": ..., "checkpoint_share": ...}, ...}
 
-    .venv/bin/python bench/gas_v2.py [--batches 1,8,64] [--signers 2,3] [--repeat 3]
+    .venv/bin/python bench/gas_v2.py [--batches 1,8,64] [--signers 2,3] [--repeat 3] [--access-list both|on|off]
+
+Each (signers, batch) is measured without and with the EIP-2930 access list the nodes' sender
+attaches (`access_list`: the part of eth_createAccessList that saves gas; none below ~14 headers).
 
 gas_used is the receipt's (21,000 + calldata + execution), median of --repeat batches, each on
 fresh streams; the breakdown is per header: base = 21,000 / batch, calldata from the bytes
@@ -53,9 +56,10 @@ def calldata_gas(data: bytes) -> int:
 
 
 def measure(anvil: Anvil, *, nodes: int, replication: int, signers_list: list[int], batches: list[int],
-            repeat: int, events: int) -> list[dict[str, Any]]:
+            repeat: int, events: int, access_modes: tuple[bool, ...] = (False, True)) -> list[dict[str, Any]]:
     ch = V2Chain(anvil, nodes=nodes, replication=replication, tag=b"gas v2")
-    need = sum(batches) * repeat * len(signers_list) + 2 * (len(batches) * repeat * len(signers_list) + 2)
+    per_mode = sum(batches) * repeat * len(signers_list) + 2 * (len(batches) * repeat * len(signers_list) + 2)
+    need = len(access_modes) * per_mode
     sids = [keccak(b"gas v2 stream %d" % j) for j in range(need)]
     ch.create_streams(sids)
     anvil.increase_time(1)
@@ -74,49 +78,50 @@ def measure(anvil: Anvil, *, nodes: int, replication: int, signers_list: list[in
 
     commit_one(next(it), 2)  # warm-up: the accumulator becomes non-zero
     out = []
-    for signers in signers_list:
-        for b in batches:
-            runs: list[tuple[int, int]] = []
-            for _ in range(repeat):
-                if len(ch.roots) % v2.HISTORY_WINDOW == v2.HISTORY_WINDOW - 1:
-                    commit_one(next(it), 2)  # the measured commit must not close a window
-                items = [
-                    ch.next_signed(next(it), signers=signers,
-                                   events_root=merkle_root([os.urandom(32) for _ in range(events)]),
-                                   event_count=events, state_root=os.urandom(32))
-                    for _ in range(b)
-                ]
-                batch, signed = ch.batch(items)
-                rc, lg, rej = ch.commit(batch)
-                if rej or lg is None or len(lg.header_hashes) != b:
-                    raise SystemExit(f"batch of {b}: rejected {rej}")
-                ch.note_accepted(signed)
-                runs.append((int(rc["gasUsed"]), calldata_gas(ch.calldata(batch))))
-            gas = statistics.median(g for g, _ in runs)
-            cd = statistics.median(c for _, c in runs)
-            share = CHECKPOINT_SLOT / v2.HISTORY_WINDOW
-            per = (gas + share) / b
-            row = {
-                "registry": "v2",
-                "replication": replication,
-                "nodes": nodes,
-                "signers": signers,
-                "batch": b,
-                "events_per_header": events,
-                "gas_used": int(gas),
-                "gas_per_header": round(per, 1),
-                "breakdown": {
-                    "base": round(BASE / b, 1),
-                    "calldata": round(cd / b, 1),
-                    "execution": round((gas - BASE - cd) / b, 1),
-                    "checkpoint_share": round(share / b, 1),
-                },
-                "calldata_bytes_per_header": round(len(ch.calldata(batch)) / b, 1),
-                "runs": repeat,
-                "gas_used_runs": [g for g, _ in runs],
-            }
-            print(json.dumps(row), flush=True)
-            out.append(row)
+    for signers, b, al in ((sg, b, al) for sg in signers_list for b in batches for al in access_modes):
+        runs: list[tuple[int, int]] = []
+        for _ in range(repeat):
+            if len(ch.roots) % v2.HISTORY_WINDOW == v2.HISTORY_WINDOW - 1:
+                commit_one(next(it), 2)  # the measured commit must not close a window
+            items = [
+                ch.next_signed(next(it), signers=signers,
+                               events_root=merkle_root([os.urandom(32) for _ in range(events)]),
+                               event_count=events, state_root=os.urandom(32))
+                for _ in range(b)
+            ]
+            batch, signed = ch.batch(items)
+            rc, lg, rej = ch.commit(batch, access_list=al)
+            if rej or lg is None or len(lg.header_hashes) != b:
+                raise SystemExit(f"batch of {b}: rejected {rej}")
+            ch.note_accepted(signed)
+            runs.append((int(rc["gasUsed"]), calldata_gas(ch.calldata(batch))))
+        gas = statistics.median(g for g, _ in runs)
+        cd = statistics.median(c for _, c in runs)
+        share = CHECKPOINT_SLOT / v2.HISTORY_WINDOW
+        per = (gas + share) / b
+        row = {
+            "registry": "v2",
+            "replication": replication,
+            "nodes": nodes,
+            "signers": signers,
+            "batch": b,
+            "access_list": al,
+            "access_list_keys": sum(len(e["storageKeys"]) for e in ch.last_access_list),
+            "events_per_header": events,
+            "gas_used": int(gas),
+            "gas_per_header": round(per, 1),
+            "breakdown": {
+                "base": round(BASE / b, 1),
+                "calldata": round(cd / b, 1),
+                "execution": round((gas - BASE - cd) / b, 1),
+                "checkpoint_share": round(share / b, 1),
+            },
+            "calldata_bytes_per_header": round(len(ch.calldata(batch)) / b, 1),
+            "runs": repeat,
+            "gas_used_runs": [g for g, _ in runs],
+        }
+        print(json.dumps(row), flush=True)
+        out.append(row)
     return out
 
 
@@ -125,11 +130,15 @@ def main() -> None:
     ap.add_argument("--batches", default="1,8,64")
     ap.add_argument("--signers", default="2,3")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--access-list", choices=["both", "on", "off"], default="both",
+                    help="commit with the EIP-2930 access list the nodes attach (node.chain.access_list), "
+                         "without, or both")
     ap.add_argument("--events", type=int, default=16, help="events per header (only eventsRoot/eventCount go on-chain)")
     args = ap.parse_args()
     with Anvil() as anvil:
         measure(anvil, nodes=4, replication=3, signers_list=[int(x) for x in args.signers.split(",")],
-                batches=[int(x) for x in args.batches.split(",")], repeat=args.repeat, events=args.events)
+                batches=[int(x) for x in args.batches.split(",")], repeat=args.repeat, events=args.events,
+                access_modes={"both": (False, True), "on": (True,), "off": (False,)}[args.access_list])
 
 
 if __name__ == "__main__":

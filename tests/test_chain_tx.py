@@ -12,6 +12,7 @@ import pytest
 from bad_endpoints import bad_endpoints
 from eth_account import Account
 
+from node.chain import access_list
 from node.chain.anvil import DEV_KEYS, Anvil, free_port
 from node.chain.rpc import Rpc, RpcUnavailable
 from node.chain.tx import GWEI, FeePolicy, TxSender
@@ -141,3 +142,27 @@ def test_garbage_and_hanging_endpoints_raise_a_clear_error_after_bounded_retries
         assert time.monotonic() - t0 < 10
         assert "not a JSON-RPC answer" in g and "3 tries" in g
         assert "no answer within" in h
+
+
+# runtime: for i in 0..29: SLOAD(i); initcode copies it out (12 bytes, then the 17-byte runtime)
+READS_30 = bytes.fromhex("6011600c60003960116000f3" + "60005b80545060010180601e11600257" + "00")
+
+
+def test_access_list_from_the_endpoint_saves_100_gas_per_touched_slot(auto):
+    async def go():
+        s = sender(auto.http_url)
+        rc = await s.send(None, READS_30, gas=200_000)
+        target = rc.contract_address
+        assert target
+        entries = await s.create_access_list(target, b"")
+        plain = await s.send(target, b"", gas=100_000)
+        listed = await s.send(target, b"", gas=100_000 + access_list.intrinsic(entries), access=entries)
+        await s.rpc.close()
+        return entries, plain.gas_used, listed.gas_used
+
+    entries, plain, listed = asyncio.run(go())
+    assert len(entries) == 1 and len(entries[0]["storageKeys"]) == 30
+    assert plain - listed == 30 * access_list.KEY_SAVING - access_list.ADDRESS_COST  # 600
+    # too few keys to pay for the address entry: dropped
+    few = [{"address": entries[0]["address"], "storageKeys": entries[0]["storageKeys"][:24]}]
+    assert access_list.worthwhile(few) == [] and access_list.worthwhile(entries) == entries

@@ -264,12 +264,17 @@ def test_tampered_commits_rejected_with_reason(chain: V2Chain) -> None:
 def test_gas_v2_bench_rows(anvil: Anvil, capsys: pytest.CaptureFixture[str]) -> None:
     from bench import gas_v2
 
-    rows = gas_v2.measure(anvil, nodes=4, replication=3, signers_list=[2], batches=[2], repeat=1, events=4)
-    assert len(rows) == 1
-    r = rows[0]
-    assert (r["replication"], r["signers"], r["batch"]) == (3, 2, 2)
-    b = r["breakdown"]
-    assert r["gas_used"] == round((b["base"] + b["calldata"] + b["execution"]) * 2)
-    parts = b["base"] + b["calldata"] + b["execution"] + b["checkpoint_share"]
-    assert r["gas_per_header"] == pytest.approx(parts, abs=0.2)
-    assert capsys.readouterr().out.count("\n") == 1
+    rows = gas_v2.measure(anvil, nodes=4, replication=3, signers_list=[2], batches=[2, 16], repeat=1, events=4)
+    assert [(r["batch"], r["access_list"]) for r in rows] == [(2, False), (2, True), (16, False), (16, True)]
+    for r in rows:
+        assert (r["replication"], r["signers"]) == (3, 2)
+        b = r["breakdown"]
+        whole = (b["base"] + b["calldata"] + b["execution"]) * r["batch"]
+        assert r["gas_used"] == pytest.approx(whole, abs=0.1 * r["batch"])  # the parts are rounded to 0.1
+        parts = b["base"] + b["calldata"] + b["execution"] + b["checkpoint_share"]
+        assert r["gas_per_header"] == pytest.approx(parts, abs=0.2)
+    # the access list: none pays at 2 headers; at 16 (16 head slots and the tx's own) it is attached
+    # and saves gas (node.chain.access_list)
+    assert rows[1]["access_list_keys"] == 0
+    assert rows[3]["access_list_keys"] >= 25 and rows[3]["gas_used"] < rows[2]["gas_used"]
+    assert capsys.readouterr().out.count("\n") == 4

@@ -68,7 +68,7 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
     /// @notice Bits of a header hash kept in the stream's head slot (its top bits).
     uint256 public constant HEAD_HASH_BITS = 160;
     /// @notice Commit transactions per history checkpoint (`historyCheckpoint`).
-    uint256 public constant HISTORY_WINDOW = 16;
+    uint256 public constant HISTORY_WINDOW = 64;
 
     // Rejection reasons (MiniblockRejected.reason), same codes as v1.
     uint8 internal constant R_UNKNOWN_STREAM = 1;
@@ -130,7 +130,7 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
     mapping(bytes32 => uint256) internal _heads; // packed, see above
     mapping(bytes32 => uint256) internal _replicasHi;
     bytes32 internal _historyAcc; // keccak256(acc ‖ historyRoot) over all commit transactions
-    mapping(uint256 => bytes32) internal _checkpoints; // window w -> _historyAcc after commit 16w + 15
+    mapping(uint256 => bytes32) internal _checkpoints; // window w -> _historyAcc after commit 64w + 63
 
     // ----------------------------------------------------------------- events
 
@@ -746,6 +746,15 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                 }
             }
 
+            // an accepted header: the new head (number, time, replicas, hash prefix), its hash logged
+            function accept(hslot, head, w) {
+                let hh := mload(M_D_HH)
+                sstore(hslot, or(or(shl(96, shr(96, hh)), and(head, HEAD_REPLICA_BITS)), or(shr(224, w), mload(M_TS))))
+                let hp := mload(M_HP)
+                mstore(hp, hh)
+                mstore(M_HP, add(hp, 0x20))
+            }
+
             // charges one miss to each leader of the min(attempt, r - 1) attempts before this one
             function missed(p, head, w) {
                 let sid := calldataload(p)
@@ -892,8 +901,9 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                     // check 12, by the signatures read: (q - sp) / 64 = 1 + attesters < 1 + r / 2
                     reason := or(reason, lt(shr(6, sub(q, sp)), add(shr(1, and(shr(64, head), 0xff)), 1)))
                 }
-                // one branch on the hot path: taken on a failure or at the leader's first header
-                if or(reason, iszero(and(b, B_VERIFIED))) {
+                // one branch on the hot path: taken on a failure, at the leader's first header, or at an
+                // attempt >= 1 (whose missed slots are charged in it)
+                if or(or(reason, iszero(and(b, B_VERIFIED))), mload(M_H_ATT)) {
                     if reason {
                         reason := classify(sp, w, head, pos, reps)
                         q := add(sp, shl(6, add(popcount(att), 1)))
@@ -909,15 +919,19 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                         sp := q
                         continue
                     }
+                    sp := q
+                    accept(hslot, head, w)
+                    // attempt a >= 1: the leaders of the min(a, r - 1) attempts before missed their slot
+                    if mload(M_H_ATT) { missed(p, head, w) }
+                    continue
                 }
                 sp := q
+                // accept(hslot, head, w), inline on the hot path
                 let hh := mload(M_D_HH)
                 sstore(hslot, or(or(shl(96, shr(96, hh)), and(head, HEAD_REPLICA_BITS)), or(shr(224, w), mload(M_TS))))
                 let hp := mload(M_HP)
                 mstore(hp, hh)
                 mstore(M_HP, add(hp, 0x20))
-                // attempt a >= 1: the leaders of the min(a, r - 1) attempts before missed their slot
-                if mload(M_H_ATT) { missed(p, head, w) }
             }
             {
                 let used := sub(sp, batch.offset)

@@ -22,6 +22,8 @@ from node.protocol import v2
 from node.protocol.types import Domain, Event, Header
 
 from .abi import Abi, AbiList, abi_version, load_abi
+from .access_list import AccessList
+from .access_list import intrinsic as access_list_intrinsic
 from .calldata import NotACommitCall, decode_commit_call, decode_packed_call
 from .logs import (
     HeadersCommitted,
@@ -44,6 +46,8 @@ from .tx import FeePolicy, TxSender, revert_error
 COMMIT_GAS_BASE = 150_000
 COMMIT_GAS_PER_HEADER = 160_000
 COMMIT_GAS_PER_HEADER_V2 = 60_000  # about 19-70k are used (docs/protocol.md, "Version 2", Gas)
+# v2 commits of fewer records never gain from an access list (node.chain.access_list: 25 keys to pay)
+ACCESS_LIST_MIN_RECORDS = 12
 # v2's dead-replica rule is constant (MiniblockRegistryV2.DEAD_MISSES / DEAD_EPOCHS)
 V2_DEAD_PARAMS = (3, 2)
 NODES_PAGE = 100
@@ -626,14 +630,14 @@ class RegistryClient:
                                          decode_error=self.codec.decode_error, what=name)
 
     async def transact(self, name: str, *args: Any, gas: int | None = None, check: bool = True,
-                       batch: bytes | None = None) -> TxResult:
+                       batch: bytes | None = None, access: AccessList | None = None) -> TxResult:
         """Send one registry transaction and wait for it; its decoded result.
 
         ``check``: a mined but failed (status 0) transaction raises RegistryError. ``batch``: a v2 commit's
-        packed batch (its accepted headers are decoded from it)."""
+        packed batch (its accepted headers are decoded from it). ``access``: an EIP-2930 access list."""
         sender = self._require_sender()
         receipt = await sender.send(self.address, self.calldata(name, *args), gas=gas,
-                                    decode_error=self.codec.decode_error, what=name)
+                                    decode_error=self.codec.decode_error, what=name, access=access)
         assert isinstance(receipt, Receipt)
         ts: int | None = None
         try:
@@ -666,16 +670,29 @@ class RegistryClient:
         self._estimate_next = res.status != 1 and res.gas_used >= (gas or 0) > 0
         return res
 
-    async def commit_packed(self, batch: bytes, *, gas: int | None = None, check: bool = True) -> TxResult:
+    async def commit_packed(self, batch: bytes, *, gas: int | None = None, check: bool = True,
+                            access: AccessList | None = None) -> TxResult:
         """v2: send one commitMiniblocks(bytes) with a packed batch (node.protocol.v2.encode_batch); the
         result carries one MiniblockCommitted per accepted record (leader and prev_hash unresolved: see
         MiniblockCommitted.resolved) and the MiniblockRejected logs."""
-        return await self.transact("commitMiniblocks", bytes(batch), gas=gas, check=check, batch=bytes(batch))
+        return await self.transact("commitMiniblocks", bytes(batch), gas=gas, check=check, batch=bytes(batch),
+                                   access=access)
+
+    async def commit_access_list(self, batch: bytes, count: int) -> AccessList:
+        """The access list worth attaching to this v2 commit (node.chain.access_list): asked of the
+        endpoint only for batches of ACCESS_LIST_MIN_RECORDS or more, below which none pays."""
+        if count < ACCESS_LIST_MIN_RECORDS:
+            return []
+        sender = self._require_sender()
+        return await sender.create_access_list(self.address, self.calldata("commitMiniblocks", bytes(batch)))
 
     async def commit_packed_budgeted(self, batch: bytes, count: int) -> TxResult:
-        """v2's `commit_budgeted`: a fixed gas budget for `count` records, estimated after an out-of-gas."""
-        gas = None if self._estimate_next else COMMIT_GAS_BASE + COMMIT_GAS_PER_HEADER_V2 * count
-        res = await self.commit_packed(batch, gas=gas, check=False)
+        """v2's `commit_budgeted`: a fixed gas budget for `count` records, estimated after an out-of-gas;
+        with the access list that saves gas at this size (its intrinsic cost added to the budget)."""
+        access = await self.commit_access_list(batch, count)
+        gas = None if self._estimate_next else (
+            COMMIT_GAS_BASE + COMMIT_GAS_PER_HEADER_V2 * count + access_list_intrinsic(access))
+        res = await self.commit_packed(batch, gas=gas, check=False, access=access)
         self._estimate_next = res.status != 1 and res.gas_used >= (gas or 0) > 0
         return res
 

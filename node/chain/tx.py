@@ -32,6 +32,7 @@ from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
+from . import access_list
 from .logs import Receipt
 from .rpc import BlockId, RegistryError, Rpc, RpcError, RpcUnavailable, block_param, hex_int
 
@@ -139,6 +140,7 @@ class TxSender:
         self._nonce: int | None = None
         self._chain_id: int | None = None
         self._started = False
+        self._no_access_lists = False  # the endpoint has no eth_createAccessList
 
     @property
     def address(self) -> str:
@@ -200,6 +202,23 @@ class TxSender:
         except RpcError as e:
             raise revert_error(e, what, decode_error) from e
 
+    async def create_access_list(self, to: str, data: bytes) -> access_list.AccessList:
+        """The part of the endpoint's `eth_createAccessList` for this call that saves gas ([] when none
+        does, the call reverts in simulation, or the endpoint lacks the method: then never asked again)."""
+        if self._no_access_lists:
+            return []
+        call = {"from": self.address, "to": to_checksum_address(to), "data": "0x" + data.hex()}
+        try:
+            res = await self.rpc.request("eth_createAccessList", [call, block_param(self.estimate_block)])
+        except RpcError as e:
+            if e.code == -32601 or "not found" in e.rpc_message.lower() or "not supported" in e.rpc_message.lower():
+                self._no_access_lists = True
+                log.info("the endpoint has no eth_createAccessList: transactions go without access lists")
+            return []
+        if not isinstance(res, dict) or res.get("error"):
+            return []
+        return access_list.worthwhile(res.get("accessList") or [])
+
     async def _gas(self, to: str | None, data: bytes, value: int, decode_error: ErrorDecoder, what: str) -> int:
         est = await self.estimate_gas(to, data, value, decode_error=decode_error, what=what)
         gas = int(est * self.gas_margin) + self.gas_extra
@@ -211,12 +230,14 @@ class TxSender:
     async def send(
         self, to: str | None, data: bytes, *, gas: int | None = None, value: int = 0, wait: bool = True,
         decode_error: ErrorDecoder = _no_errors, what: str = "transaction",
+        access: access_list.AccessList | None = None,
     ) -> Receipt | bytes:
         """Sign and send a call of `to` with `data` (`to=None`: a contract creation).
 
         Returns the receipt (``wait=True``: replacing the transaction while it is stuck) or the tx hash.
         Raises RegistryError on a revert at estimation (with the custom error decoded) and RpcError on a
-        refused send."""
+        refused send. ``access``: an EIP-2930 access list to attach (its intrinsic gas is then part of
+        ``gas``; an estimate is made without it and the list's cost added)."""
         async with self._lock:
             try:
                 if self._nonce is None:
@@ -225,7 +246,10 @@ class TxSender:
                                       "data": data, **(await self.fees())}
                 if to is not None:
                     tx["to"] = to_checksum_address(to)
-                tx["gas"] = gas if gas is not None else await self._gas(to, data, value, decode_error, what)
+                if access:
+                    tx["accessList"] = access
+                tx["gas"] = gas if gas is not None else (
+                    await self._gas(to, data, value, decode_error, what) + access_list.intrinsic(access or []))
                 tx_hash = await self._send_signed(tx)
             except BaseException:
                 self._nonce = None  # resync from the chain next time

@@ -19,7 +19,7 @@ from .types import DOMAIN_NAME, ZERO32, Domain, Header
 DOMAIN_VERSION_V2 = "2"
 RECORD_FIXED = 127
 HEAD_HASH_BITS = 160
-HISTORY_WINDOW = 16
+HISTORY_WINDOW = 64
 # prevHash[0:18] comes from the head slot; prevHash[18:32] is sent, its bytes 18 and 19 overlapping
 # the stored 20-byte prefix (the BadParent check).
 PREV_SENT_FROM = 18

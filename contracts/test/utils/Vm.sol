@@ -17,7 +17,18 @@ interface Vm {
         uint64 gasRemaining;
     }
 
+    struct AccessListItem {
+        address target;
+        bytes32[] storageKeys;
+    }
+
     function lastCallGas() external view returns (Gas memory);
+    function record() external;
+    function accesses(address) external returns (bytes32[] memory reads, bytes32[] memory writes);
+    function snapshotState() external returns (uint256);
+    function revertToState(uint256) external returns (bool);
+    function accessList(AccessListItem[] calldata) external;
+    function noAccessList() external;
     function warp(uint256) external;
     function roll(uint256) external;
     function prevrandao(bytes32) external;
