@@ -35,6 +35,7 @@ class Watcher:
         self._rr = 0
         self.parallel = parallel
         self._pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="watcher")
+        self.chain_commits: list[tuple[int, float, int]] = []  # (chain block, seen at, event count) per header
         self._served: dict[bytes, str] = {}  # stream -> the node that last served one of its blocks
 
     def close(self) -> None:
@@ -59,6 +60,7 @@ class Watcher:
                 for r in rejected:
                     self.stats.rejected_headers[r.reason_name] += 1
             self.todo += [(c.stream_id, c.number, seen, 0) for c in committed if c.event_count]
+            self.chain_commits += [(c.block_number, seen, c.event_count) for c in committed]
             self.from_block = to + 1
         self._fetch()
 
