@@ -79,6 +79,25 @@ def slots_to_lead(node: Node, epoch: int, seed: bytes) -> list[tuple[bytes, int,
     return out
 
 
+def tick_cap(node: Node) -> int:
+    """Headers per tick: what one commit transaction takes (v2 has one RANDAO reveal per leader per
+    transaction, so a second transaction of the same tick would carry a consumed reveal and be rejected
+    BAD_RANDAO_REVEAL), and what one aggregator hand-off takes. At 1,000 streams a leader leads ~250 at
+    once; a tick of all of them ran past the leader timeout (the next attempt's leader then races it:
+    BAD_NUMBER). The rest go in the next tick, oldest head first (`oldest_first`)."""
+    cap = min(MAX_BATCH, MAX_TX_HEADERS)
+    return min(cap, node.cfg.aggregate_max_batch) if node.cfg.aggregate else cap
+
+
+def oldest_first(node: Node, slots: list[tuple[bytes, int, int]]) -> list[tuple[bytes, int, int]]:
+    """The slots by their stream's chain-head time, oldest first: a capped tick takes the streams that waited
+    longest (the pending set's order would favour the same streams every tick)."""
+    def since(slot: tuple[bytes, int, int]) -> int:
+        h = node.view.head(slot[0])
+        return h.timestamp if h is not None else 0
+    return sorted(slots, key=since)
+
+
 async def draft_blocks(node: Node, slots: list[tuple[bytes, int, int]], epoch: int) -> list[Draft]:
     """The tick's drafts: the votes of every slot's replicas in one request per peer (tick_peers.votes_for),
     the events a quorum holds, the missing ones fetched once for the whole tick, then each block built."""
@@ -149,7 +168,7 @@ async def produce_once(node: Node) -> int:
     seed = await node.seed_for(epoch)
     if seed is None:
         return 0
-    slots = slots_to_lead(node, epoch, seed)[:MAX_BATCH]
+    slots = oldest_first(node, slots_to_lead(node, epoch, seed))[:tick_cap(node)]
     if not slots:
         return 0
     now = time.time()
