@@ -79,6 +79,27 @@ def slots_to_lead(node: Node, epoch: int, seed: bytes) -> list[tuple[bytes, int,
     return out
 
 
+def tick_cap(node: Node) -> int:
+    """Headers per tick: at most one commit transaction's (v2 has one RANDAO reveal per leader per
+    transaction: a second transaction of the same tick carried the consumed reveal and all its headers
+    were rejected BAD_RANDAO_REVEAL), and at most TICK_MAX_HEADERS. At 1,000 streams a leader leads ~250
+    at once; a tick of all of them ran past the leader timeout (the next attempt's leader then races it:
+    BAD_NUMBER). The rest go in the next tick, oldest chain head first (`oldest_first`)."""
+    return min(MAX_BATCH, MAX_TX_HEADERS, TICK_MAX_HEADERS)
+
+
+TICK_MAX_HEADERS = 64
+
+
+def oldest_first(node: Node, slots: list[tuple[bytes, int, int]]) -> list[tuple[bytes, int, int]]:
+    """The slots by their stream's chain-head time, oldest first: a capped tick takes the streams that waited
+    longest (the pending set's order would favour the same streams every tick)."""
+    def since(slot: tuple[bytes, int, int]) -> int:
+        h = node.view.head(slot[0])
+        return h.timestamp if h is not None else 0
+    return sorted(slots, key=since)
+
+
 async def draft_blocks(node: Node, slots: list[tuple[bytes, int, int]], epoch: int) -> list[Draft]:
     """The tick's drafts: the votes of every slot's replicas in one request per peer (tick_peers.votes_for),
     the events a quorum holds, the missing ones fetched once for the whole tick, then each block built."""
@@ -149,7 +170,7 @@ async def produce_once(node: Node) -> int:
     seed = await node.seed_for(epoch)
     if seed is None:
         return 0
-    slots = slots_to_lead(node, epoch, seed)[:MAX_BATCH]
+    slots = oldest_first(node, slots_to_lead(node, epoch, seed))[:tick_cap(node)]
     if not slots:
         return 0
     now = time.time()
@@ -213,13 +234,14 @@ async def produce_once(node: Node) -> int:
 
 
 async def commit(node: Node, batch: list[Draft]) -> int:
-    """Commit the tick's headers: through the slot's aggregator (node/server/delegate.py) when it takes them,
-    else, or for what it did not commit within `aggregate_wait_ms`, in this node's own transaction."""
+    """Commit the tick's headers: through the slot's aggregator (node/server/delegate.py) when it takes them
+    (a tick of fewer than OWN_TX_FROM), else, or for what it did not commit within `aggregate_wait_ms`, in
+    this node's own transaction."""
     node.metrics.blocks_led.inc(len(batch))
     for d in batch:  # one submission per slot: a rejected slot is given up, the next attempt takes over
         node.tried[(d.sid, d.number, d.attempt)] = float("inf")
     done = 0
-    if node.cfg.aggregate:
+    if node.cfg.aggregate and len(batch) < OWN_TX_FROM:
         pairs = [signed(d) for d in batch]
         handed = await hand_off(node, [h for h, _ in pairs], [sigs for _, sigs in pairs])
         if handed.result is not None:
@@ -241,6 +263,11 @@ async def commit(node: Node, batch: list[Draft]) -> int:
     return done
 
 
+OWN_TX_FROM = 32
+"""A tick of this many headers sends its own transaction rather than hand them to the aggregator: it fills
+one by itself (the base cost is shared by 32+ headers already), and at 1,000 streams a hand-off to a busy
+aggregator timed out, after which the leader's own send raced the aggregator's (the loser's headers came
+back BAD_NUMBER, and the next tick's BAD_RANDAO_REVEAL: a reveal consumed by the transaction it gave up on)."""
 MAX_TX_HEADERS = 128  # headers per own commitMiniblocks: 128 x the 160k budget per header fits a 30M gas block
 
 
