@@ -164,12 +164,14 @@ async def validate(node: Node, items: list[tuple[bytes, Event, bytes]], client: 
     quotas = Quotas(node)
     out: list[Rejected | None] = []
     seen: dict[tuple, bytes] = {}
+    # one lookup for the batch; an insert racing in after it is caught by add_events inside its transaction
+    statuses = node.storage.replay_statuses(items)
     for i, (h, ev, sig) in enumerate(items):
         if i % 256 == 255:
             await asyncio.sleep(0)  # let peer requests in during a big batch
         try:
             await stored_here(node, ev.stream_id)
-            status = node.storage.replay_status(ev, h)
+            status = statuses[i]
             if status == "known":  # this exact event is stored: it was checked when it came in
                 out.append(None)
                 continue
