@@ -496,6 +496,17 @@ class Storage:
                                "ORDER BY received LIMIT ?", (older_than, limit)).fetchall()
         return [self._row_event(r) for r in rows]
 
+    def take_due_for_gossip(self, now: float, regossip_s: float, limit: int = 5000) -> list[StoredEvent]:
+        """`due_for_gossip(now - regossip_s)` and their forwarded time set, in one statement: the next forward of
+        each is after `now + max(0, now - received - regossip_s)` (back-off: about as long again as it has been
+        pending). Oldest (received) first."""
+        rows = self.db.execute(
+            "UPDATE events SET gossiped = ?1 + max(0.0, ?1 - received - ?2) WHERE hash IN (SELECT hash FROM events"
+            " WHERE block IS NULL AND gossiped < ?1 - ?2 ORDER BY received LIMIT ?3)"
+            f" RETURNING {self._EV_COLS}", (now, regossip_s, limit)).fetchall()
+        rows.sort(key=lambda r: r[9])
+        return [self._row_event(r) for r in rows]
+
     def mark_gossiped(self, hashes: Iterable[bytes], when: float | Sequence[float]) -> None:
         """Set the forwarded time: one for all, or one per hash (a time in the future delays the next forward)."""
         hs = list(hashes)
