@@ -164,12 +164,14 @@ async def validate(node: Node, items: list[tuple[bytes, Event, bytes]], client: 
     quotas = Quotas(node)
     out: list[Rejected | None] = []
     seen: dict[tuple, bytes] = {}
+    # one lookup for the batch; an insert racing in after it is caught by add_events inside its transaction
+    statuses = node.storage.replay_statuses(items)
     for i, (h, ev, sig) in enumerate(items):
         if i % 256 == 255:
             await asyncio.sleep(0)  # let peer requests in during a big batch
         try:
             await stored_here(node, ev.stream_id)
-            status = node.storage.replay_status(ev, h)
+            status = statuses[i]
             if status == "known":  # this exact event is stored: it was checked when it came in
                 out.append(None)
                 continue
@@ -279,7 +281,8 @@ async def gossip_loop(node: Node) -> None:
 
 async def gossip_once(node: Node) -> int:
     now = time.time()
-    due = node.storage.due_for_gossip(now - node.cfg.regossip_s)
+    # read and marked forwarded in one statement (see the back-off below)
+    due = node.storage.take_due_for_gossip(now, node.cfg.regossip_s)
     if not due:
         return 0
     per_peer: dict[str, list[dict]] = defaultdict(list)
@@ -304,12 +307,11 @@ async def gossip_once(node: Node) -> int:
         t = node.gossip_senders.get(url)
         if t is None or t.done():
             node.gossip_senders[url] = asyncio.create_task(_sender(node, url, q), name=f"gossip->{url}")
-    # Marked forwarded even if a peer was down: re-forwarded after regossip_s while still pending, then
-    # with back-off: next after as long again as the event has been pending (regossip_s, ~2x, ~4x ...).
+    # Marked forwarded (by take_due_for_gossip) even if a peer was down: re-forwarded after regossip_s while
+    # still pending, then with back-off: next after as long again as the event has been pending (regossip_s,
+    # ~2x, ~4x ...).
     # Without it, under load (commit latency of many regossip_s) every replica re-sent its whole pool
     # every regossip_s and the peers spent their CPU on re-parsing events they already held.
-    rs = node.cfg.regossip_s
-    node.storage.mark_gossiped([se.hash for se in due], [now + max(0.0, now - se.received - rs) for se in due])
     return len(due)
 
 
