@@ -25,6 +25,7 @@ from .aggregate import Aggregator
 from .api import BodyLimit, build_api
 from .config import NodeConfig
 from .core import Node
+from .handoff import handoff_on_stop
 from .intake import gossip_loop
 from .keys import load_onion, load_private_key
 from .peer_auth import Concurrency, install
@@ -220,6 +221,7 @@ async def serve(cfg: NodeConfig) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
     with contextlib.suppress(Exception):
         await asyncio.wait_for(srv, timeout=5)
+    await handoff_on_stop(node)  # a node stopped before its leave hands off what it alone may hold
     await node.peers.close()
     await node.chain.rpc.close()
     node.storage.close()

@@ -10,10 +10,14 @@ pool (the chaos run found such losses). So:
 - `handoff_once` (from the upkeep loop): from that moment on, its pending events are posted, as a
   client would, to the client batch endpoint of an active replica of their stream (or any active node);
   accepted or already-known events are marked forwarded for good.
+- `handoff_on_stop` (from the shutdown path): a node whose leave is requested and that is stopped before
+  that moment (an operator stops it early) hands its pending events off first, bounded in time: an event
+  it accepted but had not forwarded yet would otherwise be on no running node (the chaos run found it).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import defaultdict
@@ -42,6 +46,12 @@ def leaving(node: Node) -> bool:
     return rec.leave_epoch == epoch + 1 and epoch_time_left(node.params, node.chain_now()) < LEAVE_MARGIN_S
 
 
+def leave_requested(node: Node) -> bool:
+    """This node was registered and has a leave scheduled (now or later)."""
+    rec = node.view.nodes.get(node.me)
+    return rec is not None and rec.join_epoch != 0 and rec.leave_epoch < 2**63
+
+
 def refusing_clients(node: Node) -> str | None:
     """Why client posts are refused here now (None: they are taken)."""
     if leaving(node):
@@ -57,9 +67,10 @@ def _target(node: Node, sid: bytes) -> str | None:
     return None
 
 
-async def handoff_once(node: Node) -> int:
-    """Post this leaving node's pending events to active nodes. Returns how many were taken."""
-    if not leaving(node):
+async def handoff_once(node: Node, force: bool = False) -> int:
+    """Post this leaving node's pending events to active nodes (with `force`: as soon as a leave is
+    requested). Returns how many were taken."""
+    if not (leaving(node) or (force and leave_requested(node))):
         return 0
     pending = node.storage.due_for_gossip(older_than=time.time() + 3600, limit=5000)
     if not pending:
@@ -90,3 +101,15 @@ async def handoff_once(node: Node) -> int:
     if taken:
         log.info("leaving: handed %d pending events to active nodes (%s)", taken, ", ".join(by_url))
     return taken
+
+
+async def handoff_on_stop(node: Node, timeout: float = 6.0) -> int:
+    """On shutdown of a node whose leave is requested: hand its pending events off (bounded by `timeout`,
+    under the 10 s a supervisor waits before SIGKILL). 0 if nothing was handed off."""
+    if not leave_requested(node):
+        return 0
+    try:
+        return await asyncio.wait_for(handoff_once(node, force=True), timeout)
+    except Exception as exc:  # noqa: BLE001 - best effort on the way out; the pool stays on disk
+        log.warning("hand-off on stop failed: %s", exc)
+        return 0
