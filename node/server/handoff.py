@@ -37,9 +37,9 @@ HANDOFF_BATCH = 500
 
 def leaving(node: Node) -> bool:
     """This node was registered and is out, or is out within LEAVE_MARGIN_S (its leave epoch)."""
-    rec = node.view.nodes.get(node.me)
-    if rec is None or rec.join_epoch == 0 or rec.leave_epoch >= 2**63:
+    if not leave_requested(node):
         return False
+    rec = node.view.nodes[node.me]
     epoch = node.current_epoch()
     if rec.leave_epoch <= epoch:
         return True
