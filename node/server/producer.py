@@ -79,16 +79,14 @@ def slots_to_lead(node: Node, epoch: int, seed: bytes) -> list[tuple[bytes, int,
     return out
 
 
-def tick_cap(node: Node) -> int:
-    """Headers per tick: at most one commit transaction's (v2 has one RANDAO reveal per leader per
-    transaction: a second transaction of the same tick carried the consumed reveal and all its headers
-    were rejected BAD_RANDAO_REVEAL), and at most TICK_MAX_HEADERS. At 1,000 streams a leader leads ~250
-    at once; a tick of all of them ran past the leader timeout (the next attempt's leader then races it:
-    BAD_NUMBER). The rest go in the next tick, oldest chain head first (`oldest_first`)."""
-    return min(MAX_BATCH, MAX_TX_HEADERS, TICK_MAX_HEADERS)
-
-
+MAX_TX_HEADERS = 128  # headers per own commitMiniblocks: 128 x the 160k budget per header fits a 30M gas block
 TICK_MAX_HEADERS = 64
+TICK_CAP = min(MAX_BATCH, MAX_TX_HEADERS, TICK_MAX_HEADERS)
+"""Headers per tick: at most one commit transaction's (v2 has one RANDAO reveal per leader per
+transaction: a second transaction of the same tick carried the consumed reveal and all its headers
+were rejected BAD_RANDAO_REVEAL), and at most TICK_MAX_HEADERS. At 1,000 streams a leader leads ~250
+at once; a tick of all of them ran past the leader timeout (the next attempt's leader then races it:
+BAD_NUMBER). The rest go in the next tick, oldest chain head first (`oldest_first`)."""
 
 
 def oldest_first(node: Node, slots: list[tuple[bytes, int, int]]) -> list[tuple[bytes, int, int]]:
@@ -170,7 +168,7 @@ async def produce_once(node: Node) -> int:
     seed = await node.seed_for(epoch)
     if seed is None:
         return 0
-    slots = oldest_first(node, slots_to_lead(node, epoch, seed))[:tick_cap(node)]
+    slots = oldest_first(node, slots_to_lead(node, epoch, seed))[:TICK_CAP]
     if not slots:
         return 0
     now = time.time()
@@ -268,7 +266,6 @@ OWN_TX_FROM = 32
 one by itself (the base cost is shared by 32+ headers already), and at 1,000 streams a hand-off to a busy
 aggregator timed out, after which the leader's own send raced the aggregator's (the loser's headers came
 back BAD_NUMBER, and the next tick's BAD_RANDAO_REVEAL: a reveal consumed by the transaction it gave up on)."""
-MAX_TX_HEADERS = 128  # headers per own commitMiniblocks: 128 x the 160k budget per header fits a 30M gas block
 
 
 async def commit_own(node: Node, batch: list[Draft]) -> int | None:
