@@ -28,7 +28,7 @@ from .fastpath import trusted_event
 # events: the pool index (stream_id, author) WHERE block IS NULL also serves `stream_id=? AND block IS NULL`, so an
 # insert maintains four B-trees (rowid table, hash, replay key, pool). Not WITHOUT ROWID: rows of ~300 B would
 # sit whole in the interior pages of the table's B-tree (measured: inserts and reads by hash got slower).
-EVENTS_SCHEMA = """
+SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     hash       BLOB PRIMARY KEY,
     stream_id  BLOB NOT NULL,
@@ -45,9 +45,7 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE UNIQUE INDEX IF NOT EXISTS events_replay ON events(stream_id, author, nonce);
 CREATE INDEX IF NOT EXISTS events_pool_author ON events(stream_id, author) WHERE block IS NULL;
 DROP INDEX IF EXISTS events_pool;
-"""
-
-SCHEMA = EVENTS_SCHEMA + """CREATE TABLE IF NOT EXISTS blocks (
+CREATE TABLE IF NOT EXISTS blocks (
     stream_id     BLOB NOT NULL,
     number        INTEGER NOT NULL,
     header_hash   BLOB NOT NULL,
@@ -417,9 +415,10 @@ class Storage:
         return StoredEvent(bytes(h), trusted_event(bytes(sid), author, nonce, kind, bytes(payload)), bytes(sig), block,
                            idx, received)
 
-    # `stream_id=? AND block IS NULL` pinned to the pool index: the planner prefers the primary key's stream range,
-    # which also walks every committed event of the stream
     _EV_COLS = "hash, stream_id, author, nonce, kind, payload, signature, block, idx, received"
+    # A stream's pending events, pinned to the pool index: the planner prefers the primary key's stream range,
+    # which also walks every committed event of the stream
+    _POOL_OF_STREAM = "events INDEXED BY events_pool_author WHERE stream_id=? AND block IS NULL"
 
     def get_event(self, h: bytes) -> StoredEvent | None:
         r = self.db.execute(f"SELECT {self._EV_COLS} FROM events WHERE hash=?", (h,)).fetchone()
@@ -438,15 +437,14 @@ class Storage:
 
     def pool_hashes(self, stream_id: bytes, limit: int | None = None) -> list[bytes]:
         """The stream's pending hashes; with `limit`, at most that many, oldest (received) first."""
-        q = "SELECT hash FROM events INDEXED BY events_pool_author WHERE stream_id=? AND block IS NULL"
+        q = f"SELECT hash FROM {self._POOL_OF_STREAM}"
         if limit is None or self.pool_count(stream_id) <= limit:
             return [bytes(r[0]) for r in self.db.execute(q, (stream_id,))]
         return [bytes(r[0]) for r in self.db.execute(q + " ORDER BY received LIMIT ?", (stream_id, limit))]
 
     def pool_oldest(self, stream_id: bytes, limit: int) -> list[bytes]:
         """At most `limit` of the stream's pending hashes, oldest (received) first."""
-        q = ("SELECT hash FROM events INDEXED BY events_pool_author WHERE stream_id=? AND block IS NULL"
-             " ORDER BY received, hash LIMIT ?")
+        q = f"SELECT hash FROM {self._POOL_OF_STREAM} ORDER BY received, hash LIMIT ?"
         return [bytes(r[0]) for r in self.db.execute(q, (stream_id, max(0, limit)))]
 
     def pool_count(self, stream_id: bytes, author: str | None = None) -> int:
@@ -456,9 +454,7 @@ class Storage:
                                (stream_id, author)).fetchone()[0]
 
     def pool_size(self, stream_id: bytes) -> int:
-        return self.db.execute("SELECT count(*) FROM events INDEXED BY events_pool_author"
-                               " WHERE stream_id=? AND block IS NULL",
-                               (stream_id,)).fetchone()[0]
+        return self.db.execute(f"SELECT count(*) FROM {self._POOL_OF_STREAM}", (stream_id,)).fetchone()[0]
 
     def pool_total(self) -> int:
         return self.db.execute("SELECT count(*) FROM events WHERE block IS NULL").fetchone()[0]
@@ -475,9 +471,7 @@ class Storage:
         """Drop pending events that the members after the last block make invalid for good: a MESSAGE or
         LEAVE by a non-member, a JOIN by a member (unless the author has a pending event that could
         change that: a pending JOIN, resp. LEAVE)."""
-        rows = self.db.execute("SELECT hash, author, kind FROM events INDEXED BY events_pool_author"
-                               " WHERE stream_id=? AND block IS NULL",
-                               (stream_id,)).fetchall()
+        rows = self.db.execute(f"SELECT hash, author, kind FROM {self._POOL_OF_STREAM}", (stream_id,)).fetchall()
         kinds: dict[str, set[int]] = {}
         for _h, a, k in rows:
             kinds.setdefault(a, set()).add(k)
