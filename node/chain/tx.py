@@ -204,7 +204,8 @@ class TxSender:
 
     async def create_access_list(self, to: str, data: bytes) -> access_list.AccessList:
         """The part of the endpoint's `eth_createAccessList` for this call that saves gas ([] when none
-        does, the call reverts in simulation, or the endpoint lacks the method: then never asked again)."""
+        does, the call reverts in simulation, the endpoint cannot be reached, or it lacks the method: then
+        never asked again)."""
         if self._no_access_lists:
             return []
         call = {"from": self.address, "to": to_checksum_address(to), "data": "0x" + data.hex()}
@@ -214,6 +215,8 @@ class TxSender:
             if e.code == -32601 or "not found" in e.rpc_message.lower() or "not supported" in e.rpc_message.lower():
                 self._no_access_lists = True
                 log.info("the endpoint has no eth_createAccessList: transactions go without access lists")
+            return []
+        except TRANSIENT:  # the list is optional: a transport failure must not fail the send it would serve
             return []
         if not isinstance(res, dict) or res.get("error"):
             return []
