@@ -513,9 +513,9 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
     // word 0 = its address, with bit 160 set unless it is active in this epoch (so that an inactive
     // signer fails the fast path's address compare); word 1 (leaders only, zero = no reveal assigned) =
     // calldata offset of its reveal (2^32 - 1: none, reads 0) << 24 | reveal-table index << 16 |
-    // node index << 8 | verified (2) | assigned (1).
+    // node index << 8 | unverified (2, cleared once its reveal is checked) | assigned (1).
     uint256 internal constant B_ASSIGNED = 1;
-    uint256 internal constant B_VERIFIED = 2;
+    uint256 internal constant B_UNVERIFIED = 2;
     /// @dev Bits [96,112) of the head slot: prefix bytes 18..19, the overlap with the sent prevHash[18:32].
     uint256 internal constant PARENT_CHECK_MASK = 0xffff000000000000000000000000;
 
@@ -532,7 +532,6 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
     uint256 internal constant M_NW = 0x160; // storage slot of _nodeWords[0]
     uint256 internal constant M_P0 = 0x180; // calldata offset of record 0
     uint256 internal constant M_T = 0x1a0; // memory address of the node table
-    uint256 internal constant M_PEND = 0x1c0; // calldata offset past the last record (of signature 0)
     uint256 internal constant M_NE = 0x4e0; // 1 << 32 | epoch: (head.number + 1) << 32 | epoch = head << 32 + this
     uint256 internal constant M_EL = 0x1e0; // the seed (its top 192 bits), copied over M_H for the election
     uint256 internal constant M_H = 0x240; // header struct preimage (0x160; seed ‖ streamId ‖ number first, for the election), fields:
@@ -633,7 +632,7 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                     off := add(mload(M_REVBASE), shl(5, j))
                     mstore(M_NEXTJ, add(j, 1))
                 }
-                b := or(or(shl(24, off), shl(16, j)), or(shl(8, idx), B_ASSIGNED))
+                b := or(or(shl(24, off), shl(16, j)), or(shl(8, idx), or(B_ASSIGNED, B_UNVERIFIED)))
                 mstore(add(ent, 0x20), b)
             }
 
@@ -657,7 +656,7 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                         }
                     }
                     if iszero(reason) {
-                        mstore(add(add(mload(M_T), shl(6, idx)), 0x20), or(b, B_VERIFIED))
+                        mstore(add(add(mload(M_T), shl(6, idx)), 0x20), xor(b, B_UNVERIFIED))
                         mstore(add(M_OWNERS, shl(5, j)), add(idx, 1))
                     }
                 }
@@ -774,7 +773,9 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                 log3(0x00, 0x20, T_MISSED, sid, shr(224, w))
             }
 
-            let hp := 0 // next header hash of the log (memory address; below p, off the loop's deep stack)
+            // hp and pend lie below p on the stack, off the loop body's deep end
+            let hp := 0 // next header hash of the log (memory address)
+            let pend := 0 // calldata offset past the last record (of signature 0)
             let p := 0 // next record
             let sp := 0 // next signature
             {
@@ -790,7 +791,7 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                 mstore(M_REVBASE, add(base, 3))
                 mstore(M_K, k)
                 mstore(M_P0, p)
-                mstore(M_PEND, sp)
+                pend := sp
                 // the reveal owners, then the log data: accepted ‖ m hashes, then the node table (two
                 // words per node index)
                 calldatacopy(M_OWNERS, calldatasize(), shl(5, k))
@@ -800,13 +801,13 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
             }
             mstore(M_NEXTJ, 0)
             // every record accepted until it is rejected (bit i cleared): the hot path pays nothing
-            mstore(M_BITS, sub(shl(div(sub(mload(M_PEND), mload(M_P0)), RECORD_FIXED), 1), 1))
+            mstore(M_BITS, sub(shl(div(sub(pend, mload(M_P0)), RECORD_FIXED), 1), 1))
             mstore(0x00, _nodeWords.slot)
             mstore(M_NW, keccak256(0x00, 0x20))
             // 0x20 holds the slot of _heads while the loop runs (restored after other uses)
             mstore(0x20, _heads.slot)
 
-            for {} lt(p, mload(M_PEND)) { p := add(p, RECORD_FIXED) } {
+            for {} lt(p, pend) { p := add(p, RECORD_FIXED) } {
                 // number | epoch | eventCount | attempt | leaderPos | attesters | prevHash[18:32] | (next byte)
                 let w := calldataload(add(p, 96))
                 mstore(0x00, calldataload(p))
@@ -845,16 +846,15 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                 mstore(M_H_REVEAL, calldataload(shr(24, b)))
                 mstore(M_D_HH, keccak256(M_H, 0x160))
 
-                // The fast path: checks 1..6, 14, 9, 10 at once (1 and 6 as "no leader"), then the
+                // The fast path: checks 1..4, 6, 14, 9, 10 at once (1 and 6 as "no leader"), then the
                 // signatures, an inactive signer failing as a mismatch (bit 160 of its word). Any failure
                 // goes to classify, which finds the reason in order. Check 12 follows the signatures.
+                // Check 5 (the attempt's window) waits for the branch below: at attempt 0 it always
+                // holds (a head's time is a past block's), and every attempt >= 1 takes that branch.
                 let reason := or(
                     or(
                         or(iszero(a), xor(shr(192, w), add(shl(32, and(head, M32)), mload(M_NE)))),
-                        or(
-                            and(xor(shr(8, w), head), PARENT_CHECK_MASK),
-                            lt(timestamp(), add(and(shr(32, head), M32), mul(mload(M_H_ATT), mload(M_TIMEOUT))))
-                        )
+                        and(xor(shr(8, w), head), PARENT_CHECK_MASK)
                     ),
                     or(
                         or(gt(mload(M_H_CNT), MAX_EVENTS_PER_BLOCK), shr(r, att)),
@@ -876,20 +876,25 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                     reason := or(gt(vs, HALF_N), xor(mload(0x00), a))
                     // each attester's signature, lowest set bit first (its replica byte's index from
                     // a table: 2^i mod 19 differs for every i < 16), all checked (a failure is decided
-                    // by classify)
-                    for { let m := att } m { m := and(m, sub(m, 1)) } {
-                        let ai := shl(6, byte(byte(mod(and(m, sub(0, m)), 19), BYTE19), reps))
-                        let ae := mload(add(mload(M_T), ai))
-                        if iszero(ae) { ae := load(shr(6, ai), add(mload(M_T), ai)) }
-                        vs := calldataload(add(q, 0x20))
-                        mstore(M_E_V, add(27, shr(255, vs)))
-                        mstore(M_E_R, calldataload(q))
-                        vs := and(vs, S_MASK)
-                        mstore(M_E_S, vs)
-                        mstore(0x00, 0)
-                        pop(staticcall(gas(), 0x01, M_E, 0x80, 0x00, 0x20))
-                        reason := or(reason, or(gt(vs, HALF_N), xor(mload(0x00), ae)))
-                        q := add(q, SIG2)
+                    // by classify); a loop tested at its end (one test fewer per record)
+                    if att {
+                        let m := att
+                        for {} 1 {} {
+                            let ai := shl(6, byte(byte(mod(and(m, sub(0, m)), 19), BYTE19), reps))
+                            let ae := mload(add(mload(M_T), ai))
+                            if iszero(ae) { ae := load(shr(6, ai), add(mload(M_T), ai)) }
+                            vs := calldataload(add(q, 0x20))
+                            mstore(M_E_V, add(27, shr(255, vs)))
+                            mstore(M_E_R, calldataload(q))
+                            vs := and(vs, S_MASK)
+                            mstore(M_E_S, vs)
+                            mstore(0x00, 0)
+                            pop(staticcall(gas(), 0x01, M_E, 0x80, 0x00, 0x20))
+                            reason := or(reason, or(gt(vs, HALF_N), xor(mload(0x00), ae)))
+                            q := add(q, SIG2)
+                            m := and(m, sub(m, 1))
+                            if iszero(m) { break }
+                        }
                     }
                     // check 12, by the signatures read: s = (q - sp) / 64 = 1 + attesters, a majority
                     // iff s >= 1 + r / 2, i.e. 2s = (q - sp) / 32 > r
@@ -897,13 +902,17 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                 }
                 // one branch on the hot path: taken on a failure, at the leader's first header, or at an
                 // attempt >= 1 (whose missed slots are charged in it)
-                if or(or(reason, iszero(and(b, B_VERIFIED))), mload(M_H_ATT)) {
+                if or(or(reason, and(b, B_UNVERIFIED)), mload(M_H_ATT)) {
+                    // check 5: attempt a opens a * leaderTimeout after the head's time
+                    if lt(timestamp(), add(and(shr(32, head), M32), mul(mload(M_H_ATT), mload(M_TIMEOUT)))) {
+                        reason := 1
+                    }
                     if reason {
                         reason := classify(sp, p, hslot, pos)
                         q := add(sp, shl(6, add(popcount(att), 1)))
                     }
                     // check 13, once per leader per transaction: its reveal opens its commitment
-                    if iszero(or(reason, and(b, B_VERIFIED))) { reason := verify(b) }
+                    if iszero(or(reason, iszero(and(b, B_UNVERIFIED)))) { reason := verify(b) }
                     if reason {
                         mstore(M_BITS, and(mload(M_BITS), not(shl(div(sub(p, mload(M_P0)), RECORD_FIXED), 1))))
                         mstore(0x00, mload(M_D_HH))
@@ -919,7 +928,7 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                 sp := q
                 // accepted: the new head (number, time, replicas, hash prefix), its hash logged
                 let hh := mload(M_D_HH)
-                sstore(hslot, or(or(shl(96, shr(96, hh)), and(head, HEAD_REPLICA_BITS)), or(shr(224, w), mload(M_TS))))
+                sstore(hslot, or(or(and(hh, HEAD_PREFIX_MASK), and(head, HEAD_REPLICA_BITS)), or(shr(224, w), mload(M_TS))))
                 mstore(hp, hh)
                 hp := add(hp, 0x20)
             }
