@@ -80,6 +80,7 @@ def measure(anvil: Anvil, *, nodes: int, replication: int, signers_list: list[in
     out = []
     for signers, b, al in ((sg, b, al) for sg in signers_list for b in batches for al in access_modes):
         runs: list[tuple[int, int]] = []
+        leaders: list[int] = []
         for _ in range(repeat):
             if len(ch.roots) % v2.HISTORY_WINDOW == v2.HISTORY_WINDOW - 1:
                 commit_one(next(it), 2)  # the measured commit must not close a window
@@ -90,6 +91,7 @@ def measure(anvil: Anvil, *, nodes: int, replication: int, signers_list: list[in
                 for _ in range(b)
             ]
             batch, signed = ch.batch(items)
+            leaders.append(len({it.header.leader for it in signed}))
             rc, lg, rej = ch.commit(batch, access_list=al)
             if rej or lg is None or len(lg.header_hashes) != b:
                 raise SystemExit(f"batch of {b}: rejected {rej}")
@@ -108,6 +110,8 @@ def measure(anvil: Anvil, *, nodes: int, replication: int, signers_list: list[in
             "access_list": al,
             "access_list_keys": sum(len(e["storageKeys"]) for e in ch.last_access_list),
             "events_per_header": events,
+            # distinct leaders: each pays its reveal (one onion slot read and written, ~7,700 gas per tx)
+            "leaders": statistics.median(leaders),
             "gas_used": int(gas),
             "gas_per_header": round(per, 1),
             "breakdown": {

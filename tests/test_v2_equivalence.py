@@ -274,7 +274,11 @@ def test_gas_v2_bench_rows(anvil: Anvil, capsys: pytest.CaptureFixture[str]) -> 
         parts = b["base"] + b["calldata"] + b["execution"] + b["checkpoint_share"]
         assert r["gas_per_header"] == pytest.approx(parts, abs=0.2)
     # the access list: none pays at 2 headers; at 16 (16 head slots and the tx's own) it is attached
-    # and saves gas (node.chain.access_list)
+    # and saves gas (node.chain.access_list; the forge suite checks by how much on one batch). Two
+    # batches compare only with as many leaders: each leader's reveal costs ~7,700 gas, 100x what the
+    # list saves, and a batch of 16 random streams misses one of the 4 nodes as leader ~4 % of the time.
     assert rows[1]["access_list_keys"] == 0
-    assert rows[3]["access_list_keys"] >= 25 and rows[3]["gas_used"] < rows[2]["gas_used"]
+    assert rows[3]["access_list_keys"] >= 25
+    if rows[3]["leaders"] == rows[2]["leaders"]:
+        assert rows[3]["gas_used"] < rows[2]["gas_used"]
     assert capsys.readouterr().out.count("\n") == 4

@@ -503,6 +503,8 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
     uint256 internal constant S_MASK = 0x7fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff;
     uint256 internal constant HALF_N = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0;
     uint256 internal constant SIG2 = 0x40; // one compact signature
+    /// @dev MiniblockTypes.HEADER_TYPEHASH as a literal (a keccak256 expression cannot be read from assembly).
+    uint256 internal constant TH_HEADER = 0xa48df3e633b4c93eb9ac53ce1cdd1f8ba2ca84e13cc7ab7d23c004b49112da22;
     /// @dev Byte (2^i mod 19) = 31 - i, i < 16: the BYTE index of replica i in `reps` (byte 31 - k =
     ///      replica k) for the lowest set bit 2^i of a bitmap.
     uint256 internal constant BYTE19 = 0x001f1e121d0011191c170013101a18141b151600000000000000000000000000;
@@ -511,9 +513,9 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
     // word 0 = its address, with bit 160 set unless it is active in this epoch (so that an inactive
     // signer fails the fast path's address compare); word 1 (leaders only, zero = no reveal assigned) =
     // calldata offset of its reveal (2^32 - 1: none, reads 0) << 24 | reveal-table index << 16 |
-    // node index << 8 | verified (2) | assigned (1).
+    // node index << 8 | unverified (2, cleared once its reveal is checked) | assigned (1).
     uint256 internal constant B_ASSIGNED = 1;
-    uint256 internal constant B_VERIFIED = 2;
+    uint256 internal constant B_UNVERIFIED = 2;
     /// @dev Bits [96,112) of the head slot: prefix bytes 18..19, the overlap with the sent prevHash[18:32].
     uint256 internal constant PARENT_CHECK_MASK = 0xffff000000000000000000000000;
 
@@ -530,13 +532,9 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
     uint256 internal constant M_NW = 0x160; // storage slot of _nodeWords[0]
     uint256 internal constant M_P0 = 0x180; // calldata offset of record 0
     uint256 internal constant M_T = 0x1a0; // memory address of the node table
-    uint256 internal constant M_PEND = 0x1c0; // calldata offset past the last record (of signature 0)
-    uint256 internal constant M_HP = 0x480; // next header hash of the log (memory address)
     uint256 internal constant M_NE = 0x4e0; // 1 << 32 | epoch: (head.number + 1) << 32 | epoch = head << 32 + this
-    uint256 internal constant M_EL = 0x1e0; // election preimage: seed ‖ streamId ‖ number (0x60)
-    uint256 internal constant M_EL_SID = 0x200;
-    uint256 internal constant M_EL_NUM = 0x220;
-    uint256 internal constant M_H = 0x240; // header struct preimage (0x160), fields:
+    uint256 internal constant M_EL = 0x1e0; // the seed (its top 192 bits), copied over M_H for the election
+    uint256 internal constant M_H = 0x240; // header struct preimage (0x160; seed ‖ streamId ‖ number first, for the election), fields:
     uint256 internal constant M_H_SID = 0x260;
     uint256 internal constant M_H_NUM = 0x280;
     uint256 internal constant M_H_PREV = 0x2a0;
@@ -580,7 +578,6 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
             }
             bytes32 ds = _domainSeparatorV4();
             uint256 timeout = leaderTimeout;
-            bytes32 th = MiniblockTypes.HEADER_TYPEHASH;
             assembly {
                 mstore(M_TIMEOUT, timeout)
                 mstore(M_TS, shl(32, and(timestamp(), M32)))
@@ -588,7 +585,6 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                 // (head.number + 1) << 32 | epoch: what a record's number ‖ epoch (its top 64 bits) must be
                 mstore(M_NE, or(shl(32, 1), and(es, M32)))
                 mstore(M_EL, and(es, not(0xffffffffffffffff))) // the seed
-                mstore(M_H, th)
                 mstore(M_H_EPOCH, and(es, M32))
                 mstore(M_D, shl(240, 0x1901))
                 mstore(M_D_DS, ds)
@@ -636,7 +632,7 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                     off := add(mload(M_REVBASE), shl(5, j))
                     mstore(M_NEXTJ, add(j, 1))
                 }
-                b := or(or(shl(24, off), shl(16, j)), or(shl(8, idx), B_ASSIGNED))
+                b := or(or(shl(24, off), shl(16, j)), or(shl(8, idx), or(B_ASSIGNED, B_UNVERIFIED)))
                 mstore(add(ent, 0x20), b)
             }
 
@@ -660,7 +656,7 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                         }
                     }
                     if iszero(reason) {
-                        mstore(add(add(mload(M_T), shl(6, idx)), 0x20), or(b, B_VERIFIED))
+                        mstore(add(add(mload(M_T), shl(6, idx)), 0x20), xor(b, B_UNVERIFIED))
                         mstore(add(M_OWNERS, shl(5, j)), add(idx, 1))
                     }
                 }
@@ -682,8 +678,17 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
             // order of docs/protocol.md "Version 2" (the fast path is only a filter: this decides). It
             // hashes the header as the contract reports it (leader and reveal 0 without an elected
             // leader, the leader's address whatever its activity) to M_D_HH and the digest to M_E.
-            function classify(sp, w, head, pos, reps) -> reason {
+            // It re-reads the record at p and its stream's head (warm) rather than take them from
+            // the loop, whose stack it would otherwise overflow.
+            function classify(sp, p, hslot, pos) -> reason {
+                let w := calldataload(add(p, 96))
+                let head := sload(hslot)
                 let r := and(shr(64, head), 0xff)
+                let reps := shr(72, head)
+                if gt(r, LOW_REPLICAS) {
+                    mstore(0x00, calldataload(p))
+                    reps := hiReps(reps)
+                }
                 let att := and(shr(120, w), 0xffff)
                 let cnt := popcount(att)
                 let a := 0
@@ -746,15 +751,6 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                 }
             }
 
-            // an accepted header: the new head (number, time, replicas, hash prefix), its hash logged
-            function accept(hslot, head, w) {
-                let hh := mload(M_D_HH)
-                sstore(hslot, or(or(shl(96, shr(96, hh)), and(head, HEAD_REPLICA_BITS)), or(shr(224, w), mload(M_TS))))
-                let hp := mload(M_HP)
-                mstore(hp, hh)
-                mstore(M_HP, add(hp, 0x20))
-            }
-
             // charges one miss to each leader of the min(attempt, r - 1) attempts before this one
             function missed(p, head, w) {
                 let sid := calldataload(p)
@@ -777,6 +773,9 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                 log3(0x00, 0x20, T_MISSED, sid, shr(224, w))
             }
 
+            // hp and pend lie below p on the stack, off the loop body's deep end
+            let hp := 0 // next header hash of the log (memory address)
+            let pend := 0 // calldata offset past the last record (of signature 0)
             let p := 0 // next record
             let sp := 0 // next signature
             {
@@ -792,24 +791,23 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                 mstore(M_REVBASE, add(base, 3))
                 mstore(M_K, k)
                 mstore(M_P0, p)
-                mstore(M_PEND, sp)
+                pend := sp
                 // the reveal owners, then the log data: accepted ‖ m hashes, then the node table (two
                 // words per node index)
                 calldatacopy(M_OWNERS, calldatasize(), shl(5, k))
-                let hp := add(add(M_OWNERS, shl(5, k)), 0x20)
-                mstore(M_HP, hp)
+                hp := add(add(M_OWNERS, shl(5, k)), 0x20)
                 mstore(M_T, add(hp, shl(5, n)))
                 mstore(0x40, add(mload(M_T), 0x4000))
             }
             mstore(M_NEXTJ, 0)
             // every record accepted until it is rejected (bit i cleared): the hot path pays nothing
-            mstore(M_BITS, sub(shl(div(sub(mload(M_PEND), mload(M_P0)), RECORD_FIXED), 1), 1))
+            mstore(M_BITS, sub(shl(div(sub(pend, mload(M_P0)), RECORD_FIXED), 1), 1))
             mstore(0x00, _nodeWords.slot)
             mstore(M_NW, keccak256(0x00, 0x20))
             // 0x20 holds the slot of _heads while the loop runs (restored after other uses)
             mstore(0x20, _heads.slot)
 
-            for {} lt(p, mload(M_PEND)) { p := add(p, RECORD_FIXED) } {
+            for {} lt(p, pend) { p := add(p, RECORD_FIXED) } {
                 // number | epoch | eventCount | attempt | leaderPos | attesters | prevHash[18:32] | (next byte)
                 let w := calldataload(add(p, 96))
                 mstore(0x00, calldataload(p))
@@ -822,51 +820,47 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                 // stream, its reveal assigned (0 otherwise: checks 1 and 6 fail)
                 let a := 0
                 let b := 0
-                let pos := 0
-                let reason := 0
                 // the header struct except leader and reveal: prevHash = stored prefix[0:18] ‖ sent [18:32]
                 mstore(M_H_SID, mload(0x00))
                 mstore(M_H_NUM, shr(224, w))
-                mstore(M_H_PREV, or(shl(112, shr(112, head)), and(shr(8, w), TAIL_MASK)))
+                mstore(M_H_PREV, or(and(head, PREV_HEAD_MASK), and(shr(8, w), TAIL_MASK)))
                 mstore(M_H_EVR, calldataload(add(p, 0x20)))
                 mstore(M_H_CNT, and(shr(176, w), 0xffff))
                 mstore(M_H_ATT, and(shr(144, w), M32))
                 mstore(M_H_STATE, calldataload(add(p, 0x40)))
-                {
-                    let r := and(shr(64, head), 0xff)
-                    if gt(r, LOW_REPLICAS) { reps := hiReps(reps) }
-                    // the elected position (v1 formula); r = 0 (no stream) gives 0
-                    mstore(M_EL_SID, mload(0x00))
-                    mstore(M_EL_NUM, shr(224, w))
-                    pos := addmod(mod(keccak256(M_EL, 0x60), r), mload(M_H_ATT), r)
-                    if and(eq(byte(14, w), pos), lt(pos, r)) {
-                        let lidx := byte(sub(31, pos), reps)
-                        let ent := add(mload(M_T), shl(6, lidx))
-                        b := mload(add(ent, 0x20))
-                        if iszero(b) { b := assign(lidx, ent) }
-                        a := mload(ent)
-                    }
-                    mstore(M_H_LEADER, a)
-                    mstore(M_H_REVEAL, calldataload(shr(24, b)))
-                    mstore(M_D_HH, keccak256(M_H, 0x160))
-
-                    // The fast path: checks 1..6, 14, 9, 10 at once (1 and 6 as "no leader"), then the
-                    // signatures, an inactive signer failing as a mismatch (bit 160 of its word). Any failure
-                    // goes to classify, which finds the reason in order. Check 12 follows the signatures.
-                    reason := or(
-                        or(
-                            or(iszero(a), xor(shr(192, w), add(shl(32, and(head, M32)), mload(M_NE)))),
-                            or(
-                                and(xor(shr(8, w), head), PARENT_CHECK_MASK),
-                                lt(timestamp(), add(and(shr(32, head), M32), mul(mload(M_H_ATT), mload(M_TIMEOUT))))
-                            )
-                        ),
-                        or(
-                            or(gt(mload(M_H_CNT), MAX_EVENTS_PER_BLOCK), shr(r, att)),
-                            and(att, shl(pos, 1))
-                        )
-                    )
+                let r := and(shr(64, head), 0xff)
+                if gt(r, LOW_REPLICAS) { reps := hiReps(reps) }
+                // the elected position (v1 formula) over seed ‖ streamId ‖ number: the seed written over
+                // the typehash word, before the header's fields; r = 0 (no stream) gives 0
+                mstore(M_H, mload(M_EL))
+                let pos := addmod(mod(keccak256(M_H, 0x60), r), mload(M_H_ATT), r)
+                mstore(M_H, TH_HEADER)
+                if mul(eq(byte(14, w), pos), r) {
+                    let lidx := byte(sub(31, pos), reps)
+                    let ent := add(mload(M_T), shl(6, lidx))
+                    b := mload(add(ent, 0x20))
+                    if iszero(b) { b := assign(lidx, ent) }
+                    a := mload(ent)
                 }
+                mstore(M_H_LEADER, a)
+                mstore(M_H_REVEAL, calldataload(shr(24, b)))
+                mstore(M_D_HH, keccak256(M_H, 0x160))
+
+                // The fast path: checks 1..4, 6, 14, 9, 10 at once (1 and 6 as "no leader"), then the
+                // signatures, an inactive signer failing as a mismatch (bit 160 of its word). Any failure
+                // goes to classify, which finds the reason in order. Check 12 follows the signatures.
+                // Check 5 (the attempt's window) waits for the branch below: at attempt 0 it always
+                // holds (a head's time is a past block's), and every attempt >= 1 takes that branch.
+                let reason := or(
+                    or(
+                        or(iszero(a), xor(shr(192, w), add(shl(32, and(head, M32)), mload(M_NE)))),
+                        and(xor(shr(8, w), head), PARENT_CHECK_MASK)
+                    ),
+                    or(
+                        or(gt(mload(M_H_CNT), MAX_EVENTS_PER_BLOCK), shr(r, att)),
+                        and(att, shl(pos, 1))
+                    )
+                )
                 // the next record's signatures (on the fast path: past this record's last one)
                 let q := add(sp, SIG2)
                 if iszero(reason) {
@@ -882,34 +876,43 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                     reason := or(gt(vs, HALF_N), xor(mload(0x00), a))
                     // each attester's signature, lowest set bit first (its replica byte's index from
                     // a table: 2^i mod 19 differs for every i < 16), all checked (a failure is decided
-                    // by classify)
-                    for { let m := att } m { m := and(m, sub(m, 1)) } {
-                        let ai := byte(byte(mod(and(m, sub(0, m)), 19), BYTE19), reps)
-                        let ent := add(mload(M_T), shl(6, ai))
-                        let ae := mload(ent)
-                        if iszero(ae) { ae := load(ai, ent) }
-                        vs := calldataload(add(q, 0x20))
-                        mstore(M_E_V, add(27, shr(255, vs)))
-                        mstore(M_E_R, calldataload(q))
-                        vs := and(vs, S_MASK)
-                        mstore(M_E_S, vs)
-                        mstore(0x00, 0)
-                        pop(staticcall(gas(), 0x01, M_E, 0x80, 0x00, 0x20))
-                        reason := or(reason, or(gt(vs, HALF_N), xor(mload(0x00), ae)))
-                        q := add(q, SIG2)
+                    // by classify); a loop tested at its end (one test fewer per record)
+                    if att {
+                        let m := att
+                        for {} 1 {} {
+                            let ai := shl(6, byte(byte(mod(and(m, sub(0, m)), 19), BYTE19), reps))
+                            let ae := mload(add(mload(M_T), ai))
+                            if iszero(ae) { ae := load(shr(6, ai), add(mload(M_T), ai)) }
+                            vs := calldataload(add(q, 0x20))
+                            mstore(M_E_V, add(27, shr(255, vs)))
+                            mstore(M_E_R, calldataload(q))
+                            vs := and(vs, S_MASK)
+                            mstore(M_E_S, vs)
+                            mstore(0x00, 0)
+                            pop(staticcall(gas(), 0x01, M_E, 0x80, 0x00, 0x20))
+                            reason := or(reason, or(gt(vs, HALF_N), xor(mload(0x00), ae)))
+                            q := add(q, SIG2)
+                            m := and(m, sub(m, 1))
+                            if iszero(m) { break }
+                        }
                     }
-                    // check 12, by the signatures read: (q - sp) / 64 = 1 + attesters < 1 + r / 2
-                    reason := or(reason, lt(shr(6, sub(q, sp)), add(shr(1, and(shr(64, head), 0xff)), 1)))
+                    // check 12, by the signatures read: s = (q - sp) / 64 = 1 + attesters, a majority
+                    // iff s >= 1 + r / 2, i.e. 2s = (q - sp) / 32 > r
+                    reason := or(reason, iszero(gt(shr(5, sub(q, sp)), r)))
                 }
                 // one branch on the hot path: taken on a failure, at the leader's first header, or at an
                 // attempt >= 1 (whose missed slots are charged in it)
-                if or(or(reason, iszero(and(b, B_VERIFIED))), mload(M_H_ATT)) {
+                if or(or(reason, and(b, B_UNVERIFIED)), mload(M_H_ATT)) {
+                    // check 5: attempt a opens a * leaderTimeout after the head's time
+                    if lt(timestamp(), add(and(shr(32, head), M32), mul(mload(M_H_ATT), mload(M_TIMEOUT)))) {
+                        reason := 1
+                    }
                     if reason {
-                        reason := classify(sp, w, head, pos, reps)
+                        reason := classify(sp, p, hslot, pos)
                         q := add(sp, shl(6, add(popcount(att), 1)))
                     }
                     // check 13, once per leader per transaction: its reveal opens its commitment
-                    if iszero(or(reason, and(b, B_VERIFIED))) { reason := verify(b) }
+                    if iszero(or(reason, iszero(and(b, B_UNVERIFIED)))) { reason := verify(b) }
                     if reason {
                         mstore(M_BITS, and(mload(M_BITS), not(shl(div(sub(p, mload(M_P0)), RECORD_FIXED), 1))))
                         mstore(0x00, mload(M_D_HH))
@@ -919,19 +922,15 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
                         sp := q
                         continue
                     }
-                    sp := q
-                    accept(hslot, head, w)
                     // attempt a >= 1: the leaders of the min(a, r - 1) attempts before missed their slot
                     if mload(M_H_ATT) { missed(p, head, w) }
-                    continue
                 }
                 sp := q
-                // accept(hslot, head, w), inline on the hot path
+                // accepted: the new head (number, time, replicas, hash prefix), its hash logged
                 let hh := mload(M_D_HH)
-                sstore(hslot, or(or(shl(96, shr(96, hh)), and(head, HEAD_REPLICA_BITS)), or(shr(224, w), mload(M_TS))))
-                let hp := mload(M_HP)
+                sstore(hslot, or(or(and(hh, HEAD_PREFIX_MASK), and(head, HEAD_REPLICA_BITS)), or(shr(224, w), mload(M_TS))))
                 mstore(hp, hh)
-                mstore(M_HP, add(hp, 0x20))
+                hp := add(hp, 0x20)
             }
             {
                 let used := sub(sp, batch.offset)
@@ -942,7 +941,7 @@ contract MiniblockRegistryV2 is Ownable2Step, EIP712 {
             let k := mload(M_K)
             let logp := add(M_OWNERS, shl(5, k))
             let hhs := add(logp, 0x20)
-            let size := sub(mload(M_HP), hhs)
+            let size := sub(hp, hhs)
             if size {
                 let root := keccak256(hhs, size)
                 mstore(0x00, sload(_historyAcc.slot))

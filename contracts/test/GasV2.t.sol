@@ -84,49 +84,49 @@ contract CommitGasV2Test is RegistryV2Fixture {
     }
 
     function test_gasV2_batch1_2of3() public {
-        assertLe(_measure(1, 2), 65_400, "batch 1, 2 of 3");
+        assertLe(_measure(1, 2), 65_300, "batch 1, 2 of 3");
     }
 
     function test_gasV2_batch1_3of3() public {
-        assertLe(_measure(1, 3), 72_000, "batch 1, 3 of 3");
+        assertLe(_measure(1, 3), 71_900, "batch 1, 3 of 3");
     }
 
     function test_gasV2_batch8_2of3() public {
-        assertLe(_measure(8, 2), 26_000, "batch 8, 2 of 3 (issue 11 target 26,000)");
+        assertLe(_measure(8, 2), 25_900, "batch 8, 2 of 3 (issue 11 target 26,000)");
     }
 
     function test_gasV2_batch8_3of3() public {
-        assertLe(_measure(8, 3), 30_450, "batch 8, 3 of 3");
+        assertLe(_measure(8, 3), 30_300, "batch 8, 3 of 3");
     }
 
     function test_gasV2_batch64_2of3() public {
-        assertLe(_measure(64, 2), 18_130, "batch 64, 2 of 3 (issue 11 target 18,000: not met without the access list)");
+        assertLe(_measure(64, 2), 18_000, "batch 64, 2 of 3 (issue 11 target 18,000)");
     }
 
     function test_gasV2_batch64_3of3() public {
-        assertLe(_measure(64, 3), 22_550, "batch 64, 3 of 3");
+        assertLe(_measure(64, 3), 22_400, "batch 64, 3 of 3");
     }
 
     // With the EIP-2930 access list the nodes attach (a listed slot's first read costs 1,900 + its
     // 100 warm read instead of 2,100 cold; the registry's address entry 2,400 once per tx).
 
     function test_gasV2_accessList_batch1_2of3() public {
-        assertLe(_measure(1, 2, true), 67_000, "batch 1, 2 of 3, access list (the nodes attach none below 12 headers)");
+        assertLe(_measure(1, 2, true), 66_950, "batch 1, 2 of 3, access list (the nodes attach none below 12 headers)");
     }
 
     function test_gasV2_accessList_batch8_2of3() public {
-        assertLe(_measure(8, 2, true), 26_100, "batch 8, 2 of 3, access list (costs here: the nodes attach none)");
+        assertLe(_measure(8, 2, true), 25_980, "batch 8, 2 of 3, access list (costs here: the nodes attach none)");
     }
 
     function test_gasV2_accessList_batch64_2of3() public {
-        assertLe(_measure(64, 2, true), 18_050, "batch 64, 2 of 3, access list (issue 11 target 18,000)");
+        assertLe(_measure(64, 2, true), 17_920, "batch 64, 2 of 3, access list (issue 11 target 18,000)");
     }
 
     function test_gasV2_accessList_batch8_3of3() public {
-        assertLe(_measure(8, 3, true), 30_500, "batch 8, 3 of 3, access list");
+        assertLe(_measure(8, 3, true), 30_350, "batch 8, 3 of 3, access list");
     }
 
     function test_gasV2_accessList_batch64_3of3() public {
-        assertLe(_measure(64, 3, true), 22_470, "batch 64, 3 of 3, access list");
+        assertLe(_measure(64, 3, true), 22_300, "batch 64, 3 of 3, access list");
     }
 }

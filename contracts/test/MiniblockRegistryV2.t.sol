@@ -239,6 +239,34 @@ contract MiniblockRegistryV2Test is RegistryV2Fixture {
         _expectReason(r, _signed(r, 2), 5);
     }
 
+    /// @dev Check 5 is left out of the fast path (it holds at attempt 0); an attempt >= 1 of a leader
+    ///      whose reveal an earlier record of the transaction already checked is still held to it.
+    function test_reject_5_attemptNotOpen_leaderVerifiedEarlierInBatch() public {
+        Rec memory first;
+        Rec memory late;
+        bool found;
+        for (uint256 i = 100; i < 140 && !found; ++i) {
+            _createStream(_sid(i));
+            Rec memory a = _next(_sid(i));
+            for (uint256 j = 100; j < i && !found; ++j) {
+                (uint64 num,,) = reg.streamHead(_sid(j));
+                Rec memory b = _rec(_sid(j), num + 1, fullHead[_sid(j)], 1);
+                if (b.h.leader == a.h.leader) (first, late, found) = (a, b, true);
+            }
+        }
+        assertTrue(found, "two streams with one leader at attempts 0 and 1");
+        Rec[] memory rs = new Rec[](2);
+        rs[0] = first;
+        rs[1] = late;
+        vm.recordLogs();
+        reg.commitMiniblocks(_build(rs, 2));
+        uint8[] memory reasons = _reasons(vm.getRecordedLogs());
+        assertEq(reasons.length, 1, "only the early attempt is rejected");
+        assertEq(reasons[0], 5, "attempt not open");
+        (uint64 n0,,) = reg.streamHead(first.h.streamId);
+        assertEq(n0, first.h.number, "the attempt-0 header is accepted");
+    }
+
     function test_commit_nextAttemptAfterTimeout() public {
         vm.warp(block.timestamp + TIMEOUT);
         (uint64 num,,) = reg.streamHead(S);
