@@ -76,6 +76,11 @@ def refused(r: httpx.Response, status: int, error: str | None = None) -> None:
 def test_outsider_gets_401_or_403_on_every_peer_endpoint_and_changes_nothing(net, clients, domain, reg):
     member = Author(domain)
     joined(member, S1, clients[0])
+    # Every replica applies the JOIN's block before the counts below are taken: joined() waits on one node
+    # only, and a replica applying the block later (its proposals pruned, a missing event fetched) changed
+    # the counts this test compares (the flaky failure "a node applied the JOIN block during the test").
+    for c in clients:
+        c.wait_committed(list(member.stream_of), timeout=30, stream_of=member.stream_of)
     h, ev = member.event(S1, EventKind.MESSAGE, b"smuggled by an outsider")
     node_addr = net.setups[1].address
     leader = reg.elected_leader(S1, reg.stream_head(S1).number + 1, 0)

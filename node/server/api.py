@@ -10,12 +10,13 @@ from typing import Any
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from pydantic.json_schema import models_json_schema
 
 from node.protocol.limits import MAX_BLOCK_EVENTS, event_size
 from node.protocol.merkle import merkle_levels, proof_from_levels
 
-from . import forward
+from . import forward, wire
 from .aggregate import install_routes as install_aggregate
 from .attest import AttestRefused, attest, attest_many
 from .core import Node
@@ -75,6 +76,41 @@ def _hash_param(s: str, what: str = "hash") -> bytes:
     if len(b) != 32:
         raise Rejected(400, f"bad_{what}", f"{what} must be 32 bytes")
     return b
+
+
+async def peer_body(request: Request, kind: type[wire.T]) -> wire.T:
+    """A /peer/* body parsed on the peer wire (node/server/wire.py); 400/422 as for a client body."""
+    try:
+        return wire.decode(kind, await request.body())
+    except wire.BadBody as exc:
+        raise Rejected(exc.status, exc.error, exc.detail) from None
+
+
+def documented(model: type[BaseModel]) -> dict[str, Any]:
+    """openapi_extra naming `model` as the JSON request body (the endpoint parses it with wire.decode)."""
+    return {"requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}}
+
+
+PEER_BODIES: tuple[type[BaseModel], ...] = (EventBatch, VotesIn, VotesBatchIn, FetchIn, AttestIn, AttestBatchIn)
+
+
+def with_peer_schemas(app: FastAPI) -> None:
+    """The peer bodies' pydantic models in the OpenAPI components (no route declares them as parameters)."""
+    default = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            spec = default()
+            _, defs = models_json_schema([(m, "validation") for m in PEER_BODIES],
+                                         ref_template="#/components/schemas/{model}")
+            comps = spec.setdefault("components", {}).setdefault("schemas", {})
+            for name, schema in defs.get("$defs", {}).items():
+                comps.setdefault(name, schema)
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 class BodyLimit:
@@ -178,11 +214,18 @@ def build_api(node: Node) -> FastAPI:
         return Accepted(hash=hx(item[0]), status="committed" if se and se.block is not None else "pending",
                         known=(st == "known"))
 
-    @app.post("/v1/events/batch", response_model=BatchResult, responses=ERR, tags=["client"])
-    async def post_batch(body: EventBatch, request: Request, response: Response):
+    @app.post("/v1/events/batch", response_model=BatchResult, responses=ERR, tags=["client"],
+              openapi_extra=documented(EventBatch))
+    async def post_batch(request: Request):
         """Post many signed events; each gets its own result (invalid ones change nothing). Events of streams
         this node does not store are passed on to their replicas, and their results are the replicas'."""
         serving()
+        # pydantic-core straight from the bytes (model_validate_json): the same EventBatch model and errors
+        # as a declared body parameter, without FastAPI's json.loads + validate_python
+        try:
+            body = EventBatch.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise RequestValidationError(exc.errors(include_url=False)) from None
         if len(body.events) > node.cfg.max_batch_events:
             raise Rejected(413, "batch_too_large", f"at most {node.cfg.max_batch_events} events per batch")
         items, errs = parse_batch(node, body.events)
@@ -210,9 +253,10 @@ def build_api(node: Node) -> FastAPI:
             else:
                 out.append(BatchItemResult(hash=hx(it[0]) if it else None, ok=False, status=e.status,
                                            error=e.error, detail=e.detail))
-        if any(r.status == 429 for r in out):
-            response.headers["Retry-After"] = str(RETRY_AFTER_S)
-        return BatchResult(accepted=n_ok, rejected=len(out) - n_ok, results=out)
+        retry = {"Retry-After": str(RETRY_AFTER_S)} if any(r.status == 429 for r in out) else None
+        result = BatchResult(accepted=n_ok, rejected=len(out) - n_ok, results=out)
+        # written by pydantic-core (FastAPI would validate the model again and encode it with the stdlib)
+        return Response(result.model_dump_json(), media_type="application/json", headers=retry)
 
     @app.get("/v1/events/{event_hash}", response_model=EventStatus, responses=ERR, tags=["client"])
     async def get_event(event_hash: str, request: Request, stream: str | None = Query(
@@ -329,18 +373,12 @@ def build_api(node: Node) -> FastAPI:
         if peer not in node.replicas_of(sid):
             raise Rejected(403, "not_replica", f"{peer} is not a replica of stream {hx(sid)}")
 
-    @app.post("/peer/gossip", response_model=GossipOut, tags=["peer"], openapi_extra={"requestBody": {
-        "required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/EventBatch"}}}}})
-    async def gossip(request: Request, response: Response):
+    @app.post("/peer/gossip", response_model=GossipOut, tags=["peer"], openapi_extra=documented(EventBatch))
+    async def gossip(request: Request):
         """Events forwarded by a node: limited like client intake (count cap, payload cap, quotas, and the
         membership check for streams known here)."""
         sender(request)
-        # Parsed by pydantic-core straight from the bytes (model_validate_json): the same EventBatch model and
-        # errors, without FastAPI's json.loads + validate_python (~30% less parsing CPU per gossiped event).
-        try:
-            body = EventBatch.model_validate_json(await request.body())
-        except ValidationError as exc:
-            raise RequestValidationError(exc.errors(include_url=False)) from None
+        body = await peer_body(request, wire.GossipIn)
         if len(body.events) > node.cfg.max_batch_events:
             raise Rejected(413, "batch_too_large", f"at most {node.cfg.max_batch_events} events per gossip")
         items, errs = parse_batch(node, body.events)
@@ -350,30 +388,35 @@ def build_api(node: Node) -> FastAPI:
         res = await accept(node, good, "gossip", client=False, membership=True) if good else []
         new = sum(1 for st, r in res if r is None and st == "new")
         known = sum(1 for st, r in res if r is None and st == "known")
-        if any(r is not None and r.status == 429 for _st, r in res):
-            response.headers["Retry-After"] = str(RETRY_AFTER_S)
-        return GossipOut(accepted=new, known=known, rejected=len(body.events) - new - known)
+        quota = any(r is not None and r.status == 429 for _st, r in res)
+        retry = {"Retry-After": str(RETRY_AFTER_S)} if quota else None
+        return wire.JSONBytes({"accepted": new, "known": known, "rejected": len(body.events) - new - known},
+                              headers=retry)
 
     def vote_of(sid: bytes, limit: int) -> dict[str, Any]:
         row = node.storage.get_stream(sid)
         return {"head_number": row.head_number if row else -1,
                 "hashes": [hx(h) for h in node.storage.pool_hashes(sid, limit)]}
 
-    @app.post("/peer/votes", response_model=VotesOut, responses=ERR, tags=["peer"])
-    async def votes(body: VotesIn, request: Request):
+    @app.post("/peer/votes", response_model=VotesOut, responses=ERR, tags=["peer"], openapi_extra=documented(VotesIn))
+    async def votes(request: Request):
         """This node's mini-pool hashes for a stream (its vote), oldest first, at most max_vote_hashes.
         Only for the stream's replicas."""
+        peer = sender(request)
+        body = await peer_body(request, wire.VotesIn)
         sid = unhex(body.stream_id)
-        replica_only(sender(request), sid)
-        return JSONResponse(vote_of(sid, node.cfg.max_vote_hashes))
+        replica_only(peer, sid)
+        return wire.JSONBytes(vote_of(sid, node.cfg.max_vote_hashes))
 
-    @app.post("/peer/votes/batch", response_model=VotesBatchOut, responses=ERR, tags=["peer"])
-    async def votes_batch(body: VotesBatchIn, request: Request):
+    @app.post("/peer/votes/batch", response_model=VotesBatchOut, responses=ERR, tags=["peer"],
+              openapi_extra=documented(VotesBatchIn))
+    async def votes_batch(request: Request):
         """The votes of /peer/votes for every stream a leader drafts with this node in one tick, in request
         order, each answered or refused on its own (403 `not_replica` for a stream the sender does not
         replicate). At most max_vote_hashes per stream and max_vote_batch_hashes in all: a stream past the
         total gets the hashes left (`truncated`); its other events wait for a later block, as with one vote."""
         peer = sender(request)
+        body = await peer_body(request, wire.VotesBatchIn)
         if len(set(body.stream_ids)) != len(body.stream_ids):
             raise Rejected(422, "duplicate_stream", "a stream is listed twice")
         budget = node.cfg.max_vote_batch_hashes
@@ -387,13 +430,14 @@ def build_api(node: Node) -> FastAPI:
             v = vote_of(sid, max(0, min(node.cfg.max_vote_hashes, budget)))
             budget -= len(v["hashes"])
             out.append({"stream_id": s, "status": 200, **v})
-        return JSONResponse({"votes": out})
+        return wire.JSONBytes({"votes": out})
 
-    @app.post("/peer/events", response_model=FetchOut, responses=ERR, tags=["peer"])
-    async def fetch(body: FetchIn, request: Request):
+    @app.post("/peer/events", response_model=FetchOut, responses=ERR, tags=["peer"], openapi_extra=documented(FetchIn))
+    async def fetch(request: Request):
         """Events by hash (pending or committed) that this node holds: at most max_fetch_hashes hashes; the
         answer stops after about max_fetch_bytes, and `next` is then the index of the first hash not served."""
         sender(request)
+        body = await peer_body(request, wire.FetchIn)
         if len(body.hashes) > node.cfg.max_fetch_hashes:
             raise Rejected(413, "too_many_hashes", f"at most {node.cfg.max_fetch_hashes} hashes per request")
         hashes = []
@@ -403,7 +447,7 @@ def build_api(node: Node) -> FastAPI:
             except Rejected:
                 hashes.append(b"")
         got = node.storage.get_events([h for h in hashes if h])
-        out: list[dict[str, Any]] = []
+        out: list[bytes] = []
         size, nxt = 0, None
         for i, h in enumerate(hashes):
             se = got.get(h)
@@ -412,15 +456,18 @@ def build_api(node: Node) -> FastAPI:
             if out and size + event_size(se.event) * 2 > node.cfg.max_fetch_bytes:
                 nxt = i
                 break
-            out.append(to_wire(h, se.event, se.signature))
+            out.append(wire.event_bytes(se.event, se.signature))
             size += event_size(se.event) * 2  # hex on the wire
-        return JSONResponse({"events": out} if nxt is None else {"events": out, "next": nxt})
+        answer = wire.join_list(b"events", out)
+        return wire.JSONBytes(answer if nxt is None else answer[:-1] + b',"next":%d}' % nxt)
 
-    @app.post("/peer/attest", response_model=AttestOut, responses=ERR, tags=["peer"])
-    async def attest_ep(body: AttestIn, request: Request):
+    @app.post("/peer/attest", response_model=AttestOut, responses=ERR, tags=["peer"],
+              openapi_extra=documented(AttestIn))
+    async def attest_ep(request: Request):
         """Check a leader's proposal and sign its header (EIP-712). Only the header's leader may ask, and it
         must be a replica of the stream: a proposal sent by anyone else changes nothing here."""
         peer = sender(request)
+        body = await peer_body(request, wire.AttestIn)
         try:
             sid, leader = unhex(body.header.stream_id), body.header.leader
         except ValueError as exc:
@@ -431,9 +478,9 @@ def build_api(node: Node) -> FastAPI:
         if len(body.event_hashes) > MAX_BLOCK_EVENTS:
             raise Rejected(413, "too_many_events", f"at most {MAX_BLOCK_EVENTS} events per block")
         sig, hh = await attest(node, body)
-        return AttestOut(signature=hx(sig), header_hash=hx(hh))
+        return wire.JSONBytes({"signature": hx(sig), "header_hash": hx(hh)})
 
-    def may_propose(peer: str, p: AttestIn) -> Rejected | None:
+    def may_propose(peer: str, p: wire.AttestIn) -> Rejected | None:
         """/peer/attest's refusals before the checks, for one proposal of a batch."""
         try:
             sid, leader = unhex(p.header.stream_id), p.header.leader
@@ -447,13 +494,15 @@ def build_api(node: Node) -> FastAPI:
             return Rejected(413, "too_many_events", f"at most {MAX_BLOCK_EVENTS} events per block")
         return None
 
-    @app.post("/peer/attest/batch", response_model=AttestBatchOut, responses=ERR, tags=["peer"])
-    async def attest_batch(body: AttestBatchIn, request: Request):
+    @app.post("/peer/attest/batch", response_model=AttestBatchOut, responses=ERR, tags=["peer"],
+              openapi_extra=documented(AttestBatchIn))
+    async def attest_batch(request: Request):
         """/peer/attest for every proposal a leader asks this node to attest in one tick: each is refused or
         checked (attest.CHECKS) and signed on its own, in request order; the sender must be the header's
         leader and a replica of its stream, per proposal. At most max_attest_batch_hashes event hashes in
         all (413); a proposal not checked within peer_timeout_s is answered 503 `attest_timeout`."""
         peer = sender(request)
+        body = await peer_body(request, wire.AttestBatchIn)
         if sum(len(p.event_hashes) for p in body.proposals) > node.cfg.max_attest_batch_hashes:
             raise Rejected(413, "too_many_events", f"at most {node.cfg.max_attest_batch_hashes} event hashes per "
                                                    "batch; send fewer proposals per request")
@@ -467,7 +516,7 @@ def build_api(node: Node) -> FastAPI:
                 out.append({"status": 200, "signature": hx(r[0]), "header_hash": hx(r[1])})
             else:
                 out.append({"status": r.status, "error": r.error, "detail": r.detail})
-        return JSONResponse({"results": out})
+        return wire.JSONBytes({"results": out})
 
     @app.get("/peer/blocks/{stream_id}", response_model=BlockList, tags=["peer"])
     async def blocks(request: Request, stream_id: str, first: int = Query(0, alias="from", ge=0),
@@ -490,7 +539,7 @@ def build_api(node: Node) -> FastAPI:
                 break
             out.append(block_out(sid, n, True))
             size += bsize
-        return JSONResponse({"blocks": out})
+        return wire.JSONBytes({"blocks": out})
 
     # ---- operator -------------------------------------------------------------------------------
     @app.get("/healthz", response_model=Health, tags=["operator"])
@@ -509,6 +558,7 @@ def build_api(node: Node) -> FastAPI:
         node.metrics.peers_reachable.set(node.peers.reachable())
         return Response(node.metrics.render(), media_type="text/plain; version=0.0.4")
 
+    with_peer_schemas(app)
     install_subscriptions(app, node)  # /v1/subscribe: WebSocket + SSE (node/server/subscribe.py)
     install_snapshots(app, node)  # /peer/snapshot (node/server/snapshots.py)
     install_aggregate(app, node)  # /peer/commit (node/server/aggregate.py)

@@ -197,9 +197,9 @@ async def serve(cfg: NodeConfig) -> None:
     await init_heads(node)
     api = install(node, build_api(node))  # /peer/* authenticated; outgoing peer requests signed
     app = Concurrency(BodyLimit(api, cfg.max_body), cfg.max_concurrent_client, cfg.max_concurrent_peer)
-    server = _Server(uvicorn.Config(app, host=cfg.host, port=cfg.port,
-                                           log_level="warning", access_log=False, lifespan="off",
-                                           timeout_keep_alive=30, timeout_graceful_shutdown=2))
+    server = _Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, http=http_impl(cfg.http),
+                                    log_level="warning", access_log=False, lifespan="off",
+                                    timeout_keep_alive=30, timeout_graceful_shutdown=2))
     assert node.aggregator is not None  # build_node made it
     tasks = [asyncio.create_task(c, name=n) for n, c in (
         ("watch", watch_loop(node)), ("ws", ws_loop(node)), ("produce", once_ready(node, produce_loop)),
@@ -244,6 +244,41 @@ class _Server(uvicorn.Server):
         yield
 
 
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def http_impl(choice: str) -> str:
+    """uvicorn's HTTP/1.1 parser: httptools (C, llhttp) when installed or named, else h11 (pure Python)."""
+    if choice == "auto":
+        return "httptools" if _installed("httptools") else "h11"
+    if not _installed(choice):
+        raise StartupError(f"http = {choice!r}, but the {choice} package is not installed")
+    return choice
+
+
+def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop the node runs on: uvloop (libuv) when installed or named, else asyncio's own (None).
+    The node makes its loop itself (asyncio.Runner), so uvicorn's own `loop` setting would not apply."""
+    if choice == "asyncio" or (choice == "auto" and not _installed("uvloop")):
+        return None
+    if not _installed("uvloop"):
+        raise StartupError("event_loop = 'uvloop', but the uvloop package is not installed")
+    import uvloop
+
+    return uvloop.new_event_loop
+
+
+def _run(cfg: NodeConfig) -> None:
+    factory = loop_factory(cfg.event_loop)
+    with asyncio.Runner(loop_factory=factory) as runner:
+        log.info("event loop %s, HTTP parser %s", type(runner.get_loop()).__module__.split(".")[0],
+                 http_impl(cfg.http))
+        runner.run(serve(cfg))
+
+
 def run(cfg: NodeConfig) -> None:
     logging.basicConfig(level=getattr(logging, cfg.log_level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -251,14 +286,14 @@ def run(cfg: NodeConfig) -> None:
     logging.getLogger("httpcore").setLevel(logging.WARNING)
     prof_path = os.environ.get("NODE_PROFILE")  # operator aid: write cProfile stats here on exit
     if not prof_path:
-        asyncio.run(serve(cfg))
+        _run(cfg)
         return
     import cProfile
 
     prof = cProfile.Profile()
     prof.enable()
     try:
-        asyncio.run(serve(cfg))
+        _run(cfg)
     finally:
         prof.disable()
         prof.dump_stats(f"{prof_path}.{cfg.port}")

@@ -47,10 +47,11 @@ from node.protocol.types import Domain, Event, EventEntry, Header
 
 from .core import Node
 from .intake import Rejected
-from .models import AttestIn, hx, unhex
+from .models import hx, unhex
 from .storage import StoredEvent, StreamRow, StreamState
 from .sync import apply_local, fetch_events, sources_for, sync_stream
 from .watcher import poll_once
+from .wire import ProposalLike
 
 log = logging.getLogger("node.attest")
 
@@ -99,7 +100,7 @@ class AttestRefused(Exception):
 
 # ---- the checks, in attest's order ------------------------------------------------------------------
 
-def parse_proposal(req: AttestIn) -> tuple[Header, list[bytes]]:
+def parse_proposal(req: ProposalLike) -> tuple[Header, list[bytes]]:
     try:
         return req.header.to_header(), [unhex(h) for h in req.event_hashes]
     except ValueError as exc:
@@ -241,18 +242,18 @@ class Checked:
     fetched: dict[bytes, tuple[Event, bytes]]
 
 
-async def attest(node: Node, req: AttestIn) -> tuple[bytes, bytes]:
+async def attest(node: Node, req: ProposalLike) -> tuple[bytes, bytes]:
     """Check the proposal; return (signature, headerHash). Raises AttestRefused."""
     [c] = record(node, [await check_proposal(node, req)])
     return sign_header(node.domain, c.header, node.key), c.header_hash
 
 
-async def attest_many(node: Node, reqs: Sequence[AttestIn],
+async def attest_many(node: Node, reqs: Sequence[ProposalLike],
                       timeout: float) -> list[tuple[bytes, bytes] | AttestRefused | Rejected]:
     """`attest` for a leader's batch (/peer/attest/batch): every proposal checked on its own and concurrently
     (at most `timeout` each: one stream behind does not hold the others), the ones that pass stored in ONE
     transaction, then signed. Per proposal: (signature, headerHash) or its refusal."""
-    async def one(req: AttestIn) -> Checked | AttestRefused | Rejected:
+    async def one(req: ProposalLike) -> Checked | AttestRefused | Rejected:
         try:
             return await asyncio.wait_for(check_proposal(node, req), timeout)
         except (AttestRefused, Rejected) as exc:
@@ -267,7 +268,7 @@ async def attest_many(node: Node, reqs: Sequence[AttestIn],
             for c in got]
 
 
-async def catch_up(node: Node, reqs: Sequence[AttestIn]) -> None:
+async def catch_up(node: Node, reqs: Sequence[ProposalLike]) -> None:
     """Before a batch's checks: one chain poll and one local apply (sync.apply_local) for every stream this
     node is behind on, instead of one poll and one sync per proposal (check_parent still decides)."""
     behind = []
@@ -302,7 +303,7 @@ def record(node: Node, checked: list[Checked]) -> list[Checked]:
     return checked
 
 
-async def check_proposal(node: Node, req: AttestIn) -> Checked:
+async def check_proposal(node: Node, req: ProposalLike) -> Checked:
     """Every check of CHECKS, in order, on one proposal. Raises AttestRefused."""
     header, hashes = parse_proposal(req)
     sid = header.stream_id

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, field_validator
 
@@ -52,6 +52,10 @@ class NodeConfig(BaseModel):
     public_url: str | None = None  # the URL peers use (registered on-chain by self_register)
     self_register: bool = False  # on start, register this node (needs its address allowed as operator)
     data_dir: Path = Path("node-data")
+    # the HTTP stack (README "Dependencies"): "auto" takes uvloop / httptools when installed (pyproject
+    # dependencies), else asyncio's own loop / h11; naming one that is not installed fails at start
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
+    http: Literal["auto", "httptools", "h11"] = "auto"  # uvicorn's HTTP/1.1 parser
 
     # behaviour
     tick_ms: int = 150

@@ -104,7 +104,7 @@ class Node:
     accepted_at: dict[bytes, float] = field(default_factory=lambda: BoundedDict(MAP_BOUND["accepted_at"]))
     sync_locks: dict[bytes, asyncio.Lock] = field(default_factory=lambda: BoundedDict(MAP_BOUND["per_stream"]))
     tried: dict[tuple, float] = field(default_factory=lambda: BoundedDict(MAP_BOUND["per_slot"]))
-    gossip_queues: dict[str, list[dict]] = field(default_factory=lambda: BoundedDict(MAP_BOUND["per_peer"]))
+    gossip_queues: dict[str, list[bytes]] = field(default_factory=lambda: BoundedDict(MAP_BOUND["per_peer"]))
     gossip_senders: dict[str, asyncio.Task] = field(default_factory=lambda: BoundedDict(MAP_BOUND["per_peer"]))
     pruned_at: dict[bytes, float] = field(default_factory=lambda: BoundedDict(MAP_BOUND["per_stream"]))
     snapshot_tried: dict[bytes, float] = field(default_factory=lambda: BoundedDict(MAP_BOUND["per_stream"]))

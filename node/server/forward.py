@@ -15,15 +15,15 @@ No loops: a passed-on request carries `X-Forwarded-By`, and a node never passes 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Sequence
 
 from fastapi import Request
 from fastapi.responses import Response
 
+from . import wire
 from .core import Node
 from .intake import Rejected
-from .models import BatchItemResult, SignedEvent, hx
+from .models import BatchItemResult, EventBatch, SignedEvent, hx
 from .peers import PeerError, Relayed
 
 HDR_FORWARDED = "x-forwarded-by"
@@ -154,7 +154,7 @@ async def relay_batch(node: Node, events: list[SignedEvent], items: list[tuple[b
 
 
 async def _post_group(node: Node, url: str, events: list[SignedEvent]) -> list[BatchItemResult] | None:
-    body = json.dumps({"events": [e.model_dump() for e in events]}, separators=(",", ":")).encode()
+    body = EventBatch(events=events).model_dump_json().encode()  # pydantic-core's encoder: no dicts built
     try:
         r = await node.peers.relay("POST", url, "/v1/events/batch", body, HEADERS, answer_cap(node),
                                    timeout=node.cfg.relay_timeout_s)
@@ -163,7 +163,7 @@ async def _post_group(node: Node, url: str, events: list[SignedEvent]) -> list[B
     if r.status_code != 200:
         return None
     try:
-        res = [BatchItemResult.model_validate(x) for x in json.loads(r.content)["results"]]
+        res = [BatchItemResult.model_validate(x) for x in wire.loads(r.content)["results"]]
     except (ValueError, KeyError, TypeError):
         return None
     return res if len(res) == len(events) else None

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 
 from node.protocol.eip712 import SignatureError, hash_event
 from node.protocol.state import MembershipError, check_membership
@@ -14,7 +15,8 @@ from node.protocol.types import Event
 from .bounded import TTLCache
 from .core import Node
 from .fastpath import check_event_signature, make_event
-from .models import EventIn, SignedEvent, hx, unhex
+from .models import EventIn, hx, unhex
+from .wire import SignedEventLike, event_bytes
 
 log = logging.getLogger("node.intake")
 
@@ -36,7 +38,7 @@ _STREAM_ANSWERS = TTLCache(maxsize=10_000, ttl=10.0)
 _CATCH_UP = TTLCache(maxsize=10_000, ttl=1.0)
 
 
-def decode(se: SignedEvent, max_payload: int) -> tuple[bytes, Event, bytes]:
+def decode(se: SignedEventLike, max_payload: int) -> tuple[bytes, Event, bytes]:
     payload_hex_len = len(se.event.payload) - 2
     if payload_hex_len // 2 > max_payload:
         raise Rejected(413, "payload_too_large", f"payload is {payload_hex_len // 2} bytes, the limit is {max_payload}")
@@ -285,7 +287,7 @@ async def gossip_once(node: Node) -> int:
     due = node.storage.take_due_for_gossip(now, node.cfg.regossip_s)
     if not due:
         return 0
-    per_peer: dict[str, list[dict]] = defaultdict(list)
+    per_peer: dict[str, list[bytes]] = defaultdict(list)
     targets: dict[bytes, list[str]] = {}
     for se in due:
         sid = se.event.stream_id
@@ -293,7 +295,7 @@ async def gossip_once(node: Node) -> int:
         if urls is None:
             urls = targets[sid] = [u for _a, u in node.peer_urls(node.replicas_of(sid))]
         if urls:
-            w = to_wire(se.hash, se.event, se.signature)
+            w = event_bytes(se.event, se.signature)  # encoded once, the same bytes in every peer's body
             for url in urls:
                 per_peer[url].append(w)
 
@@ -318,12 +320,12 @@ async def gossip_once(node: Node) -> int:
 GOSSIP_QUEUE_MAX = 50_000
 
 
-async def _sender(node: Node, url: str, q: list[dict]) -> None:
+async def _sender(node: Node, url: str, q: list[bytes]) -> None:
     """Drain one peer's gossip queue in chunks of at most 2000 events and about 4 MiB of JSON."""
     while q:
         n, size = 0, 0
         while n < len(q) and n < 2000 and size < 4 * 1024 * 1024:
-            size += len(q[n]["event"]["payload"]) + 400
+            size += len(q[n])
             n += 1
         chunk = q[:n]
         del q[:n]
@@ -335,7 +337,8 @@ async def _sender(node: Node, url: str, q: list[dict]) -> None:
             return
 
 
-def parse_batch(node: Node, batch: list[SignedEvent]) -> tuple[list[tuple[bytes, Event, bytes]], list[Rejected | None]]:
+def parse_batch(node: Node, batch: Sequence[SignedEventLike]
+                ) -> tuple[list[tuple[bytes, Event, bytes]], list[Rejected | None]]:
     items: list[tuple[bytes, Event, bytes]] = []
     errs: list[Rejected | None] = []
     for se in batch:

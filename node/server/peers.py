@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json as jsonlib
 import logging
 import time
 from dataclasses import dataclass
@@ -14,6 +13,8 @@ import httpx
 
 from node.protocol.peer_auth import HDR_RESPONSE_SIGNATURE, HDR_SIGNATURE, PeerAuthError, recover_response
 from node.protocol.types import Domain
+
+from . import wire
 
 log = logging.getLogger("node.peers")
 
@@ -107,16 +108,19 @@ class Peers:
         return sum(1 for u, t in self.last_ok.items() if now - t < within and t >= self.last_fail.get(u, 0))
 
     async def _req(self, method: str, url: str, path: str, json: Any = None, params: Any = None,
-                   timeout: float | None = None, signed_answer: bool = False) -> Any:
+                   timeout: float | None = None, signed_answer: bool = False, body: bytes | None = None) -> Any:
+        """`json` (plain data, encoded here) or `body` (JSON bytes already encoded, node/server/wire.py)."""
         target = path + ("?" + urlencode(params) if params else "")
+        if body is None and json is not None:
+            body = wire.dumps(json)
         async with self.inflight:
-            return await self._req1(method, url, target, json, timeout, signed_answer)
+            return await self._req1(method, url, target, body, timeout, signed_answer)
 
-    async def _req1(self, method: str, url: str, target: str, json: Any, timeout: float | None,
+    async def _req1(self, method: str, url: str, target: str, body: bytes | None, timeout: float | None,
                     signed_answer: bool) -> Any:
         # The exact bytes sent are the bytes signed (method, path and query, body).
-        body = b"" if json is None else jsonlib.dumps(json, separators=(",", ":")).encode()
-        headers = {"content-type": "application/json"} if json is not None else {}
+        headers = {"content-type": "application/json"} if body is not None else {}
+        body = body or b""
         if self.signer is not None:
             headers.update(self.signer.headers(method, target, body))
         try:
@@ -131,13 +135,16 @@ class Peers:
         self.last_ok[url] = time.time()
         if r.status_code >= 400:
             try:
-                detail = r.json()
+                detail = wire.loads(r.content)
             except ValueError:
                 detail = r.text[:200]
             raise PeerError(url, f"HTTP {r.status_code}: {detail}", r.status_code)
         if signed_answer and self.signer is not None:
             self._check_answer(url, headers, r)
-        return r.json()
+        try:
+            return wire.loads(r.content)
+        except ValueError as exc:
+            raise PeerError(url, f"answer is not JSON: {exc}", r.status_code) from None
 
     def _check_answer(self, url: str, sent: dict[str, str], r: httpx.Response) -> None:
         """The answer must be signed, over this request's signature, by a node registered at `url`."""
@@ -158,10 +165,11 @@ class Peers:
         """Votes for several streams in one request (/peer/votes/batch); each item answered or refused."""
         return await self._req("POST", url, "/peer/votes/batch", json={"stream_ids": sid_hexes}, signed_answer=True)
 
-    async def attest_batch(self, url: str, proposals: list[dict], timeout: float | None = None) -> dict:
-        """Attestations for several proposals in one request (/peer/attest/batch); each answered or refused."""
-        return await self._req("POST", url, "/peer/attest/batch", json={"proposals": proposals}, timeout=timeout,
-                               signed_answer=True)
+    async def attest_batch(self, url: str, proposals: list[bytes], timeout: float | None = None) -> dict:
+        """Attestations for several proposals (each its JSON bytes, built once for all peers: wire.dumps) in
+        one request (/peer/attest/batch); each answered or refused."""
+        return await self._req("POST", url, "/peer/attest/batch", body=wire.join_list(b"proposals", proposals),
+                               timeout=timeout, signed_answer=True)
 
     async def fetch_events(self, url: str, hashes: list[str]) -> dict:
         """Events by hash, in requests of at most FETCH_CHUNK hashes; a server that answers only a prefix
@@ -184,8 +192,9 @@ class Peers:
         """Hand signed headers to the aggregator at `url` (node/server/aggregate.py); it answers once mined."""
         return await self._req("POST", url, "/peer/commit", json=body, timeout=timeout)
 
-    async def gossip(self, url: str, events: list[dict]) -> dict:
-        return await self._req("POST", url, "/peer/gossip", json={"events": events})
+    async def gossip(self, url: str, events: list[bytes]) -> dict:
+        """Events (each its wire bytes, built once for all peers: wire.event_bytes) in one /peer/gossip."""
+        return await self._req("POST", url, "/peer/gossip", body=wire.join_list(b"events", events))
 
     async def blocks(self, url: str, sid_hex: str, first: int, last: int) -> dict:
         return await self._req("GET", url, f"/peer/blocks/{sid_hex}", params={"from": first, "to": last})

@@ -17,6 +17,7 @@ from typing import Any
 from node.protocol.eip712 import recover_header_signer
 from node.protocol.types import Header
 
+from . import wire
 from .core import Node
 from .models import MAX_PEER_BATCH, HeaderOut, hx, unhex
 
@@ -101,7 +102,7 @@ async def attestations_for(node: Node, proposals: Sequence[tuple[Header, Sequenc
     than a quorum (with the leader's own) came back."""
     items = [(h.stream_id, [a for a in node.replicas_of(h.stream_id) if node.is_active(a, epoch)])
              for h, _ in proposals]
-    bodies = [attest_body(h, hs) for h, hs in proposals]
+    bodies = [wire.dumps(attest_body(h, hs)) for h, hs in proposals]  # each encoded once for all its peers
     got: list[list[bytes]] = [[] for _ in proposals]
     need = [node.quorum(h.stream_id) - 1 for h, _ in proposals]
     asked = [0] * len(items)
