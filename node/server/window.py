@@ -1,0 +1,41 @@
+"""The attempt window at send time: until when a header of attempt `a` may still be sent.
+
+The contract takes a header of attempt `a` any time after its window opens (`head.timestamp + a *
+leaderTimeout`), but from `head.timestamp + (a + 1) * leaderTimeout` on the next attempt's leader builds
+too (once it has been open `ATTEMPT_MARGIN_S`, node/server/core.py); a header of attempt `a` sent after that
+races the next leader's, and one of the two comes back BAD_NUMBER. So a leader, and the aggregator for it,
+sends a header only while its own attempt's window is open with `SEND_SLACK_S` left for the transaction to
+reach the chain; past that the draft is dropped (its events stay pending for the next leader). Pure
+arithmetic on chain-clock seconds, no I/O.
+"""
+
+from __future__ import annotations
+
+SEND_SLACK_S = 0.5
+"""Time kept for a sent transaction to be mined before the next attempt opens (an Anvil automine send and
+its receipt take 0.05-0.5 s on this box under load)."""
+
+LAND_S = 2.0
+"""After an earlier attempt's send deadline, how long its transaction may still take to be mined and seen
+by another node's watcher: a node that attested that attempt's header waits this long past the deadline
+(not a whole leader timeout) before it leads the next attempt."""
+
+
+def closes_at(head_ts: int, attempt: int, leader_timeout: int) -> float:
+    """When the next attempt's window opens (chain time): attempt `attempt` stops being the only one."""
+    return float(head_ts + (attempt + 1) * leader_timeout)
+
+
+def send_by(head_ts: int, attempt: int, leader_timeout: int, slack: float = SEND_SLACK_S) -> float:
+    """The last chain time at which a header of `attempt` on a head of `head_ts` may be sent."""
+    return closes_at(head_ts, attempt, leader_timeout) - slack
+
+
+def time_left(now: float, head_ts: int, attempt: int, leader_timeout: int, slack: float = SEND_SLACK_S) -> float:
+    """Seconds left (negative: past) to send a header of `attempt` at chain time `now`."""
+    return send_by(head_ts, attempt, leader_timeout, slack) - now
+
+
+def earlier_settled_at(head_ts: int, attempt: int, leader_timeout: int) -> float:
+    """When a header of an earlier `attempt` can no longer land unseen: its send deadline plus LAND_S."""
+    return send_by(head_ts, attempt, leader_timeout) + LAND_S
