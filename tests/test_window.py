@@ -41,3 +41,12 @@ def test_an_earlier_attempt_is_waited_for_at_most_land_s_past_its_deadline():
     assert settled == window.send_by(head, 0, timeout) + window.LAND_S
     # less than the whole leader timeout that the wait used to be from the attestation on
     assert settled - window.closes_at(head, 0, timeout) < timeout
+
+
+def test_the_send_lag_follows_a_slow_tick_at_once_and_a_fast_one_gradually():
+    assert window.next_lag(0.0, 1.2) == 1.2
+    lag = 3.0
+    for _ in range(5):
+        lag = window.next_lag(lag, 0.5)
+    assert 0.5 < lag < 1.0
+    assert window.next_lag(lag, 2.0) == 2.0

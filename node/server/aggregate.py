@@ -30,7 +30,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from node.chain.client import NodeRecord
+from node.chain.client import NodeRecord, SendTooLate
 from node.chain.logs import TxResult
 from node.protocol.commit import CommitView, StreamHead
 from node.protocol.eip712 import hash_header
@@ -305,8 +305,14 @@ class Aggregator:
             for o in taken:
                 o.resolve(Outcome(None, {hh: dropped.get(hh, "") for hh in o.hashes}))
             return 0
+        last = min(o.deadline for o in taken if o.deadline > now) if send_h else now
         try:
-            res = await commitbatch.send(node, send_h, send_s)
+            res = await commitbatch.send(node, send_h, send_s, node.chain_now() + (last - time.monotonic()))
+        except SendTooLate as exc:  # the reads before the send took the hand-offs past their bound
+            log.info("aggregate: %d headers not sent: %s", len(send_h), exc)
+            for o in taken:
+                o.resolve(Outcome(None, {hh: "expired" for hh in o.hashes}))
+            return 0
         except Exception as exc:  # noqa: BLE001 - any send failure: the leaders send themselves
             log.warning("aggregate: commitMiniblocks of %d headers failed: %s", len(send_h), exc)
             node.metrics.commit_txs.labels("error").inc()

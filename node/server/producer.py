@@ -9,6 +9,7 @@ import logging
 import time
 from dataclasses import dataclass, replace
 
+from node.chain.client import SendTooLate
 from node.chain.logs import TxResult
 from node.protocol import v2
 from node.protocol.block_rules import AgedEntry, age_order, block_event_cap, events_with_quorum, select_events
@@ -74,8 +75,8 @@ def slots_to_lead(node: Node, epoch: int, seed: bytes) -> list[tuple[bytes, int,
             continue
         if node.tried.get((sid, n, attempt), 0) > time.time():
             continue
-        if window.time_left(node.chain_now(), ch.timestamp, attempt, timeout) < MIN_DRAFT_S:
-            continue  # too late in the window to finish: the next attempt's leader takes it
+        if window.time_left(node.chain_now(), ch.timestamp, attempt, timeout) < MIN_DRAFT_S + node.send_lag_s:
+            continue  # too late in the window to finish a tick: the next attempt's leader takes it
         seen = node.attested_at.get((sid, n))
         if seen is not None and seen[0] < attempt and time.time() - seen[1] < timeout \
                 and node.chain_now() < window.earlier_settled_at(ch.timestamp, seen[0], timeout):
@@ -84,7 +85,7 @@ def slots_to_lead(node: Node, epoch: int, seed: bytes) -> list[tuple[bytes, int,
     return out
 
 
-MIN_DRAFT_S = 0.25  # a slot with less of its send window left is not started (votes + attestations take longer)
+MIN_DRAFT_S = 0.25  # a slot with less of its send window left than this plus the recent ticks' lag is not started
 
 
 def late(node: Node, drafts: list[Draft]) -> tuple[list[Draft], list[Draft]]:
@@ -241,6 +242,7 @@ async def produce_once(node: Node) -> int:
     t1 = time.monotonic()
     atts = await attestations_for(node, [(signed(d)[0], [h for h, _, _ in d.items]) for d in drafts], epoch)
     t2 = time.monotonic()
+    node.send_lag_s = window.next_lag(node.send_lag_s, t2 - t0)
     ready: list[Draft] = []
     for d, a in zip(drafts, atts, strict=True):
         if a is None:
@@ -331,9 +333,15 @@ back BAD_NUMBER, and the next tick's BAD_RANDAO_REVEAL: a reveal consumed by the
 
 async def commit_own(node: Node, batch: list[Draft]) -> int | None:
     """Send headers in this node's own transaction; settle what it did. None: the send failed."""
+    timeout = node.params.leader_timeout
     try:
         pairs = [signed(d) for d in batch]
-        res = await commitbatch.send(node, [h for h, _ in pairs], [sigs for _, sigs in pairs])
+        res = await commitbatch.send(node, [h for h, _ in pairs], [sigs for _, sigs in pairs],
+                                     min(window.send_by(d.head_ts, d.attempt, timeout) for d in batch))
+    except SendTooLate as exc:  # the reads before the send took the rest of the window: given up, as `late`
+        node.metrics.drafts_late.labels("send").inc(len(batch))
+        log.info("%d drafts not sent: %s; events stay pending", len(batch), exc)
+        return 0
     except Exception as exc:  # noqa: BLE001 - any send failure (RPC, nonce, timeout): retry the slots soon
         log.warning("commitMiniblocks failed (%d headers): %s", len(batch), exc)
         node.metrics.commit_txs.labels("error").inc()

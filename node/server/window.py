@@ -39,3 +39,10 @@ def time_left(now: float, head_ts: int, attempt: int, leader_timeout: int, slack
 def earlier_settled_at(head_ts: int, attempt: int, leader_timeout: int) -> float:
     """When a header of an earlier `attempt` can no longer land unseen: its send deadline plus LAND_S."""
     return send_by(head_ts, attempt, leader_timeout) + LAND_S
+
+
+def next_lag(prev: float, seen: float, keep: float = 0.7) -> float:
+    """A leader's estimate of its tick's time from start to send, after a tick that took `seen`: up at once to a
+    slower tick, down gradually (a slot started with less of its window left than this would be dropped late,
+    its replicas' votes and attestations spent for nothing)."""
+    return max(seen, keep * prev + (1 - keep) * seen)
