@@ -295,11 +295,12 @@ async def commit(node: Node, batch: list[Draft]) -> int:
             seen = {c.header_hash for c in handed.result.committed} | {r.header_hash for r in handed.result.rejected}
             batch = [d for d in batch if hash_header(signed(d)[0]) not in seen]
         if batch and handed.waited:  # it may have landed after all (a slow aggregator): look before sending
+            # and it may still land: the next reveal is taken past this one (valid either way, within the
+            # contract's MAX_REVEAL_SKIP), not read back from a chain that may not show that send yet
+            node.randao_commit = signed(batch[-1])[0].randao_reveal
             await resync_heads(node, [d.sid for d in batch])
             rest = [d for d in batch if (h := node.view.head(d.sid)) is None or h.number < d.number]
-            if len(rest) < len(batch):  # some landed through the aggregator: with this leader's reveal
-                spent = True
-                node.randao_commit = None
+            spent = len(rest) < len(batch)  # some landed through the aggregator, with this leader's reveal
             batch = rest
         if batch and (spent or handed.pending):
             # not sent again in this tick: with a spent reveal they would come back BAD_RANDAO_REVEAL, and
