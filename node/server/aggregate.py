@@ -193,9 +193,9 @@ class Aggregator:
             raise Rejected(422, "invalid_header", f"header {i} ({hx(headers[i].stream_id)[:10]} #{headers[i].number}) "
                                                   f"would be rejected: {v.name}")
         left = self.window_left(headers)
-        if left <= 0:
-            raise Rejected(422, "window_over", "a header's attempt window closes before it could be sent here; "
-                                               "its attempt is over")
+        if left <= cfg.aggregate_hold_ms / 1000:  # not sendable here in time: the leader may still send it
+            raise Rejected(422, "window_over", "too little of a header's send window is left to send it from "
+                                               "here: send it yourself (or not at all)")
         # re-checked: the awaits above may have let another hand-off in
         if self.pending() + len(headers) > cfg.aggregate_max_pending:
             raise Rejected(429, "aggregator_full", "too many headers waiting here; send them yourself",

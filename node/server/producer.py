@@ -62,6 +62,7 @@ def slots_to_lead(node: Node, epoch: int, seed: bytes) -> list[tuple[bytes, int,
     """(stream, number, attempt) this node leads now, with time left in the attempt's window to do it."""
     out = []
     timeout = node.params.leader_timeout
+    need = MIN_DRAFT_S + LAG_FACTOR * node.send_lag_s
     for sid in node.storage.streams_with_pending():
         if not node.replicates(sid):
             continue
@@ -75,7 +76,7 @@ def slots_to_lead(node: Node, epoch: int, seed: bytes) -> list[tuple[bytes, int,
             continue
         if node.tried.get((sid, n, attempt), 0) > time.time():
             continue
-        if window.time_left(node.chain_now(), ch.timestamp, attempt, timeout) < MIN_DRAFT_S + node.send_lag_s:
+        if window.time_left(node.chain_now(), ch.timestamp, attempt, timeout) < need:
             continue  # too late in the window to finish a tick: the next attempt's leader takes it
         seen = node.attested_at.get((sid, n))
         if seen is not None and seen[0] < attempt and time.time() - seen[1] < timeout \
@@ -86,6 +87,7 @@ def slots_to_lead(node: Node, epoch: int, seed: bytes) -> list[tuple[bytes, int,
 
 
 MIN_DRAFT_S = 0.25  # a slot with less of its send window left than this plus the recent ticks' lag is not started
+LAG_FACTOR = 1.5  # ... times LAG_FACTOR: a tick's time swings with the box's load (its slots share one deadline)
 
 
 def late(node: Node, drafts: list[Draft]) -> tuple[list[Draft], list[Draft]]:
@@ -283,10 +285,10 @@ async def commit(node: Node, batch: list[Draft]) -> int:
     for d in batch:  # one submission per slot: a rejected slot is given up, the next attempt takes over
         node.tried[(d.sid, d.number, d.attempt)] = float("inf")
     done = 0
-    if node.cfg.aggregate and len(batch) < OWN_TX_FROM:
+    now, timeout = node.chain_now(), node.params.leader_timeout
+    left = min(window.time_left(now, d.head_ts, d.attempt, timeout) for d in batch)
+    if node.cfg.aggregate and len(batch) < OWN_TX_FROM and left >= HANDOFF_MIN_LEFT_S:
         pairs = [signed(d) for d in batch]
-        now, timeout = node.chain_now(), node.params.leader_timeout
-        left = min(window.time_left(now, d.head_ts, d.attempt, timeout) for d in batch)
         handed = await hand_off(node, [h for h, _ in pairs], [sigs for _, sigs in pairs], left)
         spent = False  # the aggregator's transaction carried this leader's reveal: the rest cannot reuse it
         if handed.result is not None:
@@ -324,6 +326,10 @@ async def commit(node: Node, batch: list[Draft]) -> int:
         done += n
     return done
 
+
+HANDOFF_MIN_LEFT_S = 1.0
+"""Headers with less of their send window left are sent by the leader at once: the aggregator's hold and
+checks take about that, and a hand-off that ran out of window at the aggregator was lost work."""
 
 OWN_TX_FROM = 32
 """A tick of this many headers sends its own transaction rather than hand them to the aggregator: it fills
