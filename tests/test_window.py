@@ -50,3 +50,14 @@ def test_the_send_lag_follows_a_slow_tick_at_once_and_a_fast_one_gradually():
         lag = window.next_lag(lag, 0.5)
     assert 0.5 < lag < 1.0
     assert window.next_lag(lag, 2.0) == 2.0
+
+
+def test_a_slow_leader_still_starts_slots_early_in_their_window():
+    """The lag only moves with ticks that run: the need is capped below an attempt's usable window, so a run
+    of slow ticks never stops a leader from starting anything (a 1.5x uncapped need did, at load 5)."""
+    usable = 4 - ATTEMPT_MARGIN_S - window.SEND_SLACK_S
+    assert window.start_need(0.0, 4, ATTEMPT_MARGIN_S) == window.MIN_START_S
+    assert window.start_need(0.5, 4, ATTEMPT_MARGIN_S) == window.MIN_START_S + 0.5
+    for lag in (2.0, 5.0, 60.0):
+        assert window.start_need(lag, 4, ATTEMPT_MARGIN_S) == usable / 2 < usable
+    assert window.start_need(9.0, 2, ATTEMPT_MARGIN_S) == window.MIN_START_S  # a short timeout: the floor

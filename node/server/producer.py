@@ -21,7 +21,7 @@ from node.protocol.state_root import root_after
 from node.protocol.types import MAX_BATCH, MAX_REVEAL_SKIP, Event, EventEntry, Header, RejectReason
 
 from . import commitbatch, window
-from .core import Node
+from .core import ATTEMPT_MARGIN_S, Node
 from .delegate import hand_off
 from .headreads import load_heads
 from .models import hx
@@ -62,7 +62,7 @@ def slots_to_lead(node: Node, epoch: int, seed: bytes) -> list[tuple[bytes, int,
     """(stream, number, attempt) this node leads now, with time left in the attempt's window to do it."""
     out = []
     timeout = node.params.leader_timeout
-    need = MIN_DRAFT_S + LAG_FACTOR * node.send_lag_s
+    need = window.start_need(node.send_lag_s, timeout, ATTEMPT_MARGIN_S)
     for sid in node.storage.streams_with_pending():
         if not node.replicates(sid):
             continue
@@ -86,8 +86,6 @@ def slots_to_lead(node: Node, epoch: int, seed: bytes) -> list[tuple[bytes, int,
     return out
 
 
-MIN_DRAFT_S = 0.25  # a slot with less of its send window left than this plus the recent ticks' lag is not started
-LAG_FACTOR = 1.5  # ... times LAG_FACTOR: a tick's time swings with the box's load (its slots share one deadline)
 
 
 def late(node: Node, drafts: list[Draft]) -> tuple[list[Draft], list[Draft]]:

@@ -46,3 +46,15 @@ def next_lag(prev: float, seen: float, keep: float = 0.7) -> float:
     slower tick, down gradually (a slot started with less of its window left than this would be dropped late,
     its replicas' votes and attestations spent for nothing)."""
     return max(seen, keep * prev + (1 - keep) * seen)
+
+
+MIN_START_S = 0.25  # a slot with less of its send window left is never started (votes + attestations take longer)
+
+
+def start_need(lag: float, leader_timeout: int, margin: float) -> float:
+    """How much of its send window a slot must have left to be started by a leader whose ticks recently took
+    `lag` from start to send: MIN_START_S plus the lag, but at most half the window of an attempt >= 1 (open
+    from `margin` after its start to SEND_SLACK_S before its end), so a run of slow ticks can never stop a
+    leader from starting any slot (its lag is only measured by the ticks it runs)."""
+    usable = leader_timeout - margin - SEND_SLACK_S
+    return max(MIN_START_S, min(MIN_START_S + lag, usable / 2))
