@@ -48,6 +48,7 @@ COMMIT_GAS_PER_HEADER = 160_000
 COMMIT_GAS_PER_HEADER_V2 = 60_000  # about 19-70k are used (docs/protocol.md, "Version 2", Gas)
 # v2 commits of fewer records never gain from an access list (node.chain.access_list: 25 keys to pay)
 ACCESS_LIST_MIN_RECORDS = 12
+ACCESS_LIST_MIN_LEFT_S = 0.75  # a commit with less time than this to its send_by goes without an access list
 # v2's dead-replica rule is constant (MiniblockRegistryV2.DEAD_MISSES / DEAD_EPOCHS)
 V2_DEAD_PARAMS = (3, 2)
 NODES_PAGE = 100
@@ -701,8 +702,11 @@ class RegistryClient:
     async def commit_packed_budgeted(self, batch: bytes, count: int, send_by: float | None = None) -> TxResult:
         """v2's `commit_budgeted`: a fixed gas budget for `count` records, estimated after an out-of-gas;
         with the access list that saves gas at this size (its intrinsic cost added to the budget).
-        SendTooLate: the chain time is past `send_by` once the access list is read, nothing sent."""
-        access = await self.commit_access_list(batch, count)
+        SendTooLate: the chain time is past `send_by` once the access list is read, nothing sent. With less
+        than ACCESS_LIST_MIN_LEFT_S to `send_by`, no access list is asked for (it only saves gas, and on a
+        loaded Anvil it took the last of the window: whole ticks were given up at the send)."""
+        hurry = send_by is not None and send_by - self.now() < ACCESS_LIST_MIN_LEFT_S
+        access = [] if hurry else await self.commit_access_list(batch, count)
         self._not_after(send_by)
         gas = None if self._estimate_next else (
             COMMIT_GAS_BASE + COMMIT_GAS_PER_HEADER_V2 * count + access_list_intrinsic(access))
