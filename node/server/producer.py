@@ -86,8 +86,6 @@ def slots_to_lead(node: Node, epoch: int, seed: bytes) -> list[tuple[bytes, int,
     return out
 
 
-
-
 def late(node: Node, drafts: list[Draft]) -> tuple[list[Draft], list[Draft]]:
     """The drafts still sendable now (their attempt's window open, SEND_SLACK_S kept, and the chain view not
     already past their number), and the rest. A late draft is given up for its attempt and nothing else: its
@@ -300,7 +298,7 @@ async def commit(node: Node, batch: list[Draft]) -> int:
             node.randao_commit = signed(batch[-1])[0].randao_reveal
             await resync_heads(node, [d.sid for d in batch])
             rest = [d for d in batch if (h := node.view.head(d.sid)) is None or h.number < d.number]
-            spent = len(rest) < len(batch)  # some landed through the aggregator, with this leader's reveal
+            spent = spent or len(rest) < len(batch)  # some landed through the aggregator, with this leader's reveal
             batch = rest
         if batch and (spent or handed.pending):
             # not sent again in this tick: with a spent reveal they would come back BAD_RANDAO_REVEAL, and
