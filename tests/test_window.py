@@ -61,3 +61,13 @@ def test_a_slow_leader_still_starts_slots_early_in_their_window():
     for lag in (2.0, 5.0, 60.0):
         assert window.start_need(lag, 4, ATTEMPT_MARGIN_S) == usable / 2 < usable
     assert window.start_need(9.0, 2, ATTEMPT_MARGIN_S) == window.MIN_START_S  # a short timeout: the floor
+
+
+def test_a_hand_off_leaves_the_leader_time_to_send_itself():
+    """The aggregator sends a hand-off at most until HANDOFF_LAND_S before the leader's wait ends, and the
+    leader's wait ends OWN_RESERVE_S before the send deadline: a hung aggregator costs a bound, not the attempt."""
+    left = 2.0
+    leader_wait_ends = left - window.OWN_RESERVE_S
+    aggregator_sends_by = window.handoff_room(left)
+    assert aggregator_sends_by + window.HANDOFF_LAND_S == leader_wait_ends < left
+    assert window.handoff_room(0.9) < 0  # too little left: the leader sends at once

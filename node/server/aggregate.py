@@ -192,8 +192,8 @@ class Aggregator:
             i, v = bad[0]
             raise Rejected(422, "invalid_header", f"header {i} ({hx(headers[i].stream_id)[:10]} #{headers[i].number}) "
                                                   f"would be rejected: {v.name}")
-        left = self.window_left(headers)
-        if left <= cfg.aggregate_hold_ms / 1000:  # not sendable here in time: the leader may still send it
+        room = window.handoff_room(self.window_left(headers))
+        if room <= cfg.aggregate_hold_ms / 1000:  # not sendable here in time: the leader may still send it
             raise Rejected(422, "window_over", "too little of a header's send window is left to send it from "
                                                "here: send it yourself (or not at all)")
         # re-checked: the awaits above may have let another hand-off in
@@ -203,7 +203,7 @@ class Aggregator:
         fut: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         now = time.monotonic()
         wait = cfg.aggregate_wait_ms / 1000
-        deadline = now + min(max(wait / 2, wait - HANDOFF_GUARD_S), left)
+        deadline = now + min(max(wait / 2, wait - HANDOFF_GUARD_S), room)
         self._offers.append(Offer(sender, headers, sigs, hashes, now, deadline, fut))
         self._arrived.set()
         return fut

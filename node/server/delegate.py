@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from node.chain.logs import TxResult
 from node.protocol.types import Header
 
+from . import window
 from .aggregate import aggregator_at
 from .core import Node
 from .intake import Rejected
@@ -47,16 +48,17 @@ def body_of(headers: list[Header], sigs: list[list[bytes]]) -> dict:
 
 
 async def hand_off(node: Node, headers: list[Header], sigs: list[list[bytes]], left_s: float) -> Handoff:
-    """Hand the headers over and wait for the outcome, at most `aggregate_wait_ms` and at most `left_s` (the
-    time left in the headers' send window, node/server/window.py: after it no one may send them)."""
+    """Hand the headers over and wait for the outcome, at most `aggregate_wait_ms` and at most until
+    OWN_RESERVE_S before their send deadline (`left_s` from now, node/server/window.py): the leader can then
+    still send them itself."""
     cfg = node.cfg
-    if not headers or len(headers) > cfg.aggregate_max_batch or left_s <= 0:
+    wait = min(cfg.aggregate_wait_ms / 1000, left_s - window.OWN_RESERVE_S)
+    if not headers or len(headers) > cfg.aggregate_max_batch or wait <= 0:
         return Handoff()
     now = node.chain_now()
     target = aggregator_at(node.nodes, node.epoch_at(now), now, cfg.aggregate_slot_s)
     if target is None or node.aggregator_skip.get(target, 0.0) > time.time():
         return Handoff()
-    wait = min(cfg.aggregate_wait_ms / 1000, left_s)
     if target == node.me:
         return await _local(node, headers, sigs, wait)
     url = node.url_of(target)

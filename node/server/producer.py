@@ -283,7 +283,9 @@ async def commit(node: Node, batch: list[Draft]) -> int:
     done = 0
     now, timeout = node.chain_now(), node.params.leader_timeout
     left = min(window.time_left(now, d.head_ts, d.attempt, timeout) for d in batch)
-    if node.cfg.aggregate and len(batch) < OWN_TX_FROM and left >= HANDOFF_MIN_LEFT_S:
+    # handed off only with time for the aggregator's hold and send, and the leader's own send after it
+    handable = window.handoff_room(left) > node.cfg.aggregate_hold_ms / 1000
+    if node.cfg.aggregate and len(batch) < OWN_TX_FROM and handable:
         pairs = [signed(d) for d in batch]
         handed = await hand_off(node, [h for h, _ in pairs], [sigs for _, sigs in pairs], left)
         spent = False  # the aggregator's transaction carried this leader's reveal: the rest cannot reuse it
@@ -322,10 +324,6 @@ async def commit(node: Node, batch: list[Draft]) -> int:
         done += n
     return done
 
-
-HANDOFF_MIN_LEFT_S = 1.0
-"""Headers with less of their send window left are sent by the leader at once: the aggregator's hold and
-checks take about that, and a hand-off that ran out of window at the aggregator was lost work."""
 
 OWN_TX_FROM = 32
 """A tick of this many headers sends its own transaction rather than hand them to the aggregator: it fills

@@ -21,6 +21,20 @@ by another node's watcher: a node that attested that attempt's header waits this
 (not a whole leader timeout) before it leads the next attempt."""
 
 
+OWN_RESERVE_S = 0.5
+"""Kept by a leader that hands headers off: its wait for the aggregator ends this long before its send
+deadline, so it can still send them itself (a hung aggregator otherwise cost each replica's attempt in turn)."""
+
+HANDOFF_LAND_S = 0.5
+"""An aggregator stops sending a hand-off this long before the leader's wait ends (OWN_RESERVE_S before the
+deadline), for its transaction to be mined and seen when the leader re-reads the heads before its own send."""
+
+
+def handoff_room(left: float) -> float:
+    """Of `left` seconds to a header's send deadline, how long an aggregator may still take to send it."""
+    return left - OWN_RESERVE_S - HANDOFF_LAND_S
+
+
 def closes_at(head_ts: int, attempt: int, leader_timeout: int) -> float:
     """When the next attempt's window opens (chain time): attempt `attempt` stops being the only one."""
     return float(head_ts + (attempt + 1) * leader_timeout)
