@@ -14,8 +14,8 @@ only delay a header: its leader sends the header itself after `aggregate_wait_ms
 
 Bounds: headers waiting per sender (`aggregate_max_batch`) and in all (`aggregate_max_pending`), one
 hand-off at most `aggregate_max_batch` headers, a header is sent at most `aggregate_wait_ms` minus
-HANDOFF_GUARD_S after it came and only within its attempt's send window (node/server/window.py: 422
-`window_over` when that is already past).
+HANDOFF_GUARD_S after it came and only within its `window.handoff_room` (node/server/window.py: 422
+`window_over` when that is less than the hold).
 """
 
 from __future__ import annotations
@@ -229,6 +229,7 @@ class Aggregator:
             if o.done is fut:
                 self._offers.remove(o)
                 o.resolve(Outcome(None, {hh: "withdrawn" for hh in o.hashes}))
+                break
         return True
 
     def due_in(self, last_sent: float) -> float | None:

@@ -103,8 +103,8 @@ async def _local(node: Node, headers: list[Header], sigs: list[list[bytes]], wai
     try:
         out = await asyncio.wait_for(asyncio.shield(fut), timeout=wait)
     except TimeoutError:
-        if agg.withdraw(fut):  # still waiting there: taken back, so only this leader can send them now
-            return Handoff(waited=True)
+        if agg.withdraw(fut):  # still waiting there: taken back, never sent, so the leader sends them now
+            return Handoff()
         try:  # in the middle of the aggregator's send: its outcome decides (the send is bounded by the tx's)
             out = await asyncio.wait_for(asyncio.shield(fut), timeout=wait)
         except TimeoutError:
