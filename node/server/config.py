@@ -84,6 +84,7 @@ class NodeConfig(BaseModel):
     max_attest_batch_hashes: int = 60_000  # event hashes in a /peer/attest/batch request, all its proposals (413)
     pool_quota_author: int = 20_000  # pending events per (stream, author); more: 429 + Retry-After
     pool_quota_stream: int = 100_000  # pending events per stream; more: 429 + Retry-After
+    pool_max_events: int = 100_000  # pending events over all streams (the pool is held in memory); more: 429
     unknown_stream_ttl_s: float = 10.0  # how long "no such stream on chain" is remembered
     max_author_events: int = 1024  # leader's cap on one author's events per block (at most the protocol's 1,024)
     catch_up_s: float = 2.0  # a MESSAGE by a non-member here: wait this long at most to catch up with the chain

@@ -95,12 +95,14 @@ async def stored_here(node: Node, sid: bytes) -> None:
 
 class Quotas:
     """Mini-pool quotas of one intake call: pending events per stream and per (stream, author), counted
-    from storage once per key, then kept up to date over the call."""
+    from storage once per key, then kept up to date over the call; and the node-wide bound on the pool
+    (`pool_max_events`: the pool is held in memory)."""
 
     def __init__(self, node: Node) -> None:
         self.node = node
         self.per_stream: dict[bytes, int] = {}
         self.per_author: dict[tuple[bytes, str], int] = {}
+        self.total = node.storage.pool_total()
 
     def take(self, ev: Event) -> Rejected | None:
         cfg, st = self.node.cfg, self.node.storage
@@ -121,8 +123,13 @@ class Quotas:
             self.node.metrics.quota_refused.labels("stream").inc()
             return Rejected(429, "stream_quota", f"stream {hx(sid)} has {n_s} events pending; the quota is "
                             f"{cfg.pool_quota_stream}: retry once some are committed", retry)
+        if self.total >= cfg.pool_max_events:
+            self.node.metrics.quota_refused.labels("node").inc()
+            return Rejected(429, "pool_full", f"this node holds {self.total} pending events; the bound is "
+                            f"{cfg.pool_max_events}: retry once some are committed", retry)
         self.per_stream[sid] = n_s + 1
         self.per_author[key] = n_a + 1
+        self.total += 1
         return None
 
 

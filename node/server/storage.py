@@ -2,7 +2,9 @@
 on-chain commits seen, local proposals, and cursors.
 
 Every write that matters is one transaction: an accepted event is committed before the HTTP answer,
-and a block is stored together with the removal of its events from the mini-pool.
+and a block is stored together with the removal of its events from the mini-pool. The mini-pool is also
+held in memory (node/server/pool.py, written only here, after each transaction commits): SQLite is its
+journal, loaded back in one query at start.
 """
 
 from __future__ import annotations
@@ -24,9 +26,12 @@ from node.protocol.types import Event, EventKind, Header
 
 from .bounded import MAP_BOUND, BoundedDict
 from .fastpath import trusted_event
+from .pool import PendingPool
+from .records import StoredEvent
 
-# events: the pool index (stream_id, author) WHERE block IS NULL also serves `stream_id=? AND block IS NULL`, so an
-# insert maintains four B-trees (rowid table, hash, replay key, pool). Not WITHOUT ROWID: rows of ~300 B would
+# events: the pool index (stream_id, author) WHERE block IS NULL serves the start-up load of the in-memory pool
+# (every other pool read is from memory; dropping it measured no faster), so an insert maintains four B-trees
+# (rowid table, hash, replay key, pool). Not WITHOUT ROWID: rows of ~300 B would
 # sit whole in the interior pages of the table's B-tree (measured: inserts and reads by hash got slower).
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -151,16 +156,6 @@ CURSOR_KEY = "chain_cursor"
 CHAIN_BLOCKS_KEPT = 512  # chain block hashes kept below the cursor (deepest reorg that rolls back exactly)
 
 STATE_HISTORY_DEPTH = 64  # blocks of state_frontier rows kept behind the head (rollback without recomputing)
-
-
-@dataclass(slots=True)
-class StoredEvent:
-    hash: bytes
-    event: Event
-    signature: bytes
-    block: int | None
-    idx: int | None
-    received: float
 
 
 @dataclass(slots=True)
@@ -289,6 +284,12 @@ class Storage:
         # history.base per stream with a row (pruned or started from a snapshot); only those have used_nonces
         self._bases: dict[bytes, int] = {bytes(r[0]): r[1]
                                          for r in self.db.execute("SELECT stream_id, base FROM history")}
+        # the mini-pool in memory (this class is the only writer): loaded once, then changed after each commit
+        self.pool = PendingPool()
+        self.pool.add(StoredEvent(bytes(r[0]), trusted_event(bytes(r[1]), r[2], r[3], r[4], bytes(r[5])), bytes(r[6]),
+                                  None, None, r[7], r[8]) for r in self.db.execute(
+            "SELECT hash, stream_id, author, nonce, kind, payload, signature, received, gossiped FROM events"
+            " WHERE block IS NULL ORDER BY received, rowid"))
 
     def _migrate(self) -> None:
         """Columns added since a data dir was created (the member set moved to the members table)."""
@@ -363,6 +364,9 @@ class Storage:
         except BaseException:
             cur.execute("ROLLBACK")
             raise
+        if rows:
+            self.pool.add(StoredEvent(items[i][0], items[i][1], items[i][2], None, None, now, sent)
+                          for i in first.values())
         res = [st or "replay" for st in out]
         if self.listeners:
             self._notify("events_added", [it for it, st in zip(items, res, strict=True) if st == "new"])
@@ -373,11 +377,19 @@ class Storage:
 
     def replay_statuses(self, items: Sequence[tuple[bytes, Event, bytes]],
                         cur: sqlite3.Cursor | None = None) -> list[str | None]:
-        """Per item: 'known' (this event is stored), 'replay' (its nonce is used by another event) or None;
-        one primary-key lookup per 300 items."""
+        """Per item: 'known' (this event is stored), 'replay' (its nonce is used by another event) or None.
+        Pending events are looked up in the pool in memory; the other keys (only committed rows can hold
+        them) with one primary-key lookup per 300."""
         db = cur or self.db
         stored: dict[tuple[bytes, str, int], bytes] = {}
-        keys = list({(ev.stream_id, ev.author, ev.nonce) for _h, ev, _s in items})
+        pool_keys = self.pool.key_hash
+        keys: list[tuple[bytes, str, int]] = []
+        for key in {(ev.stream_id, ev.author, ev.nonce) for _h, ev, _s in items}:
+            got = pool_keys(*key)
+            if got is None:
+                keys.append(key)
+            else:
+                stored[key] = got
         for k in range(0, len(keys), 300):
             chunk = keys[k:k + 300]
             # a join on the VALUES (not a row-value IN, which SQLite 3.40 plans as a scan): a key lookup each
@@ -416,17 +428,25 @@ class Storage:
                            idx, received)
 
     _EV_COLS = "hash, stream_id, author, nonce, kind, payload, signature, block, idx, received"
-    # A stream's pending events, pinned to the pool index: the planner prefers the primary key's stream range,
-    # which also walks every committed event of the stream
-    _POOL_OF_STREAM = "events INDEXED BY events_pool_author WHERE stream_id=? AND block IS NULL"
 
     def get_event(self, h: bytes) -> StoredEvent | None:
+        se = self.pool.get(h)
+        if se is not None:
+            return se
         r = self.db.execute(f"SELECT {self._EV_COLS} FROM events WHERE hash=?", (h,)).fetchone()
         return self._row_event(r) if r else None
 
     def get_events(self, hashes: Iterable[bytes]) -> dict[bytes, StoredEvent]:
+        """The stored events of these hashes: pending ones from the pool in memory, the rest from the rows."""
         out: dict[bytes, StoredEvent] = {}
-        hs = list(hashes)
+        hs: list[bytes] = []
+        pool = self.pool
+        for h in hashes:
+            se = pool.get(h)
+            if se is None:
+                hs.append(h)
+            else:
+                out[h] = se
         for i in range(0, len(hs), 500):
             chunk = hs[i:i + 500]
             q = f"SELECT {self._EV_COLS} FROM events WHERE hash IN ({','.join('?' * len(chunk))})"
@@ -435,79 +455,77 @@ class Storage:
                 out[se.hash] = se
         return out
 
+    # Pool reads come from memory (self.pool): the rows are its journal.
     def pool_hashes(self, stream_id: bytes, limit: int | None = None) -> list[bytes]:
-        """The stream's pending hashes; with `limit`, at most that many, oldest (received) first."""
-        q = f"SELECT hash FROM {self._POOL_OF_STREAM}"
-        if limit is None or self.pool_count(stream_id) <= limit:
-            return [bytes(r[0]) for r in self.db.execute(q, (stream_id,))]
-        return [bytes(r[0]) for r in self.db.execute(q + " ORDER BY received LIMIT ?", (stream_id, limit))]
+        """The stream's pending hashes, oldest received first (ties: as stored); with `limit`, at most that many."""
+        return self.pool.hashes(stream_id, limit)
 
     def pool_oldest(self, stream_id: bytes, limit: int) -> list[bytes]:
-        """At most `limit` of the stream's pending hashes, oldest (received) first."""
-        q = f"SELECT hash FROM {self._POOL_OF_STREAM} ORDER BY received, hash LIMIT ?"
-        return [bytes(r[0]) for r in self.db.execute(q, (stream_id, max(0, limit)))]
+        """At most `limit` of the stream's pending hashes, oldest received first (ties: as stored)."""
+        return self.pool.hashes(stream_id, max(0, limit))
 
     def pool_count(self, stream_id: bytes, author: str | None = None) -> int:
-        if author is None:
-            return self.pool_size(stream_id)
-        return self.db.execute("SELECT count(*) FROM events WHERE stream_id=? AND author=? AND block IS NULL",
-                               (stream_id, author)).fetchone()[0]
+        return self.pool.count(stream_id, author)
 
     def pool_size(self, stream_id: bytes) -> int:
-        return self.db.execute(f"SELECT count(*) FROM {self._POOL_OF_STREAM}", (stream_id,)).fetchone()[0]
+        return self.pool.count(stream_id)
 
     def pool_total(self) -> int:
-        return self.db.execute("SELECT count(*) FROM events WHERE block IS NULL").fetchone()[0]
+        return len(self.pool)
 
     def streams_with_pending(self) -> set[bytes]:
-        return {bytes(r[0]) for r in self.db.execute("SELECT DISTINCT stream_id FROM events WHERE block IS NULL")}
+        return self.pool.streams()
 
     def drop_pool_events(self, hashes: Iterable[bytes]) -> None:
-        hs = list(hashes)
+        hs = [h for h in hashes if h in self.pool]
         if hs:
-            self.db.executemany("DELETE FROM events WHERE hash=? AND block IS NULL", [(h,) for h in hs])
+            self.db.execute("BEGIN")
+            try:
+                self.db.executemany("DELETE FROM events WHERE hash=? AND block IS NULL", [(h,) for h in hs])
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.pool.remove(hs)
 
     def prune_pool(self, stream_id: bytes, members: Container[str]) -> int:
         """Drop pending events that the members after the last block make invalid for good: a MESSAGE or
         LEAVE by a non-member, a JOIN by a member (unless the author has a pending event that could
         change that: a pending JOIN, resp. LEAVE)."""
-        rows = self.db.execute(f"SELECT hash, author, kind FROM {self._POOL_OF_STREAM}", (stream_id,)).fetchall()
+        rows = [(se.hash, se.event.author, se.event.kind) for se in self.pool.of_stream(stream_id)]
         kinds: dict[str, set[int]] = {}
         for _h, a, k in rows:
             kinds.setdefault(a, set()).add(k)
         drop = []
         for h, a, k in rows:
             if k in (0, 2) and a not in members and 1 not in kinds[a]:
-                drop.append(bytes(h))
+                drop.append(h)
             elif k == 1 and a in members and 2 not in kinds[a]:
-                drop.append(bytes(h))
+                drop.append(h)
         self.drop_pool_events(drop)
         return len(drop)
 
+    # Forwarding times live in the pool only (a hint: a restart forwards the pool again, from the
+    # `gossiped` column written at insert, by mark_gossiped and by a rollback).
     def due_for_gossip(self, older_than: float, limit: int = 5000) -> list[StoredEvent]:
-        """Pending events never forwarded (gossiped=0) or last forwarded before `older_than`."""
-        rows = self.db.execute(f"SELECT {self._EV_COLS} FROM events WHERE block IS NULL AND gossiped < ? "
-                               "ORDER BY received LIMIT ?", (older_than, limit)).fetchall()
-        return [self._row_event(r) for r in rows]
+        """Pending events never forwarded or whose next forward is before `older_than`, oldest received first."""
+        return self.pool.due(older_than, limit)
 
     def take_due_for_gossip(self, now: float, regossip_s: float, limit: int = 5000) -> list[StoredEvent]:
-        """`due_for_gossip(now - regossip_s)` and their forwarded time set, in one statement: the next forward of
-        each is after `now + max(0, now - received - regossip_s)` (back-off: about as long again as it has been
-        pending). Oldest (received) first."""
-        rows = self.db.execute(
-            "UPDATE events SET gossiped = ?1 + max(0.0, ?1 - received - ?2) WHERE hash IN (SELECT hash FROM events"
-            " WHERE block IS NULL AND gossiped < ?1 - ?2 ORDER BY received LIMIT ?3)"
-            f" RETURNING {self._EV_COLS}", (now, regossip_s, limit)).fetchall()
-        rows.sort(key=lambda r: r[9])
-        return [self._row_event(r) for r in rows]
+        """`due_for_gossip(now - regossip_s)` (at most `limit`, the earliest due first) with their next forward
+        set to after `now + max(0, now - received - regossip_s)` (back-off: about as long again as it has been
+        pending); in memory, no statement. Oldest (received) first."""
+        return self.pool.take_due(now, regossip_s, limit)
 
     def mark_gossiped(self, hashes: Iterable[bytes], when: float | Sequence[float]) -> None:
-        """Set the forwarded time: one for all, or one per hash (a time in the future delays the next forward)."""
+        """Set the forwarded time: one for all, or one per hash (a time in the future delays the next forward).
+        Written to the rows too (the hand-off's 'done' marks outlive a restart)."""
         hs = list(hashes)
-        whens = list(when) if isinstance(when, (list, tuple)) else [when] * len(hs)
+        whens = [float(w) for w in when] if isinstance(when, Sequence) else [float(when)] * len(hs)
         self.db.execute("BEGIN")
         self.db.executemany("UPDATE events SET gossiped=? WHERE hash=?", list(zip(whens, hs, strict=False)))
         self.db.execute("COMMIT")
+        self.pool.set_gossip_at(hs, whens)
 
     # ---- streams ------------------------------------------------------------------------------
     def upsert_stream(self, stream_id: bytes, genesis_hash: bytes, replicas: list[str], created_block: int,
@@ -691,8 +709,10 @@ class Storage:
                 cur.execute("INSERT OR IGNORE INTO proposals(header_hash, stream_id, number, header, event_hashes,"
                             " created) VALUES(?,?,?,?,?,?)", (b.header_hash, stream_id, b.header.number,
                                                               header_to_json(b.header), b"".join(b.event_hashes), now))
-            n_events = cur.execute("UPDATE events SET block=NULL, idx=NULL, gossiped=0 WHERE stream_id=? AND block>?",
-                                   (stream_id, keep)).rowcount
+            back = [self._row_event(r) for r in cur.execute(
+                f"UPDATE events SET block=NULL, idx=NULL, gossiped=0 WHERE stream_id=? AND block>? RETURNING"
+                f" {self._EV_COLS}", (stream_id, keep))]
+            n_events = len(back)
             cur.execute("DELETE FROM blocks WHERE stream_id=? AND number>?", (stream_id, keep))
             cur.execute("DELETE FROM commits WHERE stream_id=? AND number>?", (stream_id, keep))
             cur.execute("DELETE FROM snapshots WHERE stream_id=? AND number>?", (stream_id, keep))
@@ -725,6 +745,7 @@ class Storage:
             raise
         finally:
             self._states.pop(stream_id, None)  # the member tree is rebuilt from the rows on next use
+        self.pool.add(back)  # back in the pool, to be forwarded again (gossip_at 0)
         return Rollback(stream_id, min(head, keep), len(undone), n_events)
 
     # ---- the chain cursor and the block hashes under it -----------------------------------------
@@ -816,10 +837,11 @@ class Storage:
             nonces = state.nonces.appended(block_leaves(ev for _h, ev, _s in b.events)) if state is not None else None
             plans.append((b, state, nonces))
         cur = self.db.cursor()
+        gone: list[bytes] = []  # pending events leaving the pool (into a block, or conflicting with one)
         cur.execute("BEGIN IMMEDIATE")
         try:
             for b, state, nonces in plans:
-                self._apply_in(cur, b, state, nonces)
+                self._apply_in(cur, b, state, nonces, gone)
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")
@@ -827,6 +849,7 @@ class Storage:
                 self._states.pop(b.header.stream_id, None)  # reloaded from the rows on next use
                 self._streams.pop(b.header.stream_id, None)
             raise
+        self.pool.remove(gone)
         for b, state, nonces in plans:
             if state is not None and nonces is not None:
                 state.members.apply(b.delta.members)
@@ -839,7 +862,9 @@ class Storage:
                 self._notify("block_applied", b.header, b.header_hash, b.events, b.tx_hash)
 
     def _apply_in(self, cur: sqlite3.Cursor, b: BlockApply, state: StreamState | None,
-                  nonces: NonceFrontier | None) -> None:
+                  nonces: NonceFrontier | None, gone: list[bytes]) -> None:
+        """One block's rows (inside apply_blocks' transaction); the pool hashes it takes out go to `gone`,
+        removed from memory once the transaction commits."""
         header, header_hash, events, delta, tx_hash = b.header, b.header_hash, b.events, b.delta, b.tx_hash
         r = cur.execute("SELECT head_number, head_hash FROM streams WHERE stream_id=?",
                         (header.stream_id,)).fetchone()
@@ -850,11 +875,15 @@ class Storage:
                                  f" {bytes(r[1]).hex()[:12]}")
         now = time.time()
         # Events held here: just mark them (the unique (stream, author, nonce) index guarantees no other
-        # event of theirs exists). Others: drop a conflicting pending event, then insert.
-        present: set[bytes] = set()
+        # event of theirs exists). Others: drop a conflicting pending event, then insert. Pending ones are
+        # known from the pool; only the rest are looked up (a stored row outside the pool is committed).
+        pool = self.pool
         hs = [h for h, _, _ in events]
-        for k in range(0, len(hs), 500):
-            chunk = hs[k:k + 500]
+        present: set[bytes] = {h for h in hs if h in pool}
+        gone.extend(present)
+        rest = [h for h in hs if h not in present]
+        for k in range(0, len(rest), 500):
+            chunk = rest[k:k + 500]
             present.update(bytes(r[0]) for r in cur.execute(
                 f"SELECT hash FROM events WHERE hash IN ({','.join('?' * len(chunk))})", chunk))
         cur.executemany("UPDATE events SET block=?, idx=? WHERE hash=?",
@@ -862,6 +891,9 @@ class Storage:
         for i, (h, ev, sig) in enumerate(events):
             if h in present:
                 continue
+            other = pool.key_hash(ev.stream_id, ev.author, ev.nonce)
+            if other is not None:
+                gone.append(other)
             cur.execute("DELETE FROM events WHERE stream_id=? AND author=? AND nonce=? AND block IS NULL",
                         (ev.stream_id, ev.author, ev.nonce))
             cur.execute(
@@ -991,9 +1023,10 @@ class Storage:
                             [(sid, a, n, i) for i, (a, n) in enumerate(snap.used)])
             cur.execute("DELETE FROM state_frontier WHERE stream_id=?", (sid,))
             self._write_frontier(cur, sid, number, snap.invite_only, nonces)
-            cur.execute("DELETE FROM events WHERE stream_id=? AND block IS NULL AND EXISTS (SELECT 1 FROM used_nonces u"
-                        " WHERE u.stream_id=events.stream_id AND u.author=events.author AND u.nonce=events.nonce)",
-                        (sid,))
+            used = [bytes(r[0]) for r in cur.execute(
+                "DELETE FROM events WHERE stream_id=? AND block IS NULL AND EXISTS (SELECT 1 FROM used_nonces u"
+                " WHERE u.stream_id=events.stream_id AND u.author=events.author AND u.nonce=events.nonce)"
+                " RETURNING hash", (sid,))]
             cur.execute("UPDATE streams SET head_number=?, head_hash=?, invite_only=? WHERE stream_id=?",
                         (number, header_hash, int(snap.invite_only), sid))
             cur.execute("INSERT OR REPLACE INTO history(stream_id, base) VALUES(?,?)", (sid, number + 1))
@@ -1007,6 +1040,7 @@ class Storage:
         finally:
             self._streams.pop(sid, None)
             self._states.pop(sid, None)
+        self.pool.remove(used)
         self._bases[sid] = number + 1
 
     def prune_history(self, stream_id: bytes, up_to: int, chunk: int = 64) -> int:
