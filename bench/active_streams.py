@@ -42,6 +42,35 @@ def tick_figures(text: str) -> dict[str, Any]:
             "ticks_over_leader_timeout": sum(1 for x in total if x > LEADER_TIMEOUT_S)}
 
 
+def bad_number_trace(net: Any, rejected: list[Any], first: int, last: int) -> dict[str, Any]:
+    """Who raced whom, for every BAD_NUMBER: the header committed at the same (stream, number), whether it
+    is in the same transaction, from the same sender, and how many blocks before the rejected one it landed
+    (the rejected header's own attempt and leader are not in v2's log)."""
+    bad = [x for x in rejected if x.reason_name == "BAD_NUMBER"]
+    if not bad:
+        return {}
+    won = {(c.stream_id, c.number): c for c in net.reg.committed_logs(first, last)}
+    w3 = net.network.w3
+    senders: dict[bytes, str] = {}
+
+    def sender(tx: bytes) -> str:
+        if tx not in senders:
+            senders[tx] = w3.eth.get_transaction(tx)["from"]
+        return senders[tx]
+
+    out: Counter[str] = Counter()
+    for x in bad:
+        c = won.get((x.stream_id, x.number))
+        if c is None:
+            out["no_winner_in_run"] += 1
+            continue
+        out["same_tx" if c.tx_hash == x.tx_hash else "other_tx"] += 1
+        out["same_sender" if sender(c.tx_hash) == sender(x.tx_hash) else "other_sender"] += 1
+        apart = x.block_number - c.block_number
+        out[f"blocks_after_winner_{min(apart, 3) if apart >= 0 else 'neg'}"] += 1
+    return dict(out)
+
+
 def active_streams(base: Path, streams: int, events: int, timeout: float, log: Log) -> list[dict[str, Any]]:
     net = start_net(base / f"active-{streams}", 4, streams, log)
     try:
@@ -54,8 +83,11 @@ def active_streams(base: Path, streams: int, events: int, timeout: float, log: L
             with p.open("rb") as fh:
                 fh.seek(off)
                 leaders.append(tick_figures(fh.read().decode(errors="replace")))
-        rejected = Counter(x.reason_name for x in net.reg.rejected_logs(first_block, net.reg.block_number()))
+        last_block = net.reg.block_number()
+        rejected_logs = net.reg.rejected_logs(first_block, last_block)
+        rejected = Counter(x.reason_name for x in rejected_logs)
         row: dict[str, Any] = {"scenario": "active_streams", **r, "leaders": leaders,
+                               "bad_number_trace": bad_number_trace(net, rejected_logs, first_block, last_block),
                                "tick_s_max_all": max((t["tick_s"]["max"] for t in leaders if t["ticks"]), default=None),
                                "rejected_by_reason": dict(rejected), "bad_number": rejected.get("BAD_NUMBER", 0)}
         p50 = [(t.get("tick_s") or {}).get("p50") for t in leaders]

@@ -48,10 +48,16 @@ COMMIT_GAS_PER_HEADER = 160_000
 COMMIT_GAS_PER_HEADER_V2 = 60_000  # about 19-70k are used (docs/protocol.md, "Version 2", Gas)
 # v2 commits of fewer records never gain from an access list (node.chain.access_list: 25 keys to pay)
 ACCESS_LIST_MIN_RECORDS = 12
+ACCESS_LIST_MIN_LEFT_S = 0.75  # a commit with less time than this to its send_by goes without an access list
 # v2's dead-replica rule is constant (MiniblockRegistryV2.DEAD_MISSES / DEAD_EPOCHS)
 V2_DEAD_PARAMS = (3, 2)
 NODES_PAGE = 100
 DEFAULT_LOG_CHUNK = 10_000
+
+
+class SendTooLate(RuntimeError):
+    """A commit was not sent: the chain time passed the caller's `send_by` before the transaction left
+    (the reads before it, such as the access list, took that long)."""
 
 
 class NodeStatus(IntEnum):
@@ -661,10 +667,13 @@ class RegistryClient:
         return await self.transact("commitMiniblocks", [header_abi(h) for h in headers],
                                    [[bytes(s) for s in sigs] for sigs in signatures], gas=gas, check=check)
 
-    async def commit_budgeted(self, headers: Sequence[Header], signatures: Sequence[Sequence[bytes]]) -> TxResult:
+    async def commit_budgeted(self, headers: Sequence[Header], signatures: Sequence[Sequence[bytes]],
+                              send_by: float | None = None) -> TxResult:
         """The node's commit: a fixed generous gas budget per header (about 60-90k are used) instead of an
         estimate (on Anvil an estimate re-executes the batch several times); a batch that ran out of gas
-        is estimated next time. A failed tx is returned (status 0), not raised."""
+        is estimated next time. A failed tx is returned (status 0), not raised. SendTooLate: the chain time
+        is past `send_by`, nothing sent."""
+        self._not_after(send_by)
         gas = None if self._estimate_next else COMMIT_GAS_BASE + COMMIT_GAS_PER_HEADER * len(headers)
         res = await self.commit_miniblocks(headers, signatures, gas=gas, check=False)
         self._estimate_next = res.status != 1 and res.gas_used >= (gas or 0) > 0
@@ -678,6 +687,10 @@ class RegistryClient:
         return await self.transact("commitMiniblocks", bytes(batch), gas=gas, check=check, batch=bytes(batch),
                                    access=access)
 
+    def _not_after(self, send_by: float | None) -> None:
+        if send_by is not None and self.now() > send_by:
+            raise SendTooLate(f"chain time {self.now():.2f} past the send deadline {send_by:.2f}")
+
     async def commit_access_list(self, batch: bytes, count: int) -> AccessList:
         """The access list worth attaching to this v2 commit (node.chain.access_list): asked of the
         endpoint only for batches of ACCESS_LIST_MIN_RECORDS or more, below which none pays."""
@@ -686,10 +699,15 @@ class RegistryClient:
         sender = self._require_sender()
         return await sender.create_access_list(self.address, self.calldata("commitMiniblocks", bytes(batch)))
 
-    async def commit_packed_budgeted(self, batch: bytes, count: int) -> TxResult:
+    async def commit_packed_budgeted(self, batch: bytes, count: int, send_by: float | None = None) -> TxResult:
         """v2's `commit_budgeted`: a fixed gas budget for `count` records, estimated after an out-of-gas;
-        with the access list that saves gas at this size (its intrinsic cost added to the budget)."""
-        access = await self.commit_access_list(batch, count)
+        with the access list that saves gas at this size (its intrinsic cost added to the budget).
+        SendTooLate: the chain time is past `send_by` once the access list is read, nothing sent. With less
+        than ACCESS_LIST_MIN_LEFT_S to `send_by`, no access list is asked for (it only saves gas, and on a
+        loaded Anvil it took the last of the window: whole ticks were given up at the send)."""
+        hurry = send_by is not None and send_by - self.now() < ACCESS_LIST_MIN_LEFT_S
+        access = [] if hurry else await self.commit_access_list(batch, count)
+        self._not_after(send_by)
         gas = None if self._estimate_next else (
             COMMIT_GAS_BASE + COMMIT_GAS_PER_HEADER_V2 * count + access_list_intrinsic(access))
         res = await self.commit_packed(batch, gas=gas, check=False, access=access)

@@ -13,7 +13,9 @@ at most one per `aggregate_ms`) and answers each hand-off with that transaction'
 only delay a header: its leader sends the header itself after `aggregate_wait_ms` (a duplicate is rejected `BadNumber`).
 
 Bounds: headers waiting per sender (`aggregate_max_batch`) and in all (`aggregate_max_pending`), one
-hand-off at most `aggregate_max_batch` headers, a header waits at most `aggregate_wait_ms` here.
+hand-off at most `aggregate_max_batch` headers, a header is sent at most `aggregate_wait_ms` minus
+HANDOFF_GUARD_S after it came and only within its `window.handoff_room` (node/server/window.py: 422
+`window_over` when that is less than the hold).
 """
 
 from __future__ import annotations
@@ -28,13 +30,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from node.chain.client import NodeRecord
+from node.chain.client import NodeRecord, SendTooLate
 from node.chain.logs import TxResult
 from node.protocol.commit import CommitView, StreamHead
 from node.protocol.eip712 import hash_header
 from node.protocol.types import MAX_BATCH, MAX_REPLICATION, Header, RejectReason
 
-from . import commitbatch
+from . import commitbatch, window
 from .core import Node
 from .intake import Rejected
 from .models import HeaderOut, hx, unhex
@@ -45,6 +47,10 @@ log = logging.getLogger("node.aggregate")
 
 SLOT_TOLERANCE_S = 2.0  # a hand-off is taken by the aggregator of the slot at chain time, or 2 s either side
 STALE = (RejectReason.BAD_NUMBER, RejectReason.BAD_PARENT)  # the view here may be behind: re-read heads once
+HANDOFF_GUARD_S = 1.0
+"""A hand-off is sent by `aggregate_wait_ms` minus this after it arrived, or not at all: the leader, whose
+bound started earlier, then finds the transaction mined when it looks at the heads before sending itself
+(a send here after that raced the leader's own: one of the two came back BAD_NUMBER)."""
 
 
 def aggregator_at(nodes: Mapping[str, NodeRecord], epoch: int, t: float, slot_s: float) -> str | None:
@@ -111,6 +117,7 @@ class Aggregator:
     def __init__(self, node: Node) -> None:
         self.node = node
         self._offers: list[Offer] = []
+        self._sending: list[Offer] = []  # taken by the send under way (flush_once)
         cfg = node.cfg
         self.policy = SendPolicy(min_gap_s=cfg.aggregate_ms / 1000, hold_s=cfg.aggregate_hold_ms / 1000,
                                  fill=cfg.aggregate_fill, recent_s=cfg.aggregate_recent_ms / 1000)
@@ -185,15 +192,45 @@ class Aggregator:
             i, v = bad[0]
             raise Rejected(422, "invalid_header", f"header {i} ({hx(headers[i].stream_id)[:10]} #{headers[i].number}) "
                                                   f"would be rejected: {v.name}")
+        room = window.handoff_room(self.window_left(headers))
+        if room <= cfg.aggregate_hold_ms / 1000:  # not sendable here in time: the leader may still send it
+            raise Rejected(422, "window_over", "too little of a header's send window is left to send it from "
+                                               "here: send it yourself (or not at all)")
         # re-checked: the awaits above may have let another hand-off in
         if self.pending() + len(headers) > cfg.aggregate_max_pending:
             raise Rejected(429, "aggregator_full", "too many headers waiting here; send them yourself",
                            {"Retry-After": "1"})
         fut: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         now = time.monotonic()
-        self._offers.append(Offer(sender, headers, sigs, hashes, now, now + cfg.aggregate_wait_ms / 1000, fut))
+        wait = cfg.aggregate_wait_ms / 1000
+        deadline = now + min(max(wait / 2, wait - HANDOFF_GUARD_S), room)
+        self._offers.append(Offer(sender, headers, sigs, hashes, now, deadline, fut))
         self._arrived.set()
         return fut
+
+    def window_left(self, headers: Sequence[Header]) -> float:
+        """Seconds left to send all of these headers within their attempts' windows (heads of the view here;
+        a header not on the view's head was refused by `check` before)."""
+        n = self.node
+        now, timeout = n.chain_now(), n.params.leader_timeout
+        left = float("inf")
+        for h in headers:
+            head = n.view.head(h.stream_id)
+            if head is not None and head.number == h.number - 1:
+                left = min(left, window.time_left(now, head.timestamp, h.attempt, timeout))
+        return left
+
+    def withdraw(self, fut: asyncio.Future[Outcome]) -> bool:
+        """Take back the waiting hand-off answered through `fut` (this node's own producer, whose bound ran out).
+        False: it is in the send under way (its outcome will come through `fut`)."""
+        if any(o.done is fut for o in self._sending):
+            return False
+        for o in self._offers:
+            if o.done is fut:
+                self._offers.remove(o)
+                o.resolve(Outcome(None, {hh: "withdrawn" for hh in o.hashes}))
+                break
+        return True
 
     def due_in(self, last_sent: float) -> float | None:
         """Seconds until the waiting hand-offs are due to be sent (node/server/sendpolicy.py); None: none wait."""
@@ -230,6 +267,13 @@ class Aggregator:
         taken = self._take()
         if not taken:
             return 0
+        self._sending = taken
+        try:
+            return await self._send(t0, taken)
+        finally:
+            self._sending = []
+
+    async def _send(self, t0: float, taken: list[Offer]) -> int:
         self.policy.sent(t0, {h.stream_id for o in taken for h in o.headers})
         node = self.node
         headers = [h for o in taken for h in o.headers]
@@ -244,11 +288,14 @@ class Aggregator:
         dropped: dict[bytes, str] = {}
         send_h, send_s = [], []
         i = 0
+        now = time.monotonic()  # the check's reads took time: a hand-off past its bound is not sent now
         for o in taken:
             for h, s, hh in zip(o.headers, o.sigs, o.hashes, strict=True):
                 v = verdicts[i]
                 i += 1
-                if v is None:
+                if o.deadline <= now:
+                    dropped[hh] = "expired"
+                elif v is None:
                     send_h.append(h)
                     send_s.append(s)
                 else:
@@ -259,8 +306,14 @@ class Aggregator:
             for o in taken:
                 o.resolve(Outcome(None, {hh: dropped.get(hh, "") for hh in o.hashes}))
             return 0
+        last = min(o.deadline for o in taken if o.deadline > now) if send_h else now
         try:
-            res = await commitbatch.send(node, send_h, send_s)
+            res = await commitbatch.send(node, send_h, send_s, node.chain_now() + (last - time.monotonic()))
+        except SendTooLate as exc:  # the reads before the send took the hand-offs past their bound
+            log.info("aggregate: %d headers not sent: %s", len(send_h), exc)
+            for o in taken:
+                o.resolve(Outcome(None, {hh: "expired" for hh in o.hashes}))
+            return 0
         except Exception as exc:  # noqa: BLE001 - any send failure: the leaders send themselves
             log.warning("aggregate: commitMiniblocks of %d headers failed: %s", len(send_h), exc)
             node.metrics.commit_txs.labels("error").inc()

@@ -59,10 +59,12 @@ def calldata_bytes(node: Node, sigs: Sequence[bytes]) -> int:
     return 384 + 160 * len(sigs)
 
 
-async def send(node: Node, headers: Sequence[Header], sigs: Sequence[Sequence[bytes]]) -> TxResult:
-    """One commitMiniblocks with these headers, in this order (a fixed gas budget: chain.client)."""
+async def send(node: Node, headers: Sequence[Header], sigs: Sequence[Sequence[bytes]],
+               send_by: float | None = None) -> TxResult:
+    """One commitMiniblocks with these headers, in this order (a fixed gas budget: chain.client); not sent
+    (SendTooLate) once the chain time is past `send_by` (their attempt windows: node/server/window.py)."""
     if not is_v2(node):
-        return await node.chain.commit_budgeted(list(headers), [list(s) for s in sigs])
+        return await node.chain.commit_budgeted(list(headers), [list(s) for s in sigs], send_by)
     recs = records(node, headers, [list(s) for s in sigs])
     batch = v2.encode_batch(recs, v2.reveal_order(recs))
-    return await node.chain.commit_packed_budgeted(batch, len(recs))
+    return await node.chain.commit_packed_budgeted(batch, len(recs), send_by)

@@ -67,7 +67,8 @@ class Node:
       on by the watcher / the gossip loop.  `wake_produce`: set by the watcher after a round that applied
       commits, waited on by the leader loop (its tick starts when a head moves, not up to `tick_ms` later).
     - `producer`: randao_commit (the chain's commitment of this node, None = re-read), onion_alarm,
-      invalid_events; `tried` (producer's slots and `replicas` upkeep's replaceReplica keys);
+      invalid_events, send_lag_s (how long its recent ticks took from start to send: window.next_lag);
+      `tried` (producer's slots and `replicas` upkeep's replaceReplica keys);
       `delegate` (the producer's hand-off): aggregator_skip (aggregators that failed, until when).
     - `aggregator`: set once by `app.build_node`; its waiting hand-offs are its own (node/server/aggregate.py),
       and it feeds `view` its transactions' logs and heads it re-read.
@@ -113,6 +114,7 @@ class Node:
     attested_at: dict[tuple[bytes, int], tuple[int, float]] = field(
         default_factory=lambda: BoundedDict(MAP_BOUND["per_slot"]))
     onion_alarm: float = 0.0  # last time an onion problem was logged
+    send_lag_s: float = 0.0  # producer: its ticks' start -> send, recent (a slot with less window left waits)
     # reorg (node.server.reorg, the watcher): the newest chain block counted final; streams whose chain head
     # must be re-read after a rollback; node records to re-read; depths of the reorgs seen (bounded)
     final_block: int = -1

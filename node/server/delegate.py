@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from node.chain.logs import TxResult
 from node.protocol.types import Header
 
+from . import window
 from .aggregate import aggregator_at
 from .core import Node
 from .intake import Rejected
@@ -32,11 +33,13 @@ SKIP_REFUSED_S = 5.0  # an aggregator that says it is not one (409): ask again a
 class Handoff:
     """`result`: the aggregator's mined transaction, read here (None: none for these headers); `applied`:
     its logs are already in this node's chain view (this node is the aggregator); `waited`: the bound ran
-    out (the transaction may still land: look at the heads before sending)."""
+    out (the transaction may still land: look at the heads before sending); `pending`: the aggregator may
+    still send them (this node's own, in the middle of its send): the leader must not send them too."""
 
     result: TxResult | None = None
     applied: bool = False
     waited: bool = False
+    pending: bool = False
 
 
 def body_of(headers: list[Header], sigs: list[list[bytes]]) -> dict:
@@ -44,15 +47,18 @@ def body_of(headers: list[Header], sigs: list[list[bytes]]) -> dict:
                         for h, ss in zip(headers, sigs, strict=True)]}
 
 
-async def hand_off(node: Node, headers: list[Header], sigs: list[list[bytes]]) -> Handoff:
+async def hand_off(node: Node, headers: list[Header], sigs: list[list[bytes]], left_s: float) -> Handoff:
+    """Hand the headers over and wait for the outcome, at most `aggregate_wait_ms` and at most until
+    OWN_RESERVE_S before their send deadline (`left_s` from now, node/server/window.py): the leader can then
+    still send them itself."""
     cfg = node.cfg
-    if not headers or len(headers) > cfg.aggregate_max_batch:
+    wait = min(cfg.aggregate_wait_ms / 1000, left_s - window.OWN_RESERVE_S)
+    if not headers or len(headers) > cfg.aggregate_max_batch or wait <= 0:
         return Handoff()
     now = node.chain_now()
     target = aggregator_at(node.nodes, node.epoch_at(now), now, cfg.aggregate_slot_s)
     if target is None or node.aggregator_skip.get(target, 0.0) > time.time():
         return Handoff()
-    wait = cfg.aggregate_wait_ms / 1000
     if target == node.me:
         return await _local(node, headers, sigs, wait)
     url = node.url_of(target)
@@ -97,6 +103,11 @@ async def _local(node: Node, headers: list[Header], sigs: list[list[bytes]], wai
     try:
         out = await asyncio.wait_for(asyncio.shield(fut), timeout=wait)
     except TimeoutError:
-        return Handoff(waited=True)
+        if agg.withdraw(fut):  # still waiting there: taken back, never sent, so the leader sends them now
+            return Handoff()
+        try:  # in the middle of the aggregator's send: its outcome decides (the send is bounded by the tx's)
+            out = await asyncio.wait_for(asyncio.shield(fut), timeout=wait)
+        except TimeoutError:
+            return Handoff(waited=True, pending=True)
     node.metrics.handoffs.labels("own").inc()
     return Handoff(out.result, applied=True, waited=out.result is None)

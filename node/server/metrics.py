@@ -70,6 +70,12 @@ class Metrics:
         self.commit_latency = Histogram("node_commit_latency_seconds",
                                         "Event accepted here -> its block applied here", registry=r,
                                         buckets=(0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64))
+        self.drafts_late = Counter("node_drafts_late", "Drafts dropped past their attempt's send window "
+                                   "(node/server/window.py), by the tick stage that found them late", ["stage"],
+                                   registry=r)
+        self.handoff_not_resent = Counter("node_handoff_not_resent", "Handed-off headers not sent again by the "
+                                          "leader: reveal spent, or the aggregator may still send them",
+                                          ["why"], registry=r)
         self.tick_seconds = Histogram("node_tick_seconds", "A leader tick that built headers: votes to commit+apply",
                                       registry=r, buckets=(0.1, 0.25, 0.5, 1, 2, 4, 8, 16))
         self.events_committed = Counter("node_events_committed", "Events in applied blocks", registry=r)

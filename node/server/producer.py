@@ -9,6 +9,7 @@ import logging
 import time
 from dataclasses import dataclass, replace
 
+from node.chain.client import SendTooLate
 from node.chain.logs import TxResult
 from node.protocol import v2
 from node.protocol.block_rules import AgedEntry, age_order, block_event_cap, events_with_quorum, select_events
@@ -19,8 +20,8 @@ from node.protocol.state import StateDelta, state_delta
 from node.protocol.state_root import root_after
 from node.protocol.types import MAX_BATCH, MAX_REVEAL_SKIP, Event, EventEntry, Header, RejectReason
 
-from . import commitbatch
-from .core import Node
+from . import commitbatch, window
+from .core import ATTEMPT_MARGIN_S, Node
 from .delegate import hand_off
 from .headreads import load_heads
 from .models import hx
@@ -46,6 +47,7 @@ class Draft:
     items: list[EventEntry]
     delta: StateDelta
     state_root: bytes
+    head_ts: int  # the parent's chain time: the attempt window's origin (node/server/window.py)
     header: Header | None = None
     sigs: list[bytes] | None = None
 
@@ -57,8 +59,10 @@ def signed(d: Draft) -> tuple[Header, list[bytes]]:
 
 
 def slots_to_lead(node: Node, epoch: int, seed: bytes) -> list[tuple[bytes, int, int]]:
-    """(stream, number, attempt) this node leads now."""
+    """(stream, number, attempt) this node leads now, with time left in the attempt's window to do it."""
     out = []
+    timeout = node.params.leader_timeout
+    need = window.start_need(node.send_lag_s, timeout, ATTEMPT_MARGIN_S)
     for sid in node.storage.streams_with_pending():
         if not node.replicates(sid):
             continue
@@ -72,11 +76,40 @@ def slots_to_lead(node: Node, epoch: int, seed: bytes) -> list[tuple[bytes, int,
             continue
         if node.tried.get((sid, n, attempt), 0) > time.time():
             continue
+        if window.time_left(node.chain_now(), ch.timestamp, attempt, timeout) < need:
+            continue  # too late in the window to finish a tick: the next attempt's leader takes it
         seen = node.attested_at.get((sid, n))
-        if seen is not None and seen[0] < attempt and time.time() - seen[1] < node.params.leader_timeout:
-            continue  # this node just attested an earlier attempt's header: let that leader finish first
+        if seen is not None and seen[0] < attempt and time.time() - seen[1] < timeout \
+                and node.chain_now() < window.earlier_settled_at(ch.timestamp, seen[0], timeout):
+            continue  # this node just attested an earlier attempt's header: let it land (it is sent in its window)
         out.append((sid, n, attempt))
     return out
+
+
+def late(node: Node, drafts: list[Draft]) -> tuple[list[Draft], list[Draft]]:
+    """The drafts still sendable now (their attempt's window open, SEND_SLACK_S kept, and the chain view not
+    already past their number), and the rest. A late draft is given up for its attempt and nothing else: its
+    events stay pending, and no one waits on it (the next attempt's leader builds once the window closes)."""
+    now, timeout = node.chain_now(), node.params.leader_timeout
+    keep: list[Draft] = []
+    gone: list[Draft] = []
+    for d in drafts:
+        h = node.view.head(d.sid)
+        past = h is not None and h.number >= d.number
+        (gone if past or window.time_left(now, d.head_ts, d.attempt, timeout) <= 0 else keep).append(d)
+    for d in gone:
+        node.tried[(d.sid, d.number, d.attempt)] = float("inf")
+    return keep, gone
+
+
+def drop_late(node: Node, drafts: list[Draft], stage: str) -> list[Draft]:
+    """`late`, counted and logged by the stage that found them late."""
+    keep, gone = late(node, drafts)
+    if gone:
+        node.metrics.drafts_late.labels(stage).inc(len(gone))
+        log.info("%d of %d drafts past their attempt's send window (%s): dropped, events stay pending",
+                 len(gone), len(drafts), stage)
+    return keep
 
 
 MAX_TX_HEADERS = 128  # headers per own commitMiniblocks: 128 x the 160k budget per header fits a 30M gas block
@@ -138,7 +171,9 @@ def build_draft(node: Node, sid: bytes, number: int, attempt: int, epoch: int, k
              and got[h][0].stream_id == sid]
     row = node.storage.get_stream(sid)
     state = node.storage.state(sid)
-    if row is None or state is None or row.head_number != number - 1 or state.number != number - 1:
+    ch = node.view.head(sid)
+    if row is None or state is None or row.head_number != number - 1 or state.number != number - 1 \
+            or ch is None or ch.number != number - 1:
         return None
     rules = node.rules_of(state)
     selection = select_events(state.members, age_order(aged), block_event_cap(node.cfg.max_block_events),
@@ -155,7 +190,7 @@ def build_draft(node: Node, sid: bytes, number: int, attempt: int, epoch: int, k
     events = [e for _, e, _ in good]
     delta = state_delta(state.members, events, rules, strict=False)
     return Draft(sid, number, attempt, epoch, row.head_hash, good, delta,
-                 root_after(state.members, rules.invite_only, state.nonces, delta, events))
+                 root_after(state.members, rules.invite_only, state.nonces, delta, events), ch.timestamp)
 
 
 async def produce_once(node: Node) -> int:
@@ -176,7 +211,7 @@ async def produce_once(node: Node) -> int:
         node.tried = {k: v for k, v in node.tried.items() if v > now}
 
     t0 = time.monotonic()
-    drafts = await draft_blocks(node, slots, epoch)
+    drafts = drop_late(node, await draft_blocks(node, slots, epoch), "draft")
     if not drafts:
         return 0
     # RANDAO reveals in batch order, from the chain's current commitment of this node (v2: one reveal for
@@ -205,6 +240,7 @@ async def produce_once(node: Node) -> int:
     t1 = time.monotonic()
     atts = await attestations_for(node, [(signed(d)[0], [h for h, _, _ in d.items]) for d in drafts], epoch)
     t2 = time.monotonic()
+    node.send_lag_s = window.next_lag(node.send_lag_s, t2 - t0)
     ready: list[Draft] = []
     for d, a in zip(drafts, atts, strict=True):
         if a is None:
@@ -213,6 +249,8 @@ async def produce_once(node: Node) -> int:
         header, _ = signed(d)
         d.sigs = [sign_header(node.domain, header, node.key), *a]
         ready.append(d)
+    attested = len(ready)
+    ready = drop_late(node, ready, "attest")
     node.storage.add_proposals([(hash_header(signed(d)[0]), signed(d)[0], [h for h, _, _ in d.items]) for d in ready])
     # A gap of more than MAX_REVEAL_SKIP layers before a header would make its reveal invalid.
     batch, last_pos = [], 0
@@ -223,6 +261,10 @@ async def produce_once(node: Node) -> int:
             batch.append(d)
             last_pos = i + 1
     if not batch:
+        if attested:  # all attested ones late: the tick's time still counts (bench/active_streams.py reads it)
+            log.info("tick: 0 headers (0 events) committed 0; draft %.3fs attest %.3fs commit+apply 0.000s",
+                     t1 - t0, t2 - t1)
+            node.metrics.tick_seconds.observe(time.monotonic() - t0)
         return 0
     done = await commit(node, batch)
     log.info("tick: %d headers (%d events) committed %d; draft %.3fs attest %.3fs commit+apply %.3fs", len(batch),
@@ -239,18 +281,40 @@ async def commit(node: Node, batch: list[Draft]) -> int:
     for d in batch:  # one submission per slot: a rejected slot is given up, the next attempt takes over
         node.tried[(d.sid, d.number, d.attempt)] = float("inf")
     done = 0
-    if node.cfg.aggregate and len(batch) < OWN_TX_FROM:
+    now, timeout = node.chain_now(), node.params.leader_timeout
+    left = min(window.time_left(now, d.head_ts, d.attempt, timeout) for d in batch)
+    # handed off only with time for the aggregator's hold and send, and the leader's own send after it
+    handable = window.handoff_room(left) > node.cfg.aggregate_hold_ms / 1000
+    if node.cfg.aggregate and len(batch) < OWN_TX_FROM and handable:
         pairs = [signed(d) for d in batch]
-        handed = await hand_off(node, [h for h, _ in pairs], [sigs for _, sigs in pairs])
+        handed = await hand_off(node, [h for h, _ in pairs], [sigs for _, sigs in pairs], left)
+        spent = False  # the aggregator's transaction carried this leader's reveal: the rest cannot reuse it
         if handed.result is not None:
             done = await settle(node, batch, handed.result, apply_logs=not handed.applied)
+            spent = done > 0
             seen = {c.header_hash for c in handed.result.committed} | {r.header_hash for r in handed.result.rejected}
             batch = [d for d in batch if hash_header(signed(d)[0]) not in seen]
         if batch and handed.waited:  # it may have landed after all (a slow aggregator): look before sending
+            # and it may still land: the next reveal is taken past this one (valid either way, within the
+            # contract's MAX_REVEAL_SKIP), not read back from a chain that may not show that send yet
+            node.randao_commit = signed(batch[-1])[0].randao_reveal
             await resync_heads(node, [d.sid for d in batch])
-            batch = [d for d in batch if (h := node.view.head(d.sid)) is None or h.number < d.number]
+            rest = [d for d in batch if (h := node.view.head(d.sid)) is None or h.number < d.number]
+            spent = spent or len(rest) < len(batch)  # some landed through the aggregator, with this leader's reveal
+            batch = rest
+        if batch and (spent or handed.pending):
+            # not sent again in this tick: with a spent reveal they would come back BAD_RANDAO_REVEAL, and
+            # headers the aggregator may still send would race it (BAD_NUMBER). A spent reveal's slots are
+            # drafted again next tick with the next reveal (their window permitting).
+            for d in batch:
+                node.tried[(d.sid, d.number, d.attempt)] = time.time() + 0.5 if spent else float("inf")
+            node.metrics.handoff_not_resent.labels("reveal_spent" if spent else "aggregator_pending").inc(len(batch))
+            log.info("%d headers not sent again after the hand-off (%s)", len(batch),
+                     "reveal spent" if spent else "the aggregator may still send them")
+            batch = []
         if not batch:
             return done
+    batch = drop_late(node, batch, "send")
     for k in range(0, len(batch), MAX_TX_HEADERS):  # in order: each chunk's reveals follow the previous one's
         n = await commit_own(node, batch[k:k + MAX_TX_HEADERS])
         if n is None:  # not sent: the later chunks' reveals would skip too far; retried next tick
@@ -270,9 +334,15 @@ back BAD_NUMBER, and the next tick's BAD_RANDAO_REVEAL: a reveal consumed by the
 
 async def commit_own(node: Node, batch: list[Draft]) -> int | None:
     """Send headers in this node's own transaction; settle what it did. None: the send failed."""
+    timeout = node.params.leader_timeout
     try:
         pairs = [signed(d) for d in batch]
-        res = await commitbatch.send(node, [h for h, _ in pairs], [sigs for _, sigs in pairs])
+        res = await commitbatch.send(node, [h for h, _ in pairs], [sigs for _, sigs in pairs],
+                                     min(window.send_by(d.head_ts, d.attempt, timeout) for d in batch))
+    except SendTooLate as exc:  # the reads before the send took the rest of the window: given up, as `late`
+        node.metrics.drafts_late.labels("send").inc(len(batch))
+        log.info("%d drafts not sent: %s; events stay pending", len(batch), exc)
+        return 0
     except Exception as exc:  # noqa: BLE001 - any send failure (RPC, nonce, timeout): retry the slots soon
         log.warning("commitMiniblocks failed (%d headers): %s", len(batch), exc)
         node.metrics.commit_txs.labels("error").inc()
