@@ -7,10 +7,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from node.chain.client import SendTooLate
-from node.chain.logs import TxResult
+from node.chain.logs import MiniblockCommitted, MiniblockRejected, TxResult
 from node.protocol import v2
 from node.protocol.block_rules import AgedEntry, age_order, block_event_cap, events_with_quorum, select_events
 from node.protocol.eip712 import hash_header, sign_header
@@ -292,8 +293,11 @@ async def commit(node: Node, batch: list[Draft]) -> int:
         if handed.result is not None:
             done = await settle(node, batch, handed.result, apply_logs=not handed.applied)
             spent = done > 0
-            seen = {c.header_hash for c in handed.result.committed} | {r.header_hash for r in handed.result.rejected}
-            batch = [d for d in batch if hash_header(signed(d)[0]) not in seen]
+            by_hash = {hash_header(signed(d)[0]): d for d in batch}
+            seen = {id(by_hash[c.header_hash]) for c in handed.result.committed if c.header_hash in by_hash}
+            seen |= {id(d) for _r, d in own_rejections(batch, by_hash, handed.result.committed,
+                                                         handed.result.rejected)}
+            batch = [d for d in batch if id(d) not in seen]
         if batch and handed.waited:  # it may have landed after all (a slow aggregator): look before sending
             # and it may still land: the next reveal is taken past this one (valid either way, within the
             # contract's MAX_REVEAL_SKIP), not read back from a chain that may not show that send yet
@@ -387,18 +391,39 @@ async def settle(node: Node, batch: list[Draft], res: TxResult, apply_logs: bool
             own.append((signed(mine)[0], c.header_hash, mine.items, c.tx_hash, mine.delta))
     apply_committed_many(node, own)
     node.metrics.blocks_led_committed.inc(done)
-    rejected = [r for r in logs.rejected if r.header_hash in by_hash]
+    rejected = own_rejections(batch, by_hash, logs.committed, logs.rejected)
     if rejected:
-        for r in rejected:
+        for r, lost in rejected:
             name = RejectReason(r.reason).name if r.reason in tuple(RejectReason) else str(r.reason)
             node.metrics.blocks_rejected.labels(name).inc()
             log.info("header %s #%d rejected: %s", hx(r.stream_id)[:10], r.number, name)
-            lost = by_hash[r.header_hash]
             if r.reason in TRANSIENT:
                 node.tried[(lost.sid, lost.number, lost.attempt)] = time.time() + 0.5
         node.randao_commit = None
-        await resync_heads(node, [r.stream_id for r in rejected])
+        await resync_heads(node, [r.stream_id for r, _d in rejected])
     return done
+
+
+def own_rejections(batch: list[Draft], by_hash: dict[bytes, Draft], committed: Sequence[MiniblockCommitted],
+                   rejections: Sequence[MiniblockRejected]) -> list[tuple[MiniblockRejected, Draft]]:
+    """The rejections of a mined commit that are this leader's headers, each with its draft. By header hash,
+    else by (stream, number): v2 logs the hash of the header as the contract rebuilt it (the chain's head as
+    parent, the current epoch; leader and reveal 0 off the elected position), which differs from the signed
+    one exactly when the header is rejected for its parent, number, epoch or leader. A slot whose own header
+    committed is not matched again (another leader's header at that number in the same transaction)."""
+    by_slot = {(d.sid, d.number): d for d in batch}
+    won = {(by_hash[c.header_hash].sid, by_hash[c.header_hash].number) for c in committed if c.header_hash in by_hash}
+    out: list[tuple[MiniblockRejected, Draft]] = []
+    seen: set[tuple[bytes, int]] = set()
+    for r in rejections:
+        d = by_hash.get(r.header_hash)
+        if d is None:
+            d = by_slot.get((r.stream_id, r.number))
+        if d is None or (d.sid, d.number) in won or (d.sid, d.number) in seen:
+            continue
+        seen.add((d.sid, d.number))
+        out.append((r, d))
+    return out
 
 
 async def resync_heads(node: Node, sids: list[bytes]) -> None:
