@@ -236,3 +236,22 @@ def test_random_operations_keep_memory_equal_to_the_rows(tmp_path):
                 st = reopen(st, p)
             assert_consistent(st)
         st.close()
+
+
+def test_forget_stream_drops_its_rows_keeps_its_pending_events_and_refuses_with_blocks(tmp_path):
+    """A stream whose creation a reorg orphaned (`Storage.forget_stream`): its rows go, its pending events stay
+    pending (the creation may be mined again); a stream that still holds blocks is not forgotten."""
+    st = open_store(tmp_path / "node.sqlite")
+    pending = ev(S2, AUTHORS[0], 1)
+    st.add_events([pending])
+    apply(st, S1, [ev(S1, AUTHORS[0], 1)])
+    assert st.forget_stream(S1) is False and st.get_stream(S1) is not None
+    assert st.forget_stream(S2) is True
+    assert st.get_stream(S2) is None and S2 not in {r.stream_id for r in st.all_streams()}
+    assert st.pool_hashes(S2) == [pending[0]] and st.get_event(pending[0]) is not None
+    st.close()
+    st = Storage(tmp_path / "node.sqlite")  # after a restart too
+    assert st.get_stream(S2) is None and st.pool_hashes(S2) == [pending[0]]
+    st.upsert_streams([(S2, GEN, AUTHORS[:2], 9, None, 0)])  # the creation mined again
+    assert st.get_stream(S2) is not None and st.pool_hashes(S2) == [pending[0]]
+    st.close()

@@ -95,3 +95,25 @@ def test_reads_say_whether_a_block_is_final(net, clients, domain, reg):
             break
         time.sleep(0.2)
     assert st["final"] is True
+
+
+def test_a_stream_whose_creation_a_reorg_dropped_is_forgotten_by_every_node(net, clients, reg):
+    """A reorg that drops the `createStream` transaction leaves no stream on chain: no node may keep serving
+    it (found by `python -m node chaos --kinds join_leave,reorg --seed 7`: nodes answered it with head 0)."""
+    gone = parse_stream_id("reorg-gone")
+    res = reg.create_stream(gone)
+    assert res.status == 1
+    deadline = time.monotonic() + 30
+    while any(c.http.get(f"/v1/streams/0x{gone.hex()}").status_code != 200 for c in clients):
+        assert time.monotonic() < deadline, "the nodes never recorded the new stream"
+        time.sleep(0.2)
+    depth = reg.block_number() - res.block_number + 1  # the creation's block and any mined after it
+    assert 1 <= depth <= 8, depth
+    net.anvil.reorg(depth)
+    assert reg.replicas_of(gone) == []  # the registry has no such stream now
+    deadline = time.monotonic() + 30
+    while (codes := [c.http.get(f"/v1/streams/0x{gone.hex()}").status_code for c in clients]) != [404] * len(clients):
+        assert time.monotonic() < deadline, f"a node still serves the orphaned stream: {codes}"
+        time.sleep(0.2)
+    for c in clients:  # the other streams are still served
+        assert all(c.http.get(f"/v1/streams/0x{s.hex()}").status_code == 200 for s in (S1, S2))

@@ -18,6 +18,7 @@ Registry v2's commits (one log per transaction, decoded per accepted record by n
 neither the leader's address nor prevHash[0:18]: `apply_logs` fills them from the replica list and
 the previous head's full hash, in chain order, before anything is recorded.
 - `reset_head(...)`: the head read from the registry after a reorg rolled the stream back (may go down).
+- `forget_stream(...)`: a stream the registry no longer has after a reorg (its creation orphaned).
 - `load_nodes(...)`: the registry's node records (at start-up, on node events, at each new epoch).
 - `load_seed(...)`: an epoch's seed once a view confirmed it (seeds never change once set).
 
@@ -217,6 +218,17 @@ class ChainView:
             head = StreamHead(head.number, full, head.timestamp)
         self._heads[sid] = head
         self._changed(sid)
+
+    def forget_stream(self, sid: bytes) -> bool:
+        """After a reorg: the registry has no such stream any more (its creation was orphaned). Gone from the
+        view and the store, so that no node serves it; the rescan records it again if the creation is re-mined."""
+        if not self._storage.forget_stream(sid):
+            return False
+        self._heads.pop(sid, None)
+        self._replicas.pop(sid, None)
+        self._mine.discard(sid)
+        self._changed(sid)
+        return True
 
     def load_nodes(self, records: Iterable[NodeRecord]) -> None:
         self._nodes = {r.address: r for r in records}

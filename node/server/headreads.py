@@ -29,9 +29,15 @@ async def load_heads(node: Node, sids: Iterable[bytes], *, reset: bool = False, 
         async with sem:
             try:
                 n, h, ts = await node.chain.stream_head(sid)
+                replicas = await node.chain.replicas_of(sid)
+                if reset and not replicas and n == 0:  # every stream has replicas: this one is not on chain now
+                    if node.view.forget_stream(sid):
+                        log.warning("stream %s%s: not on chain any more (its creation was orphaned): forgotten",
+                                    hx(sid), why)
+                    return
                 if reset:
                     node.view.reset_head(sid, StreamHead(n, h, ts))
-                node.view.load_head(sid, StreamHead(n, h, ts), await node.chain.replicas_of(sid))
+                node.view.load_head(sid, StreamHead(n, h, ts), replicas)
             except Exception as exc:  # noqa: BLE001 - any RPC failure: the caller or the watcher's logs retry
                 log.warning("head of %s%s: %s", hx(sid), why, exc)
                 failed.add(sid)

@@ -551,6 +551,29 @@ class Storage:
             self.db.execute("ROLLBACK")
             raise
 
+    _STREAM_TABLES = ("blocks", "commits", "proposals", "members", "state_frontier", "used_nonces", "snapshots",
+                      "history", "streams")
+
+    def forget_stream(self, stream_id: bytes) -> bool:
+        """Drop a stream the chain no longer has (a reorg removed its creation), in one transaction; False if
+        it still holds blocks (not forgotten: a rollback must come first). Its pending events stay in the
+        pool: if the creation is mined again, they are committed as before; the pool bounds hold them."""
+        if self.db.execute("SELECT 1 FROM blocks WHERE stream_id=? LIMIT 1", (stream_id,)).fetchone():
+            return False
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            for table in self._STREAM_TABLES:
+                self.db.execute(f"DELETE FROM {table} WHERE stream_id=?", (stream_id,))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        finally:
+            self._streams.pop(stream_id, None)
+            self._states.pop(stream_id, None)
+        self._bases.pop(stream_id, None)
+        return True
+
     def set_replicas(self, stream_id: bytes, replicas: list[str]) -> None:
         self._streams.pop(stream_id, None)
         self.db.execute("UPDATE streams SET replicas=? WHERE stream_id=?", (json.dumps(replicas), stream_id))
