@@ -63,6 +63,12 @@ def check_network(reg: Registry, urls: Sequence[str], streams: Iterable[bytes], 
             # The chain's head and every node's, read together until they agree (or the deadline): a node can
             # become a replica during the wait (replaceReplica after the faults) and then sync the stream.
             deadline = time.monotonic() + settle_s
+            if not reg.replicas_of(sid):  # not on chain (a reorg orphaned its creation): no node may serve it
+                while (served := [u for u in urls if _head(http, u, sid) != -1]) and time.monotonic() < deadline:
+                    time.sleep(0.5)
+                for u in served:
+                    res.fail(f"{u}: serves {hx(sid)[:10]}, which is not on chain")
+                continue
             while True:
                 at = reg.block_number()  # the head and the hashes below read at one block
                 head = reg.stream_head(sid, at).number
