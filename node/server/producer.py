@@ -293,11 +293,11 @@ async def commit(node: Node, batch: list[Draft]) -> int:
         if handed.result is not None:
             done = await settle(node, batch, handed.result, apply_logs=not handed.applied)
             spent = done > 0
-            by_hash = {hash_header(signed(d)[0]): d for d in batch}
-            seen = {id(by_hash[c.header_hash]) for c in handed.result.committed if c.header_hash in by_hash}
-            seen |= {id(d) for _r, d in own_rejections(batch, by_hash, handed.result.committed,
-                                                         handed.result.rejected)}
-            batch = [d for d in batch if id(d) not in seen]
+            by_hash = by_signed_hash(batch)
+            seen = committed_slots(by_hash, handed.result.committed)
+            seen |= {(d.sid, d.number) for _r, d in own_rejections(batch, by_hash, handed.result.committed,
+                                                                   handed.result.rejected)}
+            batch = [d for d in batch if (d.sid, d.number) not in seen]
         if batch and handed.waited:  # it may have landed after all (a slow aggregator): look before sending
             # and it may still land: the next reveal is taken past this one (valid either way, within the
             # contract's MAX_REVEAL_SKIP), not read back from a chain that may not show that send yet
@@ -369,7 +369,7 @@ async def settle(node: Node, batch: list[Draft], res: TxResult, apply_logs: bool
         await resync_heads(node, [d.sid for d in batch])
         return 0
     logs = res.batch()
-    by_hash = {hash_header(signed(d)[0]): d for d in batch}
+    by_hash = by_signed_hash(batch)
     # the receipt block's timestamp when the send read it, else the local chain clock
     ts = res.block_timestamp if res.block_timestamp is not None else int(node.chain_now())
     logs = replace(logs, block_times={**logs.block_times, res.block_number: ts})
@@ -404,6 +404,16 @@ async def settle(node: Node, batch: list[Draft], res: TxResult, apply_logs: bool
     return done
 
 
+def by_signed_hash(batch: list[Draft]) -> dict[bytes, Draft]:
+    """The batch's drafts by the hash of the header this leader signed."""
+    return {hash_header(signed(d)[0]): d for d in batch}
+
+
+def committed_slots(by_hash: dict[bytes, Draft], committed: Sequence[MiniblockCommitted]) -> set[tuple[bytes, int]]:
+    """(stream, number) of the drafts whose own header a commit's logs show committed."""
+    return {(d.sid, d.number) for c in committed if (d := by_hash.get(c.header_hash)) is not None}
+
+
 def own_rejections(batch: list[Draft], by_hash: dict[bytes, Draft], committed: Sequence[MiniblockCommitted],
                    rejections: Sequence[MiniblockRejected]) -> list[tuple[MiniblockRejected, Draft]]:
     """The rejections of a mined commit that are this leader's headers, each with its draft. By header hash,
@@ -412,7 +422,7 @@ def own_rejections(batch: list[Draft], by_hash: dict[bytes, Draft], committed: S
     one exactly when the header is rejected for its parent, number, epoch or leader. A slot whose own header
     committed is not matched again (another leader's header at that number in the same transaction)."""
     by_slot = {(d.sid, d.number): d for d in batch}
-    won = {(by_hash[c.header_hash].sid, by_hash[c.header_hash].number) for c in committed if c.header_hash in by_hash}
+    won = committed_slots(by_hash, committed)
     out: list[tuple[MiniblockRejected, Draft]] = []
     seen: set[tuple[bytes, int]] = set()
     for r in rejections:
